@@ -1,1 +1,18 @@
-//! placeholder
+//! hull-agent: the guest's PID 1 and the ttrpc service the shim talks to.
+//!
+//! In the guest the agent is `/init`: it performs the init duties ([`init`]), reaps every child
+//! ([`reaper`]) and serves the agent API on vsock port 1024 ([`server`]). In host mode
+//! (`--listen unix:PATH`) the same service runs on a Unix socket so the container engine can be
+//! tested without a VM. This crate is never linked into host binaries.
+
+pub mod config;
+pub mod init;
+pub mod reaper;
+pub mod server;
+pub mod service;
+
+/// The agent's version, reported over the health service.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The guest vsock port the agent listens on (DESIGN §1).
+pub const AGENT_VSOCK_PORT: u32 = 1024;

@@ -1,1 +1,130 @@
-//! placeholder
+//! Helpers of the black-box suites: locating the repo, the lab and the guest image, and
+//! reading a bzImage's embedded version.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root (this crate lives in `<repo>/tests`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Errors of the suite helpers.
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    #[error("run {cmd}: {source}")]
+    Spawn {
+        cmd: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{cmd} failed ({status}): {stderr}")]
+    Failed {
+        cmd: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{cmd} printed no {key}= line")]
+    MissingKey { cmd: String, key: String },
+    #[error("bzImage: {0}")]
+    BadImage(String),
+}
+
+/// Paths of the guest image, as printed by `guest/build`.
+#[derive(Debug, Clone)]
+pub struct GuestImage {
+    pub vmlinux: PathBuf,
+    pub bzimage: PathBuf,
+    pub initrd: PathBuf,
+}
+
+/// Builds (or finds in the cache) the guest kernel and initrd with `guest/build`.
+pub fn guest_image() -> Result<GuestImage, SuiteError> {
+    let script = repo_root().join("guest/build");
+    let cmd = script.display().to_string();
+    let out = Command::new(&script)
+        .output()
+        .map_err(|source| SuiteError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
+    check(&cmd, &out)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let key = |k: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+            .map(PathBuf::from)
+            .ok_or_else(|| SuiteError::MissingKey {
+                cmd: cmd.clone(),
+                key: k.to_owned(),
+            })
+    };
+    Ok(GuestImage {
+        vmlinux: key("vmlinux")?,
+        bzimage: key("bzImage")?,
+        initrd: key("initrd")?,
+    })
+}
+
+fn check(cmd: &str, out: &Output) -> Result<(), SuiteError> {
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(SuiteError::Failed {
+        cmd: cmd.to_owned(),
+        status: out.status.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// The kernel version string embedded in a bzImage (boot protocol: the setup header's
+/// `kernel_version` field at 0x20E points, relative to 0x200, at a NUL-terminated string).
+pub fn bzimage_version(image: &[u8]) -> Result<String, SuiteError> {
+    const HEADER_MAGIC_AT: usize = 0x202;
+    const VERSION_PTR_AT: usize = 0x20E;
+    let magic = image.get(HEADER_MAGIC_AT..HEADER_MAGIC_AT + 4);
+    if magic != Some(b"HdrS".as_slice()) {
+        return Err(SuiteError::BadImage("no HdrS setup header".into()));
+    }
+    let ptr = image
+        .get(VERSION_PTR_AT..VERSION_PTR_AT + 2)
+        .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+        .ok_or_else(|| SuiteError::BadImage("truncated header".into()))?;
+    let start = 0x200 + ptr;
+    let tail = image
+        .get(start..)
+        .ok_or_else(|| SuiteError::BadImage(format!("version pointer {ptr:#x} out of range")))?;
+    let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+    Ok(String::from_utf8_lossy(&tail[..end]).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_setup_header_version() {
+        let mut img = vec![0u8; 0x400];
+        img[0x202..0x206].copy_from_slice(b"HdrS");
+        img[0x20E..0x210].copy_from_slice(&0x100u16.to_le_bytes());
+        let v = b"6.12.57-hull (hull@hull) #1 SMP\0";
+        img[0x300..0x300 + v.len()].copy_from_slice(v);
+        assert_eq!(
+            bzimage_version(&img).expect("version"),
+            "6.12.57-hull (hull@hull) #1 SMP"
+        );
+    }
+
+    #[test]
+    fn rejects_images_without_a_header_or_with_a_wild_pointer() {
+        assert!(bzimage_version(&[0u8; 0x300]).is_err());
+        let mut img = vec![0u8; 0x300];
+        img[0x202..0x206].copy_from_slice(b"HdrS");
+        img[0x20E..0x210].copy_from_slice(&0xFFFFu16.to_le_bytes());
+        assert!(bzimage_version(&img).is_err());
+    }
+}

@@ -1,1 +1,4 @@
-//! placeholder
+//! hull-vmm: one KVM microVM per process (DESIGN §2 vmm/). The only crate that uses
+//! `kvm-ioctls`.
+
+pub mod hostcheck;
