@@ -6,10 +6,17 @@
 //! tested without a VM. This crate is never linked into host binaries.
 
 pub mod config;
+pub mod engine;
+pub mod files;
+pub mod guest;
 pub mod init;
+pub mod logbuf;
 pub mod reaper;
+pub mod sandbox;
 pub mod server;
 pub mod service;
+pub mod storage;
+pub mod sys;
 
 /// The agent's version, reported over the health service.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,11 +1,19 @@
 //! `hull-agent`: `/init` of the hull guest, or `--listen unix:PATH` on the host for tests.
+//! `hull-agent __hull_init` is the container init helper (see `engine::init`).
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use hull_agent::config::ListenAddr;
-use hull_agent::{init, reaper, server, AGENT_VERSION};
+use hull_agent::engine::{Engine, EngineConfig};
+use hull_agent::logbuf::LogBuffer;
+use hull_agent::sandbox::Sandbox;
+use hull_agent::service::AgentState;
+use hull_agent::storage::StorageConfig;
+use hull_agent::{engine, init, reaper, server, sys, AGENT_VERSION};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Debug, Parser)]
@@ -14,16 +22,47 @@ struct Args {
     /// Where the ttrpc service listens: vsock:PORT (guest) or unix:PATH (host mode).
     #[arg(long, default_value = "vsock:1024")]
     listen: ListenAddr,
+    /// State directory; CopyFile writes only below it.
+    #[arg(long, default_value = "/run/hull")]
+    root: PathBuf,
+    /// cgroup v2 directory under which containers get their cgroups.
+    #[arg(long, default_value = "/sys/fs/cgroup/hull")]
+    cgroup_parent: PathBuf,
+    /// Directory of the pod's virtio-fs share; given in host mode, it is used as is.
+    #[arg(long)]
+    share_dir: Option<PathBuf>,
+    /// Where resolv.conf, hosts and hostname are written (default /etc, or ROOT/etc in host mode).
+    #[arg(long)]
+    etc_dir: Option<PathBuf>,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            listen: ListenAddr::default(),
+            root: "/run/hull".into(),
+            cgroup_parent: "/sys/fs/cgroup/hull".into(),
+            share_dir: None,
+            etc_dir: None,
+        }
+    }
 }
 
 fn main() {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == engine::init::INIT_ARG)
+    {
+        engine::init::main();
+    }
     let is_init = std::process::id() == 1;
     // The first console line: the lab smoke test and the VMM's boot log look for it.
     eprintln!(
         "hull-agent {AGENT_VERSION} starting{}",
         if is_init { " as PID 1" } else { "" }
     );
-    init_tracing();
+    let logs = LogBuffer::new(hull_agent::logbuf::DEFAULT_CAPACITY);
+    init_tracing(&logs);
 
     let args = match Args::try_parse() {
         Ok(args) => args,
@@ -31,9 +70,7 @@ fn main() {
         // them, so it logs and runs with defaults.
         Err(e) if is_init => {
             tracing::warn!("ignoring init arguments: {}", e.kind());
-            Args {
-                listen: ListenAddr::default(),
-            }
+            Args::default()
         }
         Err(e) => e.exit(),
     };
@@ -42,6 +79,12 @@ fn main() {
         for failure in init::mount_pseudo_filesystems() {
             tracing::error!("{failure}");
         }
+        if let Err(e) = sys::loopback_up() {
+            tracing::error!("bring up loopback: {e}");
+        }
+    } else if let Err(e) = isolate_host_mode() {
+        eprintln!("hull-agent: {e:#}");
+        std::process::exit(1);
     }
 
     let result = tokio::runtime::Builder::new_multi_thread()
@@ -49,7 +92,7 @@ fn main() {
         .thread_name("agent")
         .build()
         .context("create tokio runtime")
-        .and_then(|rt| rt.block_on(run(args, is_init)));
+        .and_then(|rt| rt.block_on(run(args, is_init, logs)));
 
     match result {
         Ok(()) if !is_init => {}
@@ -62,16 +105,67 @@ fn main() {
     }
 }
 
-async fn run(args: Args, is_init: bool) -> anyhow::Result<()> {
+/// Host mode gets its own UTS and mount namespaces (while still single-threaded), so
+/// CreateSandbox's hostname and the storages it mounts never touch the host.
+fn isolate_host_mode() -> anyhow::Result<()> {
+    use nix::mount::MsFlags;
+    use nix::sched::CloneFlags;
+    nix::sched::unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS)
+        .context("unshare uts+mount namespaces for host mode")?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("make / private in host mode")?;
+    Ok(())
+}
+
+async fn run(args: Args, is_init: bool, logs: LogBuffer) -> anyhow::Result<()> {
     if !is_init {
         // Orphans of host-mode containers must come back to us, as they would to PID 1.
         nix::sys::prctl::set_child_subreaper(true).context("become child subreaper")?;
     }
-    let reaper = tokio::spawn(reaper::run());
-    let mut server = server::start(&args.listen).await?;
+    let (reaper_handle, reaper_fut) = reaper::new();
+    let reaper = tokio::spawn(reaper_fut);
+    std::fs::create_dir_all(&args.root).with_context(|| format!("create {:?}", args.root))?;
+    let engine = Engine::new(
+        EngineConfig {
+            init_exe: "/proc/self/exe".into(),
+            cgroup_parent: args.cgroup_parent.clone(),
+        },
+        reaper_handle,
+    )
+    .map_err(|e| anyhow::anyhow!("{}", engine::error::chain(&e)))?;
+    let etc_dir = args.etc_dir.clone().unwrap_or_else(|| {
+        if is_init {
+            "/etc".into()
+        } else {
+            args.root.join("etc")
+        }
+    });
+    let storage = StorageConfig {
+        share_premounted: args.share_dir.is_some(),
+        share_dir: args
+            .share_dir
+            .clone()
+            .unwrap_or_else(|| args.root.join("shared")),
+    };
+    let state = AgentState {
+        engine,
+        sandbox: Arc::new(Sandbox::new(etc_dir, storage)),
+        logs,
+        copy_root: args.root.clone(),
+    };
+    let mut server = server::start(&args.listen, state).await?;
     tracing::info!("ready: serving ttrpc on {}", args.listen.to_ttrpc());
 
     if is_init {
+        if let Err(e) = sys::boot_timer_mark() {
+            tracing::warn!("boot timer mark: {e}");
+        }
         // PID 1 never returns while the reaper runs; the reaper only ends on runtime shutdown.
         reaper.await.context("reaper task")?.context("reaper")?;
         return Ok(());
@@ -102,13 +196,19 @@ fn park_as_init(why: &str) -> ! {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(logs: &LogBuffer) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_target(false)
-        .with_writer(std::io::stderr)
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_target(false)
+                .with_writer(std::io::stderr),
+        )
+        .with(logs.layer())
         .init();
 }

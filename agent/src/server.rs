@@ -2,10 +2,25 @@
 
 use std::sync::Arc;
 
+use hull_proto::containers_ttrpc::create_containers;
+use hull_proto::events_ttrpc::create_events;
+use hull_proto::files_ttrpc::create_files;
+use hull_proto::guest_ttrpc::create_guest;
 use hull_proto::health_ttrpc::create_health;
+use hull_proto::network_ttrpc::create_network;
+use hull_proto::processes_ttrpc::create_processes;
+use hull_proto::sandbox_ttrpc::create_sandbox;
 
 use crate::config::ListenAddr;
+use crate::service::containers::ContainersService;
+use crate::service::events::EventsService;
+use crate::service::files::FilesService;
+use crate::service::guest::GuestService;
 use crate::service::health::HealthService;
+use crate::service::network::NetworkService;
+use crate::service::processes::ProcessesService;
+use crate::service::sandbox::SandboxService;
+use crate::service::AgentState;
 
 /// Errors starting the agent's server.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +47,10 @@ pub enum ServerError {
 
 /// Binds `addr`, registers the services and starts accepting. The returned server keeps
 /// serving until it is dropped or shut down.
-pub async fn start(addr: &ListenAddr) -> Result<ttrpc::r#async::Server, ServerError> {
+pub async fn start(
+    addr: &ListenAddr,
+    state: AgentState,
+) -> Result<ttrpc::r#async::Server, ServerError> {
     if let ListenAddr::Unix(path) = addr {
         // A socket file left by a killed agent would make bind fail with EADDRINUSE.
         match std::fs::remove_file(path) {
@@ -54,7 +72,16 @@ pub async fn start(addr: &ListenAddr) -> Result<ttrpc::r#async::Server, ServerEr
             addr: ttrpc_addr.clone(),
             source,
         })?
-        .register_service(health);
+        .register_service(health)
+        .register_service(create_sandbox(Arc::new(SandboxService(state.clone()))))
+        .register_service(create_containers(Arc::new(ContainersService(
+            state.clone(),
+        ))))
+        .register_service(create_processes(Arc::new(ProcessesService(state.clone()))))
+        .register_service(create_events(Arc::new(EventsService(state.clone()))))
+        .register_service(create_files(Arc::new(FilesService(state.clone()))))
+        .register_service(create_guest(Arc::new(GuestService(state))))
+        .register_service(create_network(Arc::new(NetworkService)));
     server.start().await.map_err(|source| ServerError::Start {
         addr: ttrpc_addr,
         source,

@@ -1,0 +1,101 @@
+//! CreateContainer: validate the spec, reserve the id, make the cgroup, launch the init
+//! process up to Ready. Any failure undoes what was done.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use super::error::{EngineError, Result};
+use super::launch::{launch, StdioSetup};
+use super::process::Process;
+use super::registry::Container;
+use super::{spec, validate_id, Engine};
+
+/// What CreateContainer asks for, free of wire types.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub id: String,
+    pub exec_id: String,
+    pub spec_json: Vec<u8>,
+    pub terminal: bool,
+    pub stdin: bool,
+    /// Storages already mounted for this container (unmounted again on failure or remove).
+    pub storages: Vec<PathBuf>,
+}
+
+impl Engine {
+    /// Creates a container; returns its init pid.
+    pub async fn create(&self, req: CreateRequest) -> Result<u32> {
+        validate_id(&req.id, "container id")?;
+        let exec_id = if req.exec_id.is_empty() {
+            req.id.clone()
+        } else {
+            req.exec_id.clone()
+        };
+        let spec = spec::parse_spec(&req.spec_json)?;
+        let ns = spec::namespaces(&spec)?;
+        // Validate fully before reserving: a bad spec must not leave anything behind.
+        spec::create_plan(&spec, &ns, None, req.terminal)?;
+        self.registry().reserve(&req.id).await?;
+        match self.create_reserved(&req, &exec_id, spec, ns).await {
+            Ok(pid) => Ok(pid),
+            Err(e) => {
+                self.registry().release(&req.id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_reserved(
+        &self,
+        req: &CreateRequest,
+        exec_id: &str,
+        spec: oci_spec::runtime::Spec,
+        ns: spec::Namespaces,
+    ) -> Result<u32> {
+        let cgroup = self.cgroups().create(&req.id)?;
+        let undo_cgroup = |e: EngineError| {
+            let _ = cgroup.remove(std::time::Duration::from_secs(1));
+            e
+        };
+        if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            cgroup.apply(res).map_err(undo_cgroup)?;
+        }
+        let stdio = StdioSetup::new(req.terminal, req.stdin).map_err(undo_cgroup)?;
+        let mut plan = spec::create_plan(&spec, &ns, stdio.console.clone(), req.terminal)
+            .map_err(undo_cgroup)?;
+        plan.cgroup_procs = Some(cgroup.procs_file());
+        let seccomp = plan.process.seccomp.clone();
+        let StdioSetup { child, io, .. } = stdio;
+        let exe = self.config().init_exe.clone();
+        let reaper = self.reaper().clone();
+        let launched = tokio::task::spawn_blocking(move || launch(&exe, &plan, child, &reaper))
+            .await
+            .map_err(|e| EngineError::Internal(format!("launch task: {e}")))
+            .and_then(|r| r)
+            .map_err(|e| {
+                cgroup.kill_all();
+                undo_cgroup(e.context(format!("create container {:?}", req.id)))
+            })?;
+        let pid = launched.pid;
+        let init = Arc::new(Process::new(&req.id, exec_id, pid, launched.exit_rx, io));
+        let container = Arc::new(Container {
+            id: req.id.clone(),
+            cgroup,
+            init,
+            namespaces: ns,
+            seccomp,
+            start_sync: Mutex::new(launched.sync),
+            started: AtomicBool::new(false),
+            storages: req.storages.clone(),
+            oom_stop: Mutex::new(None),
+        });
+        let stop = self
+            .oom_events()
+            .watch(req.id.clone(), container.cgroup.memory_events());
+        *container.oom_stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
+        self.registry().commit(container);
+        tracing::info!(container = %req.id, pid = pid.as_raw(), "created");
+        u32::try_from(pid.as_raw()).map_err(|_| EngineError::Internal("negative pid".into()))
+    }
+}

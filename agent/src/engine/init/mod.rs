@@ -1,0 +1,163 @@
+//! The init helper: the agent binary re-executed as `hull-agent __hull_init` for every
+//! container process (Kata's rustjail does the same). The agent runs a multi-threaded tokio
+//! runtime, where fork() may only be followed by async-signal-safe calls; a fresh exec is
+//! single-threaded, so namespace, mount and credential setup can be plain Rust.
+//!
+//! Protocol on the sync socket (fd 3), one JSON line per message:
+//! 1. agent -> helper: the [`InitPlan`].
+//! 2. helper: joins the cgroup and namespaces, unshares, forks; -> agent: `Pid(child)`; exits.
+//!    The child is re-parented to the agent (PID 1 or subreaper).
+//! 3. agent registers the pid with the reaper, then -> child: `go`. The child may exit only
+//!    after this, so its status can never reach the reaper unannounced.
+//! 4. child: rootfs and credentials; Create: -> `Ready`, waits for `start`.
+//! 5. child: seccomp and execve. The socket is close-on-exec: EOF means the exec succeeded,
+//!    `Error(..)` says which step failed.
+
+pub mod process;
+pub mod rootfs;
+pub mod syscall;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::sched::CloneFlags;
+use nix::unistd::ForkResult;
+
+use self::syscall::{Linux, Syscall};
+use super::plan::{InitKind, InitPlan, InitReply};
+use crate::sys;
+
+/// argv[1] that selects the init helper.
+pub const INIT_ARG: &str = "__hull_init";
+
+fn send(sock: &mut UnixStream, reply: &InitReply) {
+    if let Ok(mut line) = serde_json::to_vec(reply) {
+        line.push(b'\n');
+        let _ = sock.write_all(&line);
+    }
+}
+
+/// Entry point of `hull-agent __hull_init`. Never returns.
+pub fn main() -> ! {
+    let Some(fd) = sys::adopt_fd3() else {
+        eprintln!("hull-agent init: no sync socket on fd 3");
+        std::process::exit(125);
+    };
+    sys::close_fds_from(4);
+    let mut sock = UnixStream::from(fd);
+    let _ = fcntl(&sock, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    let code = match helper(&mut sock) {
+        Ok(()) => 0,
+        Err(msg) => {
+            send(&mut sock, &InitReply::Error(msg));
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn helper(sock: &mut UnixStream) -> Result<(), String> {
+    let mut reader = BufReader::new(
+        sock.try_clone()
+            .map_err(|e| format!("dup sync socket: {e}"))?,
+    );
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .map_err(|e| format!("read plan: {e}"))?;
+    let plan: InitPlan = serde_json::from_str(&line).map_err(|e| format!("decode plan: {e}"))?;
+    if let Some(procs) = &plan.cgroup_procs {
+        std::fs::write(procs, "0").map_err(|e| format!("join cgroup {procs:?}: {e}"))?;
+    }
+    // Mount namespace last: joining it changes the root the other paths resolve against.
+    let mut joins = plan.join_ns.clone();
+    joins.sort_by_key(|(name, _)| name == "mnt");
+    let mut fds = Vec::new();
+    for (name, path) in &joins {
+        let f = nix::fcntl::open(
+            path.as_path(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("open {name} namespace {path:?}: {e}"))?;
+        fds.push((name.clone(), f));
+    }
+    for (name, f) in &fds {
+        nix::sched::setns(f, CloneFlags::empty())
+            .map_err(|e| format!("join {name} namespace: {e}"))?;
+    }
+    drop(fds);
+    let flags = CloneFlags::from_bits_truncate(plan.new_ns_flags);
+    if !flags.is_empty() {
+        nix::sched::unshare(flags).map_err(|e| format!("unshare {flags:?}: {e}"))?;
+    }
+    match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Parent { child } => {
+            send(sock, &InitReply::Pid(child.as_raw()));
+            Ok(())
+        }
+        ForkResult::Child => {
+            let msg = child(sock, &mut reader, &plan);
+            send(sock, &InitReply::Error(msg));
+            std::process::exit(127)
+        }
+    }
+}
+
+fn wait_for(reader: &mut BufReader<UnixStream>, word: &str) -> Result<(), String> {
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(_) if line.trim() == word => Ok(()),
+        Ok(_) => Err(format!("expected {word:?} from the agent, got {line:?}")),
+        Err(e) => Err(format!("wait for {word:?}: {e}")),
+    }
+}
+
+/// The container process. Returns only with the reason it failed.
+fn child(sock: &mut UnixStream, reader: &mut BufReader<UnixStream>, plan: &InitPlan) -> String {
+    if let Err(e) = wait_for(reader, "go") {
+        return e;
+    }
+    if let Err(e) = nix::unistd::setsid() {
+        return format!("setsid: {e}");
+    }
+    if plan.terminal {
+        if let Err(e) = sys::set_controlling_tty(0) {
+            return format!("set controlling terminal: {e}");
+        }
+    }
+    let linux = Linux;
+    if let Some(rootfs) = &plan.rootfs {
+        if let Err(e) = rootfs::prepare(&linux, rootfs) {
+            return e.to_string();
+        }
+        if let Err(e) = rootfs::finish(&linux, rootfs) {
+            return e.to_string();
+        }
+    }
+    if let Some(h) = &plan.hostname {
+        if let Err(e) = linux.sethostname(h) {
+            return format!("sethostname {h:?}: {e}");
+        }
+    }
+    for (key, value) in &plan.sysctls {
+        let path = Path::new("/proc/sys").join(key);
+        if let Err(e) = std::fs::write(&path, value) {
+            return format!("sysctl {key}={value}: {e}");
+        }
+    }
+    if let Err(e) = process::setup_privileged(&plan.process) {
+        return e.to_string();
+    }
+    if plan.kind == InitKind::Create {
+        send(sock, &InitReply::Ready);
+        if let Err(e) = wait_for(reader, "start") {
+            return e;
+        }
+    }
+    let _ = sock.as_raw_fd();
+    process::exec(&plan.process).to_string()
+}

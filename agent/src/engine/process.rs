@@ -1,0 +1,138 @@
+//! A running (or exited) container process as the agent sees it: its pid, its exit status as
+//! delivered by the reaper, and its stdio streams. Each stream has its own async mutex: one
+//! reader or writer at a time per stream, independent of the others.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio::sync::{oneshot, watch, Mutex};
+
+use super::error::{EngineError, Result};
+use super::stdio::{InputStream, OutputStream};
+use crate::reaper::ExitInfo;
+
+/// The agent's ends of a process's stdio.
+#[derive(Debug)]
+pub struct ProcessIo {
+    pub stdin: Option<InputStream>,
+    pub stdout: OutputStream,
+    pub stderr: OutputStream,
+    /// The terminal master, kept for resizes.
+    pub tty: Option<OwnedFd>,
+}
+
+/// One process of a container.
+#[derive(Debug)]
+pub struct Process {
+    pub container_id: String,
+    pub exec_id: String,
+    pub pid: Pid,
+    exit: watch::Receiver<Option<ExitInfo>>,
+    stdin: Mutex<Option<InputStream>>,
+    stdout: Mutex<OutputStream>,
+    stderr: Mutex<OutputStream>,
+    tty: Option<OwnedFd>,
+}
+
+impl Process {
+    /// Wraps a registered pid; a task turns the reaper's oneshot into a watch all waiters share.
+    pub fn new(
+        container_id: &str,
+        exec_id: &str,
+        pid: Pid,
+        exit_rx: oneshot::Receiver<ExitInfo>,
+        io: ProcessIo,
+    ) -> Self {
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            if let Ok(info) = exit_rx.await {
+                let _ = tx.send(Some(info));
+            }
+        });
+        Process {
+            container_id: container_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            pid,
+            exit: rx,
+            stdin: Mutex::new(io.stdin),
+            stdout: Mutex::new(io.stdout),
+            stderr: Mutex::new(io.stderr),
+            tty: io.tty,
+        }
+    }
+
+    pub fn exited(&self) -> Option<ExitInfo> {
+        *self.exit.borrow()
+    }
+
+    pub async fn wait(&self) -> Result<ExitInfo> {
+        let mut rx = self.exit.clone();
+        let r = rx.wait_for(Option::is_some).await.map_err(|_| {
+            EngineError::Internal(format!("process {}: the reaper stopped", self.pid))
+        })?;
+        r.ok_or_else(|| EngineError::Internal("exit status vanished".into()))
+    }
+
+    pub fn signal(&self, sig: Signal) -> Result<()> {
+        if self.exited().is_some() {
+            return Err(EngineError::NotFound(format!(
+                "process {}/{} has already exited",
+                self.container_id, self.exec_id
+            )));
+        }
+        nix::sys::signal::kill(self.pid, sig)
+            .map_err(|e| EngineError::Internal(format!("kill {} {sig}: {e}", self.pid)))
+    }
+
+    pub async fn write_stdin(&self, data: &[u8]) -> Result<usize> {
+        let mut guard = self.stdin.lock().await;
+        let stdin = guard.as_mut().ok_or_else(|| {
+            EngineError::FailedPrecondition(format!(
+                "process {}/{} has no open stdin",
+                self.container_id, self.exec_id
+            ))
+        })?;
+        stdin
+            .write_some(data)
+            .await
+            .map_err(|e| EngineError::io("write stdin", e))
+    }
+
+    pub async fn close_stdin(&self) -> Result<()> {
+        let mut guard = self.stdin.lock().await;
+        if self.tty.is_some() {
+            // A terminal has no half-close: send the EOF character, as a typed ^D would.
+            if let Some(stdin) = guard.as_mut() {
+                let _ = stdin.write_some(&[4]).await;
+            }
+        }
+        guard.take();
+        Ok(())
+    }
+
+    pub async fn read(&self, stderr: bool, max: usize) -> Result<(Vec<u8>, bool)> {
+        let stream = if stderr { &self.stderr } else { &self.stdout };
+        stream
+            .lock()
+            .await
+            .read_chunk(max)
+            .await
+            .map_err(|e| EngineError::io("read output", e))
+    }
+
+    pub fn resize(&self, rows: u32, cols: u32) -> Result<()> {
+        let tty = self.tty.as_ref().ok_or_else(|| {
+            EngineError::FailedPrecondition(format!(
+                "process {}/{} has no terminal",
+                self.container_id, self.exec_id
+            ))
+        })?;
+        let rows = u16::try_from(rows)
+            .map_err(|_| EngineError::InvalidArgument("rows too large".into()))?;
+        let cols = u16::try_from(cols)
+            .map_err(|_| EngineError::InvalidArgument("cols too large".into()))?;
+        crate::sys::set_winsize(tty.as_fd(), rows, cols)
+            .map_err(|e| EngineError::io("resize terminal", e))
+    }
+}

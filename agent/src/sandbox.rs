@@ -1,0 +1,176 @@
+//! The pod-level state of the guest: hostname, resolv.conf, hosts, sysctls and the pod's
+//! storages. One owner: the [`Sandbox`] behind an async mutex (create and destroy are rare and
+//! must not interleave).
+
+use std::path::{Path, PathBuf};
+
+use hull_proto::common::Storage;
+use tokio::sync::Mutex;
+
+use crate::engine::{spec, Engine, EngineError, Result};
+use crate::storage::{self, StorageConfig};
+
+/// What CreateSandbox asks for, free of wire types.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxRequest {
+    pub id: String,
+    pub hostname: String,
+    pub dns_servers: Vec<String>,
+    pub dns_searches: Vec<String>,
+    pub dns_options: Vec<String>,
+    pub resolv_conf: Vec<u8>,
+    pub hosts: Vec<u8>,
+    pub storages: Vec<Storage>,
+    pub sysctls: Vec<(String, String)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    id: Option<String>,
+    mounts: Vec<PathBuf>,
+}
+
+/// The sandbox manager.
+#[derive(Debug)]
+pub struct Sandbox {
+    etc_dir: PathBuf,
+    storage: StorageConfig,
+    state: Mutex<State>,
+}
+
+fn resolv_conf(r: &SandboxRequest) -> Result<Vec<u8>> {
+    if !r.resolv_conf.is_empty() {
+        return Ok(r.resolv_conf.clone());
+    }
+    let mut out = String::new();
+    for s in &r.dns_servers {
+        s.parse::<std::net::IpAddr>().map_err(|_| {
+            EngineError::InvalidArgument(format!("DNS server {s:?} is not an IP address"))
+        })?;
+        out.push_str(&format!("nameserver {s}\n"));
+    }
+    let bad = |v: &String| v.chars().any(|c| c.is_whitespace() || c.is_control());
+    if let Some(b) = r.dns_searches.iter().chain(&r.dns_options).find(|v| bad(v)) {
+        return Err(EngineError::InvalidArgument(format!(
+            "bad resolver entry {b:?}"
+        )));
+    }
+    if !r.dns_searches.is_empty() {
+        out.push_str(&format!("search {}\n", r.dns_searches.join(" ")));
+    }
+    if !r.dns_options.is_empty() {
+        out.push_str(&format!("options {}\n", r.dns_options.join(" ")));
+    }
+    Ok(out.into_bytes())
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 64
+        && h.split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+}
+
+impl Sandbox {
+    pub fn new(etc_dir: PathBuf, storage: StorageConfig) -> Self {
+        Sandbox {
+            etc_dir,
+            storage,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn etc_dir(&self) -> &Path {
+        &self.etc_dir
+    }
+
+    pub async fn do_create(&self, r: SandboxRequest) -> Result<()> {
+        if r.id.is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "sandbox_id must not be empty".into(),
+            ));
+        }
+        let mut st = self.state.lock().await;
+        if let Some(id) = &st.id {
+            return Err(EngineError::AlreadyExists(format!(
+                "sandbox {id:?} already exists"
+            )));
+        }
+        if !r.hostname.is_empty() && !valid_hostname(&r.hostname) {
+            return Err(EngineError::InvalidArgument(format!(
+                "bad hostname {:?}",
+                r.hostname
+            )));
+        }
+        let sysctls = r
+            .sysctls
+            .iter()
+            .map(|(k, v)| Ok((spec::sysctl_path(k)?, v.clone())))
+            .collect::<Result<Vec<_>>>()?;
+        let resolv = resolv_conf(&r)?;
+        if !r.hostname.is_empty() {
+            nix::unistd::sethostname(&r.hostname)
+                .map_err(|e| EngineError::Internal(format!("sethostname: {e}")))?;
+        }
+        let hosts = if r.hosts.is_empty() {
+            let mut h =
+                String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+            if !r.hostname.is_empty() {
+                h.push_str(&format!("127.0.1.1\t{}\n", r.hostname));
+            }
+            h.into_bytes()
+        } else {
+            r.hosts.clone()
+        };
+        std::fs::create_dir_all(&self.etc_dir).map_err(|e| EngineError::io("create etc dir", e))?;
+        for (name, data) in [
+            ("resolv.conf", resolv),
+            ("hosts", hosts),
+            ("hostname", format!("{}\n", r.hostname).into_bytes()),
+        ] {
+            std::fs::write(self.etc_dir.join(name), data)
+                .map_err(|e| EngineError::io(format!("write {name}"), e))?;
+        }
+        for (path, value) in &sysctls {
+            std::fs::write(Path::new("/proc/sys").join(path), value)
+                .map_err(|e| EngineError::InvalidArgument(format!("sysctl {path}={value}: {e}")))?;
+        }
+        let storage = self.storage.clone();
+        let storages = r.storages.clone();
+        st.mounts = tokio::task::spawn_blocking(move || storage::mount_all(&storage, &storages))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
+        st.id = Some(r.id);
+        Ok(())
+    }
+
+    pub async fn do_destroy(&self, engine: &Engine, id: &str) -> Result<()> {
+        let mut st = self.state.lock().await;
+        match &st.id {
+            Some(cur) if cur == id => {}
+            Some(cur) => {
+                return Err(EngineError::NotFound(format!(
+                    "sandbox {id:?} not found (this guest runs {cur:?})"
+                )))
+            }
+            None => return Err(EngineError::NotFound(format!("sandbox {id:?} not found"))),
+        }
+        let mut first_err = None;
+        for cid in engine.container_ids().await {
+            if let Err(e) = engine.remove(&cid, 0).await {
+                tracing::warn!("destroy sandbox: remove {cid}: {e}");
+                first_err.get_or_insert(e);
+            }
+        }
+        for m in st.mounts.drain(..).rev() {
+            storage::unmount(&m);
+        }
+        st.id = None;
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Storage config for container storages.
+    pub fn storage_config(&self) -> &StorageConfig {
+        &self.storage
+    }
+}

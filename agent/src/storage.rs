@@ -1,0 +1,193 @@
+//! Storages the shim names (proto `Storage`): mounted by the agent in its own mount namespace
+//! before a sandbox or container uses them, unmounted when their owner goes.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use hull_proto::common::storage::Driver;
+use hull_proto::common::Storage;
+use nix::mount::{MntFlags, MsFlags};
+
+use crate::engine::paths::{clean_absolute, secure_join};
+use crate::engine::{mountopt, EngineError, Result};
+
+/// virtio-fs tag of the pod share the VMM exposes.
+pub const SHARE_TAG: &str = "hull";
+
+/// Where storages come from.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Root of the pod's virtio-fs share (mounted on first use unless `share_premounted`).
+    pub share_dir: PathBuf,
+    pub share_premounted: bool,
+}
+
+fn invalid(msg: String) -> EngineError {
+    EngineError::InvalidArgument(msg)
+}
+
+fn ensure_share(cfg: &StorageConfig) -> Result<()> {
+    if cfg.share_premounted {
+        return Ok(());
+    }
+    fs::create_dir_all(&cfg.share_dir).map_err(|e| EngineError::io("create share dir", e))?;
+    match nix::mount::mount(
+        Some(SHARE_TAG),
+        &cfg.share_dir,
+        Some("virtiofs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None::<&str>,
+    ) {
+        Ok(()) | Err(nix::errno::Errno::EBUSY) => Ok(()),
+        Err(e) => Err(EngineError::FailedPrecondition(format!(
+            "mount virtio-fs share {SHARE_TAG:?} on {:?}: {e}",
+            cfg.share_dir
+        ))),
+    }
+}
+
+fn block_device_by_serial(serial: &str) -> Result<PathBuf> {
+    for entry in fs::read_dir("/sys/block").map_err(|e| EngineError::io("list /sys/block", e))? {
+        let Ok(entry) = entry else { continue };
+        let s = fs::read_to_string(entry.path().join("serial")).unwrap_or_default();
+        if s.trim() == serial {
+            return Ok(Path::new("/dev").join(entry.file_name()));
+        }
+    }
+    Err(EngineError::NotFound(format!(
+        "no block device with serial {serial:?}"
+    )))
+}
+
+/// Mounts one storage; returns its mount point.
+pub fn mount(cfg: &StorageConfig, s: &Storage) -> Result<PathBuf> {
+    let target = clean_absolute(Path::new(&s.mount_point), "storage mount_point")?;
+    let mut fs_group = None;
+    for (k, v) in &s.driver_options {
+        match k.as_str() {
+            "fs_group" => {
+                fs_group = Some(
+                    v.parse::<u32>()
+                        .map_err(|_| invalid(format!("fs_group {v:?} is not a gid")))?,
+                )
+            }
+            _ => return Err(invalid(format!("unknown storage driver option {k:?}"))),
+        }
+    }
+    let opts = mountopt::parse(&s.options);
+    let mut flags = opts.flags;
+    if s.read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    let data = opts.data.join(",");
+    let data = (!data.is_empty()).then_some(data.as_str());
+    let driver = s
+        .driver
+        .enum_value()
+        .map_err(|v| invalid(format!("unknown storage driver {v}")))?;
+    let (source, fstype, bind): (PathBuf, String, bool) = match driver {
+        Driver::UNSPECIFIED => return Err(invalid("storage driver not set".into())),
+        Driver::VIRTIOFS => {
+            ensure_share(cfg)?;
+            let src = secure_join(&cfg.share_dir, Path::new(&s.source))
+                .map_err(|e| EngineError::io("resolve share path", e))?;
+            if !src.exists() {
+                return Err(EngineError::NotFound(format!(
+                    "share path {:?} does not exist",
+                    s.source
+                )));
+            }
+            (src, String::new(), true)
+        }
+        Driver::TMPFS | Driver::EPHEMERAL => ("tmpfs".into(), "tmpfs".into(), false),
+        Driver::BLOCK => {
+            let fstype = if s.fstype.is_empty() {
+                "ext4".to_owned()
+            } else {
+                s.fstype.clone()
+            };
+            (block_device_by_serial(&s.source)?, fstype, false)
+        }
+        Driver::BIND => {
+            let src = clean_absolute(Path::new(&s.source), "bind storage source")?;
+            if !src.exists() {
+                return Err(EngineError::NotFound(format!(
+                    "bind source {src:?} does not exist"
+                )));
+            }
+            (src, String::new(), true)
+        }
+    };
+    if bind && !source.is_dir() {
+        if let Some(p) = target.parent() {
+            fs::create_dir_all(p).map_err(|e| EngineError::io("create mount point", e))?;
+        }
+        if !target.exists() {
+            fs::write(&target, b"").map_err(|e| EngineError::io("create mount point", e))?;
+        }
+    } else {
+        fs::create_dir_all(&target).map_err(|e| EngineError::io("create mount point", e))?;
+    }
+    let fail = |e: nix::errno::Errno| {
+        EngineError::FailedPrecondition(format!("mount storage {:?} on {target:?}: {e}", s.source))
+    };
+    if bind {
+        nix::mount::mount(
+            Some(&source),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(fail)?;
+        let rest = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+        if !rest.is_empty() {
+            nix::mount::mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+                None::<&str>,
+            )
+            .map_err(|e| {
+                unmount(&target);
+                fail(e)
+            })?;
+        }
+    } else {
+        nix::mount::mount(Some(&source), &target, Some(fstype.as_str()), flags, data)
+            .map_err(fail)?;
+    }
+    if let Some(gid) = fs_group {
+        let _ = nix::unistd::chown(&target, None, Some(nix::unistd::Gid::from_raw(gid)));
+    }
+    Ok(target)
+}
+
+/// Mounts every storage in order; on failure unmounts those already done.
+pub fn mount_all(cfg: &StorageConfig, storages: &[Storage]) -> Result<Vec<PathBuf>> {
+    let mut done = Vec::new();
+    for s in storages {
+        match mount(cfg, s) {
+            Ok(p) => done.push(p),
+            Err(e) => {
+                for p in done.iter().rev() {
+                    unmount(p);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Detaches a mount; errors are logged, not returned (cleanup must go on).
+pub fn unmount(path: &Path) {
+    if let Err(e) = nix::mount::umount2(path, MntFlags::MNT_DETACH) {
+        tracing::warn!("unmount {path:?}: {e}");
+    }
+}
+
+/// Unused map type kept for driver options parsing symmetry.
+pub type DriverOptions = HashMap<String, String>;

@@ -1,0 +1,135 @@
+//! The few raw system calls the agent needs that `nix` does not wrap safely. Every `unsafe`
+//! block of the crate lives here, each with the invariant it relies on.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::unistd::{fork, ForkResult};
+
+/// The I/O port the VMM's boot timer device watches, and the value that marks "agent ready".
+const BOOT_TIMER_PORT: u16 = 0x3f0;
+const BOOT_TIMER_VALUE: u8 = 123;
+
+/// Writes the boot-timer mark: one byte of value 123 to port 0x3f0. Only meaningful as PID 1
+/// inside a hull VM, where the VMM traps the port; on a host it is never called.
+pub fn boot_timer_mark() -> io::Result<()> {
+    // SAFETY: ioperm only changes this thread's I/O permission bitmap for one port; it has no
+    // memory effects. It fails with EPERM without CAP_SYS_RAWIO, which we report.
+    let rc = unsafe { libc::ioperm(libc::c_ulong::from(BOOT_TIMER_PORT), 1, 1) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the ioperm above granted access to exactly this port on this thread, so `out`
+    // cannot fault; the instruction touches no memory and clobbers only the named registers.
+    unsafe {
+        std::arch::asm!("out dx, al", in("dx") BOOT_TIMER_PORT, in("al") BOOT_TIMER_VALUE,
+            options(nomem, nostack, preserves_flags));
+    }
+    Ok(())
+}
+
+/// Brings the loopback interface up (SIOCSIFFLAGS |= IFF_UP), as init must in a fresh guest.
+pub fn loopback_up() -> io::Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = libc::c_char::from_ne_bytes([*src]);
+    }
+    // SAFETY: `req` is a valid, NUL-terminated ifreq that outlives the call; SIOCGIFFLAGS writes
+    // only into it.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS just filled the flags member of the union.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::c_short::try_from(libc::IFF_UP).unwrap_or(1);
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets a terminal's window size.
+pub fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: `fd` is a live descriptor for the call's duration and `ws` is a valid winsize
+    // that TIOCSWINSZ only reads.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the terminal on `fd` the controlling terminal of the calling session leader.
+pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument and touches no user memory.
+    if unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Closes every descriptor from `first` up, so nothing the agent holds leaks into a container.
+pub fn close_fds_from(first: u32) {
+    // SAFETY: close_range only closes descriptors; the caller (the single-threaded init helper)
+    // owns no Rust object backed by a descriptor >= `first`.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32);
+    }
+}
+
+/// Forks the calling process. Only the init helper calls it, and it is single-threaded (a
+/// fresh exec of the agent binary that never starts a runtime), so the child may allocate.
+pub fn fork_single_threaded() -> nix::Result<ForkResult> {
+    // SAFETY: the caller is single-threaded (see above), so no lock can be held by a thread
+    // that does not exist in the child.
+    unsafe { fork() }
+}
+
+/// Arranges for `fd` to be descriptor 3 of the process `cmd` spawns (the init helper's sync
+/// socket), without the close-on-exec flag.
+pub fn pass_fd_as_3(cmd: &mut Command, fd: RawFd) {
+    // SAFETY: the closure runs between fork and exec and calls only dup2 and fcntl, which are
+    // async-signal-safe; it allocates nothing and touches no lock. Those libc calls are the
+    // block's other unsafe operations, with no memory arguments.
+    #[allow(clippy::multiple_unsafe_ops_per_block)]
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of descriptor 3, the init helper's sync socket, if it is open.
+pub fn adopt_fd3() -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only queries the descriptor table.
+    if unsafe { libc::fcntl(3, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: fd 3 is open (checked above) and, in the freshly exec'd helper, owned by
+    // nothing else: the agent passed it for exactly this purpose.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(3) })
+}

@@ -1,0 +1,778 @@
+//! The container engine through the real ttrpc service, in host mode: real namespaces,
+//! cgroups (under a dedicated parent removed afterwards) and a busybox rootfs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hull_proto::containers::*;
+use hull_proto::containers_ttrpc::ContainersClient;
+use hull_proto::processes::*;
+use hull_proto::processes_ttrpc::ProcessesClient;
+use serde_json::{json, Value};
+
+struct Agent {
+    child: Child,
+    dir: tempfile::TempDir,
+    cgroup_parent: PathBuf,
+    containers: ContainersClient,
+    processes: ProcessesClient,
+    client: ttrpc::r#async::Client,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Leftover container cgroups (a failed test) then the parent.
+        if let Ok(rd) = std::fs::read_dir(&self.cgroup_parent) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    let _ = std::fs::write(e.path().join("cgroup.kill"), "1");
+                    std::thread::sleep(Duration::from_millis(50));
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&self.cgroup_parent);
+    }
+}
+
+fn cgroup2_root() -> PathBuf {
+    for p in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        if Path::new(p).join("cgroup.procs").exists()
+            && Path::new(p).join("cgroup.subtree_control").exists()
+        {
+            return p.into();
+        }
+    }
+    panic!("no cgroup2 hierarchy");
+}
+
+fn ctx() -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(60_000_000_000)
+}
+
+async fn agent(name: &str) -> Agent {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("agent.sock");
+    let cgroup_parent = cgroup2_root().join(format!("hull-test-{}-{name}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hull-agent"))
+        .arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--root")
+        .arg(dir.path().join("state"))
+        .arg("--cgroup-parent")
+        .arg(&cgroup_parent)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn agent");
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "agent exited early");
+        assert!(start.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let client = ttrpc::r#async::Client::connect(&format!("unix://{}", sock.display()))
+        .await
+        .expect("connect");
+    Agent {
+        child,
+        cgroup_parent,
+        containers: ContainersClient::new(client.clone()),
+        processes: ProcessesClient::new(client.clone()),
+        client,
+        dir,
+    }
+}
+
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "proc", "dev", "tmp", "etc", "sys"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
+    // Relative links (busybox --install -s would point at the host path of the binary).
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+        }
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n",
+    )
+    .unwrap();
+    root
+}
+
+fn spec(root: &Path, args: &[&str]) -> Value {
+    json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": root},
+        "process": {"args": args, "cwd": "/", "user": {"uid": 0, "gid": 0},
+                    "env": ["PATH=/bin", "HOME=/"]},
+        "hostname": "box",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["newinstance", "ptmxmode=0666"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}
+        ],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]}
+    })
+}
+
+impl Agent {
+    async fn create(&self, id: &str, spec: &Value, stdin: bool) -> Result<u32, ttrpc::Error> {
+        let req = CreateContainerRequest {
+            container_id: id.into(),
+            exec_id: id.into(),
+            oci_spec_json: serde_json::to_vec(spec).unwrap(),
+            stdin,
+            ..Default::default()
+        };
+        self.containers
+            .create_container(ctx(), &req)
+            .await
+            .map(|r| r.pid)
+    }
+
+    async fn start(&self, id: &str) {
+        self.containers
+            .start_container(
+                ctx(),
+                &StartContainerRequest {
+                    container_id: id.into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("start");
+    }
+
+    async fn run(&self, id: &str, spec: &Value) {
+        self.create(id, spec, false).await.expect("create");
+        self.start(id).await;
+    }
+
+    async fn read_all(&self, id: &str, exec: &str, stderr: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let req = ReadStreamRequest {
+                container_id: id.into(),
+                exec_id: exec.into(),
+                max_len: 1 << 20,
+                ..Default::default()
+            };
+            let r = if stderr {
+                self.processes.read_stderr(ctx(), &req).await
+            } else {
+                self.processes.read_stdout(ctx(), &req).await
+            }
+            .expect("read");
+            out.extend_from_slice(&r.data);
+            if r.eof {
+                return out;
+            }
+        }
+    }
+
+    async fn wait(&self, id: &str, exec: &str) -> ExitStatus {
+        self.processes
+            .wait_process(
+                ctx(),
+                &WaitProcessRequest {
+                    container_id: id.into(),
+                    exec_id: exec.into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("wait")
+            .exit
+            .unwrap()
+    }
+
+    async fn remove(&self, id: &str) {
+        self.containers
+            .remove_container(
+                ctx(),
+                &RemoveContainerRequest {
+                    container_id: id.into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("remove");
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        exec: &str,
+        args: &[&str],
+        terminal: bool,
+        stdin: bool,
+    ) -> Result<u32, ttrpc::Error> {
+        let p = json!({"args": args, "cwd": "/", "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin"], "terminal": terminal});
+        let req = ExecProcessRequest {
+            container_id: id.into(),
+            exec_id: exec.into(),
+            process_json: serde_json::to_vec(&p).unwrap(),
+            terminal,
+            stdin,
+            ..Default::default()
+        };
+        self.processes
+            .exec_process(ctx(), &req)
+            .await
+            .map(|r| r.pid)
+    }
+
+    async fn signal(&self, id: &str, exec: &str, sig: u32) {
+        self.processes
+            .signal_process(
+                ctx(),
+                &SignalProcessRequest {
+                    container_id: id.into(),
+                    exec_id: exec.into(),
+                    signal: sig,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("signal");
+    }
+}
+
+fn code(e: &ttrpc::Error) -> ttrpc::Code {
+    match e {
+        ttrpc::Error::RpcStatus(s) => s.code(),
+        other => panic!("not a status: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn echo_exit_codes_env_cwd_hostname() {
+    let a = agent("echo").await;
+    let root = busybox_rootfs(a.dir.path());
+    let mut s = spec(
+        &root,
+        &[
+            "sh",
+            "-c",
+            "echo hello $FOO $(pwd) $(hostname) $$; echo oops >&2; exit 3",
+        ],
+    );
+    s["process"]["env"] = json!(["PATH=/bin", "FOO=bar"]);
+    s["process"]["cwd"] = json!("/tmp");
+    a.run("c1", &s).await;
+    let out = a.read_all("c1", "", false).await;
+    let err = a.read_all("c1", "", true).await;
+    assert_eq!(String::from_utf8_lossy(&out), "hello bar /tmp box 1\n");
+    assert_eq!(String::from_utf8_lossy(&err), "oops\n");
+    let st = a.wait("c1", "").await;
+    assert_eq!(st.code(), 3);
+    assert_eq!(st.status, 3);
+    a.remove("c1").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signals_give_128_plus_n() {
+    let a = agent("sig").await;
+    let root = busybox_rootfs(a.dir.path());
+    a.run("c", &spec(&root, &["sleep", "1000"])).await;
+    // An exec'd process is not its namespace's init, so SIGTERM kills it.
+    a.exec("c", "e1", &["sleep", "1000"], false, false)
+        .await
+        .expect("exec");
+    a.signal("c", "e1", 15).await;
+    let st = a.wait("c", "e1").await;
+    assert_eq!((st.signal(), st.status), (15, 143));
+    a.signal("c", "", 9).await;
+    let st = a.wait("c", "").await;
+    assert_eq!((st.signal(), st.status), (9, 137));
+    // Signalling an exited process is NOT_FOUND.
+    let e = a
+        .processes
+        .signal_process(
+            ctx(),
+            &SignalProcessRequest {
+                container_id: "c".into(),
+                signal: 9,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::NOT_FOUND);
+    a.remove("c").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_with_and_without_tty_and_stdin_eof() {
+    let a = agent("exec").await;
+    let root = busybox_rootfs(a.dir.path());
+    a.create("c", &spec(&root, &["cat"]), true)
+        .await
+        .expect("create");
+    a.start("c").await;
+    // Non-tty exec.
+    a.exec("c", "e", &["sh", "-c", "echo $((40+2))"], false, false)
+        .await
+        .unwrap();
+    assert_eq!(a.read_all("c", "e", false).await, b"42\n");
+    assert_eq!(a.wait("c", "e").await.code(), 0);
+    // Tty exec with resize.
+    a.exec(
+        "c",
+        "t",
+        &["sh", "-c", "read x; stty size; exit 7"],
+        true,
+        true,
+    )
+    .await
+    .unwrap();
+    a.processes
+        .tty_win_resize(
+            ctx(),
+            &TtyWinResizeRequest {
+                container_id: "c".into(),
+                exec_id: "t".into(),
+                rows: 33,
+                cols: 77,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    a.processes
+        .write_stdin(
+            ctx(),
+            &WriteStdinRequest {
+                container_id: "c".into(),
+                exec_id: "t".into(),
+                data: b"go\n".to_vec(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&a.read_all("c", "t", false).await).to_string();
+    assert!(out.contains("33 77"), "tty output {out:?}");
+    assert_eq!(a.wait("c", "t").await.code(), 7);
+    // Duplicate exec id.
+    let e = a.exec("c", "t", &["true"], false, false).await.unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::ALREADY_EXISTS);
+    // Stdin of init: write then close; cat echoes and exits 0.
+    let w = a
+        .processes
+        .write_stdin(
+            ctx(),
+            &WriteStdinRequest {
+                container_id: "c".into(),
+                data: b"abc".to_vec(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.bytes_written, 3);
+    a.processes
+        .close_stdin(
+            ctx(),
+            &CloseStdinRequest {
+                container_id: "c".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.read_all("c", "", false).await, b"abc");
+    assert_eq!(a.wait("c", "").await.code(), 0);
+    a.remove("c").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_gib_of_stdout_without_loss() {
+    let a = agent("gib").await;
+    let root = busybox_rootfs(a.dir.path());
+    a.run(
+        "c",
+        &spec(&root, &["head", "-c", "1073741824", "/dev/zero"]),
+    )
+    .await;
+    let start = Instant::now();
+    let mut total = 0u64;
+    loop {
+        let r = a
+            .processes
+            .read_stdout(
+                ctx(),
+                &ReadStreamRequest {
+                    container_id: "c".into(),
+                    max_len: 1 << 20,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(r.data.iter().all(|&b| b == 0));
+        total += r.data.len() as u64;
+        if r.eof {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!("stdout throughput: {:.0} MB/s", total as f64 / secs / 1e6);
+    assert_eq!(total, 1 << 30);
+    assert_eq!(a.wait("c", "").await.code(), 0);
+    a.remove("c").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readonly_rootfs_user_seccomp_and_caps() {
+    let a = agent("sec").await;
+    let root = busybox_rootfs(a.dir.path());
+    // Read-only rootfs: writing / fails, /tmp (tmpfs) works.
+    let mut s = spec(
+        &root,
+        &[
+            "sh",
+            "-c",
+            "touch /x 2>/dev/null && exit 1; touch /tmp/y && exit 5",
+        ],
+    );
+    s["root"]["readonly"] = json!(true);
+    a.run("ro", &s).await;
+    assert_eq!(a.wait("ro", "").await.code(), 5);
+    a.remove("ro").await;
+    // Non-root user with no capabilities and no_new_privileges.
+    let mut s = spec(
+        &root,
+        &[
+            "sh",
+            "-c",
+            "echo $(id -u):$(id -g):$(grep CapEff /proc/self/status | cut -f2)",
+        ],
+    );
+    s["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [1001]});
+    s["process"]["capabilities"] =
+        json!({"bounding": [], "effective": [], "permitted": [], "inheritable": [], "ambient": []});
+    s["process"]["noNewPrivileges"] = json!(true);
+    a.run("user", &s).await;
+    assert_eq!(
+        String::from_utf8_lossy(&a.read_all("user", "", false).await),
+        "1000:1000:0000000000000000\n"
+    );
+    a.remove("user").await;
+    // Seccomp: mkdir denied with EPERM, the rest allowed.
+    let mut s = spec(&root, &["sh", "-c", "mkdir /tmp/d; echo rc=$?"]);
+    s["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]});
+    a.run("sc", &s).await;
+    let out = String::from_utf8_lossy(&a.read_all("sc", "", false).await).to_string();
+    let err = String::from_utf8_lossy(&a.read_all("sc", "", true).await).to_string();
+    assert_eq!(out, "rc=1\n");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    a.remove("sc").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_resume_stats_pids() {
+    let a = agent("pause").await;
+    let root = busybox_rootfs(a.dir.path());
+    a.run(
+        "c",
+        &spec(
+            &root,
+            &[
+                "sh",
+                "-c",
+                "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; usleep 10000; done",
+            ],
+        ),
+    )
+    .await;
+    let pid = a
+        .containers
+        .list_pids(
+            ctx(),
+            &ListPidsRequest {
+                container_id: "c".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .pids;
+    assert!(!pid.is_empty());
+    let counter = |p: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{p}/root/tmp/n"))
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    a.containers
+        .pause_container(
+            ctx(),
+            &PauseContainerRequest {
+                container_id: "c".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let n1 = counter(pid[0]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(counter(pid[0]), n1, "frozen container made progress");
+    a.containers
+        .resume_container(
+            ctx(),
+            &ResumeContainerRequest {
+                container_id: "c".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(counter(pid[0]) > n1, "resumed container is stuck");
+    let stats = a
+        .containers
+        .stats_container(
+            ctx(),
+            &StatsContainerRequest {
+                container_id: "c".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(stats.stats.cpu.usage_usec > 0);
+    a.remove("c").await;
+}
+
+fn zombie_children(pid: u32) -> Vec<String> {
+    let mut z = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) {
+            let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+            let f: Vec<&str> = after.split_whitespace().collect();
+            if f.len() > 2 && f[0] == "Z" && f[1] == pid.to_string() {
+                z.push(stat);
+            }
+        }
+    }
+    z
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hundred_cycles_leak_nothing() {
+    let a = agent("cycles").await;
+    let root = busybox_rootfs(a.dir.path());
+    let agent_pid = a.child.id();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{agent_pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let mounts = || {
+        std::fs::read_to_string(format!("/proc/{agent_pid}/mountinfo"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    // One warm-up cycle so lazily created fds exist before counting.
+    a.run("w", &spec(&root, &["true"])).await;
+    a.wait("w", "").await;
+    a.remove("w").await;
+    let (fd0, m0) = (fds(), mounts());
+    let start = Instant::now();
+    for i in 0..100 {
+        let id = format!("c{i}");
+        a.run(&id, &spec(&root, &["sh", "-c", "sleep 0 & exit 0"]))
+            .await;
+        assert_eq!(a.wait(&id, "").await.code(), 0);
+        a.remove(&id).await;
+    }
+    eprintln!(
+        "100 create/start/wait/remove cycles: {:?} ({:?} each)",
+        start.elapsed(),
+        start.elapsed() / 100
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(fds() <= fd0 + 2, "fds {fd0} -> {}", fds());
+    assert_eq!(mounts(), m0);
+    let left: Vec<_> = std::fs::read_dir(&a.cgroup_parent)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(left.is_empty(), "cgroups left: {left:?}");
+    assert!(
+        zombie_children(agent_pid).is_empty(),
+        "zombies: {:?}",
+        zombie_children(agent_pid)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_the_right_code() {
+    let a = agent("bad").await;
+    let root = busybox_rootfs(a.dir.path());
+    let inv = ttrpc::Code::INVALID_ARGUMENT;
+    let raw = |bytes: &[u8]| CreateContainerRequest {
+        container_id: "x".into(),
+        oci_spec_json: bytes.to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(
+            &a.containers
+                .create_container(ctx(), &raw(b"{nope"))
+                .await
+                .unwrap_err()
+        ),
+        inv
+    );
+    let mut s = spec(&root, &["true"]);
+    s["linux"]["namespaces"] = json!([{"type": "bogus"}]);
+    assert_eq!(code(&a.create("x", &s, false).await.unwrap_err()), inv);
+    let mut s = spec(&root, &["true"]);
+    s["mounts"][0]["destination"] = json!("/../../../etc");
+    assert_eq!(code(&a.create("x", &s, false).await.unwrap_err()), inv);
+    let mut s = spec(&root, &["true"]);
+    s["root"]["path"] = json!("/nonexistent/rootfs");
+    assert_eq!(code(&a.create("x", &s, false).await.unwrap_err()), inv);
+    let mut s = spec(&root, &["true"]);
+    s["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 10}]);
+    assert_eq!(code(&a.create("x", &s, false).await.unwrap_err()), inv);
+    let mut s = spec(&root, &["true"]);
+    s["process"]["rlimits"] = json!([{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]);
+    assert_eq!(code(&a.create("x", &s, false).await.unwrap_err()), inv);
+    assert_eq!(
+        code(
+            &a.create("../x", &spec(&root, &["true"]), false)
+                .await
+                .unwrap_err()
+        ),
+        inv
+    );
+    assert_eq!(
+        code(
+            &a.create("", &spec(&root, &["true"]), false)
+                .await
+                .unwrap_err()
+        ),
+        inv
+    );
+    // A missing binary fails at start with FAILED_PRECONDITION, and the agent lives on.
+    a.create("nobin", &spec(&root, &["/no/such/binary"]), false)
+        .await
+        .unwrap();
+    let e = a
+        .containers
+        .start_container(
+            ctx(),
+            &StartContainerRequest {
+                container_id: "nobin".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::FAILED_PRECONDITION);
+    a.remove("nobin").await;
+    // Duplicate ids, unknown ids, double start.
+    a.run("dup", &spec(&root, &["sleep", "100"])).await;
+    assert_eq!(
+        code(
+            &a.create("dup", &spec(&root, &["true"]), false)
+                .await
+                .unwrap_err()
+        ),
+        ttrpc::Code::ALREADY_EXISTS
+    );
+    let e = a
+        .containers
+        .start_container(
+            ctx(),
+            &StartContainerRequest {
+                container_id: "dup".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::FAILED_PRECONDITION);
+    let e = a
+        .containers
+        .start_container(
+            ctx(),
+            &StartContainerRequest {
+                container_id: "ghost".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::NOT_FOUND);
+    let e = a
+        .exec("ghost", "e", &["true"], false, false)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::NOT_FOUND);
+    let e = a
+        .exec("dup", "", &["true"], false, false)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), inv);
+    a.remove("dup").await;
+    // Copy file outside the root.
+    let files = hull_proto::files_ttrpc::FilesClient::new(a.client.clone());
+    let req = hull_proto::files::CopyFileRequest {
+        path: "/etc/evil".into(),
+        file_size: 1,
+        data: b"x".to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(code(&files.copy_file(ctx(), &req).await.unwrap_err()), inv);
+    let ok = hull_proto::files::CopyFileRequest {
+        path: format!("{}/state/sub/f", a.dir.path().display()),
+        file_size: 2,
+        data: b"hi".to_vec(),
+        file_mode: 0o644,
+        dir_mode: 0o755,
+        ..Default::default()
+    };
+    files.copy_file(ctx(), &ok).await.unwrap();
+    assert_eq!(
+        std::fs::read(a.dir.path().join("state/sub/f")).unwrap(),
+        b"hi"
+    );
+    // Logs and guest details still answer.
+    let guest = hull_proto::guest_ttrpc::GuestClient::new(a.client.clone());
+    let logs = guest
+        .get_logs(ctx(), &hull_proto::guest::GetLogsRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        logs.lines
+            .iter()
+            .any(|l| l.message.contains("CreateContainer")),
+        "logs hold the failures"
+    );
+    let d = guest
+        .guest_details(ctx(), &hull_proto::guest::GuestDetailsRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(d.agent_version, env!("CARGO_PKG_VERSION"));
+}
