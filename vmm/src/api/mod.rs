@@ -1,0 +1,239 @@
+//! The VMM API (DESIGN §1): requests on a Unix socket become one typed [`VmmAction`]; a thin
+//! handler validates and runs it against the [`Controller`], which owns the (maybe not yet
+//! booted) VM. The wire format is a minimal HTTP/1.1 subset, see `vmm/API.md`.
+
+pub mod http;
+pub mod server;
+
+use serde::Deserialize;
+
+use crate::builder::{self, BuildError};
+use crate::config::VmConfig;
+use crate::exit::ExitReason;
+use crate::hostcheck::HostKvm;
+use crate::vmm::Vmm;
+
+/// Everything the API can ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmmAction {
+    /// Set the VM configuration (before boot only).
+    Configure(Box<VmConfig>),
+    /// Build and start the configured VM.
+    Boot,
+    Pause,
+    Resume,
+    /// Stop the VM and exit the process.
+    Shutdown,
+    GetMetrics,
+    GetState,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("not allowed in state {state}: {what}")]
+    WrongState { state: &'static str, what: String },
+    #[error("boot failed: {0}")]
+    Boot(#[from] BuildError),
+    #[error("vCPU control failed: {0}")]
+    Vcpu(#[from] crate::vstate::vcpu::VcpuError),
+}
+
+impl ApiError {
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::NotFound(_) => 404,
+            ApiError::WrongState { .. } => 409,
+            ApiError::Boot(_) | ApiError::Vcpu(_) => 500,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    action: String,
+}
+
+/// Maps a request line and body to an action.
+pub fn parse_action(method: &str, path: &str, body: &[u8]) -> Result<VmmAction, ApiError> {
+    let bad = |e: serde_json::Error| ApiError::BadRequest(e.to_string());
+    match (method, path) {
+        ("PUT", "/vm") => Ok(VmmAction::Configure(Box::new(
+            serde_json::from_slice(body).map_err(bad)?,
+        ))),
+        ("GET", "/vm") => Ok(VmmAction::GetState),
+        ("GET", "/metrics") => Ok(VmmAction::GetMetrics),
+        ("PUT", "/actions") => {
+            let a: ActionBody = serde_json::from_slice(body).map_err(bad)?;
+            match a.action.as_str() {
+                "boot" => Ok(VmmAction::Boot),
+                "pause" => Ok(VmmAction::Pause),
+                "resume" => Ok(VmmAction::Resume),
+                "shutdown" => Ok(VmmAction::Shutdown),
+                other => Err(ApiError::BadRequest(format!("unknown action {other:?}"))),
+            }
+        }
+        (m, p) => Err(ApiError::NotFound(format!("{m} {p}"))),
+    }
+}
+
+/// Owns the VM across its life: configured → running ⇄ paused → stopped.
+#[derive(Debug)]
+pub struct Controller {
+    host: HostKvm,
+    config: Option<VmConfig>,
+    vmm: Option<Vmm>,
+    paused: bool,
+}
+
+impl Controller {
+    pub fn new(host: HostKvm, config: Option<VmConfig>) -> Self {
+        Controller {
+            host,
+            config,
+            vmm: None,
+            paused: false,
+        }
+    }
+
+    pub fn state(&self) -> &'static str {
+        match (&self.vmm, self.paused, &self.config) {
+            (Some(_), true, _) => "paused",
+            (Some(_), false, _) => "running",
+            (None, _, Some(_)) => "configured",
+            (None, _, None) => "not_configured",
+        }
+    }
+
+    pub fn vmm_mut(&mut self) -> Option<&mut Vmm> {
+        self.vmm.as_mut()
+    }
+
+    pub fn take_vmm(&mut self) -> Option<Vmm> {
+        self.vmm.take()
+    }
+
+    fn wrong(&self, what: &str) -> ApiError {
+        ApiError::WrongState {
+            state: self.state(),
+            what: what.to_string(),
+        }
+    }
+
+    /// Runs one action; the JSON value is the reply body (`Null` for none).
+    pub fn handle(&mut self, action: VmmAction) -> Result<serde_json::Value, ApiError> {
+        match action {
+            VmmAction::Configure(c) => {
+                if self.vmm.is_some() {
+                    return Err(self.wrong("configure"));
+                }
+                c.validate()
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                self.config = Some(*c);
+                Ok(serde_json::Value::Null)
+            }
+            VmmAction::Boot => {
+                let Some(cfg) = (self.vmm.is_none()).then_some(()).and(self.config.as_ref()) else {
+                    return Err(self.wrong("boot"));
+                };
+                self.vmm = Some(builder::build_and_boot(cfg, self.host)?);
+                Ok(serde_json::Value::Null)
+            }
+            VmmAction::Pause | VmmAction::Resume => {
+                let pause = action == VmmAction::Pause;
+                let Some(vmm) = self.vmm.as_mut() else {
+                    return Err(self.wrong(if pause { "pause" } else { "resume" }));
+                };
+                if pause {
+                    vmm.pause()?;
+                } else {
+                    vmm.resume()?;
+                }
+                self.paused = pause;
+                Ok(serde_json::Value::Null)
+            }
+            VmmAction::Shutdown => {
+                if let Some(vmm) = &self.vmm {
+                    vmm.request_stop();
+                }
+                Ok(serde_json::Value::Null)
+            }
+            VmmAction::GetMetrics => Ok(match &self.vmm {
+                Some(v) => v.metrics(),
+                None => crate::metrics::to_json(serde_json::Value::Array(vec![])),
+            }),
+            VmmAction::GetState => Ok(serde_json::json!({
+                "state": self.state(),
+                "config": self.config,
+                "vcpus": self.vmm.as_ref().map(|v| v.vcpu_states().iter().map(|s| format!("{s:?}")).collect::<Vec<_>>()),
+            })),
+        }
+    }
+
+    /// Whether the process should end because of this action (shutdown before boot).
+    pub fn ends_process(&self, action: &VmmAction) -> bool {
+        *action == VmmAction::Shutdown && self.vmm.is_none()
+    }
+
+    /// Exit reason once the running VM ended.
+    pub fn exit_reason(&self) -> Option<ExitReason> {
+        self.vmm.as_ref().and_then(|v| v.exit_handle().reason())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_map_to_actions() {
+        assert_eq!(
+            parse_action("GET", "/metrics", b"").unwrap(),
+            VmmAction::GetMetrics
+        );
+        assert_eq!(
+            parse_action("PUT", "/actions", br#"{"action":"pause"}"#).unwrap(),
+            VmmAction::Pause
+        );
+        assert!(matches!(
+            parse_action("PUT", "/actions", br#"{"action":"explode"}"#),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_action("PUT", "/vm", br#"{"kernel":"/k","vcpus":2}"#),
+            Ok(VmmAction::Configure(_))
+        ));
+        assert!(matches!(
+            parse_action("DELETE", "/vm", b""),
+            Err(ApiError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn state_machine_refuses_out_of_order_actions() {
+        let mut c = Controller::new(HostKvm::Hardware, None);
+        assert_eq!(c.state(), "not_configured");
+        assert_eq!(c.handle(VmmAction::Boot).unwrap_err().http_status(), 409);
+        assert_eq!(c.handle(VmmAction::Pause).unwrap_err().http_status(), 409);
+        let bad = VmConfig::default(); // no kernel
+        assert_eq!(
+            c.handle(VmmAction::Configure(Box::new(bad)))
+                .unwrap_err()
+                .http_status(),
+            400
+        );
+        let cfg = VmConfig {
+            kernel: Some("/nonexistent".into()),
+            ..Default::default()
+        };
+        c.handle(VmmAction::Configure(Box::new(cfg))).unwrap();
+        assert_eq!(c.state(), "configured");
+        assert!(c.ends_process(&VmmAction::Shutdown));
+        assert!(c.handle(VmmAction::GetMetrics).unwrap()["boot"].is_object());
+    }
+}

@@ -1,0 +1,108 @@
+//! The API Unix socket. Before boot the VMM waits on it (and on SIGTERM); after boot it is one
+//! more event source of the VM's event loop. A connection carries one request; it is parsed
+//! into a `VmmAction` and queued, and the main loop runs it against the `Controller` and
+//! replies (the loop owns the VM, so handlers never share it).
+
+use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use vmm_sys_util::epoll::EventSet;
+
+use super::{http, parse_action, ApiError, Controller, VmmAction};
+use crate::device_manager::bus::lock;
+
+/// Requests parsed and waiting for the main loop.
+pub type Pending = Arc<Mutex<VecDeque<(UnixStream, Result<VmmAction, ApiError>)>>>;
+
+/// The listening API socket; removes its file when dropped.
+#[derive(Debug)]
+pub struct ApiServer {
+    listener: UnixListener,
+    path: PathBuf,
+    pending: Pending,
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl ApiServer {
+    pub fn bind(path: &Path) -> std::io::Result<Self> {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        Ok(ApiServer {
+            listener,
+            path: path.to_path_buf(),
+            pending: Arc::new(Mutex::new(VecDeque::new())),
+        })
+    }
+
+    pub fn pending(&self) -> Pending {
+        self.pending.clone()
+    }
+
+    pub fn listener_fd(&self) -> i32 {
+        self.listener.as_raw_fd()
+    }
+
+    /// Accepts every waiting connection and queues its request.
+    pub fn accept_all(&self) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            let parsed = (|| {
+                stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(2)))
+                    .map_err(|e| e.to_string())?;
+                http::read_request(&stream)
+            })();
+            let action = parsed
+                .map_err(ApiError::BadRequest)
+                .and_then(|r| parse_action(&r.method, &r.path, &r.body));
+            lock(&self.pending).push_back((stream, action));
+        }
+    }
+}
+
+/// Runs every queued request against `ctl`; returns true when the process should end.
+pub fn serve_pending(pending: &Pending, ctl: &mut Controller) -> bool {
+    let mut end = false;
+    loop {
+        let Some((stream, action)) = lock(pending).pop_front() else {
+            return end;
+        };
+        let result = action.and_then(|a| {
+            end |= ctl.ends_process(&a);
+            ctl.handle(a)
+        });
+        let _ = match result {
+            Ok(serde_json::Value::Null) => http::write_response(&stream, 200, None),
+            Ok(v) => http::write_response(&stream, 200, Some(&v)),
+            Err(e) => http::write_response(
+                &stream,
+                e.http_status(),
+                Some(&serde_json::json!({ "error": e.to_string() })),
+            ),
+        };
+    }
+}
+
+/// The API socket as an event source of the running VM.
+#[derive(Debug)]
+pub struct ApiSubscriber(pub ApiServer);
+
+impl MutEventSubscriber for ApiSubscriber {
+    fn init(&mut self, ops: &mut EventOps) {
+        let _ = ops.add(Events::new_raw(self.0.listener_fd(), EventSet::IN));
+    }
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        self.0.accept_all();
+    }
+}

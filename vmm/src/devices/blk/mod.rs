@@ -1,0 +1,7 @@
+//! virtio-blk: a raw disk image file, optionally read-only, with flush and a device id.
+
+mod device;
+mod event_handler;
+mod metrics;
+
+pub use device::Block;

@@ -1,0 +1,7 @@
+//! Guest-visible devices: legacy PC devices and virtio devices, one folder each.
+
+pub mod blk;
+pub mod legacy;
+pub mod rng;
+pub mod virtio;
+pub mod vsock;

@@ -1,0 +1,7 @@
+//! virtio-rng: entropy from the host's `/dev/urandom`.
+
+mod device;
+mod event_handler;
+mod metrics;
+
+pub use device::Rng;

@@ -1,0 +1,395 @@
+//! virtio-vsock device logic: move packets between the guest's rx/tx queues and the muxer.
+//! Every tx chain must be device-readable (header + payload, payload ≤ 64 KiB and no longer
+//! than the header says); every rx chain device-writable and able to hold a header.
+
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueT};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::metrics::VsockMetrics;
+use super::muxer::Muxer;
+use super::packet::{Header, HDR_LEN};
+use crate::devices::virtio::chain::ChainLimits;
+use crate::devices::virtio::{
+    check_queues, read_config_bytes, ActivateError, DescChain, IrqTrigger, VirtioDevice, INT_VRING,
+    TYPE_VSOCK,
+};
+use crate::vstate::memory::GuestMemoryMmap;
+
+pub const RXQ: usize = 0;
+pub const TXQ: usize = 1;
+pub const EVQ: usize = 2;
+const QUEUE_SIZE: u16 = 256;
+/// Largest payload per packet either way.
+pub const MAX_PKT_DATA: usize = 64 * 1024;
+const LIMITS: ChainLimits = ChainLimits {
+    max_descriptors: 32,
+    max_bytes: (HDR_LEN + MAX_PKT_DATA) as u64,
+};
+
+#[derive(Debug)]
+pub(super) struct Active {
+    pub mem: GuestMemoryMmap,
+    pub irq: Arc<IrqTrigger>,
+}
+
+/// The virtio-vsock device.
+#[derive(Debug)]
+pub struct Vsock {
+    cid: u64,
+    pub(super) queues: Vec<Queue>,
+    pub(super) queue_evts: Vec<EventFd>,
+    pub(super) active: Option<Active>,
+    pub(super) muxer: Muxer,
+    acked: u64,
+    pub(super) metrics: VsockMetrics,
+}
+
+impl Vsock {
+    pub fn new(cid: u64, muxer: Muxer) -> std::io::Result<Self> {
+        let q = || Queue::new(QUEUE_SIZE).map_err(std::io::Error::other);
+        Ok(Vsock {
+            cid,
+            queues: vec![q()?, q()?, q()?],
+            queue_evts: vec![
+                EventFd::new(EFD_NONBLOCK)?,
+                EventFd::new(EFD_NONBLOCK)?,
+                EventFd::new(EFD_NONBLOCK)?,
+            ],
+            active: None,
+            muxer,
+            acked: 0,
+            metrics: VsockMetrics::default(),
+        })
+    }
+
+    fn read_tx(mem: &GuestMemoryMmap, c: &DescChain) -> Option<(Header, Vec<u8>)> {
+        if !c.writable.is_empty() {
+            return None;
+        }
+        let mut hb = [0u8; HDR_LEN];
+        c.read_at(mem, 0, &mut hb).ok()?;
+        let h = Header::from_bytes(&hb);
+        let len = usize::try_from(h.len).ok()?;
+        if len > MAX_PKT_DATA || (len as u64) > c.readable_len() - HDR_LEN as u64 {
+            return None;
+        }
+        let mut data = vec![0u8; len];
+        c.read_at(mem, HDR_LEN as u64, &mut data).ok()?;
+        Some((h, data))
+    }
+
+    /// Forwards every packet the guest queued; returns whether any chain was used.
+    pub fn process_tx(&mut self) -> bool {
+        let Some(active) = &self.active else {
+            return false;
+        };
+        let mem = active.mem.clone();
+        let irq = active.irq.clone();
+        let mut used = false;
+        while let Some(chain) = self.queues[TXQ].pop_descriptor_chain(&mem) {
+            let head = chain.head_index();
+            let pkt = DescChain::parse(chain, &mem, LIMITS)
+                .ok()
+                .and_then(|c| Self::read_tx(&mem, &c));
+            match pkt {
+                Some((h, data)) => {
+                    self.metrics.tx_packets.inc();
+                    self.muxer.send_pkt(&h, &data);
+                }
+                None => self.metrics.invalid_chains.inc(),
+            }
+            if self.queues[TXQ].add_used(&mem, head, 0).is_err() {
+                break;
+            }
+            used = true;
+        }
+        if used {
+            irq.trigger(INT_VRING);
+        }
+        used
+    }
+
+    /// Delivers pending host packets into the guest's rx buffers.
+    pub fn process_rx(&mut self) -> bool {
+        let Some(active) = &self.active else {
+            return false;
+        };
+        let mem = active.mem.clone();
+        let irq = active.irq.clone();
+        let mut used = false;
+        while self.muxer.has_pending_rx() {
+            let Some(chain) = self.queues[RXQ].pop_descriptor_chain(&mem) else {
+                break; // no buffers: the guest notifies the rx queue when it adds some
+            };
+            let head = chain.head_index();
+            let written = match DescChain::parse(chain, &mem, LIMITS) {
+                Ok(c) if c.readable.is_empty() && c.writable_len() >= HDR_LEN as u64 => {
+                    let room = usize::try_from(c.writable_len()).unwrap_or(0) - HDR_LEN;
+                    match self.muxer.recv_pkt(room.min(MAX_PKT_DATA)) {
+                        Some((h, data)) => {
+                            let ok = c.write_at(&mem, 0, &h.to_bytes()).is_ok()
+                                && c.write_at(&mem, HDR_LEN as u64, &data).is_ok();
+                            self.metrics.rx_packets.inc();
+                            if ok {
+                                u32::try_from(HDR_LEN + data.len()).unwrap_or(0)
+                            } else {
+                                0
+                            }
+                        }
+                        None => {
+                            // Nothing after all: give the buffer back untouched.
+                            let q = &mut self.queues[RXQ];
+                            q.set_next_avail(q.next_avail().wrapping_sub(1));
+                            break;
+                        }
+                    }
+                }
+                _ => {
+                    self.metrics.invalid_chains.inc();
+                    0
+                }
+            };
+            if self.queues[RXQ].add_used(&mem, head, written).is_err() {
+                break;
+            }
+            used = true;
+        }
+        if used {
+            irq.trigger(INT_VRING);
+        }
+        used
+    }
+}
+
+impl VirtioDevice for Vsock {
+    fn device_type(&self) -> u32 {
+        TYPE_VSOCK
+    }
+    fn avail_features(&self) -> u64 {
+        0
+    }
+    fn acked_features(&self) -> u64 {
+        self.acked
+    }
+    fn set_acked_features(&mut self, features: u64) {
+        self.acked = features;
+    }
+    fn queues_mut(&mut self) -> &mut [Queue] {
+        &mut self.queues
+    }
+    fn queues(&self) -> &[Queue] {
+        &self.queues
+    }
+    fn queue_events(&self) -> &[EventFd] {
+        &self.queue_evts
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.cid.to_le_bytes(), offset, data);
+    }
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        irq: Arc<IrqTrigger>,
+    ) -> Result<(), ActivateError> {
+        if self.active.is_some() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        check_queues(&self.queues, &mem)?;
+        self.active = Some(Active { mem, irq });
+        Ok(())
+    }
+    fn is_activated(&self) -> bool {
+        self.active.is_some()
+    }
+    fn metrics(&self) -> serde_json::Value {
+        self.metrics
+            .to_json(&self.muxer.stats, self.muxer.connection_count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::super::packet::*;
+    use super::*;
+    use crate::devices::virtio::chain::test_util::*;
+    use crate::vstate::memory;
+
+    const CID: u64 = 3;
+
+    struct Rig<'a> {
+        dev: Vsock,
+        rx: MockSplitQueue<'a, GuestMemoryMmap>,
+        tx: MockSplitQueue<'a, GuestMemoryMmap>,
+        _dir: tempfile::TempDir,
+        uds: std::path::PathBuf,
+    }
+
+    fn rig(mem: &GuestMemoryMmap) -> Rig<'_> {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("v.sock");
+        let mux = Muxer::new(CID, &uds).unwrap();
+        let mut dev = Vsock::new(CID, mux).unwrap();
+        let rx = MockSplitQueue::create(mem, GuestAddress(0x1_0000), 16);
+        let tx = MockSplitQueue::create(mem, GuestAddress(0x4_0000), 16);
+        dev.queues[RXQ] = rx.create_queue().unwrap();
+        dev.queues[TXQ] = tx.create_queue().unwrap();
+        let irq = Arc::new(IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()));
+        dev.activate(mem.clone(), irq).unwrap();
+        Rig {
+            dev,
+            rx,
+            tx,
+            _dir: dir,
+            uds,
+        }
+    }
+
+    fn put_tx(mem: &GuestMemoryMmap, r: &Rig<'_>, h: Header, data: &[u8], slot: u16) {
+        let addr = 0x10_0000 + u64::from(slot) * 0x1_0000;
+        mem.write_slice(&h.to_bytes(), GuestAddress(addr)).unwrap();
+        mem.write_slice(data, GuestAddress(addr + HDR_LEN as u64))
+            .unwrap();
+        let len = u32::try_from(HDR_LEN + data.len()).unwrap();
+        r.tx.add_desc_chains(&[desc(addr, len, 0, 0)], slot)
+            .unwrap();
+    }
+
+    fn hdr(src_port: u32, dst_port: u32, op: u16, len: u32) -> Header {
+        Header {
+            src_cid: CID,
+            dst_cid: HOST_CID,
+            src_port,
+            dst_port,
+            len,
+            type_: TYPE_STREAM,
+            op,
+            buf_alloc: 65536,
+            ..Default::default()
+        }
+    }
+
+    fn rx_packets(mem: &GuestMemoryMmap, r: &mut Rig<'_>, n: u16) -> Vec<(Header, Vec<u8>)> {
+        for i in 0..n {
+            let addr = 0x80_0000 + u64::from(i) * 0x1_0000;
+            r.rx.add_desc_chains(&[desc(addr, 0x1_0000, WRITE, 0)], i)
+                .unwrap();
+        }
+        r.dev.process_rx();
+        let used: u16 = r.rx.used().idx().load();
+        (0..used)
+            .map(|i| {
+                let e = r.rx.used().ring().ref_at(usize::from(i)).unwrap().load();
+                let addr = 0x80_0000 + u64::from(e.id()) * 0x1_0000;
+                let mut hb = [0u8; HDR_LEN];
+                mem.read_slice(&mut hb, GuestAddress(addr)).unwrap();
+                let h = Header::from_bytes(&hb);
+                let mut d = vec![0u8; e.len() as usize - HDR_LEN];
+                mem.read_slice(&mut d, GuestAddress(addr + HDR_LEN as u64))
+                    .unwrap();
+                (h, d)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn guest_connects_and_sends_through_queues() {
+        let mem = memory::create(32 << 20).unwrap();
+        let mut r = rig(&mem);
+        let l = UnixListener::bind(format!("{}_1234", r.uds.display())).unwrap();
+        put_tx(&mem, &r, hdr(5000, 1234, OP_REQUEST, 0), &[], 0);
+        put_tx(&mem, &r, hdr(5000, 1234, OP_RW, 5), b"hello", 1);
+        assert!(r.dev.process_tx());
+        let (mut s, _) = l.accept().unwrap();
+        let mut b = [0u8; 5];
+        s.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"hello");
+        let pkts = rx_packets(&mem, &mut r, 4);
+        assert_eq!(pkts[0].0.op, OP_RESPONSE);
+        assert_eq!(pkts[0].0.dst_port, 5000);
+    }
+
+    #[test]
+    fn host_connects_through_the_uds() {
+        let mem = memory::create(32 << 20).unwrap();
+        let mut r = rig(&mem);
+        let mut host = UnixStream::connect(&r.uds).unwrap();
+        host.write_all(b"CONNECT 1024\n").unwrap();
+        for _ in 0..3 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            r.dev.muxer.process_events();
+        }
+        let pkts = rx_packets(&mem, &mut r, 2);
+        assert_eq!(pkts.len(), 1);
+        let req = pkts[0].0;
+        assert_eq!((req.op, req.dst_port), (OP_REQUEST, 1024));
+        let mut resp = hdr(1024, req.src_port, OP_RESPONSE, 0);
+        resp.src_port = 1024;
+        put_tx(&mem, &r, resp, &[], 0);
+        r.dev.process_tx();
+        let mut line = [0u8; 3];
+        host.read_exact(&mut line).unwrap();
+        assert_eq!(&line, b"OK ");
+    }
+
+    #[test]
+    fn malformed_tx_chains_fail_alone() {
+        let mem = memory::create(32 << 20).unwrap();
+        let mut r = rig(&mem);
+        // Header claims more payload than the buffer holds.
+        put_tx(&mem, &r, hdr(1, 2, OP_RW, 1000), b"abc", 0);
+        // Short header.
+        r.tx.add_desc_chains(&[desc(0x10_0000, 10, 0, 0)], 1)
+            .unwrap();
+        // Device-writable tx buffer (wrong direction).
+        r.tx.add_desc_chains(&[desc(0x10_0000, 64, WRITE, 0)], 2)
+            .unwrap();
+        // Out of guest memory.
+        r.tx.add_desc_chains(&[desc(0xffff_0000_0000, 64, 0, 0)], 3)
+            .unwrap();
+        // Zero length; huge length.
+        r.tx.add_desc_chains(&[desc(0x10_0000, 0, 0, 0)], 4)
+            .unwrap();
+        r.tx.add_desc_chains(&[desc(0x10_0000, 0x100_0000, 0, 0)], 5)
+            .unwrap();
+        assert!(r.dev.process_tx());
+        assert_eq!(r.dev.metrics.invalid_chains.get(), 6);
+        let used: u16 = r.tx.used().idx().load();
+        assert_eq!(used, 6);
+        // Malformed rx buffers: readable, too short for a header.
+        r.dev.muxer.send_pkt(&hdr(9, 9, OP_RW, 0), &[]); // unknown conn -> RST pending
+        r.rx.add_desc_chains(&[desc(0x80_0000, 64, 0, 0)], 0)
+            .unwrap();
+        r.rx.add_desc_chains(&[desc(0x81_0000, 8, WRITE, 0)], 1)
+            .unwrap();
+        r.rx.add_desc_chains(&[desc(0x82_0000, 4096, WRITE, 0)], 2)
+            .unwrap();
+        r.dev.process_rx();
+        assert_eq!(r.dev.metrics.invalid_chains.get(), 8);
+        let e = r.rx.used().ring().ref_at(2).unwrap().load();
+        assert_eq!(
+            e.len() as usize,
+            HDR_LEN,
+            "the RST still arrives in a good buffer"
+        );
+    }
+
+    #[test]
+    fn config_space_holds_the_cid() {
+        let mem = memory::create(32 << 20).unwrap();
+        let r = rig(&mem);
+        let mut b = [0u8; 8];
+        r.dev.read_config(0, &mut b);
+        assert_eq!(u64::from_le_bytes(b), CID);
+        let mut b = [0xffu8; 4];
+        r.dev.read_config(6, &mut b);
+        assert_eq!(b, [0; 4], "reads past the end are zero");
+    }
+}

@@ -1,0 +1,177 @@
+//! A running VM: its KVM state, vCPU threads, device event loop, and the orderly way out.
+
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use vmm_sys_util::epoll::EventSet;
+
+use crate::device_manager::bus::lock;
+use crate::devices::virtio::VirtioDevice;
+use crate::exit::{ExitReason, VmExit};
+use crate::vstate::memory::GuestMemoryMmap;
+use crate::vstate::vcpu::{VcpuError, VcpuEvent, VcpuHandle, VcpuState};
+use crate::vstate::vm::Vm;
+
+/// What the event loop holds.
+pub type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// Wakes the loop when anything signals the VM's exit.
+#[derive(Debug)]
+struct ExitWatcher(Arc<VmExit>);
+
+impl MutEventSubscriber for ExitWatcher {
+    fn init(&mut self, ops: &mut EventOps) {
+        let _ = ops.add(Events::new(self.0.eventfd(), EventSet::IN));
+    }
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.0.eventfd().read();
+    }
+}
+
+/// SIGTERM/SIGINT (blocked in every thread, read here) stop the VM.
+#[derive(Debug)]
+pub struct SignalWatcher {
+    fd: nix::sys::signalfd::SignalFd,
+    exit: Arc<VmExit>,
+}
+
+impl MutEventSubscriber for SignalWatcher {
+    fn init(&mut self, ops: &mut EventOps) {
+        let _ = ops.add(Events::new_raw(self.fd.as_raw_fd(), EventSet::IN));
+    }
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        while let Ok(Some(_)) = self.fd.read_signal() {
+            self.exit.signal(ExitReason::Stopped);
+        }
+    }
+}
+
+/// Blocks SIGTERM and SIGINT in the calling thread (and threads it spawns later) and returns a
+/// signalfd for them. Call before any thread is spawned.
+pub fn block_termination_signals() -> nix::Result<nix::sys::signalfd::SignalFd> {
+    use nix::sys::signal::{SigSet, Signal};
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block()?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
+/// One running VM.
+pub struct Vmm {
+    _vm: Vm,
+    _mem: GuestMemoryMmap,
+    vcpus: Vec<VcpuHandle>,
+    exit: Arc<VmExit>,
+    events: EventManager<Subscriber>,
+    devices: Vec<Arc<Mutex<dyn VirtioDevice>>>,
+}
+
+impl std::fmt::Debug for Vmm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vmm").field("vcpus", &self.vcpus).finish()
+    }
+}
+
+impl Vmm {
+    pub fn new(
+        vm: Vm,
+        mem: GuestMemoryMmap,
+        vcpus: Vec<VcpuHandle>,
+        exit: Arc<VmExit>,
+        mut events: EventManager<Subscriber>,
+        devices: Vec<Arc<Mutex<dyn VirtioDevice>>>,
+    ) -> Self {
+        events.add_subscriber(Arc::new(Mutex::new(ExitWatcher(exit.clone()))));
+        Vmm {
+            _vm: vm,
+            _mem: mem,
+            vcpus,
+            exit,
+            events,
+            devices,
+        }
+    }
+
+    /// Lets SIGTERM/SIGINT stop this VM.
+    pub fn watch_signals(&mut self, fd: nix::sys::signalfd::SignalFd) {
+        let w = SignalWatcher {
+            fd,
+            exit: self.exit.clone(),
+        };
+        self.events.add_subscriber(Arc::new(Mutex::new(w)));
+    }
+
+    /// Adds another event source (the API socket).
+    pub fn add_subscriber(&mut self, s: Subscriber) {
+        self.events.add_subscriber(s);
+    }
+
+    pub fn exit_handle(&self) -> Arc<VmExit> {
+        self.exit.clone()
+    }
+
+    /// Runs one round of the event loop (up to `timeout_ms`, -1 = block); returns the exit
+    /// reason once the VM is over.
+    pub fn run_once(&mut self, timeout_ms: i32) -> Option<ExitReason> {
+        if let Err(e) = self.events.run_with_timeout(timeout_ms) {
+            self.exit
+                .signal(ExitReason::Error(format!("event loop failed: {e}")));
+        }
+        self.exit.reason()
+    }
+
+    /// Runs until the VM ends.
+    pub fn run(&mut self) -> ExitReason {
+        loop {
+            if let Some(r) = self.run_once(-1) {
+                return r;
+            }
+        }
+    }
+
+    pub fn vcpu_states(&self) -> Vec<VcpuState> {
+        self.vcpus.iter().map(VcpuHandle::state).collect()
+    }
+
+    pub fn pause(&mut self) -> Result<(), VcpuError> {
+        for v in &mut self.vcpus {
+            v.send(VcpuEvent::Pause)?;
+        }
+        Ok(())
+    }
+
+    pub fn resume(&mut self) -> Result<(), VcpuError> {
+        for v in &mut self.vcpus {
+            v.send(VcpuEvent::Resume)?;
+        }
+        Ok(())
+    }
+
+    /// Asks the VM to stop (the loop returns `Stopped` next round).
+    pub fn request_stop(&self) {
+        self.exit.signal(ExitReason::Stopped);
+    }
+
+    /// Device metrics as JSON.
+    pub fn metrics(&self) -> serde_json::Value {
+        let devs: Vec<_> = self
+            .devices
+            .iter()
+            .map(|d| {
+                let d = lock(d);
+                serde_json::json!({ "type": d.device_type(), "activated": d.is_activated(), "metrics": d.metrics() })
+            })
+            .collect();
+        crate::metrics::to_json(serde_json::Value::Array(devs))
+    }
+
+    /// Stops and joins every vCPU thread; devices (and their sockets) go with `self`.
+    pub fn shutdown(mut self) {
+        for v in &mut self.vcpus {
+            v.finish();
+        }
+    }
+}

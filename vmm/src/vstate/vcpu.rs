@@ -1,0 +1,330 @@
+//! vCPUs: one named thread each (`hull_vcpu<N>`), driven by events through an explicit state
+//! machine: Created → Running ⇄ Paused → Exited. A vCPU in `KVM_RUN` is kicked out with a
+//! real-time signal so pause/finish take effect promptly.
+
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::{Arc, Once};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{CpuId, Msrs};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use super::memory::GuestMemoryMmap;
+use super::vm::{Vm, VmError};
+use crate::arch::regs::{self, EntryMode};
+use crate::device_manager::bus::Bus;
+use crate::exit::{ExitReason, VmExit};
+use crate::metrics::METRICS;
+
+const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
+const KVM_SYSTEM_EVENT_RESET: u32 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    #[error(transparent)]
+    Create(#[from] VmError),
+    #[error("cannot configure vCPU {id}: {what}: {source}")]
+    Configure {
+        id: u8,
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error("cannot set up the boot registers: {0}")]
+    Memory(vm_memory::GuestMemoryError),
+    #[error("cannot build the MSR list")]
+    Msrs,
+    #[error("cannot spawn the vCPU thread: {0}")]
+    Spawn(std::io::Error),
+    #[error("cannot install the vCPU kick signal handler: {0}")]
+    Signal(vmm_sys_util::errno::Error),
+    #[error("vCPU {0} did not answer")]
+    NoResponse(u8),
+}
+
+/// The vCPU state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuState {
+    Created,
+    Running,
+    Paused,
+    Exited,
+}
+
+/// What the VMM asks of a vCPU thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuEvent {
+    Resume,
+    Pause,
+    Finish,
+}
+
+/// Result of one `KVM_RUN`.
+#[derive(Debug, PartialEq, Eq)]
+enum RunOutcome {
+    Continue,
+    Interrupted,
+    Exit(ExitReason),
+}
+
+/// A configured vCPU, not yet running.
+#[derive(Debug)]
+pub struct Vcpu {
+    fd: VcpuFd,
+    id: u8,
+    io_bus: Arc<Bus>,
+    mmio_bus: Arc<Bus>,
+    exit: Arc<VmExit>,
+}
+
+fn cfg_err(id: u8, what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
+    move |source| VcpuError::Configure { id, what, source }
+}
+
+impl Vcpu {
+    pub fn new(
+        vm: &Vm,
+        id: u8,
+        io_bus: Arc<Bus>,
+        mmio_bus: Arc<Bus>,
+        exit: Arc<VmExit>,
+    ) -> Result<Self, VcpuError> {
+        Ok(Vcpu {
+            fd: vm.create_vcpu(id)?,
+            id,
+            io_bus,
+            mmio_bus,
+            exit,
+        })
+    }
+
+    /// Loads CPUID, MSRs, FPU and LAPIC; the boot vCPU (`entry` given) also gets its registers.
+    /// Application processors wait for INIT/SIPI from the guest.
+    pub fn configure(
+        &mut self,
+        supported: &CpuId,
+        n: u8,
+        mem: &GuestMemoryMmap,
+        entry: Option<EntryMode>,
+    ) -> Result<(), VcpuError> {
+        let id = self.id;
+        let mut cpuid = supported.clone();
+        super::cpuid::filter(&mut cpuid, id, n);
+        self.fd.set_cpuid2(&cpuid).map_err(cfg_err(id, "cpuid"))?;
+        let msrs = Msrs::from_entries(&regs::boot_msrs()).map_err(|_| VcpuError::Msrs)?;
+        self.fd.set_msrs(&msrs).map_err(cfg_err(id, "msrs"))?;
+        self.fd.set_fpu(&regs::fpu()).map_err(cfg_err(id, "fpu"))?;
+        let mut lapic = self.fd.get_lapic().map_err(cfg_err(id, "get lapic"))?;
+        regs::set_lint(&mut lapic.regs);
+        self.fd
+            .set_lapic(&lapic)
+            .map_err(cfg_err(id, "set lapic"))?;
+        if let Some(mode) = entry {
+            let sregs = self.fd.get_sregs().map_err(cfg_err(id, "get sregs"))?;
+            let sregs = regs::setup_sregs(mem, mode, sregs).map_err(VcpuError::Memory)?;
+            self.fd.set_sregs(&sregs).map_err(cfg_err(id, "sregs"))?;
+            self.fd
+                .set_regs(&regs::regs(mode))
+                .map_err(cfg_err(id, "regs"))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the thread in state `Created`; it runs guest code after the first `Resume`.
+    pub fn start(self) -> Result<VcpuHandle, VcpuError> {
+        install_kick_handler()?;
+        let (ev_tx, ev_rx) = channel();
+        let (st_tx, st_rx) = channel();
+        let id = self.id;
+        let thread = std::thread::Builder::new()
+            .name(format!("hull_vcpu{id}"))
+            .spawn(move || self.run_loop(ev_rx, st_tx))
+            .map_err(VcpuError::Spawn)?;
+        Ok(VcpuHandle {
+            id,
+            events: ev_tx,
+            states: st_rx,
+            thread: Some(thread),
+            state: VcpuState::Created,
+        })
+    }
+
+    fn run_loop(mut self, events: Receiver<VcpuEvent>, states: Sender<VcpuState>) {
+        crate::seccomp::apply_for_thread(crate::seccomp::ThreadKind::Vcpu);
+        let mut state = VcpuState::Created;
+        loop {
+            let ev = match state {
+                VcpuState::Running => match events.try_recv() {
+                    Ok(ev) => Some(ev),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => Some(VcpuEvent::Finish),
+                },
+                _ => Some(events.recv().unwrap_or(VcpuEvent::Finish)),
+            };
+            match (state, ev) {
+                (_, Some(VcpuEvent::Finish)) => break,
+                (VcpuState::Exited, Some(_)) => {}
+                (_, Some(VcpuEvent::Resume)) => state = VcpuState::Running,
+                (_, Some(VcpuEvent::Pause)) => state = VcpuState::Paused,
+                (VcpuState::Running, None) => match self.run_once() {
+                    RunOutcome::Continue | RunOutcome::Interrupted => continue,
+                    RunOutcome::Exit(reason) => {
+                        self.exit.signal(reason);
+                        state = VcpuState::Exited;
+                    }
+                },
+                (_, None) => continue,
+            }
+            let _ = states.send(state);
+        }
+        let _ = states.send(VcpuState::Exited);
+    }
+
+    fn run_once(&mut self) -> RunOutcome {
+        if self.id == 0 {
+            METRICS.boot.first_kvm_run_us.mark();
+        }
+        match self.fd.run() {
+            Ok(exit) => match exit {
+                VcpuExit::IoIn(port, data) => {
+                    METRICS.vcpu.exits_io.inc();
+                    if !self.io_bus.read(u64::from(port), data) {
+                        METRICS.vcpu.unhandled_io.inc();
+                        data.fill(0xff);
+                    }
+                    RunOutcome::Continue
+                }
+                VcpuExit::IoOut(port, data) => {
+                    METRICS.vcpu.exits_io.inc();
+                    if !self.io_bus.write(u64::from(port), data) {
+                        METRICS.vcpu.unhandled_io.inc();
+                    }
+                    RunOutcome::Continue
+                }
+                VcpuExit::MmioRead(addr, data) => {
+                    METRICS.vcpu.exits_mmio.inc();
+                    if !self.mmio_bus.read(addr, data) {
+                        METRICS.vcpu.unhandled_mmio.inc();
+                        data.fill(0);
+                    }
+                    RunOutcome::Continue
+                }
+                VcpuExit::MmioWrite(addr, data) => {
+                    METRICS.vcpu.exits_mmio.inc();
+                    if !self.mmio_bus.write(addr, data) {
+                        METRICS.vcpu.unhandled_mmio.inc();
+                    }
+                    RunOutcome::Continue
+                }
+                VcpuExit::Hlt => RunOutcome::Exit(ExitReason::GuestPoweroff),
+                VcpuExit::Shutdown => RunOutcome::Exit(ExitReason::GuestReset),
+                VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_SHUTDOWN, _) => {
+                    RunOutcome::Exit(ExitReason::GuestPoweroff)
+                }
+                VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_RESET, _) => {
+                    RunOutcome::Exit(ExitReason::GuestReset)
+                }
+                VcpuExit::FailEntry(reason, cpu) => RunOutcome::Exit(ExitReason::Error(format!(
+                    "vCPU {} failed to enter the guest: reason {reason:#x} on cpu {cpu}",
+                    self.id
+                ))),
+                VcpuExit::InternalError => RunOutcome::Exit(ExitReason::Error(format!(
+                    "KVM internal error on vCPU {} (emulation failure)",
+                    self.id
+                ))),
+                VcpuExit::IrqWindowOpen | VcpuExit::Intr => RunOutcome::Continue,
+                other => RunOutcome::Exit(ExitReason::Error(format!(
+                    "unexpected exit on vCPU {}: {other:?}",
+                    self.id
+                ))),
+            },
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                RunOutcome::Interrupted
+            }
+            Err(e) => RunOutcome::Exit(ExitReason::Error(format!(
+                "KVM_RUN failed on vCPU {}: {e}",
+                self.id
+            ))),
+        }
+    }
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Only there so the signal interrupts KVM_RUN with EINTR.
+}
+
+fn install_kick_handler() -> Result<(), VcpuError> {
+    static ONCE: Once = Once::new();
+    let mut res = Ok(());
+    ONCE.call_once(|| {
+        res = register_signal_handler(SIGRTMIN(), kick_handler).map_err(VcpuError::Signal);
+    });
+    res
+}
+
+/// The VMM's side of a running vCPU thread.
+#[derive(Debug)]
+pub struct VcpuHandle {
+    id: u8,
+    events: Sender<VcpuEvent>,
+    states: Receiver<VcpuState>,
+    thread: Option<JoinHandle<()>>,
+    state: VcpuState,
+}
+
+impl VcpuHandle {
+    pub fn state(&self) -> VcpuState {
+        self.state
+    }
+
+    fn kick(&self) {
+        if let Some(t) = &self.thread {
+            let _ = t.kill(SIGRTMIN());
+        }
+    }
+
+    /// Sends `ev` and waits until the thread reports a new state, kicking it out of `KVM_RUN`
+    /// every few milliseconds (a kick that lands just before `KVM_RUN` would be lost).
+    pub fn send(&mut self, ev: VcpuEvent) -> Result<VcpuState, VcpuError> {
+        if self.events.send(ev).is_err() {
+            self.state = VcpuState::Exited;
+            return Ok(self.state);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if ev != VcpuEvent::Resume {
+                self.kick();
+            }
+            match self.states.recv_timeout(Duration::from_millis(5)) {
+                Ok(s) => {
+                    self.state = s;
+                    return Ok(s);
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.state = VcpuState::Exited;
+                    return Ok(self.state);
+                }
+                Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(RecvTimeoutError::Timeout) => return Err(VcpuError::NoResponse(self.id)),
+            }
+        }
+    }
+
+    /// Stops the thread and joins it.
+    pub fn finish(&mut self) {
+        let _ = self.send(VcpuEvent::Finish);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.state = VcpuState::Exited;
+    }
+}
+
+impl Drop for VcpuHandle {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.finish();
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Host test of the API socket: configure, boot, pause, resume, metrics, shutdown through the
+//! real binary, with a tiny payload; the socket file is gone afterwards.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn request(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = UnixStream::connect(sock).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn configure_boot_pause_resume_metrics_shutdown() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let payload = dir.path().join("p.bin");
+    // out 'A' to COM1, then spin (cli; hlt; jmp).
+    std::fs::write(
+        &payload,
+        [0xba, 0xf8, 0x03, 0xb0, b'A', 0xee, 0xfa, 0xf4, 0xeb, 0xfd],
+    )
+    .unwrap();
+    let sock = dir.path().join("api.sock");
+    let console = dir.path().join("console");
+    let t0 = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hull-vmm"))
+        .arg("--api-sock")
+        .arg(&sock)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while UnixStream::connect(&sock).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "API socket never came up"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (code, body) = request(&sock, "GET", "/vm", "");
+    assert_eq!(code, 200);
+    assert!(body.contains("not_configured"), "{body}");
+    assert_eq!(
+        request(&sock, "PUT", "/actions", r#"{"action":"boot"}"#).0,
+        409
+    );
+    assert_eq!(request(&sock, "PUT", "/vm", r#"{"vcpus":0}"#).0, 400);
+    assert_eq!(request(&sock, "PUT", "/nope", "").0, 404);
+    let cfg = serde_json::json!({
+        "raw_payload": payload,
+        "console": { "file": console },
+        "vcpus": 2,
+        "mem_mib": 32,
+    });
+    let (code, body) = request(&sock, "PUT", "/vm", &cfg.to_string());
+    assert_eq!(code, 204, "{body}");
+    assert_eq!(
+        request(&sock, "PUT", "/actions", r#"{"action":"boot"}"#).0,
+        204
+    );
+    let start = Instant::now();
+    while std::fs::read_to_string(&console).unwrap_or_default() != "A" {
+        assert!(start.elapsed() < Duration::from_secs(10), "guest never ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        request(&sock, "PUT", "/actions", r#"{"action":"pause"}"#).0,
+        204
+    );
+    let (_, body) = request(&sock, "GET", "/vm", "");
+    assert!(
+        body.contains(r#""state":"paused""#) && body.contains("Paused"),
+        "{body}"
+    );
+    assert_eq!(
+        request(&sock, "PUT", "/actions", r#"{"action":"resume"}"#).0,
+        204
+    );
+    let (code, body) = request(&sock, "GET", "/metrics", "");
+    assert_eq!(code, 200);
+    let m: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_ne!(m["boot"]["api_ready_us"], 0);
+    assert_ne!(m["boot"]["first_kvm_run_us"], 0);
+    assert_eq!(m["devices"][0]["type"], 4, "rng attached: {m}");
+    assert_eq!(
+        request(&sock, "PUT", "/actions", r#"{"action":"shutdown"}"#).0,
+        204
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no exit after shutdown"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    assert!(!sock.exists(), "API socket removed");
+}
+
+#[test]
+fn shutdown_before_boot_and_sigterm_before_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    for via_signal in [false, true] {
+        let sock = dir.path().join("api.sock");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hull-vmm"))
+            .arg("--api-sock")
+            .arg(&sock)
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while UnixStream::connect(&sock).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if via_signal {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+            nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).unwrap();
+        } else {
+            assert_eq!(
+                request(&sock, "PUT", "/actions", r#"{"action":"shutdown"}"#).0,
+                204
+            );
+        }
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+        assert!(!sock.exists());
+    }
+}

@@ -1,0 +1,239 @@
+//! Host tests: the real `hull-vmm` binary runs tiny hand-written payloads on this host's
+//! `/dev/kvm` (a software KVM is fine for these). Skipped when /dev/kvm is absent.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn kvm_available() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+fn vmm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hull-vmm"))
+}
+
+/// 16-bit code: `out` each byte of `text` to COM1.
+fn serial_out16(text: &[u8]) -> Vec<u8> {
+    let mut c = vec![0xba, 0xf8, 0x03]; // mov dx, 0x3f8
+    for b in text {
+        c.extend_from_slice(&[0xb0, *b, 0xee]); // mov al, b; out dx, al
+    }
+    c
+}
+
+/// Boot-timer write (`mov dx, 0x3f0; mov al, 123; out dx, al`), valid in 16- and 32-bit code
+/// only with the operand-size prefix in 32-bit; this is the 16-bit form.
+const BOOT_TIMER16: &[u8] = &[0xba, 0xf0, 0x03, 0xb0, 123, 0xee];
+/// i8042 reset: `mov al, 0xfe; out 0x64, al`, then `hlt; jmp $-1`.
+const RESET: &[u8] = &[0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd];
+
+fn write_payload(dir: &Path, code: &[u8]) -> PathBuf {
+    let p = dir.join("payload.bin");
+    std::fs::write(&p, code).unwrap();
+    p
+}
+
+fn run(args: &[&str], timeout: Duration) -> Output {
+    let mut child = vmm()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "hull-vmm did not exit within {timeout:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn serial_output_boot_timer_and_i8042_reset() {
+    if !kvm_available() {
+        eprintln!("skipped: no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut code = serial_out16(b"hello from the guest\n");
+    code.extend_from_slice(BOOT_TIMER16);
+    code.extend_from_slice(RESET);
+    let payload = write_payload(dir.path(), &code);
+    let console = dir.path().join("console.log");
+    let out = run(
+        &[
+            "--raw-payload",
+            payload.to_str().unwrap(),
+            "--console",
+            console.to_str().unwrap(),
+            "--boot-timer",
+            "--metrics-on-exit",
+        ],
+        Duration::from_secs(20),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&console).unwrap(),
+        "hello from the guest\n"
+    );
+    assert!(stderr.contains("guest agent ready"), "stderr: {stderr}");
+    assert!(stderr.contains("GuestReset"), "stderr: {stderr}");
+    let metrics_line = stderr
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("metrics json");
+    let m: serde_json::Value = serde_json::from_str(metrics_line).unwrap();
+    assert_ne!(m["boot"]["guest_boot_timer_us"], 0);
+    assert_ne!(m["boot"]["first_kvm_run_us"], 0);
+}
+
+#[test]
+fn console_to_stdout_and_off() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut code = serial_out16(b"out\n");
+    code.extend_from_slice(RESET);
+    let payload = write_payload(dir.path(), &code);
+    let out = run(
+        &["--raw-payload", payload.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"out\n");
+    let out = run(
+        &[
+            "--raw-payload",
+            payload.to_str().unwrap(),
+            "--console",
+            "off",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn mmio_exits_reach_devices_and_unmapped_addresses_are_harmless() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // 32-bit flat mode.
+    let mut c: Vec<u8> = vec![];
+    c.extend_from_slice(&[0xa1, 0x00, 0x10, 0x00, 0xc8]); // mov eax, [0xc8001000] (MMIO hole)
+    c.extend_from_slice(&[0xa3, 0x00, 0x20, 0x00, 0xc8]); // mov [0xc8002000], eax
+    c.extend_from_slice(&[0xa1, 0x00, 0x00, 0x00, 0xd0]); // mov eax, [0xd0000000] (virtio magic)
+    c.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03]); // mov dx, 0x3f8
+    c.extend_from_slice(&[0x3d, 0x76, 0x69, 0x72, 0x74]); // cmp eax, "virt"
+    c.extend_from_slice(&[0x75, 0x03]); // jne +3
+    c.extend_from_slice(&[0xb0, b'V', 0xee]); // mov al,'V'; out dx,al
+    c.extend_from_slice(&[0xb0, b'\n', 0xee]);
+    c.extend_from_slice(RESET);
+    let payload = write_payload(dir.path(), &c);
+    let console = dir.path().join("console.log");
+    let out = run(
+        &[
+            "--raw-payload",
+            payload.to_str().unwrap(),
+            "--raw-payload-32bit",
+            "--console",
+            console.to_str().unwrap(),
+            "--metrics-on-exit",
+        ],
+        Duration::from_secs(20),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(std::fs::read_to_string(&console).unwrap(), "V\n");
+    let metrics_line = stderr
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("metrics json");
+    let m: serde_json::Value = serde_json::from_str(metrics_line).unwrap();
+    assert_eq!(m["vcpu"]["unhandled_mmio"], 2, "{m}");
+}
+
+#[test]
+fn sigterm_stops_a_halted_guest_cleanly() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut code = serial_out16(b"up\n");
+    code.extend_from_slice(&[0xfa, 0xf4, 0xeb, 0xfd]); // cli; hlt; jmp
+    let payload = write_payload(dir.path(), &code);
+    let console = dir.path().join("console.log");
+    let uds = dir.path().join("v.sock");
+    let mut child = vmm()
+        .args([
+            "--raw-payload",
+            payload.to_str().unwrap(),
+            "--console",
+            console.to_str().unwrap(),
+            "--vsock-uds",
+            uds.to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::fs::read_to_string(&console).unwrap_or_default() != "up\n" {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "guest never wrote"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(uds.exists());
+    let pid = i32::try_from(child.id()).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM).unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(!uds.exists(), "vsock socket file removed");
+}
+
+#[test]
+fn linux_guest_refused_on_software_kvm() {
+    let host = hull_vmm::hostcheck::HostKvm::detect(&Default::default());
+    if host != hull_vmm::hostcheck::HostKvm::Software {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let k = dir.path().join("vmlinux");
+    std::fs::write(&k, b"\x7fELF").unwrap();
+    let out = run(&["--kernel", k.to_str().unwrap()], Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("lab/run") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}

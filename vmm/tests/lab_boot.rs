@@ -1,0 +1,64 @@
+//! Lab test: boots the real hull guest (kernel + initrd with hull-agent as PID 1) with
+//! `hull-vmm` inside the nested-KVM lab and checks, through `hullctl agent-health`, that the
+//! agent answers over hybrid vsock; console capture, boot timer, 1 and 2 vCPUs, bzImage and
+//! PVH, guest reboot → exit 0, SIGTERM → exit 0 with nothing left behind.
+//!
+//! Slow (minutes): `cargo build -p hullctl && cargo test -p hull-vmm --test lab_boot -- --ignored --nocapture`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn guest_artifacts() -> (String, String, String) {
+    let out = Command::new(repo().join("guest/build"))
+        .output()
+        .expect("run guest/build");
+    assert!(
+        out.status.success(),
+        "guest/build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("guest/build printed no {k}="))
+            .to_string()
+    };
+    (get("vmlinux"), get("bzImage"), get("initrd"))
+}
+
+#[test]
+#[ignore = "boots the lab (minutes); run with --ignored"]
+fn lab_boot() {
+    let root = repo();
+    let vmm = env!("CARGO_BIN_EXE_hull-vmm");
+    let target = PathBuf::from(vmm).parent().unwrap().to_path_buf();
+    let hullctl = target.join("hullctl");
+    assert!(
+        hullctl.exists(),
+        "build hullctl first: cargo build -p hullctl"
+    );
+    let (vmlinux, bzimage, initrd) = guest_artifacts();
+    let out_dir = root.join("target/lab-out/vmm");
+    let status = Command::new(root.join("lab/run"))
+        .args(["--timeout", "1500", "--"])
+        .arg("bash")
+        .arg(root.join("vmm/tests/lab/boot.sh"))
+        .args([vmm, hullctl.to_str().unwrap(), &vmlinux, &bzimage, &initrd])
+        .arg(&out_dir)
+        .current_dir(&root)
+        .status()
+        .expect("run lab/run");
+    assert!(
+        status.success(),
+        "lab checks failed ({status}); logs in {}",
+        out_dir.display()
+    );
+}
