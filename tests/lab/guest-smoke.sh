@@ -7,7 +7,7 @@ set -eu
 kernel=$1 initrd=$2 probe=$3
 cid=3
 console=$(mktemp /tmp/hull-smoke-console.XXXXXX)
-qemu-system-x86_64 -accel kvm -cpu host -M microvm -m 256 -smp 1 \
+qemu-system-x86_64 -accel kvm -cpu host -M microvm,acpi=off -m 256 -smp 1 \
     -display none -monitor none -no-reboot \
     -serial "file:$console" \
     -kernel "$kernel" -initrd "$initrd" \
