@@ -113,7 +113,8 @@ async fn agent_health(
     let deadline = Instant::now() + wait;
     loop {
         let attempt = tokio::time::timeout(timeout, health_once(uds, port, timeout)).await;
-        let attempt = attempt.unwrap_or_else(|_| Err(anyhow::anyhow!("no reply within {timeout:?}")));
+        let attempt =
+            attempt.unwrap_or_else(|_| Err(anyhow::anyhow!("no reply within {timeout:?}")));
         match attempt {
             Ok((serving, line)) => {
                 println!("{line}");

@@ -135,10 +135,12 @@ fn io_bus(vm: &Vm, config: &VmConfig, exit: &Arc<VmExit>) -> Result<Bus, BuildEr
         console_sink(&config.console)?,
     )));
     bus.insert(legacy::SERIAL_PORT, legacy::SERIAL_LEN, serial)?;
+    let kbd_irq = EventFd::new(EFD_NONBLOCK)?;
+    vm.register_irqfd(&kbd_irq, arch::KBD_IRQ)?;
     bus.insert(
         legacy::I8042_PORT,
         legacy::I8042_LEN,
-        Arc::new(Mutex::new(I8042::new(exit.clone()))),
+        Arc::new(Mutex::new(I8042::new(exit.clone(), Some(kbd_irq)))),
     )?;
     bus.insert(
         legacy::BOOT_TIMER_PORT,

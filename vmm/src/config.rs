@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_VCPUS: u8 = 32;
 /// Default guest kernel command line: console on COM1, reset through the i8042 on reboot.
 pub const DEFAULT_CMDLINE: &str =
-    "console=ttyS0 reboot=k panic=1 pci=off nomodule i8042.noaux i8042.nomux i8042.dumbkbd";
+    "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd";
 
 /// Where the guest console goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

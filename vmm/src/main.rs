@@ -12,7 +12,6 @@ use hull_vmm::api::server::{serve_pending, ApiServer, ApiSubscriber};
 use hull_vmm::api::{Controller, VmmAction};
 use hull_vmm::config::{ConsoleConfig, DiskConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE};
 use hull_vmm::exit::ExitReason;
-use hull_vmm::hostcheck::{HostKvm, HostPaths};
 use hull_vmm::metrics::METRICS;
 use hull_vmm::{metrics, seccomp, vmm};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -130,9 +129,8 @@ fn run() -> anyhow::Result<i32> {
     let args = Args::parse();
     let sigfd = vmm::block_termination_signals().context("cannot block SIGTERM/SIGINT")?;
     seccomp::enable(!args.no_seccomp);
-    let host = HostKvm::detect(&HostPaths::default());
     let preset = (args.kernel.is_some() || args.raw_payload.is_some()).then(|| args.vm_config());
-    let mut ctl = Controller::new(host, preset);
+    let mut ctl = Controller::new(None, preset);
     let api = match &args.api_sock {
         Some(p) => {
             let s =
@@ -183,6 +181,7 @@ fn run() -> anyhow::Result<i32> {
 
 fn main() {
     metrics::mark_exec();
+    hull_vmm::vstate::memory::limit_host_heap();
     match run() {
         Ok(code) => std::process::exit(code),
         Err(e) => {

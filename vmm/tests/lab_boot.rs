@@ -3,7 +3,8 @@
 //! agent answers over hybrid vsock; console capture, boot timer, 1 and 2 vCPUs, bzImage and
 //! PVH, guest reboot → exit 0, SIGTERM → exit 0 with nothing left behind.
 //!
-//! Slow (minutes): `cargo build -p hullctl && cargo test -p hull-vmm --test lab_boot -- --ignored --nocapture`.
+//! Slow (minutes); `make test` runs it after `cargo build --workspace` has built `hullctl`.
+//! Alone: `cargo build -p hullctl && cargo test -p hull-vmm --test lab_boot -- --nocapture`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,7 +36,6 @@ fn guest_artifacts() -> (String, String, String) {
 }
 
 #[test]
-#[ignore = "boots the lab (minutes); run with --ignored"]
 fn lab_boot() {
     let root = repo();
     let vmm = env!("CARGO_BIN_EXE_hull-vmm");
@@ -53,6 +53,7 @@ fn lab_boot() {
         .arg(root.join("vmm/tests/lab/boot.sh"))
         .args([vmm, hullctl.to_str().unwrap(), &vmlinux, &bzimage, &initrd])
         .arg(&out_dir)
+        .arg("20") // boots in a row that must leave nothing behind
         .current_dir(&root)
         .status()
         .expect("run lab/run");

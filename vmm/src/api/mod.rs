@@ -85,14 +85,16 @@ pub fn parse_action(method: &str, path: &str, body: &[u8]) -> Result<VmmAction, 
 /// Owns the VM across its life: configured → running ⇄ paused → stopped.
 #[derive(Debug)]
 pub struct Controller {
-    host: HostKvm,
+    /// Detected at the first boot (reading /proc/cpuinfo costs time before API-ready).
+    host: Option<HostKvm>,
     config: Option<VmConfig>,
     vmm: Option<Vmm>,
     paused: bool,
 }
 
 impl Controller {
-    pub fn new(host: HostKvm, config: Option<VmConfig>) -> Self {
+    /// `host` None: detect the host's KVM flavour when booting.
+    pub fn new(host: Option<HostKvm>, config: Option<VmConfig>) -> Self {
         Controller {
             host,
             config,
@@ -141,7 +143,10 @@ impl Controller {
                 let Some(cfg) = (self.vmm.is_none()).then_some(()).and(self.config.as_ref()) else {
                     return Err(self.wrong("boot"));
                 };
-                self.vmm = Some(builder::build_and_boot(cfg, self.host)?);
+                let host = *self.host.get_or_insert_with(|| {
+                    HostKvm::detect(&crate::hostcheck::HostPaths::default())
+                });
+                self.vmm = Some(builder::build_and_boot(cfg, host)?);
                 Ok(serde_json::Value::Null)
             }
             VmmAction::Pause | VmmAction::Resume => {
@@ -216,7 +221,7 @@ mod tests {
 
     #[test]
     fn state_machine_refuses_out_of_order_actions() {
-        let mut c = Controller::new(HostKvm::Hardware, None);
+        let mut c = Controller::new(Some(HostKvm::Hardware), None);
         assert_eq!(c.state(), "not_configured");
         assert_eq!(c.handle(VmmAction::Boot).unwrap_err().http_status(), 409);
         assert_eq!(c.handle(VmmAction::Pause).unwrap_err().http_status(), 409);

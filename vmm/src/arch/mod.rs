@@ -44,6 +44,8 @@ pub const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 /// Legacy IRQs 0..=4 are taken (timer, keyboard, cascade, COM2, COM1); devices start here.
 pub const IRQ_BASE: u32 = 5;
 pub const IRQ_MAX: u32 = 23;
+/// The i8042's keyboard IRQ.
+pub const KBD_IRQ: u32 = 1;
 /// COM1's IRQ.
 pub const SERIAL_IRQ: u32 = 4;
 

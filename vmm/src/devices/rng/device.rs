@@ -192,6 +192,20 @@ mod tests {
     }
 
     #[test]
+    fn garbage_avail_index_stops_processing() {
+        let mem = memory::create(16 << 20).unwrap();
+        let (mut rng, vq) = setup(&mem);
+        // The driver claims 1000 new chains in a 16-entry ring: nothing is processed, no loop.
+        vq.avail().idx().store(1000);
+        assert!(!rng.process_queue());
+        // Head indices beyond the queue size are rejected per chain.
+        vq.avail().idx().store(1);
+        vq.avail().ring().ref_at(0).unwrap().store(999);
+        rng.process_queue();
+        assert_eq!(rng.metrics.bytes.get(), 0);
+    }
+
+    #[test]
     fn inactive_device_does_nothing() {
         let mut rng = Rng::new().unwrap();
         assert!(!rng.process_queue());

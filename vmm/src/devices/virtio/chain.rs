@@ -292,6 +292,19 @@ mod tests {
     }
 
     #[test]
+    fn bad_indirect_tables_are_rejected() {
+        const INDIRECT: u16 = 4;
+        // Indirect table outside guest memory, of zero length, or of a length that is not a
+        // multiple of the descriptor size: nothing is yielded.
+        for (addr, len) in [(0xff_ffff_0000u64, 32u32), (0x10_0000, 0), (0x10_0000, 17)] {
+            assert_eq!(
+                parse_raw(&[desc(addr, len, INDIRECT, 0)]),
+                Err(ChainError::Empty)
+            );
+        }
+    }
+
+    #[test]
     fn loop_longer_than_limit_is_truncated() {
         let limits = ChainLimits {
             max_descriptors: 64,
