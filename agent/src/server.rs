@@ -37,7 +37,7 @@ pub enum ServerError {
         #[source]
         source: ttrpc::Error,
     },
-    #[error("remove stale socket {path}: {source}")]
+    #[error("remove stale socket or move new socket to {path}: {source}")]
     StaleSocket {
         path: String,
         #[source]
@@ -66,12 +66,35 @@ pub async fn start(
     }
     let ttrpc_addr = addr.to_ttrpc();
     let health = create_health(Arc::new(HealthService::new()));
-    let mut server = ttrpc::r#async::Server::new()
-        .bind(&ttrpc_addr)
-        .map_err(|source| ServerError::Bind {
-            addr: ttrpc_addr.clone(),
-            source,
-        })?
+    let server = match addr {
+        // ttrpc binds, then listens: a client that sees the socket file in between is refused.
+        // Bind under a temporary name and rename once listening, so the file appears only
+        // when it accepts connections.
+        ListenAddr::Unix(path) => {
+            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+            let tmp_addr = ListenAddr::Unix(tmp.clone()).to_ttrpc();
+            let server = ttrpc::r#async::Server::new()
+                .bind(&tmp_addr)
+                .map_err(|source| ServerError::Bind {
+                    addr: tmp_addr,
+                    source,
+                })?;
+            std::fs::rename(&tmp, path).map_err(|source| ServerError::StaleSocket {
+                path: path.display().to_string(),
+                source,
+            })?;
+            server
+        }
+        ListenAddr::Vsock { .. } => {
+            ttrpc::r#async::Server::new()
+                .bind(&ttrpc_addr)
+                .map_err(|source| ServerError::Bind {
+                    addr: ttrpc_addr.clone(),
+                    source,
+                })?
+        }
+    };
+    let mut server = server
         .register_service(health)
         .register_service(create_sandbox(Arc::new(SandboxService(state.clone()))))
         .register_service(create_containers(Arc::new(ContainersService(
