@@ -103,10 +103,10 @@ pub fn fork_single_threaded() -> nix::Result<ForkResult> {
 /// Arranges for `fd` to be descriptor 3 of the process `cmd` spawns (the init helper's sync
 /// socket), without the close-on-exec flag.
 pub fn pass_fd_as_3(cmd: &mut Command, fd: RawFd) {
+    #[allow(clippy::multiple_unsafe_ops_per_block)]
     // SAFETY: the closure runs between fork and exec and calls only dup2 and fcntl, which are
     // async-signal-safe; it allocates nothing and touches no lock. Those libc calls are the
     // block's other unsafe operations, with no memory arguments.
-    #[allow(clippy::multiple_unsafe_ops_per_block)]
     unsafe {
         cmd.pre_exec(move || {
             if fd == 3 {
