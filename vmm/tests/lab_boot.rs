@@ -16,25 +16,6 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-fn guest_artifacts() -> (String, String, String) {
-    let out = Command::new(repo().join("guest/build"))
-        .output()
-        .expect("run guest/build");
-    assert!(
-        out.status.success(),
-        "guest/build failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let get = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap_or_else(|| panic!("guest/build printed no {k}="))
-            .to_string()
-    };
-    (get("vmlinux"), get("bzImage"), get("initrd"))
-}
-
 #[test]
 fn lab_boot() {
     let root = repo();
@@ -45,7 +26,14 @@ fn lab_boot() {
         hullctl.exists(),
         "build hullctl first: cargo build -p hullctl"
     );
-    let (vmlinux, bzimage, initrd) = guest_artifacts();
+    // One parser of guest/build's output for every suite: hull-tests' guest_image().
+    let image = hull_tests::guest_image().expect("guest/build");
+    let path = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    let (vmlinux, bzimage, initrd) = (
+        path(&image.vmlinux),
+        path(&image.bzimage),
+        path(&image.initrd),
+    );
     let out_dir = root.join("target/lab-out/vmm");
     let status = Command::new(root.join("lab/run"))
         .args(["--timeout", "1500", "--"])
