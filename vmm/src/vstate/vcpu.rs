@@ -1,13 +1,16 @@
 //! vCPUs: one named thread each (`hull_vcpu<N>`), driven by events through an explicit state
 //! machine: Created → Running ⇄ Paused → Exited. A vCPU in `KVM_RUN` is kicked out with a
-//! real-time signal so pause/finish take effect promptly.
+//! real-time signal so pause/finish take effect promptly. The signal handler also sets
+//! `kvm_run.immediate_exit`, so a kick that lands between two `KVM_RUN`s is not lost: the next
+//! `KVM_RUN` returns `EINTR` at once and the thread reads its events.
 
+use std::cell::Cell;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{CpuId, Msrs};
+use kvm_bindings::{kvm_run, CpuId, Msrs};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
@@ -156,6 +159,9 @@ impl Vcpu {
 
     fn run_loop(mut self, events: Receiver<VcpuEvent>, states: Sender<VcpuState>) {
         crate::seccomp::apply_for_thread(crate::seccomp::ThreadKind::Vcpu);
+        // The mapping behind this pointer lives as long as `self.fd`, which outlives the
+        // registration: it is cleared below before `self` is dropped.
+        KVM_RUN.with(|c| c.set(std::ptr::from_mut(self.fd.get_kvm_run())));
         let mut state = VcpuState::Created;
         loop {
             let ev = match state {
@@ -182,6 +188,7 @@ impl Vcpu {
             }
             let _ = states.send(state);
         }
+        KVM_RUN.with(|c| c.set(std::ptr::null_mut()));
         let _ = states.send(VcpuState::Exited);
     }
 
@@ -244,6 +251,8 @@ impl Vcpu {
                 ))),
             },
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                // A kick: clear the flag so the next KVM_RUN enters the guest again.
+                self.fd.set_kvm_immediate_exit(0);
                 RunOutcome::Interrupted
             }
             Err(e) => RunOutcome::Exit(ExitReason::Error(format!(
@@ -254,8 +263,23 @@ impl Vcpu {
     }
 }
 
+thread_local! {
+    /// This thread's `kvm_run` mapping while it runs a vCPU, for the kick handler.
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // Only there so the signal interrupts KVM_RUN with EINTR.
+    // Interrupts a KVM_RUN in progress (EINTR) and makes the next one return at once.
+    let p = KVM_RUN.with(Cell::get);
+    if !p.is_null() {
+        let flag = p
+            .cast::<u8>()
+            .wrapping_add(std::mem::offset_of!(kvm_run, immediate_exit));
+        // SAFETY: `flag` is the `immediate_exit` byte inside this thread's live `kvm_run`
+        // mapping (registered in `run_loop`, cleared before the VcpuFd is dropped); the handler
+        // runs on that same thread, and a volatile byte store is async-signal-safe.
+        unsafe { flag.write_volatile(1) };
+    }
 }
 
 fn install_kick_handler() -> Result<(), VcpuError> {
@@ -315,11 +339,19 @@ impl VcpuHandle {
         }
     }
 
-    /// Stops the thread and joins it.
+    /// Stops the thread and joins it. A thread that does not answer within `send`'s deadline
+    /// is left unjoined rather than hanging the VMM's exit; the process exit then ends it.
     pub fn finish(&mut self) {
-        let _ = self.send(VcpuEvent::Finish);
+        let answered = self.send(VcpuEvent::Finish).is_ok();
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if answered {
+                let _ = t.join();
+            } else {
+                eprintln!(
+                    "hull-vmm: vCPU {} did not stop; not waiting for it",
+                    self.id
+                );
+            }
         }
         self.state = VcpuState::Exited;
     }

@@ -17,6 +17,30 @@ thp=/sys/kernel/mm/transparent_hugepage/shmem_enabled
 echo "INFO: shmem THP: $(cat $thp 2>/dev/null)"
 CMDLINE="console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd quiet"
 
+# stop_vmm PID TAG: SIGTERM, then wait at most 30 s. A VMM that ignores SIGTERM is a failure,
+# reported with where each of its threads is stuck, then killed, so one hang cannot eat the
+# whole lab timeout. Returns the VMM's exit status (or 255 when it had to be killed).
+stop_vmm() {
+	local pid=$1 tag=$2 i t
+	kill -TERM "$pid" 2>/dev/null
+	for i in $(seq 300); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		flunk "$tag: hull-vmm still running 30 s after SIGTERM; its threads:"
+		for t in /proc/"$pid"/task/*; do
+			echo "  $(cat "$t/comm" 2>/dev/null) state=$(awk '/^State/{print $2}' "$t/status" 2>/dev/null)" \
+				"wchan=$(cat "$t/wchan" 2>/dev/null) syscall=$(cut -d' ' -f1 "$t/syscall" 2>/dev/null)"
+			sed 's/^/    /' "$t/stack" 2>/dev/null | head -8
+		done
+		kill -KILL "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		return 255
+	fi
+	wait "$pid"
+}
+
 # boot_agent TAG KERNEL VCPUS [extra vmm args...]: boot to the agent, check health, SIGTERM.
 boot_agent() {
 	local tag=$1 kernel=$2 n=$3
@@ -59,8 +83,7 @@ boot_agent() {
 		# With `quiet` the kernel may not print it; the busybox boots below assert the CPU count.
 		[[ $cpus == *"$n CPUs"* ]] && pass "$tag: $cpus" || echo "INFO: $tag: no SMP line on the quiet console"
 	fi
-	kill -TERM "$pid"
-	wait "$pid"
+	stop_vmm "$pid" "$tag"
 	local rc=$?
 	[[ $rc == 0 ]] && pass "$tag: SIGTERM -> exit 0" || flunk "$tag: exit $rc after SIGTERM: $(tail -3 "$OUT/vmm-$tag.err")"
 	[[ ! -e $d/v.sock ]] && pass "$tag: vsock socket removed" || flunk "$tag: $d/v.sock left behind"
@@ -81,7 +104,7 @@ grep -q "vda" "$OUT/console-disk-ro.log" && pass "disk-ro: guest sees vda" ||
 rm -f "$img"
 
 # Guest-initiated reboot: no initrd -> kernel panic -> panic=1 reboot via i8042 -> exit 0.
-timeout 120 "$VMM" --kernel "$VMLINUX" --vcpus 1 --mem-mib 128 \
+timeout -k 10 120 "$VMM" --kernel "$VMLINUX" --vcpus 1 --mem-mib 128 \
 	--cmdline "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd" \
 	--console "$OUT/console-panic.log" 2>"$OUT/vmm-panic.err"
 rc=$?
@@ -115,7 +138,7 @@ INIT
 		truncate -s 8M "$r/vda.img"
 		printf 'ro-disk-content!' >"$r/vdb.img"
 		truncate -s 1M "$r/vdb.img"
-		timeout 120 "$VMM" --kernel "$VMLINUX" --initrd "$r/rb.cpio.gz" --vcpus $n --mem-mib 128 \
+		timeout -k 10 120 "$VMM" --kernel "$VMLINUX" --initrd "$r/rb.cpio.gz" --vcpus $n --mem-mib 128 \
 			--cmdline "$RBCMD" --console "$OUT/console-reboot-$n.log" \
 			--disk "$r/vda.img" --disk "$r/vdb.img,ro" 2>"$OUT/vmm-reboot-$n.err"
 		rc=$?
@@ -139,12 +162,15 @@ fi
 before=$(ls /tmp | wc -l)
 for i in $(seq "$REPEAT"); do
 	d=$(mktemp -d /tmp/hull-rep.XXXXXX)
+	t0=$(now_ms)
 	"$VMM" --kernel "$VMLINUX" --initrd "$INITRD" --mem-mib 256 --cmdline "$CMDLINE" \
-		--vsock-uds "$d/v.sock" --console off 2>/dev/null &
+		--vsock-uds "$d/v.sock" --console "$OUT/console-repeat.log" 2>"$OUT/vmm-repeat.err" &
 	pid=$!
-	"$CTL" agent-health --uds "$d/v.sock" --wait 180 >/dev/null 2>&1 || flunk "repeat $i: no health"
-	kill -TERM $pid
-	wait $pid
+	"$CTL" agent-health --uds "$d/v.sock" --wait 180 >"$OUT/health-repeat.out" 2>&1 ||
+		flunk "repeat $i: no health: $(tail -2 "$OUT/health-repeat.out")"
+	t1=$(now_ms)
+	stop_vmm "$pid" "repeat $i" || flunk "repeat $i: exit $? after SIGTERM: $(tail -2 "$OUT/vmm-repeat.err")"
+	echo "INFO: repeat $i: healthy after $((t1 - t0)) ms, stopped after $(($(now_ms) - t1)) ms"
 	rmdir "$d" || flunk "repeat $i: files left in $d: $(ls -A "$d")"
 done
 after=$(ls /tmp | wc -l)
