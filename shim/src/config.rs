@@ -1,0 +1,284 @@
+//! `hull.toml`: what a node operator sets for every hull pod on the node (DESIGN §3). The
+//! documented reference is `deploy/hull.toml`; a test parses it so the two cannot drift.
+//!
+//! Unknown keys are errors: a misspelt key that is silently ignored leaves a node running with
+//! settings its operator believes are different.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Most vCPUs a pod VM may get; matches the guest kernel's headroom (NR_CPUS=64, 32 usable)
+/// and hull-vmm's `--vcpus` limit.
+pub const MAX_VCPUS: u8 = 32;
+/// Below this the guest kernel and agent do not fit with room for a container.
+pub const MIN_MEMORY_MIB: u32 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read hull config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("hull config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("hull config {path}: {key}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HullConfig {
+    pub vm: VmSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[vm]`: what every pod VM is booted from and how big it is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSection {
+    /// The `hull-vmm` binary.
+    pub vmm: PathBuf,
+    /// Guest kernel (ELF vmlinux for PVH boot, or bzImage).
+    pub kernel: PathBuf,
+    /// Guest initrd holding hull-agent as /init.
+    pub initrd: PathBuf,
+    /// Appended to hull's own kernel command line (e.g. `"loglevel=7"`).
+    #[serde(default)]
+    pub kernel_params: String,
+    /// vCPUs of a pod that asks for no CPU limit.
+    #[serde(default = "default_vcpus")]
+    pub default_vcpus: u8,
+    /// Guest memory of a pod that asks for no memory limit.
+    #[serde(default = "default_memory_mib")]
+    pub default_memory_mib: u32,
+    /// Added to the pod's memory limit: the guest kernel, the agent and page cache headroom.
+    #[serde(default = "default_overhead_memory_mib")]
+    pub overhead_memory_mib: u32,
+    /// Seconds from exec of hull-vmm until the agent must answer its health check.
+    #[serde(default = "default_boot_timeout_secs")]
+    pub boot_timeout_secs: u32,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_vcpus() -> u8 {
+    1
+}
+fn default_memory_mib() -> u32 {
+    256
+}
+fn default_overhead_memory_mib() -> u32 {
+    64
+}
+fn default_boot_timeout_secs() -> u32 {
+    30
+}
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+impl HullConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: HullConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            reason,
+        };
+        let vm = &self.vm;
+        for (key, p) in [
+            ("vm.vmm", &vm.vmm),
+            ("vm.kernel", &vm.kernel),
+            ("vm.initrd", &vm.initrd),
+        ] {
+            // The shim runs with containerd's working directory; a relative path would
+            // resolve against wherever that happens to be.
+            if !p.is_absolute() {
+                return Err(invalid(
+                    key,
+                    format!("{} is not an absolute path", p.display()),
+                ));
+            }
+        }
+        if vm.default_vcpus == 0 || vm.default_vcpus > MAX_VCPUS {
+            return Err(invalid(
+                "vm.default_vcpus",
+                format!("{} is not in 1..={MAX_VCPUS}", vm.default_vcpus),
+            ));
+        }
+        if vm.default_memory_mib < MIN_MEMORY_MIB {
+            return Err(invalid(
+                "vm.default_memory_mib",
+                format!(
+                    "{} MiB is below {MIN_MEMORY_MIB} MiB",
+                    vm.default_memory_mib
+                ),
+            ));
+        }
+        if vm.boot_timeout_secs == 0 {
+            return Err(invalid("vm.boot_timeout_secs", "must be > 0".to_owned()));
+        }
+        // hull builds the base command line (console, virtio-mmio devices, reboot mode); an
+        // operator's parameters may add to it but not inject another init or a second console.
+        for word in vm.kernel_params.split_whitespace() {
+            let key = word.split('=').next().unwrap_or(word);
+            if matches!(key, "init" | "rdinit" | "console" | "virtio_mmio.device") {
+                return Err(invalid(
+                    "vm.kernel_params",
+                    format!("{key}= is set by hull and cannot be overridden"),
+                ));
+            }
+        }
+        if !LOG_LEVELS.contains(&self.log.level.as_str()) {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "{:?} is not one of {}",
+                    self.log.level,
+                    LOG_LEVELS.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[vm]
+vmm = "/usr/local/bin/hull-vmm"
+kernel = "/usr/local/share/hull/vmlinux"
+initrd = "/usr/local/share/hull/initrd.cpio.gz"
+"#;
+
+    fn parse(text: &str) -> Result<HullConfig, ConfigError> {
+        HullConfig::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.vm.default_vcpus, 1);
+        assert_eq!(c.vm.default_memory_mib, 256);
+        assert_eq!(c.vm.overhead_memory_mib, 64);
+        assert_eq!(c.vm.boot_timeout_secs, 30);
+        assert_eq!(c.log.level, "info");
+        assert!(c.vm.kernel_params.is_empty());
+    }
+
+    #[test]
+    fn documented_reference_parses_and_sets_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/hull.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = HullConfig::parse(&text, &path).unwrap();
+        // Every key appears in the reference (uncommented), so a key added to the struct but
+        // not documented fails here: deny_unknown_fields covers the other direction.
+        for key in [
+            "vmm",
+            "kernel",
+            "initrd",
+            "kernel_params",
+            "default_vcpus",
+            "default_memory_mib",
+            "overhead_memory_mib",
+            "boot_timeout_secs",
+            "level",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{key} ="))),
+                "deploy/hull.toml does not document {key}"
+            );
+        }
+        assert_eq!(c.vm.vmm, Path::new("/usr/local/bin/hull-vmm"));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = parse(&format!("{MINIMAL}default_cpus = 2\n")).unwrap_err();
+        assert!(e.to_string().contains("default_cpus"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_key_is_an_error() {
+        let e = parse("[vm]\nvmm = \"/x\"\n").unwrap_err();
+        assert!(e.to_string().contains("kernel"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("default_vcpus = 0", "vm.default_vcpus"),
+            ("default_vcpus = 33", "vm.default_vcpus"),
+            ("default_memory_mib = 16", "vm.default_memory_mib"),
+            ("boot_timeout_secs = 0", "vm.boot_timeout_secs"),
+            ("kernel_params = \"quiet init=/bin/sh\"", "vm.kernel_params"),
+        ];
+        for (line, key) in cases {
+            let e = parse(&format!("{MINIMAL}{line}\n")).unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::Invalid { key: k, .. } if *k == key),
+                "{line}: {e}"
+            );
+        }
+        let e = parse(&MINIMAL.replace("\"/usr/local/bin/hull-vmm\"", "\"hull-vmm\"")).unwrap_err();
+        assert!(e.to_string().contains("vm.vmm"), "{e}");
+        let e = parse(&format!("{MINIMAL}[log]\nlevel = \"loud\"\n")).unwrap_err();
+        assert!(e.to_string().contains("log.level"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file_names_the_path() {
+        let e = HullConfig::load(Path::new("/nonexistent/hull.toml")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/hull.toml"), "{e}");
+    }
+}
