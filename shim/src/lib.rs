@@ -3,3 +3,4 @@
 
 pub mod config;
 pub mod config_path;
+pub mod sizing;
