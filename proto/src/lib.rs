@@ -19,6 +19,9 @@
 //! | [`files_ttrpc::Files`] | chunked file copy into the guest |
 //! | [`guest_ttrpc::Guest`] | guest facts and the agent's log |
 //!
+//! [`connect::connect_agent`] is the one implementation of the host side of the hybrid vsock
+//! handshake (`CONNECT <port>\n` → `OK <n>\n`), shared by the shim and hullctl.
+//!
 //! OCI structures (runtime spec, process, resources) travel as JSON bytes and are parsed with
 //! `oci-spec` by the agent; they are deliberately not re-modelled in protobuf.
 //!
@@ -32,6 +35,9 @@
 
 pub use protobuf;
 pub use ttrpc;
+
+pub mod connect;
+pub use connect::{connect_agent, connect_stream, ConnectError};
 
 /// Version of the wire protocol defined here; see the crate docs for when it changes.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -145,4 +151,9 @@ generated!(
 generated!(
     /// The `Guest` service: trait, `create_guest` and `GuestClient`.
     guest_ttrpc
+);
+generated!(
+    /// containerd's `runtimeoptions.v1.Options` (not an agent message): the runtime options
+    /// a non-runc shim receives on `start`, carrying `ConfigPath`.
+    runtimeoptions
 );
