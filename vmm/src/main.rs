@@ -140,6 +140,9 @@ fn run() -> anyhow::Result<i32> {
         }
         None => None,
     };
+    // From here on the process runs under a filter: first the pre-boot one (waiting for the
+    // API, building the VM), then each thread adds its own narrower one.
+    seccomp::apply_for_thread(seccomp::ThreadKind::PreBoot);
     match &api {
         Some(api) => {
             if wait_for_boot(api, &mut ctl, &sigfd)?.is_none() {

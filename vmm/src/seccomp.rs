@@ -1,20 +1,34 @@
-//! Seccomp filters per thread type, built with seccompiler and installed by each thread on
-//! itself once its setup is done: the VMM thread (event loop: devices, vsock, API) before its
-//! loop, each vCPU thread before its first `KVM_RUN`. Syscalls outside the allow list raise
-//! SIGSYS; the handler prints the syscall number and ends the process (a guest cannot make us
-//! run code outside the list). `--no-seccomp` turns this off for debugging.
+//! Seccomp filters per thread type, built with seccompiler. The main thread installs the
+//! `PreBoot` filter as soon as the API socket listens (or before a boot from flags): it covers
+//! waiting for API requests and building the VM. Once the VM runs, each thread adds its own
+//! narrower filter on top (filters stack; every one must allow a call): the VMM thread
+//! (event loop: devices, vsock, API) before its loop, each vCPU thread before its first
+//! `KVM_RUN`. `ioctl` is allowed only for the request numbers that thread issues. Anything
+//! else raises SIGSYS; the handler prints the syscall number and ends the process (a guest
+//! cannot make us run code outside the list). `--no-seccomp` turns this off for debugging.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use kvm_bindings::{
+    kvm_cpuid2, kvm_fpu, kvm_ioeventfd, kvm_irqfd, kvm_lapic_state, kvm_mp_state, kvm_msrs,
+    kvm_pit_config, kvm_regs, kvm_sregs, kvm_userspace_memory_region, KVMIO,
+};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use vmm_sys_util::ioctl::{ioctl_expr, _IOC_NONE, _IOC_READ, _IOC_WRITE};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// The kinds of threads the VMM runs; each gets its own filter.
+/// The kinds of threads (and phases) the VMM runs; each gets its own filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThreadKind {
+    /// The main thread from API-ready until the VM is built (inherited by the vCPU threads,
+    /// so it is a superset of the two below).
+    PreBoot,
     Vmm,
     Vcpu,
 }
@@ -50,8 +64,8 @@ const COMMON: &[i64] = &[
     libc::SYS_rseq,
 ];
 
-/// The VMM thread: epoll loop, eventfds, device files, vsock Unix sockets, API socket,
-/// vCPU control (tgkill), teardown.
+/// The VMM thread: epoll loop, eventfds, timerfd, device files, vsock Unix sockets, API
+/// socket, vCPU control (tgkill), teardown.
 const VMM: &[i64] = &[
     libc::SYS_read,
     libc::SYS_readv,
@@ -70,7 +84,6 @@ const VMM: &[i64] = &[
     libc::SYS_sendto,
     libc::SYS_setsockopt,
     libc::SYS_getsockopt,
-    libc::SYS_ioctl,
     libc::SYS_fcntl,
     libc::SYS_unlink,
     libc::SYS_unlinkat,
@@ -87,7 +100,6 @@ const VMM: &[i64] = &[
 
 /// A vCPU thread: KVM_RUN and the device accesses it dispatches (serial output, irqfds).
 const VCPU: &[i64] = &[
-    libc::SYS_ioctl,
     // Teardown: the thread drops its vCPU fd (std checks fds with F_GETFD in debug builds).
     libc::SYS_fcntl,
     libc::SYS_read,
@@ -100,14 +112,136 @@ const VCPU: &[i64] = &[
     libc::SYS_tgkill,
 ];
 
+/// What building the VM adds to the two above: probing the host, guest memory, KVM objects,
+/// device files and sockets, the kernel image, spawning the vCPU threads (which then install
+/// their own filter) and the VMM thread's filter.
+const BOOT: &[i64] = &[
+    libc::SYS_openat,
+    libc::SYS_bind,
+    libc::SYS_listen,
+    libc::SYS_memfd_create,
+    libc::SYS_ftruncate,
+    libc::SYS_eventfd2,
+    libc::SYS_epoll_create1,
+    libc::SYS_timerfd_create,
+    libc::SYS_timerfd_settime,
+    libc::SYS_rt_sigaction,
+    libc::SYS_clone3,
+    libc::SYS_clone,
+    libc::SYS_set_robust_list,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_prctl,
+    libc::SYS_seccomp,
+];
+
+/// The kernel's ioctl request number (`_IOC`); the size is the argument struct's.
+const fn ioc(dir: u32, nr: u32, size: usize) -> u64 {
+    // Every KVM argument struct is far below the 14-bit size limit of an ioctl number.
+    #[allow(clippy::cast_possible_truncation)]
+    let size = size as u32;
+    ioctl_expr(dir, KVMIO, nr, size) as u64
+}
+const fn kvm_io(nr: u32) -> u64 {
+    ioc(_IOC_NONE, nr, 0)
+}
+const fn kvm_ior<T>(nr: u32) -> u64 {
+    ioc(_IOC_READ, nr, std::mem::size_of::<T>())
+}
+const fn kvm_iow<T>(nr: u32) -> u64 {
+    ioc(_IOC_WRITE, nr, std::mem::size_of::<T>())
+}
+const fn kvm_iowr<T>(nr: u32) -> u64 {
+    ioc(_IOC_READ | _IOC_WRITE, nr, std::mem::size_of::<T>())
+}
+
+/// `ioctl` requests by number (see `linux/kvm.h`; kvm-ioctls keeps its own private).
+pub mod ioctls {
+    use super::*;
+    pub const KVM_CREATE_VM: u64 = kvm_io(0x01);
+    pub const KVM_GET_VCPU_MMAP_SIZE: u64 = kvm_io(0x04);
+    pub const KVM_GET_SUPPORTED_CPUID: u64 = kvm_iowr::<kvm_cpuid2>(0x05);
+    pub const KVM_CREATE_VCPU: u64 = kvm_io(0x41);
+    pub const KVM_SET_USER_MEMORY_REGION: u64 = kvm_iow::<kvm_userspace_memory_region>(0x46);
+    pub const KVM_SET_TSS_ADDR: u64 = kvm_io(0x47);
+    pub const KVM_CREATE_IRQCHIP: u64 = kvm_io(0x60);
+    pub const KVM_IRQFD: u64 = kvm_iow::<kvm_irqfd>(0x76);
+    pub const KVM_CREATE_PIT2: u64 = kvm_iow::<kvm_pit_config>(0x77);
+    pub const KVM_IOEVENTFD: u64 = kvm_iow::<kvm_ioeventfd>(0x79);
+    pub const KVM_RUN: u64 = kvm_io(0x80);
+    pub const KVM_GET_REGS: u64 = kvm_ior::<kvm_regs>(0x81);
+    pub const KVM_SET_REGS: u64 = kvm_iow::<kvm_regs>(0x82);
+    pub const KVM_GET_SREGS: u64 = kvm_ior::<kvm_sregs>(0x83);
+    pub const KVM_SET_SREGS: u64 = kvm_iow::<kvm_sregs>(0x84);
+    pub const KVM_SET_MSRS: u64 = kvm_iow::<kvm_msrs>(0x89);
+    pub const KVM_SET_FPU: u64 = kvm_iow::<kvm_fpu>(0x8d);
+    pub const KVM_GET_LAPIC: u64 = kvm_ior::<kvm_lapic_state>(0x8e);
+    pub const KVM_SET_LAPIC: u64 = kvm_iow::<kvm_lapic_state>(0x8f);
+    pub const KVM_SET_CPUID2: u64 = kvm_iow::<kvm_cpuid2>(0x90);
+    pub const KVM_GET_MP_STATE: u64 = kvm_ior::<kvm_mp_state>(0x98);
+    /// std's `set_nonblocking` on sockets.
+    pub const FIONBIO: u64 = libc::FIONBIO;
+}
+
+/// The VMM thread's ioctls at run time: making accepted sockets (non-)blocking.
+const VMM_IOCTLS: &[u64] = &[ioctls::FIONBIO];
+/// A vCPU thread's: running it, and answering the halt watch (`vstate/halt.rs`).
+const VCPU_IOCTLS: &[u64] = &[
+    ioctls::KVM_RUN,
+    ioctls::KVM_GET_MP_STATE,
+    ioctls::KVM_GET_REGS,
+];
+/// Building the VM.
+const BOOT_IOCTLS: &[u64] = &[
+    ioctls::KVM_CREATE_VM,
+    ioctls::KVM_GET_VCPU_MMAP_SIZE,
+    ioctls::KVM_GET_SUPPORTED_CPUID,
+    ioctls::KVM_CREATE_VCPU,
+    ioctls::KVM_SET_USER_MEMORY_REGION,
+    ioctls::KVM_SET_TSS_ADDR,
+    ioctls::KVM_CREATE_IRQCHIP,
+    ioctls::KVM_IRQFD,
+    ioctls::KVM_CREATE_PIT2,
+    ioctls::KVM_IOEVENTFD,
+    ioctls::KVM_SET_REGS,
+    ioctls::KVM_GET_SREGS,
+    ioctls::KVM_SET_SREGS,
+    ioctls::KVM_SET_MSRS,
+    ioctls::KVM_SET_FPU,
+    ioctls::KVM_GET_LAPIC,
+    ioctls::KVM_SET_LAPIC,
+    ioctls::KVM_SET_CPUID2,
+];
+
+/// `ioctl(fd, request, ...)` allowed for these requests only. The kernel takes the request
+/// as a 32-bit `unsigned int`, so only the low 32 bits are compared.
+fn ioctl_rules(kind: ThreadKind, requests: &[u64]) -> Result<Vec<SeccompRule>, SeccompError> {
+    let err = |e: seccompiler::BackendError| SeccompError::Build(kind, e.to_string());
+    requests
+        .iter()
+        .map(|r| {
+            let c = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, *r)
+                .map_err(err)?;
+            SeccompRule::new(vec![c]).map_err(err)
+        })
+        .collect()
+}
+
 /// The BPF program for `kind`.
 pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
-    let extra = match kind {
-        ThreadKind::Vmm => VMM,
-        ThreadKind::Vcpu => VCPU,
+    let (syscalls, requests): (Vec<i64>, Vec<u64>) = match kind {
+        ThreadKind::Vmm => (VMM.to_vec(), VMM_IOCTLS.to_vec()),
+        ThreadKind::Vcpu => (VCPU.to_vec(), VCPU_IOCTLS.to_vec()),
+        ThreadKind::PreBoot => (
+            [VMM, VCPU, BOOT].concat(),
+            [VMM_IOCTLS, VCPU_IOCTLS, BOOT_IOCTLS].concat(),
+        ),
     };
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
-        COMMON.iter().chain(extra).map(|s| (*s, vec![])).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = COMMON
+        .iter()
+        .chain(&syscalls)
+        .map(|s| (*s, vec![]))
+        .collect();
+    rules.insert(libc::SYS_ioctl, ioctl_rules(kind, &requests)?);
     let f = SeccompFilter::new(
         rules,
         SeccompAction::Trap,
@@ -179,28 +313,84 @@ mod tests {
 
     #[test]
     fn filters_compile() {
-        assert!(!filter(ThreadKind::Vmm).unwrap().is_empty());
-        assert!(!filter(ThreadKind::Vcpu).unwrap().is_empty());
+        for k in [ThreadKind::PreBoot, ThreadKind::Vmm, ThreadKind::Vcpu] {
+            assert!(!filter(k).unwrap().is_empty());
+        }
     }
 
     #[test]
-    fn blocked_syscall_ends_a_child_process() {
-        // In a forked child: install the vCPU filter, then call something it lacks.
-        // SAFETY: fork in a test; the child only calls async-signal-safe functions and the
-        // seccomp install (which allocates: acceptable in a test child that exits at once).
+    fn ioctl_numbers_match_kvm_ioctls() {
+        // Spot checks against linux/kvm.h.
+        assert_eq!(ioctls::KVM_RUN, 0xae80);
+        assert_eq!(ioctls::KVM_CREATE_VM, 0xae01);
+        assert_eq!(ioctls::KVM_SET_USER_MEMORY_REGION, 0x4020_ae46);
+        assert_eq!(ioctls::KVM_GET_REGS, 0x8090_ae81);
+        assert_eq!(ioctls::KVM_GET_MP_STATE, 0x8004_ae98);
+        assert_eq!(ioctls::KVM_GET_SUPPORTED_CPUID, 0xc008_ae05);
+    }
+
+    /// Runs `f` in a forked child that first installs the `kind` filter; returns the child's
+    /// exit status (31 = killed by the filter).
+    fn in_filtered_child(kind: ThreadKind, f: fn()) -> i32 {
+        // Built in the parent: the child only installs it and makes raw syscalls.
+        let prog = filter(kind).unwrap();
+        enable(true);
+        // SAFETY: fork in a test; the child only installs the filter and makes raw syscalls,
+        // then leaves with _exit.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
-            enable(true);
-            apply_for_thread(ThreadKind::Vcpu);
-            // SAFETY: a plain syscall with no pointers; it is expected to be blocked.
-            unsafe { libc::syscall(libc::SYS_socket, 1, 1, 0) };
-            // SAFETY: leave the child without running the parent's destructors.
+            if seccompiler::apply_filter(&prog).is_err() {
+                // SAFETY: leave the child without running the parent's destructors.
+                unsafe { libc::_exit(2) };
+            }
+            f();
+            // SAFETY: as above.
             unsafe { libc::_exit(0) };
         }
         let mut status = 0;
         // SAFETY: `pid` is our child; `status` is a valid out pointer.
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(libc::WIFEXITED(status));
-        assert_eq!(libc::WEXITSTATUS(status), 31);
+        assert!(libc::WIFEXITED(status), "status {status:#x}");
+        libc::WEXITSTATUS(status)
+    }
+
+    #[test]
+    fn blocked_syscall_ends_the_process() {
+        let socket = || {
+            // SAFETY: a plain syscall with no pointers; the vCPU filter lacks it.
+            unsafe { libc::syscall(libc::SYS_socket, 1, 1, 0) };
+        };
+        assert_eq!(in_filtered_child(ThreadKind::Vcpu, socket), 31);
+    }
+
+    #[test]
+    fn only_listed_ioctl_requests_pass() {
+        // KVM_RUN on a bad fd: allowed for a vCPU thread (fails with EBADF, not SIGSYS).
+        let run = || {
+            // SAFETY: ioctl on fd -1 touches no memory.
+            unsafe { libc::ioctl(-1, ioctls::KVM_RUN) };
+        };
+        assert_eq!(in_filtered_child(ThreadKind::Vcpu, run), 0);
+        // KVM_CREATE_VM: only while booting, so a vCPU or VMM thread cannot make a new VM.
+        let create_vm = || {
+            // SAFETY: as above.
+            unsafe { libc::ioctl(-1, ioctls::KVM_CREATE_VM, 0) };
+        };
+        assert_eq!(in_filtered_child(ThreadKind::Vcpu, create_vm), 31);
+        assert_eq!(in_filtered_child(ThreadKind::Vmm, create_vm), 31);
+        assert_eq!(in_filtered_child(ThreadKind::PreBoot, create_vm), 0);
+        // A terminal ioctl nobody needs.
+        let tcgets = || {
+            let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
+            // SAFETY: `t` is a valid out buffer of the size TCGETS writes.
+            unsafe { libc::ioctl(0, libc::TCGETS, t.as_mut_ptr()) };
+        };
+        assert_eq!(in_filtered_child(ThreadKind::PreBoot, tcgets), 31);
+        // The upper 32 bits of the request are ignored, as the kernel does.
+        let run_high = || {
+            // SAFETY: as above.
+            unsafe { libc::syscall(libc::SYS_ioctl, -1, (1u64 << 32) | ioctls::KVM_RUN) };
+        };
+        assert_eq!(in_filtered_child(ThreadKind::Vcpu, run_high), 0);
     }
 }

@@ -1,14 +1,18 @@
 //! A running VM: its KVM state, vCPU threads, device event loop, and the orderly way out.
 
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::timerfd::TimerFd;
 
 use crate::device_manager::bus::lock;
 use crate::devices::virtio::VirtioDevice;
 use crate::exit::{ExitReason, VmExit};
+use crate::vstate::halt::{HaltStep, HaltWatch, TICK_MS};
 use crate::vstate::memory::GuestMemoryMmap;
 use crate::vstate::vcpu::{VcpuError, VcpuEvent, VcpuHandle, VcpuState};
 use crate::vstate::vm::Vm;
@@ -26,6 +30,24 @@ impl MutEventSubscriber for ExitWatcher {
     }
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
         let _ = self.0.eventfd().read();
+    }
+}
+
+/// The halt watch's periodic tick (see `vstate/halt.rs`); the loop acts on it after the
+/// round, where it can reach the vCPU handles.
+#[derive(Debug)]
+struct HaltTimer {
+    fd: TimerFd,
+    fired: Arc<AtomicBool>,
+}
+
+impl MutEventSubscriber for HaltTimer {
+    fn init(&mut self, ops: &mut EventOps) {
+        let _ = ops.add(Events::new(&self.fd, EventSet::IN));
+    }
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.fd.wait();
+        self.fired.store(true, Ordering::Relaxed);
     }
 }
 
@@ -67,6 +89,8 @@ pub struct Vmm {
     exit: Arc<VmExit>,
     events: EventManager<Subscriber>,
     devices: Vec<Arc<Mutex<dyn VirtioDevice>>>,
+    halt: HaltWatch,
+    halt_tick: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -85,6 +109,19 @@ impl Vmm {
         devices: Vec<Arc<Mutex<dyn VirtioDevice>>>,
     ) -> Self {
         events.add_subscriber(Arc::new(Mutex::new(ExitWatcher(exit.clone()))));
+        let halt_tick = Arc::new(AtomicBool::new(false));
+        match TimerFd::new() {
+            Ok(mut fd) => {
+                let period = Duration::from_millis(TICK_MS);
+                let _ = fd.reset(period, Some(period));
+                events.add_subscriber(Arc::new(Mutex::new(HaltTimer {
+                    fd,
+                    fired: halt_tick.clone(),
+                })));
+            }
+            // Without the timer a halted guest is not noticed, as before; everything else works.
+            Err(e) => eprintln!("hull-vmm: no halt watch: cannot create a timerfd: {e}"),
+        }
         Vmm {
             _vm: vm,
             _mem: mem,
@@ -92,6 +129,22 @@ impl Vmm {
             exit,
             events,
             devices,
+            halt: HaltWatch::default(),
+            halt_tick,
+        }
+    }
+
+    /// One tick of the halt watch: sample the vCPU threads' CPU time, probe or end the VM.
+    fn check_halted(&mut self) {
+        let running = self.vcpus.iter().all(|v| v.state() == VcpuState::Running);
+        let cpu: Option<Vec<u64>> = running
+            .then(|| self.vcpus.iter().map(VcpuHandle::cpu_time_ns).collect())
+            .flatten();
+        let answers: Vec<_> = self.vcpus.iter().map(VcpuHandle::halt_answer).collect();
+        match self.halt.tick(cpu, &answers) {
+            HaltStep::Nothing => {}
+            HaltStep::Probe => self.vcpus.iter().for_each(VcpuHandle::probe_halt),
+            HaltStep::Poweroff => self.exit.signal(ExitReason::GuestPoweroff),
         }
     }
 
@@ -119,6 +172,9 @@ impl Vmm {
         if let Err(e) = self.events.run_with_timeout(timeout_ms) {
             self.exit
                 .signal(ExitReason::Error(format!("event loop failed: {e}")));
+        }
+        if self.halt_tick.swap(false, Ordering::Relaxed) {
+            self.check_halted();
         }
         self.exit.reason()
     }

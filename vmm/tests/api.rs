@@ -37,10 +37,11 @@ fn configure_boot_pause_resume_metrics_shutdown() {
     }
     let dir = tempfile::tempdir().unwrap();
     let payload = dir.path().join("p.bin");
-    // out 'A' to COM1, then spin (cli; hlt; jmp).
+    // out 'A' to COM1, then idle (sti; hlt; jmp): halted with interrupts on, the guest may
+    // still wake, so the VM runs until shut down.
     std::fs::write(
         &payload,
-        [0xba, 0xf8, 0x03, 0xb0, b'A', 0xee, 0xfa, 0xf4, 0xeb, 0xfd],
+        [0xba, 0xf8, 0x03, 0xb0, b'A', 0xee, 0xfb, 0xf4, 0xeb, 0xfd],
     )
     .unwrap();
     let sock = dir.path().join("api.sock");

@@ -172,13 +172,13 @@ fn mmio_exits_reach_devices_and_unmapped_addresses_are_harmless() {
 }
 
 #[test]
-fn sigterm_stops_a_halted_guest_cleanly() {
+fn sigterm_stops_an_idle_guest_cleanly() {
     if !kvm_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let mut code = serial_out16(b"up\n");
-    code.extend_from_slice(&[0xfa, 0xf4, 0xeb, 0xfd]); // cli; hlt; jmp
+    code.extend_from_slice(&[0xfb, 0xf4, 0xeb, 0xfd]); // sti; hlt; jmp: idle, not over
     let payload = write_payload(dir.path(), &code);
     let console = dir.path().join("console.log");
     let uds = dir.path().join("v.sock");
@@ -218,6 +218,30 @@ fn sigterm_stops_a_halted_guest_cleanly() {
     };
     assert_eq!(status.code(), Some(0));
     assert!(!uds.exists(), "vsock socket file removed");
+}
+
+/// What a guest kernel without ACPI does on `poweroff`: every CPU halts with interrupts off
+/// inside the in-kernel irqchip. The VMM must notice and exit 0 (with 2 vCPUs the AP is never
+/// started by this payload, which must not keep the VM alive either).
+#[test]
+fn halt_with_interrupts_off_is_poweroff() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut code = serial_out16(b"bye\n");
+    code.extend_from_slice(&[0xfa, 0xf4, 0xeb, 0xfd]); // cli; hlt; jmp
+    let payload = write_payload(dir.path(), &code);
+    for vcpus in ["1", "2"] {
+        let out = run(
+            &["--raw-payload", payload.to_str().unwrap(), "--vcpus", vcpus],
+            Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+        assert_eq!(out.stdout, b"bye\n");
+        assert!(stderr.contains("GuestPoweroff"), "stderr: {stderr}");
+    }
 }
 
 #[test]

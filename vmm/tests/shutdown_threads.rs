@@ -30,7 +30,8 @@ fn shutdown_leaves_no_threads_fds_or_sockets() {
     }
     let dir = tempfile::tempdir().unwrap();
     let payload = dir.path().join("p.bin");
-    std::fs::write(&payload, [0xfa, 0xf4, 0xeb, 0xfd]).unwrap(); // cli; hlt; jmp
+    // sti; hlt; jmp: an idle guest, which the halt watch must leave alone.
+    std::fs::write(&payload, [0xfb, 0xf4, 0xeb, 0xfd]).unwrap();
     let uds = dir.path().join("v.sock");
     let fds_before = fds();
     for round in 0..3 {

@@ -118,16 +118,17 @@ pub fn load_initrd(
         what: "the initrd",
         source,
     };
-    let mut data = Vec::new();
-    initrd.read_to_end(&mut data).map_err(io)?;
-    let size = data.len() as u64;
+    // Straight from the file into guest memory: a heap copy of a multi-MiB initrd would also
+    // raise glibc's dynamic mmap threshold and leave the VMM's heap larger for good.
+    let size = initrd.metadata().map_err(io)?.len();
     let top = low_ram_end(mem);
     let addr = top
         .checked_sub(size)
         .map(|a| a & !0xfff)
         .filter(|a| *a >= kernel_end && *a >= HIMEM_START)
         .ok_or(BootError::InitrdTooBig { size })?;
-    mem.write_slice(&data, GuestAddress(addr))
+    let len = usize::try_from(size).map_err(|_| BootError::InitrdTooBig { size })?;
+    mem.read_exact_volatile_from(GuestAddress(addr), initrd, len)
         .map_err(BootError::InitrdWrite)?;
     Ok(InitrdPlacement {
         addr: GuestAddress(addr),

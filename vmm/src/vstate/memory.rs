@@ -49,13 +49,23 @@ fn advise_hugepages(mem: &GuestMemoryMmap) {
     }
 }
 
-/// Keeps the VMM's own heap in one malloc arena. glibc gives each thread that allocates its own
-/// 64 MiB-aligned arena; on hosts with THP `always` the first touch of each one can cost a 2 MiB
-/// huge page of RSS, for a few KiB of vCPU-thread allocations. Call before spawning threads.
+/// Keeps the VMM's own heap small. glibc gives each thread that allocates its own 64 MiB-aligned
+/// arena; on hosts with THP `always` the first touch of each one can cost a 2 MiB huge page of
+/// RSS, for a few KiB of vCPU-thread allocations: one arena. And glibc raises its mmap
+/// threshold (up to 32 MiB) after the first large buffer is freed, and its trim threshold with
+/// it, after which freed memory stays in the heap: fixed thresholds keep large buffers in
+/// their own mappings and give freed heap back. Call before spawning threads.
 pub fn limit_host_heap() {
-    // SAFETY: mallopt only changes allocator tuning; M_ARENA_MAX with 1 is a valid setting and
-    // no other thread exists yet that could be allocating concurrently.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    const THRESHOLD: libc::c_int = 128 * 1024;
+    for (param, value) in [
+        (libc::M_ARENA_MAX, 1),
+        (libc::M_MMAP_THRESHOLD, THRESHOLD),
+        (libc::M_TRIM_THRESHOLD, THRESHOLD),
+    ] {
+        // SAFETY: mallopt only changes allocator tuning; these are valid parameters and
+        // values, and no other thread exists yet that could be allocating concurrently.
+        unsafe { libc::mallopt(param, value) };
+    }
 }
 
 /// Creates `size` bytes of guest RAM laid out by `arch::ram_regions`, backed by one memfd.

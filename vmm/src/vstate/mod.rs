@@ -2,6 +2,7 @@
 //! and the vCPUs. The only module that calls `kvm-ioctls`.
 
 pub mod cpuid;
+pub mod halt;
 pub mod memory;
 pub mod vcpu;
 pub mod vm;

@@ -5,15 +5,20 @@
 //! `KVM_RUN` returns `EINTR` at once and the thread reads its events.
 
 use std::cell::Cell;
+use std::os::unix::thread::JoinHandleExt;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_run, CpuId, Msrs};
+use kvm_bindings::{
+    kvm_run, CpuId, Msrs, KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED,
+    KVM_MP_STATE_UNINITIALIZED,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use super::halt::{HaltAnswer, HaltProbe};
 use super::memory::GuestMemoryMmap;
 use super::vm::{Vm, VmError};
 use crate::arch::regs::{self, EntryMode};
@@ -26,6 +31,8 @@ const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 /// a transparent huge page, which on THP-`always` hosts cost 2 MiB of RSS per vCPU.
 const VCPU_STACK_SIZE: usize = 512 * 1024;
 const KVM_SYSTEM_EVENT_RESET: u32 = 2;
+/// RFLAGS.IF: interrupts enabled.
+const RFLAGS_IF: u64 = 1 << 9;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
@@ -82,6 +89,7 @@ pub struct Vcpu {
     io_bus: Arc<Bus>,
     mmio_bus: Arc<Bus>,
     exit: Arc<VmExit>,
+    probe: Arc<HaltProbe>,
 }
 
 fn cfg_err(id: u8, what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError {
@@ -102,6 +110,7 @@ impl Vcpu {
             io_bus,
             mmio_bus,
             exit,
+            probe: Arc::new(HaltProbe::default()),
         })
     }
 
@@ -143,17 +152,21 @@ impl Vcpu {
         let (ev_tx, ev_rx) = channel();
         let (st_tx, st_rx) = channel();
         let id = self.id;
+        let probe = self.probe.clone();
         let thread = std::thread::Builder::new()
             .name(format!("hull_vcpu{id}"))
             .stack_size(VCPU_STACK_SIZE)
             .spawn(move || self.run_loop(ev_rx, st_tx))
             .map_err(VcpuError::Spawn)?;
+        let cpu_clock = thread_cpu_clock(&thread);
         Ok(VcpuHandle {
             id,
             events: ev_tx,
             states: st_rx,
             thread: Some(thread),
             state: VcpuState::Created,
+            probe,
+            cpu_clock,
         })
     }
 
@@ -178,7 +191,13 @@ impl Vcpu {
                 (_, Some(VcpuEvent::Resume)) => state = VcpuState::Running,
                 (_, Some(VcpuEvent::Pause)) => state = VcpuState::Paused,
                 (VcpuState::Running, None) => match self.run_once() {
-                    RunOutcome::Continue | RunOutcome::Interrupted => continue,
+                    RunOutcome::Continue => continue,
+                    RunOutcome::Interrupted => {
+                        if self.probe.take_request() {
+                            self.probe.answer(self.halt_state());
+                        }
+                        continue;
+                    }
                     RunOutcome::Exit(reason) => {
                         self.exit.signal(reason);
                         state = VcpuState::Exited;
@@ -190,6 +209,22 @@ impl Vcpu {
         }
         KVM_RUN.with(|c| c.set(std::ptr::null_mut()));
         let _ = states.send(VcpuState::Exited);
+    }
+
+    /// Whether this vCPU is halted for good (see `halt.rs`). Called between two `KVM_RUN`s,
+    /// so KVM reports the state the guest left it in.
+    fn halt_state(&self) -> HaltAnswer {
+        let Ok(mp) = self.fd.get_mp_state() else {
+            return HaltAnswer::Live;
+        };
+        match mp.mp_state {
+            KVM_MP_STATE_HALTED => match self.fd.get_regs() {
+                Ok(r) if r.rflags & RFLAGS_IF == 0 => HaltAnswer::Halted,
+                _ => HaltAnswer::Live,
+            },
+            KVM_MP_STATE_UNINITIALIZED | KVM_MP_STATE_INIT_RECEIVED => HaltAnswer::NotStarted,
+            _ => HaltAnswer::Live,
+        }
     }
 
     fn run_once(&mut self) -> RunOutcome {
@@ -299,11 +334,41 @@ pub struct VcpuHandle {
     states: Receiver<VcpuState>,
     thread: Option<JoinHandle<()>>,
     state: VcpuState,
+    probe: Arc<HaltProbe>,
+    /// The thread's CPU-time clock (None if the libc call failed: the halt watch then never
+    /// sees the VM as quiet).
+    cpu_clock: Option<nix::time::ClockId>,
+}
+
+/// The CPU-time clock of a live thread.
+fn thread_cpu_clock(t: &JoinHandle<()>) -> Option<nix::time::ClockId> {
+    let mut id: libc::clockid_t = 0;
+    // SAFETY: `t` has not been joined, so its pthread_t is valid; `id` is a valid out pointer.
+    let rc = unsafe { libc::pthread_getcpuclockid(t.as_pthread_t(), &mut id) };
+    (rc == 0).then(|| nix::time::ClockId::from_raw(id))
 }
 
 impl VcpuHandle {
     pub fn state(&self) -> VcpuState {
         self.state
+    }
+
+    /// CPU time the vCPU thread has used so far, in ns.
+    pub fn cpu_time_ns(&self) -> Option<u64> {
+        let ts = nix::time::clock_gettime(self.cpu_clock?).ok()?;
+        let ns = i128::from(ts.tv_sec()) * 1_000_000_000 + i128::from(ts.tv_nsec());
+        u64::try_from(ns).ok()
+    }
+
+    /// Asks the thread whether its vCPU is halted for good; the answer comes later through
+    /// `halt_answer`.
+    pub fn probe_halt(&self) {
+        self.probe.ask();
+        self.kick();
+    }
+
+    pub fn halt_answer(&self) -> HaltAnswer {
+        self.probe.last_answer()
     }
 
     fn kick(&self) {

@@ -113,7 +113,8 @@ rc=$?
 	flunk "guest reboot: exit $rc: $(tail -2 "$OUT/vmm-panic.err")"
 
 # A busybox initrd: writes a pattern to the rw disk vda, reads the ro disk vdb and tries to
-# write it, then `reboot -f` -> the VMM exits 0. The host reads the pattern back.
+# write it, then `reboot -f` -> the VMM exits 0. The host reads the pattern back. A second
+# busybox initrd runs `poweroff -f` -> the VMM exits 0.
 if [[ -x /bin/busybox ]]; then
 	r=$(mktemp -d /tmp/hull-rb.XXXXXX)
 	mkdir -p "$r/root/bin" "$r/root/dev" "$r/root/proc" "$r/root/sys"
@@ -154,6 +155,28 @@ INIT
 		grep -q "vdb-write-refused" "$c" && grep -q "vdb-ro=1" "$c" &&
 			pass "blk: ro disk refuses writes ($(grep -m1 -o 'vdb-ro=.*' "$c" | tr -d '\r'))" ||
 			flunk "blk: ro disk not read-only: $(grep -m1 'vdb-' "$c")"
+	done
+	# `poweroff -f`: without ACPI the guest kernel halts every CPU with interrupts off
+	# (machine_halt); the VMM's halt watch must end the VM with status 0.
+	mkdir -p "$r/po/bin" "$r/po/dev"
+	cp /bin/busybox "$r/po/bin/busybox"
+	cat >"$r/po/init" <<'INIT'
+#!/bin/busybox sh
+B=/bin/busybox
+$B mount -t devtmpfs dev /dev
+$B echo "guest-poweroff cpus=$($B grep -c ^processor /proc/cpuinfo 2>/dev/null || $B nproc)"
+$B poweroff -f
+INIT
+	chmod +x "$r/po/init"
+	(cd "$r/po" && find . | cpio -o -H newc 2>/dev/null | gzip -n >"$r/po.cpio.gz")
+	for n in 1 2; do
+		timeout -k 10 120 "$VMM" --kernel "$VMLINUX" --initrd "$r/po.cpio.gz" --vcpus $n --mem-mib 128 \
+			--cmdline "$RBCMD" --console "$OUT/console-poweroff-$n.log" 2>"$OUT/vmm-poweroff-$n.err"
+		rc=$?
+		c="$OUT/console-poweroff-$n.log"
+		[[ $rc == 0 ]] && grep -q guest-poweroff "$c" && grep -q GuestPoweroff "$OUT/vmm-poweroff-$n.err" &&
+			pass "guest 'poweroff -f' with $n vCPU(s) -> exit 0: $(tail -1 "$OUT/vmm-poweroff-$n.err")" ||
+			flunk "guest poweroff -f ($n vCPUs): exit $rc: $(tail -2 "$OUT/vmm-poweroff-$n.err"); console: $(tail -2 "$c" | tr -d '\r')"
 	done
 	rm -rf "$r"
 fi

@@ -5,16 +5,13 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use virtio_queue::QueueT;
 
 use super::metrics::BlockMetrics;
 use crate::devices::virtio::chain::ChainLimits;
 use crate::devices::virtio::{
-    check_queues, read_config_bytes, ActivateError, DescChain, IrqTrigger, VirtioDevice, INT_VRING,
-    TYPE_BLOCK,
+    read_config_bytes, DescChain, DeviceState, VirtioDevice, INT_VRING, TYPE_BLOCK,
 };
 use crate::vstate::memory::GuestMemoryMmap;
 
@@ -45,23 +42,14 @@ const S_OK: u8 = 0;
 const S_IOERR: u8 = 1;
 const S_UNSUPP: u8 = 2;
 
-#[derive(Debug)]
-pub(super) struct Active {
-    pub mem: GuestMemoryMmap,
-    pub irq: Arc<IrqTrigger>,
-}
-
 /// The virtio-blk device.
 #[derive(Debug)]
 pub struct Block {
-    pub(super) queues: Vec<Queue>,
-    pub(super) queue_evts: Vec<EventFd>,
-    pub(super) active: Option<Active>,
+    pub(super) state: DeviceState,
     file: File,
     read_only: bool,
     sectors: u64,
     id: [u8; ID_LEN],
-    acked: u64,
     pub(super) metrics: BlockMetrics,
 }
 
@@ -74,15 +62,13 @@ impl Block {
         for (d, b) in id.iter_mut().zip(s.bytes()) {
             *d = b;
         }
+        let ro = if read_only { F_RO } else { 0 };
         Ok(Block {
-            queues: vec![Queue::new(QUEUE_SIZE).map_err(std::io::Error::other)?],
-            queue_evts: vec![EventFd::new(EFD_NONBLOCK)?],
-            active: None,
+            state: DeviceState::new(1, QUEUE_SIZE, F_FLUSH | F_SIZE_MAX | F_SEG_MAX | ro)?,
             file,
             read_only,
             sectors: meta.len() / SECTOR_SIZE,
             id,
-            acked: 0,
             metrics: BlockMetrics::default(),
         })
     }
@@ -187,13 +173,13 @@ impl Block {
 
     /// Serves every available request; returns whether any was used.
     pub fn process_queue(&mut self) -> bool {
-        let Some(active) = &self.active else {
+        let Some(active) = &self.state.active else {
             return false;
         };
         let mem = active.mem.clone();
         let irq = active.irq.clone();
         let mut used = false;
-        while let Some(chain) = self.queues[0].pop_descriptor_chain(&mem) {
+        while let Some(chain) = self.state.queues[0].pop_descriptor_chain(&mem) {
             let head = chain.head_index();
             let len = match DescChain::parse(chain, &mem, LIMITS) {
                 Ok(c) => self.handle(&mem, &c),
@@ -203,7 +189,7 @@ impl Block {
                 self.metrics.invalid_chains.inc();
                 0
             });
-            if self.queues[0].add_used(&mem, head, len).is_err() {
+            if self.state.queues[0].add_used(&mem, head, len).is_err() {
                 break;
             }
             used = true;
@@ -224,45 +210,17 @@ impl Block {
 }
 
 impl VirtioDevice for Block {
+    fn state(&self) -> &DeviceState {
+        &self.state
+    }
+    fn state_mut(&mut self) -> &mut DeviceState {
+        &mut self.state
+    }
     fn device_type(&self) -> u32 {
         TYPE_BLOCK
     }
-    fn avail_features(&self) -> u64 {
-        let ro = if self.read_only { F_RO } else { 0 };
-        F_FLUSH | F_SIZE_MAX | F_SEG_MAX | ro
-    }
-    fn acked_features(&self) -> u64 {
-        self.acked
-    }
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked = features;
-    }
-    fn queues_mut(&mut self) -> &mut [Queue] {
-        &mut self.queues
-    }
-    fn queues(&self) -> &[Queue] {
-        &self.queues
-    }
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
-    }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config_space(), offset, data);
-    }
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        irq: Arc<IrqTrigger>,
-    ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        check_queues(&self.queues, &mem)?;
-        self.active = Some(Active { mem, irq });
-        Ok(())
-    }
-    fn is_activated(&self) -> bool {
-        self.active.is_some()
     }
     fn metrics(&self) -> serde_json::Value {
         self.metrics.to_json()
@@ -271,6 +229,11 @@ impl VirtioDevice for Block {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    use crate::devices::virtio::IrqTrigger;
     use std::io::Write;
 
     use virtio_queue::mock::MockSplitQueue;
@@ -295,7 +258,7 @@ mod tests {
 
     fn setup<'a>(mem: &'a GuestMemoryMmap, b: &mut Block) -> MockSplitQueue<'a, GuestMemoryMmap> {
         let vq = MockSplitQueue::new(mem, 16);
-        b.queues[0] = vq.create_queue().unwrap();
+        b.state.queues[0] = vq.create_queue().unwrap();
         let irq = Arc::new(IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()));
         b.activate(mem.clone(), irq).unwrap();
         vq

@@ -2,17 +2,12 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use virtio_queue::QueueT;
 
 use super::metrics::RngMetrics;
 use crate::devices::virtio::chain::ChainLimits;
-use crate::devices::virtio::{
-    check_queues, ActivateError, DescChain, IrqTrigger, VirtioDevice, INT_VRING, TYPE_RNG,
-};
-use crate::vstate::memory::GuestMemoryMmap;
+use crate::devices::virtio::{DescChain, DeviceState, VirtioDevice, INT_VRING, TYPE_RNG};
 
 const QUEUE_SIZE: u16 = 256;
 /// At most this much entropy per request.
@@ -22,20 +17,10 @@ const LIMITS: ChainLimits = ChainLimits {
     max_bytes: 1 << 20,
 };
 
-/// Memory and interrupt, present once the driver set DRIVER_OK.
-#[derive(Debug)]
-pub(super) struct Active {
-    pub mem: GuestMemoryMmap,
-    pub irq: Arc<IrqTrigger>,
-}
-
 /// The virtio-rng device.
 #[derive(Debug)]
 pub struct Rng {
-    pub(super) queues: Vec<Queue>,
-    pub(super) queue_evts: Vec<EventFd>,
-    pub(super) active: Option<Active>,
-    acked: u64,
+    pub(super) state: DeviceState,
     source: File,
     pub(super) metrics: RngMetrics,
 }
@@ -43,10 +28,7 @@ pub struct Rng {
 impl Rng {
     pub fn new() -> std::io::Result<Self> {
         Ok(Rng {
-            queues: vec![Queue::new(QUEUE_SIZE).map_err(std::io::Error::other)?],
-            queue_evts: vec![EventFd::new(EFD_NONBLOCK)?],
-            active: None,
-            acked: 0,
+            state: DeviceState::new(1, QUEUE_SIZE, 0)?,
             source: File::open("/dev/urandom")?,
             metrics: RngMetrics::default(),
         })
@@ -54,12 +36,12 @@ impl Rng {
 
     /// Serves every available request; returns whether any was used.
     pub fn process_queue(&mut self) -> bool {
-        let Some(active) = &self.active else {
+        let Some(active) = &self.state.active else {
             return false;
         };
         let mem = active.mem.clone();
         let mut used = false;
-        while let Some(chain) = self.queues[0].pop_descriptor_chain(&mem) {
+        while let Some(chain) = self.state.queues[0].pop_descriptor_chain(&mem) {
             let head = chain.head_index();
             let len = match DescChain::parse(chain, &mem, LIMITS) {
                 Ok(c) if c.readable.is_empty() && !c.writable.is_empty() => {
@@ -84,7 +66,7 @@ impl Rng {
                 }
             };
             self.metrics.requests.inc();
-            if self.queues[0].add_used(&mem, head, len).is_err() {
+            if self.state.queues[0].add_used(&mem, head, len).is_err() {
                 break;
             }
             used = true;
@@ -97,44 +79,17 @@ impl Rng {
 }
 
 impl VirtioDevice for Rng {
+    fn state(&self) -> &DeviceState {
+        &self.state
+    }
+    fn state_mut(&mut self) -> &mut DeviceState {
+        &mut self.state
+    }
     fn device_type(&self) -> u32 {
         TYPE_RNG
     }
-    fn avail_features(&self) -> u64 {
-        0
-    }
-    fn acked_features(&self) -> u64 {
-        self.acked
-    }
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked = features;
-    }
-    fn queues_mut(&mut self) -> &mut [Queue] {
-        &mut self.queues
-    }
-    fn queues(&self) -> &[Queue] {
-        &self.queues
-    }
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
-    }
     fn read_config(&self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
-    }
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        irq: Arc<IrqTrigger>,
-    ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        check_queues(&self.queues, &mem)?;
-        self.active = Some(Active { mem, irq });
-        Ok(())
-    }
-    fn is_activated(&self) -> bool {
-        self.active.is_some()
     }
     fn metrics(&self) -> serde_json::Value {
         self.metrics.to_json()
@@ -143,6 +98,12 @@ impl VirtioDevice for Rng {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    use crate::devices::virtio::IrqTrigger;
+    use crate::vstate::memory::GuestMemoryMmap;
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Bytes, GuestAddress};
 
@@ -153,7 +114,7 @@ mod tests {
     fn setup(mem: &GuestMemoryMmap) -> (Rng, MockSplitQueue<'_, GuestMemoryMmap>) {
         let vq = MockSplitQueue::new(mem, 16);
         let mut rng = Rng::new().unwrap();
-        rng.queues[0] = vq.create_queue().unwrap();
+        rng.state.queues[0] = vq.create_queue().unwrap();
         let irq = Arc::new(IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()));
         rng.activate(mem.clone(), irq).unwrap();
         (rng, vq)

@@ -7,14 +7,14 @@ use super::Rng;
 
 impl MutEventSubscriber for Rng {
     fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::new(&self.queue_evts[0], EventSet::IN)) {
+        if let Err(e) = ops.add(Events::new(&self.state.queue_evts[0], EventSet::IN)) {
             eprintln!("hull-vmm: rng: cannot watch the queue: {e}");
         }
     }
 
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
-        if events.fd() == std::os::fd::AsRawFd::as_raw_fd(&self.queue_evts[0]) {
-            let _ = self.queue_evts[0].read();
+        if events.fd() == std::os::fd::AsRawFd::as_raw_fd(&self.state.queue_evts[0]) {
+            let _ = self.state.queue_evts[0].read();
             self.process_queue();
         }
     }

@@ -7,8 +7,8 @@ pub mod mmio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::Queue;
-use vmm_sys_util::eventfd::EventFd;
+use virtio_queue::{Queue, QueueT};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub use self::chain::{ChainError, DescChain};
 pub use self::mmio::MmioTransport;
@@ -71,24 +71,98 @@ pub enum ActivateError {
     Backend(String),
 }
 
-/// A virtio device as the transport sees it. Devices stay inert until `activate`.
+/// Memory and interrupt, present once the driver set DRIVER_OK.
+#[derive(Debug)]
+pub struct Active {
+    pub mem: GuestMemoryMmap,
+    pub irq: Arc<IrqTrigger>,
+}
+
+/// What every virtio device keeps alike: its features, its queues with their notification
+/// eventfds, and the activation (memory + interrupt) the transport hands over.
+#[derive(Debug)]
+pub struct DeviceState {
+    pub avail_features: u64,
+    pub acked_features: u64,
+    pub queues: Vec<Queue>,
+    /// One per queue, signalled when the driver notifies it.
+    pub queue_evts: Vec<EventFd>,
+    pub active: Option<Active>,
+}
+
+impl DeviceState {
+    pub fn new(num_queues: usize, queue_size: u16, avail_features: u64) -> std::io::Result<Self> {
+        let mut queues = Vec::with_capacity(num_queues);
+        let mut queue_evts = Vec::with_capacity(num_queues);
+        for _ in 0..num_queues {
+            queues.push(Queue::new(queue_size).map_err(std::io::Error::other)?);
+            queue_evts.push(EventFd::new(EFD_NONBLOCK)?);
+        }
+        Ok(DeviceState {
+            avail_features,
+            acked_features: 0,
+            queues,
+            queue_evts,
+            active: None,
+        })
+    }
+
+    /// Takes memory and interrupt once; the queues the driver made ready must fit in memory.
+    pub fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        irq: Arc<IrqTrigger>,
+    ) -> Result<(), ActivateError> {
+        if self.active.is_some() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        check_queues(&self.queues, &mem)?;
+        self.active = Some(Active { mem, irq });
+        Ok(())
+    }
+}
+
+/// A virtio device as the transport sees it. Devices stay inert until `activate`. A device
+/// provides its type, config space and metrics; the rest comes from its [`DeviceState`].
 pub trait VirtioDevice: Send {
     fn device_type(&self) -> u32;
-    fn avail_features(&self) -> u64;
-    fn acked_features(&self) -> u64;
-    fn set_acked_features(&mut self, features: u64);
-    /// The device's queues; the transport programs size, addresses and readiness.
-    fn queues_mut(&mut self) -> &mut [Queue];
-    fn queues(&self) -> &[Queue];
-    /// One eventfd per queue, signalled when the driver notifies the queue.
-    fn queue_events(&self) -> &[EventFd];
+    fn state(&self) -> &DeviceState;
+    fn state_mut(&mut self) -> &mut DeviceState;
     fn read_config(&self, offset: u64, data: &mut [u8]);
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-    fn activate(&mut self, mem: GuestMemoryMmap, irq: Arc<IrqTrigger>)
-        -> Result<(), ActivateError>;
-    fn is_activated(&self) -> bool;
     /// Per-device metrics as JSON.
     fn metrics(&self) -> serde_json::Value;
+
+    fn avail_features(&self) -> u64 {
+        self.state().avail_features
+    }
+    fn acked_features(&self) -> u64 {
+        self.state().acked_features
+    }
+    fn set_acked_features(&mut self, features: u64) {
+        self.state_mut().acked_features = features;
+    }
+    /// The device's queues; the transport programs size, addresses and readiness.
+    fn queues_mut(&mut self) -> &mut [Queue] {
+        &mut self.state_mut().queues
+    }
+    fn queues(&self) -> &[Queue] {
+        &self.state().queues
+    }
+    /// One eventfd per queue, signalled when the driver notifies the queue.
+    fn queue_events(&self) -> &[EventFd] {
+        &self.state().queue_evts
+    }
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        irq: Arc<IrqTrigger>,
+    ) -> Result<(), ActivateError> {
+        self.state_mut().activate(mem, irq)
+    }
+    fn is_activated(&self) -> bool {
+        self.state().active.is_some()
+    }
 }
 
 /// Reads `data.len()` bytes of a config space `cfg` at `offset`; out of range reads as zeros.

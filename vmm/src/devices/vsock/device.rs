@@ -2,18 +2,14 @@
 //! Every tx chain must be device-readable (header + payload, payload ≤ 64 KiB and no longer
 //! than the header says); every rx chain device-writable and able to hold a header.
 
-use std::sync::Arc;
-
-use virtio_queue::{Queue, QueueT};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use virtio_queue::QueueT;
 
 use super::metrics::VsockMetrics;
 use super::muxer::Muxer;
 use super::packet::{Header, HDR_LEN};
 use crate::devices::virtio::chain::ChainLimits;
 use crate::devices::virtio::{
-    check_queues, read_config_bytes, ActivateError, DescChain, IrqTrigger, VirtioDevice, INT_VRING,
-    TYPE_VSOCK,
+    read_config_bytes, DescChain, DeviceState, VirtioDevice, INT_VRING, TYPE_VSOCK,
 };
 use crate::vstate::memory::GuestMemoryMmap;
 
@@ -28,38 +24,21 @@ const LIMITS: ChainLimits = ChainLimits {
     max_bytes: (HDR_LEN + MAX_PKT_DATA) as u64,
 };
 
-#[derive(Debug)]
-pub(super) struct Active {
-    pub mem: GuestMemoryMmap,
-    pub irq: Arc<IrqTrigger>,
-}
-
 /// The virtio-vsock device.
 #[derive(Debug)]
 pub struct Vsock {
     cid: u64,
-    pub(super) queues: Vec<Queue>,
-    pub(super) queue_evts: Vec<EventFd>,
-    pub(super) active: Option<Active>,
+    pub(super) state: DeviceState,
     pub(super) muxer: Muxer,
-    acked: u64,
     pub(super) metrics: VsockMetrics,
 }
 
 impl Vsock {
     pub fn new(cid: u64, muxer: Muxer) -> std::io::Result<Self> {
-        let q = || Queue::new(QUEUE_SIZE).map_err(std::io::Error::other);
         Ok(Vsock {
             cid,
-            queues: vec![q()?, q()?, q()?],
-            queue_evts: vec![
-                EventFd::new(EFD_NONBLOCK)?,
-                EventFd::new(EFD_NONBLOCK)?,
-                EventFd::new(EFD_NONBLOCK)?,
-            ],
-            active: None,
+            state: DeviceState::new(3, QUEUE_SIZE, 0)?,
             muxer,
-            acked: 0,
             metrics: VsockMetrics::default(),
         })
     }
@@ -82,13 +61,13 @@ impl Vsock {
 
     /// Forwards every packet the guest queued; returns whether any chain was used.
     pub fn process_tx(&mut self) -> bool {
-        let Some(active) = &self.active else {
+        let Some(active) = &self.state.active else {
             return false;
         };
         let mem = active.mem.clone();
         let irq = active.irq.clone();
         let mut used = false;
-        while let Some(chain) = self.queues[TXQ].pop_descriptor_chain(&mem) {
+        while let Some(chain) = self.state.queues[TXQ].pop_descriptor_chain(&mem) {
             let head = chain.head_index();
             let pkt = DescChain::parse(chain, &mem, LIMITS)
                 .ok()
@@ -100,7 +79,7 @@ impl Vsock {
                 }
                 None => self.metrics.invalid_chains.inc(),
             }
-            if self.queues[TXQ].add_used(&mem, head, 0).is_err() {
+            if self.state.queues[TXQ].add_used(&mem, head, 0).is_err() {
                 break;
             }
             used = true;
@@ -113,14 +92,14 @@ impl Vsock {
 
     /// Delivers pending host packets into the guest's rx buffers.
     pub fn process_rx(&mut self) -> bool {
-        let Some(active) = &self.active else {
+        let Some(active) = &self.state.active else {
             return false;
         };
         let mem = active.mem.clone();
         let irq = active.irq.clone();
         let mut used = false;
         while self.muxer.has_pending_rx() {
-            let Some(chain) = self.queues[RXQ].pop_descriptor_chain(&mem) else {
+            let Some(chain) = self.state.queues[RXQ].pop_descriptor_chain(&mem) else {
                 break; // no buffers: the guest notifies the rx queue when it adds some
             };
             let head = chain.head_index();
@@ -140,7 +119,7 @@ impl Vsock {
                         }
                         None => {
                             // Nothing after all: give the buffer back untouched.
-                            let q = &mut self.queues[RXQ];
+                            let q = &mut self.state.queues[RXQ];
                             q.set_next_avail(q.next_avail().wrapping_sub(1));
                             break;
                         }
@@ -151,7 +130,10 @@ impl Vsock {
                     0
                 }
             };
-            if self.queues[RXQ].add_used(&mem, head, written).is_err() {
+            if self.state.queues[RXQ]
+                .add_used(&mem, head, written)
+                .is_err()
+            {
                 break;
             }
             used = true;
@@ -164,44 +146,17 @@ impl Vsock {
 }
 
 impl VirtioDevice for Vsock {
+    fn state(&self) -> &DeviceState {
+        &self.state
+    }
+    fn state_mut(&mut self) -> &mut DeviceState {
+        &mut self.state
+    }
     fn device_type(&self) -> u32 {
         TYPE_VSOCK
     }
-    fn avail_features(&self) -> u64 {
-        0
-    }
-    fn acked_features(&self) -> u64 {
-        self.acked
-    }
-    fn set_acked_features(&mut self, features: u64) {
-        self.acked = features;
-    }
-    fn queues_mut(&mut self) -> &mut [Queue] {
-        &mut self.queues
-    }
-    fn queues(&self) -> &[Queue] {
-        &self.queues
-    }
-    fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
-    }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.cid.to_le_bytes(), offset, data);
-    }
-    fn activate(
-        &mut self,
-        mem: GuestMemoryMmap,
-        irq: Arc<IrqTrigger>,
-    ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        check_queues(&self.queues, &mem)?;
-        self.active = Some(Active { mem, irq });
-        Ok(())
-    }
-    fn is_activated(&self) -> bool {
-        self.active.is_some()
     }
     fn metrics(&self) -> serde_json::Value {
         self.metrics
@@ -211,6 +166,11 @@ impl VirtioDevice for Vsock {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    use crate::devices::virtio::IrqTrigger;
     use std::io::{Read, Write};
     use std::os::unix::net::{UnixListener, UnixStream};
 
@@ -239,8 +199,8 @@ mod tests {
         let mut dev = Vsock::new(CID, mux).unwrap();
         let rx = MockSplitQueue::create(mem, GuestAddress(0x1_0000), 16);
         let tx = MockSplitQueue::create(mem, GuestAddress(0x4_0000), 16);
-        dev.queues[RXQ] = rx.create_queue().unwrap();
-        dev.queues[TXQ] = tx.create_queue().unwrap();
+        dev.state.queues[RXQ] = rx.create_queue().unwrap();
+        dev.state.queues[TXQ] = tx.create_queue().unwrap();
         let irq = Arc::new(IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()));
         dev.activate(mem.clone(), irq).unwrap();
         Rig {

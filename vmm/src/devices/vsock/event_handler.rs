@@ -11,9 +11,9 @@ use super::Vsock;
 impl MutEventSubscriber for Vsock {
     fn init(&mut self, ops: &mut EventOps) {
         let fds = [
-            self.queue_evts[RXQ].as_raw_fd(),
-            self.queue_evts[TXQ].as_raw_fd(),
-            self.queue_evts[EVQ].as_raw_fd(),
+            self.state.queue_evts[RXQ].as_raw_fd(),
+            self.state.queue_evts[TXQ].as_raw_fd(),
+            self.state.queue_evts[EVQ].as_raw_fd(),
             self.muxer.as_raw_fd(),
         ];
         for fd in fds {
@@ -25,13 +25,13 @@ impl MutEventSubscriber for Vsock {
 
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
         let fd = events.fd();
-        if fd == self.queue_evts[RXQ].as_raw_fd() {
-            let _ = self.queue_evts[RXQ].read();
-        } else if fd == self.queue_evts[TXQ].as_raw_fd() {
-            let _ = self.queue_evts[TXQ].read();
+        if fd == self.state.queue_evts[RXQ].as_raw_fd() {
+            let _ = self.state.queue_evts[RXQ].read();
+        } else if fd == self.state.queue_evts[TXQ].as_raw_fd() {
+            let _ = self.state.queue_evts[TXQ].read();
             self.process_tx();
-        } else if fd == self.queue_evts[EVQ].as_raw_fd() {
-            let _ = self.queue_evts[EVQ].read();
+        } else if fd == self.state.queue_evts[EVQ].as_raw_fd() {
+            let _ = self.state.queue_evts[EVQ].read();
         } else if fd == self.muxer.as_raw_fd() {
             self.muxer.process_events();
         }
