@@ -16,6 +16,7 @@ pub mod sandbox;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod switch_root;
 pub mod sys;
 
 /// The agent's version, reported over the health service.

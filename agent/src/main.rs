@@ -13,7 +13,7 @@ use hull_agent::logbuf::LogBuffer;
 use hull_agent::sandbox::Sandbox;
 use hull_agent::service::AgentState;
 use hull_agent::storage::StorageConfig;
-use hull_agent::{engine, init, reaper, server, sys, AGENT_VERSION};
+use hull_agent::{engine, init, reaper, server, switch_root, sys, AGENT_VERSION};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Debug, Parser)]
@@ -56,6 +56,14 @@ fn main() {
         engine::init::main();
     }
     let is_init = std::process::id() == 1;
+    if is_init && switch_root::needed() {
+        // Containers cannot pivot_root while the agent runs from the initramfs.
+        let mut argv = std::env::args_os();
+        let exe = argv.next().unwrap_or_else(|| "/init".into());
+        let rest: Vec<_> = argv.collect();
+        let e = switch_root::switch_and_reexec(std::path::Path::new(&exe), &rest);
+        eprintln!("hull-agent: cannot leave the initramfs ({e}); containers will fail to start");
+    }
     // The first console line: the lab smoke test and the VMM's boot log look for it.
     eprintln!(
         "hull-agent {AGENT_VERSION} starting{}",

@@ -1,7 +1,6 @@
 //! Storages the shim names (proto `Storage`): mounted by the agent in its own mount namespace
 //! before a sandbox or container uses them, unmounted when their owner goes.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -48,9 +47,17 @@ fn ensure_share(cfg: &StorageConfig) -> Result<()> {
 }
 
 fn block_device_by_serial(serial: &str) -> Result<PathBuf> {
+    // An empty serial would match every disk that has none (loop devices, for a start).
+    if serial.is_empty() {
+        return Err(invalid(
+            "block storage needs the disk's serial as source".into(),
+        ));
+    }
     for entry in fs::read_dir("/sys/block").map_err(|e| EngineError::io("list /sys/block", e))? {
         let Ok(entry) = entry else { continue };
-        let s = fs::read_to_string(entry.path().join("serial")).unwrap_or_default();
+        let Ok(s) = fs::read_to_string(entry.path().join("serial")) else {
+            continue;
+        };
         if s.trim() == serial {
             return Ok(Path::new("/dev").join(entry.file_name()));
         }
@@ -189,5 +196,22 @@ pub fn unmount(path: &Path) {
     }
 }
 
-/// Unused map type kept for driver options parsing symmetry.
-pub type DriverOptions = HashMap<String, String>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_storage_without_serial_is_invalid() {
+        let cfg = StorageConfig {
+            share_dir: "/nonexistent".into(),
+            share_premounted: true,
+        };
+        let s = Storage {
+            driver: Driver::BLOCK.into(),
+            mount_point: "/nonexistent/rootfs".into(),
+            ..Default::default()
+        };
+        let e = mount(&cfg, &s).unwrap_err();
+        assert_eq!(e.code(), crate::engine::ErrorCode::InvalidArgument, "{e}");
+    }
+}

@@ -133,3 +133,127 @@ pub fn adopt_fd3() -> Option<std::os::fd::OwnedFd> {
     // nothing else: the agent passed it for exactly this purpose.
     Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(3) })
 }
+
+/// One eBPF instruction, laid out as the kernel's `struct bpf_insn`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct BpfInsn {
+    pub code: u8,
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
+/// The BPF_PROG_LOAD part of `union bpf_attr` (fields the kernel does not know of yet are
+/// omitted; it accepts a shorter attribute).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct BpfProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+}
+
+/// The BPF_PROG_ATTACH / BPF_PROG_DETACH part of `union bpf_attr`.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct BpfAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+}
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_DETACH: libc::c_long = 9;
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+/// Other programs (a parent's, or the one being replaced on update) may stay attached.
+const BPF_F_ALLOW_MULTI: u32 = 2;
+
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, initialised #[repr(C)] prefix of `union bpf_attr` for `cmd`,
+    // passed with its exact size; every pointer inside it points into memory the caller keeps
+    // alive for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            std::mem::size_of::<T>(),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Loads a BPF_PROG_TYPE_CGROUP_DEVICE program. On failure, returns the error and the
+/// verifier's log (from a second attempt with logging on).
+pub fn bpf_load_cgroup_device(
+    insns: &[BpfInsn],
+) -> Result<std::os::fd::OwnedFd, (io::Error, String)> {
+    use std::os::fd::FromRawFd;
+    let license = c"Apache-2.0";
+    let mut log = vec![0u8; 1 << 16];
+    let mut attempt = |with_log: bool| {
+        let mut attr = BpfProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+            insn_cnt: u32::try_from(insns.len()).unwrap_or(u32::MAX),
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            ..Default::default()
+        };
+        if with_log {
+            attr.log_level = 1;
+            attr.log_size = u32::try_from(log.len()).unwrap_or(0);
+            attr.log_buf = log.as_mut_ptr() as u64;
+        }
+        bpf(BPF_PROG_LOAD, &mut attr)
+    };
+    match attempt(false) {
+        Ok(fd) => {
+            let fd = i32::try_from(fd).map_err(|_| (io::Error::other("bad fd"), String::new()))?;
+            // SAFETY: BPF_PROG_LOAD returned a new descriptor that nothing else owns.
+            Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+        }
+        Err(e) => {
+            let _ = attempt(true);
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            Err((e, String::from_utf8_lossy(&log[..end]).into_owned()))
+        }
+    }
+}
+
+/// Attaches a device program to the cgroup open as `cgroup`.
+pub fn bpf_attach_cgroup_device(cgroup: &impl AsRawFd, prog: &impl AsRawFd) -> io::Result<()> {
+    let mut attr = BpfAttachAttr {
+        target_fd: u32::try_from(cgroup.as_raw_fd()).unwrap_or(u32::MAX),
+        attach_bpf_fd: u32::try_from(prog.as_raw_fd()).unwrap_or(u32::MAX),
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_ATTACH, &mut attr).map(drop)
+}
+
+/// Detaches a device program from the cgroup open as `cgroup`.
+pub fn bpf_detach_cgroup_device(cgroup: &impl AsRawFd, prog: &impl AsRawFd) -> io::Result<()> {
+    let mut attr = BpfAttachAttr {
+        target_fd: u32::try_from(cgroup.as_raw_fd()).unwrap_or(u32::MAX),
+        attach_bpf_fd: u32::try_from(prog.as_raw_fd()).unwrap_or(u32::MAX),
+        attach_type: BPF_CGROUP_DEVICE,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_DETACH, &mut attr).map(drop)
+}

@@ -1,261 +1,15 @@
 //! The container engine through the real ttrpc service, in host mode: real namespaces,
 //! cgroups (under a dedicated parent removed afterwards) and a busybox rootfs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::*;
 use hull_proto::containers::*;
-use hull_proto::containers_ttrpc::ContainersClient;
 use hull_proto::processes::*;
-use hull_proto::processes_ttrpc::ProcessesClient;
-use serde_json::{json, Value};
-
-struct Agent {
-    child: Child,
-    dir: tempfile::TempDir,
-    cgroup_parent: PathBuf,
-    containers: ContainersClient,
-    processes: ProcessesClient,
-    client: ttrpc::r#async::Client,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Leftover container cgroups (a failed test) then the parent.
-        if let Ok(rd) = std::fs::read_dir(&self.cgroup_parent) {
-            for e in rd.flatten() {
-                if e.path().is_dir() {
-                    let _ = std::fs::write(e.path().join("cgroup.kill"), "1");
-                    std::thread::sleep(Duration::from_millis(50));
-                    let _ = std::fs::remove_dir(e.path());
-                }
-            }
-        }
-        let _ = std::fs::remove_dir(&self.cgroup_parent);
-    }
-}
-
-fn cgroup2_root() -> PathBuf {
-    for p in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
-        if Path::new(p).join("cgroup.procs").exists()
-            && Path::new(p).join("cgroup.subtree_control").exists()
-        {
-            return p.into();
-        }
-    }
-    panic!("no cgroup2 hierarchy");
-}
-
-fn ctx() -> ttrpc::context::Context {
-    ttrpc::context::with_timeout(60_000_000_000)
-}
-
-async fn agent(name: &str) -> Agent {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sock = dir.path().join("agent.sock");
-    let cgroup_parent = cgroup2_root().join(format!("hull-test-{}-{name}", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hull-agent"))
-        .arg("--listen")
-        .arg(format!("unix:{}", sock.display()))
-        .arg("--root")
-        .arg(dir.path().join("state"))
-        .arg("--cgroup-parent")
-        .arg(&cgroup_parent)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn agent");
-    let start = Instant::now();
-    while !sock.exists() {
-        assert!(child.try_wait().unwrap().is_none(), "agent exited early");
-        assert!(start.elapsed() < Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let client = ttrpc::r#async::Client::connect(&format!("unix://{}", sock.display()))
-        .await
-        .expect("connect");
-    Agent {
-        child,
-        cgroup_parent,
-        containers: ContainersClient::new(client.clone()),
-        processes: ProcessesClient::new(client.clone()),
-        client,
-        dir,
-    }
-}
-
-fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["bin", "proc", "dev", "tmp", "etc", "sys"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
-    // Relative links (busybox --install -s would point at the host path of the binary).
-    let list = Command::new("/bin/busybox")
-        .arg("--list")
-        .output()
-        .expect("busybox --list");
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
-        }
-    }
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n",
-    )
-    .unwrap();
-    root
-}
-
-fn spec(root: &Path, args: &[&str]) -> Value {
-    json!({
-        "ociVersion": "1.0.2",
-        "root": {"path": root},
-        "process": {"args": args, "cwd": "/", "user": {"uid": 0, "gid": 0},
-                    "env": ["PATH=/bin", "HOME=/"]},
-        "hostname": "box",
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["newinstance", "ptmxmode=0666"]},
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}
-        ],
-        "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]}
-    })
-}
-
-impl Agent {
-    async fn create(&self, id: &str, spec: &Value, stdin: bool) -> Result<u32, ttrpc::Error> {
-        let req = CreateContainerRequest {
-            container_id: id.into(),
-            exec_id: id.into(),
-            oci_spec_json: serde_json::to_vec(spec).unwrap(),
-            stdin,
-            ..Default::default()
-        };
-        self.containers
-            .create_container(ctx(), &req)
-            .await
-            .map(|r| r.pid)
-    }
-
-    async fn start(&self, id: &str) {
-        self.containers
-            .start_container(
-                ctx(),
-                &StartContainerRequest {
-                    container_id: id.into(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("start");
-    }
-
-    async fn run(&self, id: &str, spec: &Value) {
-        self.create(id, spec, false).await.expect("create");
-        self.start(id).await;
-    }
-
-    async fn read_all(&self, id: &str, exec: &str, stderr: bool) -> Vec<u8> {
-        let mut out = Vec::new();
-        loop {
-            let req = ReadStreamRequest {
-                container_id: id.into(),
-                exec_id: exec.into(),
-                max_len: 1 << 20,
-                ..Default::default()
-            };
-            let r = if stderr {
-                self.processes.read_stderr(ctx(), &req).await
-            } else {
-                self.processes.read_stdout(ctx(), &req).await
-            }
-            .expect("read");
-            out.extend_from_slice(&r.data);
-            if r.eof {
-                return out;
-            }
-        }
-    }
-
-    async fn wait(&self, id: &str, exec: &str) -> ExitStatus {
-        self.processes
-            .wait_process(
-                ctx(),
-                &WaitProcessRequest {
-                    container_id: id.into(),
-                    exec_id: exec.into(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("wait")
-            .exit
-            .unwrap()
-    }
-
-    async fn remove(&self, id: &str) {
-        self.containers
-            .remove_container(
-                ctx(),
-                &RemoveContainerRequest {
-                    container_id: id.into(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("remove");
-    }
-
-    async fn exec(
-        &self,
-        id: &str,
-        exec: &str,
-        args: &[&str],
-        terminal: bool,
-        stdin: bool,
-    ) -> Result<u32, ttrpc::Error> {
-        let p = json!({"args": args, "cwd": "/", "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin"], "terminal": terminal});
-        let req = ExecProcessRequest {
-            container_id: id.into(),
-            exec_id: exec.into(),
-            process_json: serde_json::to_vec(&p).unwrap(),
-            terminal,
-            stdin,
-            ..Default::default()
-        };
-        self.processes
-            .exec_process(ctx(), &req)
-            .await
-            .map(|r| r.pid)
-    }
-
-    async fn signal(&self, id: &str, exec: &str, sig: u32) {
-        self.processes
-            .signal_process(
-                ctx(),
-                &SignalProcessRequest {
-                    container_id: id.into(),
-                    exec_id: exec.into(),
-                    signal: sig,
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("signal");
-    }
-}
-
-fn code(e: &ttrpc::Error) -> ttrpc::Code {
-    match e {
-        ttrpc::Error::RpcStatus(s) => s.code(),
-        other => panic!("not a status: {other:?}"),
-    }
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn echo_exit_codes_env_cwd_hostname() {
@@ -400,13 +154,30 @@ async fn exec_with_and_without_tty_and_stdin_eof() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_gib_of_stdout_without_loss() {
+    use std::io::Write;
     let a = agent("gib").await;
     let root = busybox_rootfs(a.dir.path());
+    // Random bytes, so a lost, duplicated or reordered chunk changes the checksum; the
+    // container hashes what it wrote (through a fifo) and reports it on stderr.
     a.run(
         "c",
-        &spec(&root, &["head", "-c", "1073741824", "/dev/zero"]),
+        &spec(
+            &root,
+            &[
+                "sh",
+                "-c",
+                "mkfifo /tmp/p; sha256sum < /tmp/p >&2 & \
+                 head -c 1073741824 /dev/urandom | tee /tmp/p; wait",
+            ],
+        ),
     )
     .await;
+    let mut hasher = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn sha256sum");
+    let mut sink = hasher.stdin.take().expect("sha256sum stdin");
     let start = Instant::now();
     let mut total = 0u64;
     loop {
@@ -422,15 +193,25 @@ async fn one_gib_of_stdout_without_loss() {
             )
             .await
             .unwrap();
-        assert!(r.data.iter().all(|&b| b == 0));
+        sink.write_all(&r.data).expect("feed sha256sum");
         total += r.data.len() as u64;
         if r.eof {
             break;
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    eprintln!("stdout throughput: {:.0} MB/s", total as f64 / secs / 1e6);
+    drop(sink);
+    let ours = hasher.wait_with_output().expect("sha256sum");
+    let ours = String::from_utf8_lossy(&ours.stdout).to_string();
+    let theirs = String::from_utf8_lossy(&a.read_all("c", "", true).await).to_string();
+    eprintln!(
+        "1 GiB through stdout (checksummed on both sides): {:.0} MB/s",
+        total as f64 / secs / 1e6
+    );
     assert_eq!(total, 1 << 30);
+    let hash = |s: &str| s.split_whitespace().next().unwrap_or("").to_owned();
+    assert_eq!(hash(&ours).len(), 64, "host sha256sum: {ours:?}");
+    assert_eq!(hash(&ours), hash(&theirs), "container said {theirs:?}");
     assert_eq!(a.wait("c", "").await.code(), 0);
     a.remove("c").await;
 }

@@ -1,14 +1,19 @@
 //! `hullctl`: talk to a pod's VMM and agent from the host.
 //!
 //! `hullctl agent-health --uds PATH` connects through the VMM's hybrid vsock socket
-//! (`CONNECT 1024\n` → `OK <port>\n`), then calls the agent's Health.Check and Health.Version
+//! (`CONNECT 1024\n` → `OK <port>\n`, [`hull_proto::connect_agent`]), then calls the agent's Health.Check and Health.Version
 //! over ttrpc; it prints the agent version and exits 0 only if the agent is SERVING.
 //! `hullctl api --sock PATH METHOD PATH [JSON]` sends one request to the VMM API socket.
+//! `hullctl sandbox-create|run|exec|rm|sandbox-destroy` drive containers through the agent
+//! (see [`agent`]); `run` and `exec` stream the process's output and exit with its status.
+
+mod agent;
+mod bench;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hull_proto::health::{check_response::ServingStatus, CheckRequest, VersionRequest};
 use hull_proto::health_ttrpc::HealthClient;
@@ -50,41 +55,112 @@ enum Cmd {
         /// JSON body
         body: Option<String>,
     },
+    /// CreateSandbox: prepare the guest for containers.
+    SandboxCreate {
+        #[command(flatten)]
+        to: AgentAddr,
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "hull")]
+        hostname: String,
+    },
+    /// DestroySandbox.
+    SandboxDestroy {
+        #[command(flatten)]
+        to: AgentAddr,
+        #[arg(long)]
+        id: String,
+    },
+    /// Create and start a container, stream its output, wait, remove it; exit with its status.
+    Run {
+        #[command(flatten)]
+        to: AgentAddr,
+        #[arg(long)]
+        id: String,
+        /// Guest path of the container's root file system (the mount point with --block).
+        #[arg(long)]
+        rootfs: PathBuf,
+        /// Serial of a virtio-blk disk holding the root file system, mounted on --rootfs.
+        #[arg(long)]
+        block: Option<String>,
+        /// File system type of the --block disk.
+        #[arg(long, default_value = "ext4")]
+        fstype: String,
+        #[arg(long, default_value = "box")]
+        hostname: String,
+        /// Return once started; leave the container running.
+        #[arg(long)]
+        detach: bool,
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Run a process in a running container, stream its output; exit with its status.
+    Exec {
+        #[command(flatten)]
+        to: AgentAddr,
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "exec")]
+        exec_id: String,
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Measure a host-mode agent: ttrpc round trip, run/exec of `true`, stdout throughput
+    /// (prints `key value` lines; see bench/agent/run).
+    AgentBench {
+        /// The agent's Unix socket (`hull-agent --listen unix:PATH`).
+        #[arg(long)]
+        unix: PathBuf,
+        /// A busybox root file system on the host.
+        #[arg(long)]
+        rootfs: PathBuf,
+        /// Base sample count (run: N, exec: 4N, round trips: 20N).
+        #[arg(long, default_value_t = 50)]
+        n: usize,
+        /// MiB written to stdout for the throughput figure.
+        #[arg(long, default_value_t = 2048)]
+        stdout_mib: u64,
+    },
+    /// Remove a container (kills what is left).
+    Rm {
+        #[command(flatten)]
+        to: AgentAddr,
+        #[arg(long)]
+        id: String,
+    },
 }
 
-/// Connects to guest `port` through the hybrid vsock socket at `uds`.
-async fn vsock_connect(uds: &Path, port: u32) -> anyhow::Result<UnixStream> {
-    let mut s = UnixStream::connect(uds)
-        .await
-        .with_context(|| format!("connect {}", uds.display()))?;
-    s.write_all(format!("CONNECT {port}\n").as_bytes()).await?;
-    // Read the reply byte by byte: nothing after the newline belongs to us.
-    let mut line = Vec::new();
-    loop {
-        let b = s
-            .read_u8()
-            .await
-            .context("vsock handshake: connection closed")?;
-        if b == b'\n' {
-            break;
-        }
-        line.push(b);
-        if line.len() > 64 {
-            bail!("vsock handshake: reply too long");
+/// Where the agent is: a VMM's hybrid vsock socket, or a host-mode agent's Unix socket.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct AgentAddr {
+    /// The VMM's hybrid vsock Unix socket (`hull-vmm --vsock-uds`).
+    #[arg(long, group = "addr")]
+    uds: Option<PathBuf>,
+    /// A host-mode agent's socket (`hull-agent --listen unix:PATH`).
+    #[arg(long, group = "addr")]
+    unix: Option<PathBuf>,
+    /// Guest vsock port of the agent (with --uds).
+    #[arg(long, default_value_t = 1024)]
+    port: u32,
+}
+
+impl AgentAddr {
+    fn target(&self) -> agent::Target {
+        match (&self.uds, &self.unix) {
+            (Some(uds), _) => agent::Target::Hybrid {
+                uds: uds.clone(),
+                port: self.port,
+            },
+            (None, Some(path)) => agent::Target::Unix(path.clone()),
+            // clap's group makes one of them required.
+            (None, None) => agent::Target::Unix(PathBuf::new()),
         }
     }
-    let line = String::from_utf8_lossy(&line);
-    if !line.starts_with("OK ") {
-        bail!("vsock handshake: unexpected reply {line:?}");
-    }
-    Ok(s)
 }
 
 async fn health_once(uds: &Path, port: u32, timeout: Duration) -> anyhow::Result<(bool, String)> {
-    let stream = vsock_connect(uds, port).await?;
-    let client = HealthClient::new(ttrpc::r#async::Client::new(
-        ttrpc::r#async::transport::Socket::from(stream),
-    ));
+    let client = HealthClient::new(hull_proto::connect_agent(uds, port, timeout).await?);
     let ns = i64::try_from(timeout.as_nanos()).unwrap_or(i64::MAX);
     let check = client
         .check(ttrpc::context::with_timeout(ns), &CheckRequest::new())
@@ -155,6 +231,78 @@ async fn api(sock: &Path, method: &str, path: &str, body: Option<&str>) -> anyho
     Ok(ok)
 }
 
+/// Runs a container command; returns the exit code for hullctl.
+async fn container_cmd(cmd: &Cmd) -> anyhow::Result<i32> {
+    let status = |s: u32| i32::try_from(s).unwrap_or(255);
+    match cmd {
+        Cmd::SandboxCreate { to, id, hostname } => {
+            agent::Agent::connect(&to.target())
+                .await?
+                .create_sandbox(id, hostname)
+                .await?;
+            Ok(0)
+        }
+        Cmd::SandboxDestroy { to, id } => {
+            agent::Agent::connect(&to.target())
+                .await?
+                .destroy_sandbox(id)
+                .await?;
+            Ok(0)
+        }
+        Cmd::Run {
+            to,
+            id,
+            rootfs,
+            block,
+            fstype,
+            hostname,
+            detach,
+            args,
+        } => {
+            let a = agent::Agent::connect(&to.target()).await?;
+            let storages = match block {
+                Some(serial) => vec![agent::block_storage(serial, fstype, rootfs)?],
+                None => Vec::new(),
+            };
+            a.run(id, &agent::spec(rootfs, args, hostname), storages)
+                .await?;
+            if *detach {
+                return Ok(0);
+            }
+            let st = a.attach_and_wait(id, "").await?;
+            a.remove(id).await?;
+            Ok(status(st))
+        }
+        Cmd::Exec {
+            to,
+            id,
+            exec_id,
+            args,
+        } => {
+            let a = agent::Agent::connect(&to.target()).await?;
+            a.exec(id, exec_id, args).await?;
+            Ok(status(a.attach_and_wait(id, exec_id).await?))
+        }
+        Cmd::Rm { to, id } => {
+            agent::Agent::connect(&to.target())
+                .await?
+                .remove(id)
+                .await?;
+            Ok(0)
+        }
+        Cmd::AgentBench {
+            unix,
+            rootfs,
+            n,
+            stdout_mib,
+        } => {
+            bench::run(unix, rootfs, (*n).max(1), *stdout_mib).await?;
+            Ok(0)
+        }
+        Cmd::AgentHealth { .. } | Cmd::Api { .. } => unreachable!("handled in main"),
+    }
+}
+
 fn main() {
     let args = Args::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -167,6 +315,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let ok_code = |ok: bool| if ok { 0 } else { 1 };
     let res = rt.block_on(async {
         match &args.cmd {
             Cmd::AgentHealth {
@@ -174,26 +323,25 @@ fn main() {
                 port,
                 wait,
                 timeout,
-            } => {
-                agent_health(
-                    uds,
-                    *port,
-                    Duration::from_secs(*wait),
-                    Duration::from_secs(*timeout),
-                )
-                .await
-            }
+            } => agent_health(
+                uds,
+                *port,
+                Duration::from_secs(*wait),
+                Duration::from_secs(*timeout),
+            )
+            .await
+            .map(ok_code),
             Cmd::Api {
                 sock,
                 method,
                 path,
                 body,
-            } => api(sock, method, path, body.as_deref()).await,
+            } => api(sock, method, path, body.as_deref()).await.map(ok_code),
+            other => container_cmd(other).await,
         }
     });
     match res {
-        Ok(true) => std::process::exit(0),
-        Ok(false) => std::process::exit(1),
+        Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("hullctl: {e:#}");
             std::process::exit(1);

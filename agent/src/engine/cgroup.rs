@@ -5,11 +5,14 @@
 //! I/O, and libcgroups pulls systemd/dbus and v1 support that a guest never uses.
 
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oci_spec::runtime::LinuxResources;
 
+use super::devices;
 use super::error::{EngineError, Result};
 
 const CONTROLLERS: &[&str] = &["cpu", "cpuset", "io", "memory", "pids", "hugetlb"];
@@ -43,7 +46,10 @@ impl CgroupParent {
     pub fn create(&self, id: &str) -> Result<Cgroup> {
         let path = self.path.join(id);
         match fs::create_dir(&path) {
-            Ok(()) => Ok(Cgroup { path }),
+            Ok(()) => Ok(Cgroup {
+                path,
+                device_prog: Arc::default(),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(
                 EngineError::AlreadyExists(format!("cgroup {path:?} already exists")),
             ),
@@ -66,6 +72,9 @@ fn enable_controllers(dir: &Path) {
 #[derive(Debug, Clone)]
 pub struct Cgroup {
     path: PathBuf,
+    /// The device program attached by the last apply with device rules, detached when an
+    /// update replaces it.
+    device_prog: Arc<Mutex<Option<OwnedFd>>>,
 }
 
 fn read_u64(path: &Path) -> u64 {
@@ -180,6 +189,9 @@ impl Cgroup {
                 self.write("io.weight", &format!("default {w}"))?;
             }
         }
+        if let Some(rules) = r.devices().as_ref().filter(|d| !d.is_empty()) {
+            self.apply_devices(rules)?;
+        }
         for (key, value) in r.unified().iter().flatten() {
             if key.contains('/') || key.starts_with('.') || key.starts_with("cgroup.") {
                 return Err(EngineError::InvalidArgument(format!(
@@ -187,6 +199,17 @@ impl Cgroup {
                 )));
             }
             self.write(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the program for `rules`, then detaches the one it replaces, so the cgroup is
+    /// never without a filter in between.
+    fn apply_devices(&self, rules: &[oci_spec::runtime::LinuxDeviceCgroup]) -> Result<()> {
+        let prog = devices::attach(&self.path, &devices::program(rules)?)?;
+        let mut slot = self.device_prog.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = slot.replace(prog) {
+            devices::detach(&self.path, &old)?;
         }
         Ok(())
     }

@@ -14,6 +14,7 @@
 
 pub mod cgroup;
 pub mod create;
+pub mod devices;
 pub mod error;
 pub mod exec;
 pub mod init;

@@ -2,10 +2,11 @@
 //! without blocking through tokio's reactor.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
 
 /// Largest chunk one ReadStdout returns: well under ttrpc's 4 MiB message limit.
 pub const MAX_CHUNK: usize = 1 << 20;
@@ -34,75 +35,150 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Output stream of a process, read in chunks until end of file.
+///
+/// A pump task drains the pipe (or terminal) as fast as the process writes, into a bounded
+/// queue of chunks, and `ReadStdout` takes whatever is queued. The process therefore keeps
+/// writing while a reply is on its way to the shim, instead of stalling on a full pipe for a
+/// whole round trip; the bound ([`QUEUE_CHUNKS`] x [`PUMP_CHUNK`]) is what applies
+/// back-pressure when nobody reads.
 #[derive(Debug)]
 pub struct OutputStream {
-    fd: Option<AsyncFd<OwnedFd>>,
-    /// A terminal master reports EIO once the last slave closes: that is its end of file.
-    tty: bool,
+    rx: Option<mpsc::Receiver<io::Result<Vec<u8>>>>,
+    /// The unread tail of a chunk larger than the last read asked for.
+    pending: Vec<u8>,
 }
 
+/// Largest read of the pump; also what a reply is made of when the process writes fast.
+const PUMP_CHUNK: usize = 256 << 10;
+/// Chunks queued per stream before the pump stops reading (then the pipe fills, then the
+/// process blocks): at most 2 MiB held by the agent per stream.
+const QUEUE_CHUNKS: usize = 8;
+
 impl OutputStream {
+    /// Starts the pump; call inside the tokio runtime.
     pub fn new(fd: OwnedFd, tty: bool) -> io::Result<Self> {
         set_nonblocking(&fd)?;
+        let fd = new_async_fd(fd)?;
+        let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
+        tokio::spawn(pump(fd, tty, tx));
         Ok(OutputStream {
-            fd: Some(new_async_fd(fd)?),
-            tty,
+            rx: Some(rx),
+            pending: Vec::new(),
         })
     }
 
     /// A stream that is at end of file from the start (stderr of a terminal process).
     pub fn closed() -> Self {
         OutputStream {
-            fd: None,
-            tty: false,
+            rx: None,
+            pending: Vec::new(),
         }
     }
 
     /// Waits for data; returns up to `max` bytes, or (empty, true) at end of file.
     pub async fn read_chunk(&mut self, max: usize) -> io::Result<(Vec<u8>, bool)> {
         let max = max.clamp(1, MAX_CHUNK);
-        let Some(fd) = &self.fd else {
-            return Ok((Vec::new(), true));
-        };
-        let mut buf = vec![0u8; max];
+        let mut out = std::mem::take(&mut self.pending);
+        if out.is_empty() {
+            let Some(rx) = self.rx.as_mut() else {
+                return Ok((Vec::new(), true));
+            };
+            match rx.recv().await {
+                Some(Ok(chunk)) => out = chunk,
+                Some(Err(e)) => return Err(e),
+                None => {
+                    self.rx = None;
+                    return Ok((Vec::new(), true));
+                }
+            }
+        }
+        // Add what else is already queued, without waiting.
+        while out.len() < max {
+            let Some(rx) = self.rx.as_mut() else { break };
+            match rx.try_recv() {
+                Ok(Ok(chunk)) => out.extend_from_slice(&chunk),
+                // Report the data now and the error on the next call.
+                Ok(Err(e)) => {
+                    self.rx = None;
+                    tracing::warn!("output stream: {e}");
+                    break;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.rx = None;
+                    break;
+                }
+            }
+        }
+        if out.len() > max {
+            self.pending = out.split_off(max);
+        }
+        Ok((out, false))
+    }
+}
+
+/// Reads `fd` until end of file into `tx`. Ends early when the stream's reader is gone.
+async fn pump(fd: AsyncFd<OwnedFd>, tty: bool, tx: mpsc::Sender<io::Result<Vec<u8>>>) {
+    let mut buf = vec![0u8; PUMP_CHUNK];
+    loop {
         let mut filled = 0;
-        let eof;
-        loop {
-            let mut guard = fd.readable().await?;
-            let res = guard.try_io(|inner| loop {
+        let mut eof = false;
+        let res = loop {
+            // Stop (and close the descriptor) when the stream is dropped, even if a
+            // leftover writer keeps the pipe open.
+            let ready = tokio::select! {
+                r = fd.readable() => r,
+                () = tx.closed() => return,
+            };
+            let mut guard = match ready {
+                Ok(g) => g,
+                Err(e) => break Err(e),
+            };
+            let r = guard.try_io(|inner| loop {
                 match nix::unistd::read(inner.get_ref().as_fd(), &mut buf[filled..]) {
                     Ok(0) => return Ok(true),
                     Ok(n) => {
                         filled += n;
-                        if filled == max {
+                        if filled == buf.len() {
                             return Ok(false);
                         }
                     }
                     Err(nix::errno::Errno::EAGAIN) if filled > 0 => return Ok(false),
-                    Err(nix::errno::Errno::EIO) if self.tty => return Ok(true),
+                    // A terminal master reports EIO once the last slave closes: its EOF.
+                    Err(nix::errno::Errno::EIO) if tty => return Ok(true),
                     Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => return Err(io::Error::from(e)),
                 }
             });
-            match res {
+            match r {
                 Ok(Ok(at_eof)) => {
                     eof = at_eof;
-                    break;
+                    break Ok(());
                 }
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => break Err(e),
                 Err(_would_block) => continue,
             }
+        };
+        if let Err(e) = res {
+            let _ = tx.send(Err(e)).await;
+            return;
         }
-        buf.truncate(filled);
-        if eof && filled == 0 {
-            self.fd = None;
-            return Ok((Vec::new(), true));
+        if filled > 0 {
+            // A small read gets an exact copy so a queued chunk never pins a large buffer.
+            let chunk = if filled < PUMP_CHUNK / 4 {
+                buf[..filled].to_vec()
+            } else {
+                let mut full = std::mem::replace(&mut buf, vec![0u8; PUMP_CHUNK]);
+                full.truncate(filled);
+                full
+            };
+            if tx.send(Ok(chunk)).await.is_err() {
+                return;
+            }
         }
         if eof {
-            // Report the data now and the end of file on the next call.
-            self.fd = None;
+            return;
         }
-        Ok((buf, false))
     }
 }
 
@@ -134,9 +210,5 @@ impl InputStream {
                 Err(_would_block) => continue,
             }
         }
-    }
-
-    pub fn raw_fd(&self) -> i32 {
-        self.fd.get_ref().as_raw_fd()
     }
 }

@@ -18,7 +18,6 @@ pub mod rootfs;
 pub mod syscall;
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -158,6 +157,5 @@ fn child(sock: &mut UnixStream, reader: &mut BufReader<UnixStream>, plan: &InitP
             return e;
         }
     }
-    let _ = sock.as_raw_fd();
     process::exec(&plan.process).to_string()
 }

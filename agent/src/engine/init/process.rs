@@ -1,7 +1,6 @@
 //! The last steps before exec, shared by a container's init and its exec processes: limits,
 //! credentials, capabilities, no_new_privileges, seccomp, cwd, then execve.
 
-use std::collections::HashSet;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
@@ -79,10 +78,13 @@ pub fn setup_privileged(p: &ProcessPlan) -> Result<(), ProcessError> {
     if let Some(c) = &p.caps {
         nix::sys::prctl::set_keepcaps(false)
             .map_err(|e| fail("keep capabilities")(e.to_string()))?;
+        // Effective first: capset(2) refuses any state where Effective is not a subset of
+        // Permitted, so shrinking Permitted while a root process still has a full Effective
+        // set fails with EPERM. Permitted last: it may only shrink.
         for (set, names) in [
+            (CapSet::Effective, &c.effective),
             (CapSet::Inheritable, &c.inheritable),
             (CapSet::Permitted, &c.permitted),
-            (CapSet::Effective, &c.effective),
         ] {
             caps::set(None, set, &cap_set(names))
                 .map_err(|e| fail("set capabilities")(format!("{set:?}: {e}")))?;
@@ -168,10 +170,4 @@ pub fn exec(p: &ProcessPlan) -> ProcessError {
         path,
         e.map_or_else(|| "returned".to_owned(), |e| e.to_string())
     ))
-}
-
-/// Unused capability names are rejected earlier; this keeps the set type in one place.
-#[allow(dead_code)]
-fn names(set: &HashSet<Capability>) -> Vec<String> {
-    set.iter().map(ToString::to_string).collect()
 }

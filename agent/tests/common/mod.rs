@@ -1,0 +1,301 @@
+//! Helpers shared by the agent's integration tests.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hull_proto::containers::*;
+use hull_proto::containers_ttrpc::ContainersClient;
+use hull_proto::processes::*;
+use hull_proto::processes_ttrpc::ProcessesClient;
+use serde_json::{json, Value};
+
+/// The repository root (this crate lives in `<repo>/agent`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Builds the binary `name` of this workspace (debug profile) and returns its path; lab
+/// tests need other packages' binaries, which cargo does not build for this crate's tests.
+pub fn build_bin(name: &str) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--locked", "--bin", name])
+        .current_dir(repo_root())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build --bin {name} failed");
+    // The test binary lives in target/debug/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("current_exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(name);
+    assert!(bin.exists(), "{} missing after cargo build", bin.display());
+    bin
+}
+
+/// Runs `lab/run --timeout SECS -- args...` and returns its status; output goes to ours.
+pub fn lab_run(timeout_secs: u32, args: &[&std::ffi::OsStr]) -> std::process::ExitStatus {
+    let root = repo_root();
+    Command::new(root.join("lab/run"))
+        .arg("--timeout")
+        .arg(timeout_secs.to_string())
+        .arg("--")
+        .args(args)
+        .current_dir(&root)
+        .status()
+        .expect("run lab/run")
+}
+
+/// A host-mode agent on a private socket and cgroup parent, killed and cleaned up on drop.
+pub struct Agent {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub cgroup_parent: PathBuf,
+    pub containers: ContainersClient,
+    pub processes: ProcessesClient,
+    pub client: ttrpc::r#async::Client,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Leftover container cgroups (a failed test) then the parent.
+        if let Ok(rd) = std::fs::read_dir(&self.cgroup_parent) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    let _ = std::fs::write(e.path().join("cgroup.kill"), "1");
+                    std::thread::sleep(Duration::from_millis(50));
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&self.cgroup_parent);
+    }
+}
+
+pub fn cgroup2_root() -> PathBuf {
+    for p in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        if Path::new(p).join("cgroup.procs").exists()
+            && Path::new(p).join("cgroup.subtree_control").exists()
+        {
+            return p.into();
+        }
+    }
+    panic!("no cgroup2 hierarchy");
+}
+
+pub fn ctx() -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(60_000_000_000)
+}
+
+pub async fn agent(name: &str) -> Agent {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("agent.sock");
+    let cgroup_parent = cgroup2_root().join(format!("hull-test-{}-{name}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hull-agent"))
+        .arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--root")
+        .arg(dir.path().join("state"))
+        .arg("--cgroup-parent")
+        .arg(&cgroup_parent)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn agent");
+    let start = Instant::now();
+    while !sock.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "agent exited early");
+        assert!(start.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let client = ttrpc::r#async::Client::connect(&format!("unix://{}", sock.display()))
+        .await
+        .expect("connect");
+    Agent {
+        child,
+        cgroup_parent,
+        containers: ContainersClient::new(client.clone()),
+        processes: ProcessesClient::new(client.clone()),
+        client,
+        dir,
+    }
+}
+
+pub fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "proc", "dev", "tmp", "etc", "sys"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
+    // Relative links (busybox --install -s would point at the host path of the binary).
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+        }
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/:/bin/sh\nuser:x:1000:1000::/tmp:/bin/sh\n",
+    )
+    .unwrap();
+    root
+}
+
+pub fn spec(root: &Path, args: &[&str]) -> Value {
+    json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": root},
+        "process": {"args": args, "cwd": "/", "user": {"uid": 0, "gid": 0},
+                    "env": ["PATH=/bin", "HOME=/"]},
+        "hostname": "box",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["newinstance", "ptmxmode=0666"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}
+        ],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]}
+    })
+}
+
+impl Agent {
+    pub async fn create(&self, id: &str, spec: &Value, stdin: bool) -> Result<u32, ttrpc::Error> {
+        let req = CreateContainerRequest {
+            container_id: id.into(),
+            exec_id: id.into(),
+            oci_spec_json: serde_json::to_vec(spec).unwrap(),
+            stdin,
+            ..Default::default()
+        };
+        self.containers
+            .create_container(ctx(), &req)
+            .await
+            .map(|r| r.pid)
+    }
+
+    pub async fn start(&self, id: &str) {
+        self.containers
+            .start_container(
+                ctx(),
+                &StartContainerRequest {
+                    container_id: id.into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("start");
+    }
+
+    pub async fn run(&self, id: &str, spec: &Value) {
+        self.create(id, spec, false).await.expect("create");
+        self.start(id).await;
+    }
+
+    pub async fn read_all(&self, id: &str, exec: &str, stderr: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let req = ReadStreamRequest {
+                container_id: id.into(),
+                exec_id: exec.into(),
+                max_len: 1 << 20,
+                ..Default::default()
+            };
+            let r = if stderr {
+                self.processes.read_stderr(ctx(), &req).await
+            } else {
+                self.processes.read_stdout(ctx(), &req).await
+            }
+            .expect("read");
+            out.extend_from_slice(&r.data);
+            if r.eof {
+                return out;
+            }
+        }
+    }
+
+    pub async fn wait(&self, id: &str, exec: &str) -> ExitStatus {
+        self.processes
+            .wait_process(
+                ctx(),
+                &WaitProcessRequest {
+                    container_id: id.into(),
+                    exec_id: exec.into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("wait")
+            .exit
+            .unwrap()
+    }
+
+    pub async fn remove(&self, id: &str) {
+        self.containers
+            .remove_container(
+                ctx(),
+                &RemoveContainerRequest {
+                    container_id: id.into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("remove");
+    }
+
+    pub async fn exec(
+        &self,
+        id: &str,
+        exec: &str,
+        args: &[&str],
+        terminal: bool,
+        stdin: bool,
+    ) -> Result<u32, ttrpc::Error> {
+        let p = json!({"args": args, "cwd": "/", "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin"], "terminal": terminal});
+        let req = ExecProcessRequest {
+            container_id: id.into(),
+            exec_id: exec.into(),
+            process_json: serde_json::to_vec(&p).unwrap(),
+            terminal,
+            stdin,
+            ..Default::default()
+        };
+        self.processes
+            .exec_process(ctx(), &req)
+            .await
+            .map(|r| r.pid)
+    }
+
+    pub async fn signal(&self, id: &str, exec: &str, sig: u32) {
+        self.processes
+            .signal_process(
+                ctx(),
+                &SignalProcessRequest {
+                    container_id: id.into(),
+                    exec_id: exec.into(),
+                    signal: sig,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("signal");
+    }
+}
+
+pub fn code(e: &ttrpc::Error) -> ttrpc::Code {
+    match e {
+        ttrpc::Error::RpcStatus(s) => s.code(),
+        other => panic!("not a status: {other:?}"),
+    }
+}

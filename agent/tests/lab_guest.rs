@@ -1,0 +1,37 @@
+//! Lab test: the agent as PID 1 of the real hull guest runs containers. Boots the guest
+//! (kernel + initrd from guest/build, hull-agent as /init) with hull-vmm inside the nested-KVM
+//! lab and drives CreateSandbox, run (create, start, stdout/stderr, exit status, remove), exec
+//! and remove through the hybrid vsock socket with `hullctl`; see `lab/guest_container.sh`.
+//!
+//! Slow (minutes: lab boot, then the guest under nested KVM). Alone:
+//! `cargo test -p hull-agent --test lab_guest -- --nocapture`.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn agent_as_pid1_runs_a_container_in_the_guest() {
+    let root = common::repo_root();
+    let hullctl = common::build_bin("hullctl");
+    let vmm = common::build_bin("hull-vmm");
+    let image = hull_tests::guest_image().expect("guest/build");
+    let out_dir = root.join("target/lab-out/agent-guest");
+    let status = Command::new(root.join("lab/run"))
+        .args(["--timeout", "600", "--"])
+        .arg("bash")
+        .arg(root.join("agent/tests/lab/guest_container.sh"))
+        .arg(&vmm)
+        .arg(&hullctl)
+        .arg(&image.vmlinux)
+        .arg(&image.initrd)
+        .arg(&out_dir)
+        .current_dir(&root)
+        .status()
+        .expect("run lab/run");
+    assert!(
+        status.success(),
+        "lab checks failed ({status}); logs in {}",
+        out_dir.display()
+    );
+}
