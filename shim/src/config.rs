@@ -41,6 +41,18 @@ pub struct HullConfig {
     pub vm: VmSection,
     #[serde(default)]
     pub log: LogSection,
+    /// Test only: run pods with hull-agent on the host instead of a VM. Honoured only by a
+    /// shim built with the `host-agent-backend` feature; see `deploy/hull.toml`.
+    #[serde(default)]
+    pub host_agent: Option<HostAgentSection>,
+}
+
+/// `[host_agent]`: the test-only backend without a VM (no isolation from the host kernel).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostAgentSection {
+    /// The `hull-agent` binary to run with `--listen unix:PATH` on the host.
+    pub agent: PathBuf,
 }
 
 /// `[vm]`: what every pod VM is booted from and how big it is.
@@ -143,6 +155,14 @@ impl HullConfig {
                 return Err(invalid(
                     key,
                     format!("{} is not an absolute path", p.display()),
+                ));
+            }
+        }
+        if let Some(h) = &self.host_agent {
+            if !h.agent.is_absolute() {
+                return Err(invalid(
+                    "host_agent.agent",
+                    format!("{} is not an absolute path", h.agent.display()),
                 ));
             }
         }

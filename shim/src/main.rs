@@ -1,0 +1,11 @@
+//! `containerd-shim-hull-v2`: see `hull_shim::bootstrap`.
+
+fn main() -> anyhow::Result<()> {
+    // One thread: a shim per pod must stay small (≤ 3 MiB PSS goal), and it mostly waits.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    rt.block_on(hull_shim::bootstrap::run(&args))?;
+    Ok(())
+}
