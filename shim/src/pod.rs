@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use containerd_shim::asynchronous::io::IoTasks;
 use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use hull_proto::containers::{
     CreateContainerRequest, ListPidsRequest, RemoveContainerRequest, StartContainerRequest,
 };
@@ -137,13 +138,14 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
-/// Seconds and nanos since the epoch, for the wire timestamps.
-pub fn epoch(t: SystemTime) -> (i64, i32) {
+/// `t` as the wire timestamp of containerd's events and replies.
+pub fn timestamp(t: SystemTime) -> Timestamp {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    (
-        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    )
+    Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+        ..Default::default()
+    }
 }
 
 impl Pod {
@@ -348,21 +350,13 @@ impl Pod {
         io.shutdown().await;
         let exit = Exit { status, at: now() };
         let _ = exit_tx.send(Some(exit));
-        let (seconds, nanos) = epoch(exit.at);
         self.events
             .send(containerd_shim::protos::events::task::TaskExit {
                 container_id: id.clone(),
                 id,
                 pid,
                 exit_status: status,
-                exited_at: Some(
-                    containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp {
-                        seconds,
-                        nanos,
-                        ..Default::default()
-                    },
-                )
-                .into(),
+                exited_at: Some(timestamp(exit.at)).into(),
                 ..Default::default()
             });
     }
@@ -446,21 +440,13 @@ impl Pod {
             status: UNKNOWN_EXIT_STATUS,
             at: now(),
         });
-        let (seconds, nanos) = epoch(exit.at);
         self.events
             .send(containerd_shim::protos::events::task::TaskDelete {
                 container_id: id.to_owned(),
                 id: id.to_owned(),
                 pid: info.pid,
                 exit_status: exit.status,
-                exited_at: Some(
-                    containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp {
-                        seconds,
-                        nanos,
-                        ..Default::default()
-                    },
-                )
-                .into(),
+                exited_at: Some(timestamp(exit.at)).into(),
                 ..Default::default()
             });
         Ok(ContainerInfo {

@@ -18,7 +18,7 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::{Task, TtrpcContext, TtrpcResult};
 
 use crate::errors::ShimError;
-use crate::pod::{epoch, CreateSpec, Exit, Pod, ProcStatus, StdioPaths};
+use crate::pod::{timestamp, CreateSpec, Exit, Pod, ProcStatus, StdioPaths};
 
 #[derive(Debug, Clone)]
 pub struct TaskService {
@@ -32,15 +32,7 @@ impl TaskService {
 }
 
 fn ts(exit: Option<Exit>) -> MessageField<Timestamp> {
-    exit.map(|e| {
-        let (seconds, nanos) = epoch(e.at);
-        Timestamp {
-            seconds,
-            nanos,
-            ..Default::default()
-        }
-    })
-    .into()
+    exit.map(|e| timestamp(e.at)).into()
 }
 
 /// hull runs no exec processes yet (M3); an exec id names nothing.

@@ -237,7 +237,7 @@ fn ctr_run_output_exit_codes_and_signals_match_runc_and_leave_nothing() {
 
         // Death by signal: 128 + n.
         let id = format!("{}-sig", rt.name);
-        let mut run = c
+        let run = c
             .ctr_cmd(&run_args(rt, &id, &["sleep", "1000"]))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

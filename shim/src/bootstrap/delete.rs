@@ -4,12 +4,11 @@
 
 use std::io::Write;
 
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::{DeleteResponse, Flags};
 
 use super::{io_err, BootstrapError};
-use crate::pod::{epoch, unmount};
+use crate::pod::{timestamp, unmount};
 
 /// What a task killed with its shim reports: 128 + SIGKILL, as Kata.
 const KILLED_STATUS: u32 = 137;
@@ -17,15 +16,9 @@ const KILLED_STATUS: u32 = 137;
 pub(crate) async fn run(flags: Flags) -> Result<(), BootstrapError> {
     let bundle = super::bundle_dir(&flags)?;
     unmount(&bundle.join("rootfs"));
-    let (seconds, nanos) = epoch(std::time::SystemTime::now());
     let resp = DeleteResponse {
         exit_status: KILLED_STATUS,
-        exited_at: Some(Timestamp {
-            seconds,
-            nanos,
-            ..Default::default()
-        })
-        .into(),
+        exited_at: Some(timestamp(std::time::SystemTime::now())).into(),
         ..Default::default()
     };
     let bytes = resp.write_to_bytes().map_err(|e| BootstrapError::Io {
