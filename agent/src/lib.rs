@@ -22,5 +22,5 @@ pub mod sys;
 /// The agent's version, reported over the health service.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The guest vsock port the agent listens on (DESIGN §1).
-pub const AGENT_VSOCK_PORT: u32 = 1024;
+/// The guest vsock port the agent listens on: the wire contract's, from hull-proto.
+pub use hull_proto::AGENT_VSOCK_PORT;

@@ -13,6 +13,9 @@ use tokio::net::UnixStream;
 use ttrpc::asynchronous::transport::Socket;
 use ttrpc::asynchronous::Client;
 
+/// The guest vsock port hull-agent serves ttrpc on (DESIGN §1).
+pub const AGENT_VSOCK_PORT: u32 = 1024;
+
 /// Longest reply line accepted; `OK 4294967295` fits with room to spare.
 const MAX_REPLY: usize = 64;
 

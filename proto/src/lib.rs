@@ -37,7 +37,7 @@ pub use protobuf;
 pub use ttrpc;
 
 pub mod connect;
-pub use connect::{connect_agent, connect_stream, ConnectError};
+pub use connect::{connect_agent, connect_stream, ConnectError, AGENT_VSOCK_PORT};
 
 /// Version of the wire protocol defined here; see the crate docs for when it changes.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -70,6 +70,61 @@ pub fn guest_image() -> Result<GuestImage, SuiteError> {
     })
 }
 
+/// Builds (or finds in the cache) virtiofsd with `scripts/ensure-virtiofsd`.
+pub fn virtiofsd() -> Result<PathBuf, SuiteError> {
+    let script = repo_root().join("scripts/ensure-virtiofsd");
+    let cmd = script.display().to_string();
+    let out = Command::new(&script)
+        .output()
+        .map_err(|source| SuiteError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
+    check(&cmd, &out)?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("virtiofsd="))
+        .map(PathBuf::from)
+        .ok_or_else(|| SuiteError::MissingKey {
+            cmd,
+            key: "virtiofsd".into(),
+        })
+}
+
+/// Builds the workspace binary `name` (debug profile) and returns its path: lab tests need
+/// other packages' binaries, which cargo does not build for a crate's tests. The test binary
+/// calling this lives in `target/debug/deps`; binaries are one level up.
+pub fn build_bin(name: &str) -> Result<PathBuf, SuiteError> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let cmd = format!("cargo build --locked --bin {name}");
+    let out = Command::new(cargo)
+        .args(["build", "--locked", "--bin", name])
+        .current_dir(repo_root())
+        .output()
+        .map_err(|source| SuiteError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
+    check(&cmd, &out)?;
+    let exe = std::env::current_exe().map_err(|source| SuiteError::Spawn {
+        cmd: cmd.clone(),
+        source,
+    })?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join(name))
+        .unwrap_or_else(|| PathBuf::from(name));
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(SuiteError::MissingKey {
+            cmd,
+            key: format!("binary {}", bin.display()),
+        })
+    }
+}
+
 fn check(cmd: &str, out: &Output) -> Result<(), SuiteError> {
     if out.status.success() {
         return Ok(());

@@ -18,6 +18,7 @@ use crate::device_manager::MmioAllocator;
 use crate::devices::blk::Block;
 use crate::devices::legacy::{self, BootTimer, SerialConsole, I8042};
 use crate::devices::rng::Rng;
+use crate::devices::vhost_user_fs::VhostUserFs;
 use crate::devices::virtio::{IrqTrigger, MmioTransport, VirtioDevice};
 use crate::devices::vsock::{Muxer, Vsock};
 use crate::exit::VmExit;
@@ -53,6 +54,8 @@ pub enum BuildError {
     Bus(#[from] crate::device_manager::bus::BusError),
     #[error(transparent)]
     Vsock(#[from] crate::devices::vsock::muxer::MuxerError),
+    #[error(transparent)]
+    Fs(#[from] crate::devices::vhost_user_fs::FsError),
     #[error("{what} {path}: {source}")]
     File {
         what: &'static str,
@@ -222,6 +225,10 @@ pub fn build_and_boot(config: &VmConfig, host: HostKvm) -> Result<Vmm, BuildErro
         let blk =
             Block::new(&d.path, d.read_only).map_err(file_err("cannot open disk", &d.path))?;
         parts.attach(blk)?;
+    }
+    // The back end (virtiofsd) must already listen: a VM whose share is missing is useless.
+    for f in &config.fs {
+        parts.attach(VhostUserFs::connect(&f.socket, &f.tag, exit.clone())?)?;
     }
     if config.rng {
         parts.attach(Rng::new()?)?;

@@ -64,6 +64,41 @@ impl std::str::FromStr for DiskConfig {
     }
 }
 
+/// virtio-fs served by a vhost-user back end (virtiofsd) listening on `socket`; the guest
+/// mounts it by `tag`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsConfig {
+    pub socket: PathBuf,
+    #[serde(default = "default_fs_tag")]
+    pub tag: String,
+}
+
+/// The tag hull's guest agent mounts (`agent/src/storage.rs`).
+pub const DEFAULT_FS_TAG: &str = "hull";
+
+fn default_fs_tag() -> String {
+    DEFAULT_FS_TAG.to_string()
+}
+
+impl std::str::FromStr for FsConfig {
+    type Err = ConfigError;
+    /// `SOCKET[,tag=TAG]`
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let (socket, tag) = match s.rsplit_once(",tag=") {
+            Some((p, t)) => (p, t.to_string()),
+            None => (s, default_fs_tag()),
+        };
+        if socket.is_empty() {
+            return Err(ConfigError::Invalid("--fs needs SOCKET[,tag=TAG]".into()));
+        }
+        Ok(FsConfig {
+            socket: PathBuf::from(socket),
+            tag,
+        })
+    }
+}
+
 /// Hybrid vsock: guest CID and host Unix socket path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VsockConfig {
@@ -88,6 +123,8 @@ pub struct VmConfig {
     pub vsock: Option<VsockConfig>,
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    #[serde(default)]
+    pub fs: Vec<FsConfig>,
     #[serde(default = "default_true")]
     pub rng: bool,
     #[serde(default)]
@@ -128,6 +165,7 @@ impl Default for VmConfig {
             mem_mib: 128,
             vsock: None,
             disks: vec![],
+            fs: vec![],
             rng: true,
             console: ConsoleConfig::Stdout,
             boot_timer: false,
@@ -167,6 +205,23 @@ impl VmConfig {
                 return bad("vsock uds path is empty");
             }
         }
+        let mut tags = std::collections::HashSet::new();
+        for f in &self.fs {
+            if f.socket.as_os_str().is_empty() {
+                return bad("fs socket path is empty");
+            }
+            // The guest reads the tag up to the first NUL of a 36-byte field.
+            let max = crate::devices::vhost_user_fs::TAG_LEN;
+            if f.tag.is_empty() || f.tag.len() > max || f.tag.contains('\0') {
+                return bad(&format!(
+                    "fs tag {:?} must be 1..={max} bytes without NUL",
+                    f.tag
+                ));
+            }
+            if !tags.insert(f.tag.as_str()) {
+                return bad(&format!("fs tag {:?} is used twice", f.tag));
+            }
+        }
         if self.cmdline.len() >= crate::arch::CMDLINE_MAX_SIZE - 256 {
             return bad("command line too long");
         }
@@ -188,6 +243,19 @@ mod tests {
             }
         );
         assert!(!"a,b.img".parse::<DiskConfig>().unwrap().read_only);
+        assert_eq!(
+            "/run/v.sock".parse::<FsConfig>().unwrap(),
+            FsConfig {
+                socket: "/run/v.sock".into(),
+                tag: "hull".into()
+            }
+        );
+        let f = "/a,b.sock,tag=share".parse::<FsConfig>().unwrap();
+        assert_eq!(
+            (f.socket.to_str(), f.tag.as_str()),
+            (Some("/a,b.sock"), "share")
+        );
+        assert!(",tag=x".parse::<FsConfig>().is_err());
         assert_eq!("off".parse::<ConsoleConfig>().unwrap(), ConsoleConfig::Off);
         assert_eq!(
             "/x".parse::<ConsoleConfig>().unwrap(),
@@ -209,6 +277,25 @@ mod tests {
             cid: 2,
         });
         assert!(c.validate().is_err());
+        c.vsock = None;
+        c.fs = vec!["/s".parse().unwrap()];
+        c.validate().unwrap();
+        for bad_tag in ["", &"x".repeat(37), "a\0b"] {
+            c.fs[0].tag = bad_tag.to_string();
+            assert!(c.validate().is_err(), "{bad_tag:?}");
+        }
+        c.fs[0].tag = "x".repeat(36);
+        c.validate().unwrap();
+        c.fs.push(c.fs[0].clone());
+        assert!(c.validate().is_err(), "duplicate tag");
+        c.fs = vec![FsConfig {
+            socket: "".into(),
+            tag: "hull".into(),
+        }];
+        assert!(c.validate().is_err());
+        let j = r#"{"kernel":"/k","fs":[{"socket":"/s"}]}"#;
+        let c: VmConfig = serde_json::from_str(j).unwrap();
+        assert_eq!(c.fs[0].tag, "hull");
         let j = r#"{"kernel":"/k","vcpus":2,"bogus":1}"#;
         assert!(serde_json::from_str::<VmConfig>(j).is_err());
     }

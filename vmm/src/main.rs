@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use hull_vmm::api::server::{serve_pending, ApiServer, ApiSubscriber};
 use hull_vmm::api::{Controller, VmmAction};
-use hull_vmm::config::{ConsoleConfig, DiskConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE};
+use hull_vmm::config::{
+    ConsoleConfig, DiskConfig, FsConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE,
+};
 use hull_vmm::exit::ExitReason;
 use hull_vmm::metrics::METRICS;
 use hull_vmm::{metrics, seccomp, vmm};
@@ -26,6 +28,9 @@ struct Args {
     initrd: Option<PathBuf>,
     #[arg(long, default_value = DEFAULT_CMDLINE)]
     cmdline: String,
+    /// Appended to --cmdline (the shim adds an operator's kernel_params to the default).
+    #[arg(long)]
+    cmdline_append: Option<String>,
     #[arg(long, default_value_t = 1)]
     vcpus: u8,
     #[arg(long, default_value_t = 128)]
@@ -38,6 +43,10 @@ struct Args {
     /// Raw disk image, PATH[,ro]; repeatable.
     #[arg(long)]
     disk: Vec<DiskConfig>,
+    /// virtio-fs served by a vhost-user back end (virtiofsd) listening on SOCKET; the guest
+    /// mounts it by TAG (default "hull"). SOCKET[,tag=TAG]; repeatable.
+    #[arg(long)]
+    fs: Vec<FsConfig>,
     /// FILE|stdout|off
     #[arg(long, default_value = "stdout")]
     console: ConsoleConfig,
@@ -73,7 +82,12 @@ impl Args {
         VmConfig {
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
-            cmdline: self.cmdline.clone(),
+            cmdline: match &self.cmdline_append {
+                Some(extra) if !extra.trim().is_empty() => {
+                    format!("{} {}", self.cmdline, extra.trim())
+                }
+                _ => self.cmdline.clone(),
+            },
             vcpus: self.vcpus,
             mem_mib: self.mem_mib,
             vsock: self
@@ -81,6 +95,7 @@ impl Args {
                 .clone()
                 .map(|uds| VsockConfig { uds, cid: self.cid }),
             disks: self.disk.clone(),
+            fs: self.fs.clone(),
             rng: !self.no_rng,
             console: self.console.clone(),
             boot_timer: self.boot_timer,

@@ -65,7 +65,7 @@ const COMMON: &[i64] = &[
 ];
 
 /// The VMM thread: epoll loop, eventfds, timerfd, device files, vsock Unix sockets, API
-/// socket, vCPU control (tgkill), teardown.
+/// socket, the vhost-user (virtio-fs) back end's socket, vCPU control (tgkill), teardown.
 const VMM: &[i64] = &[
     libc::SYS_read,
     libc::SYS_readv,
@@ -82,6 +82,9 @@ const VMM: &[i64] = &[
     libc::SYS_shutdown,
     libc::SYS_recvfrom,
     libc::SYS_sendto,
+    // vhost-user messages: guest memory, eventfds and irqfds travel as SCM_RIGHTS.
+    libc::SYS_sendmsg,
+    libc::SYS_recvmsg,
     libc::SYS_setsockopt,
     libc::SYS_getsockopt,
     libc::SYS_fcntl,
@@ -361,6 +364,25 @@ mod tests {
             unsafe { libc::syscall(libc::SYS_socket, 1, 1, 0) };
         };
         assert_eq!(in_filtered_child(ThreadKind::Vcpu, socket), 31);
+    }
+
+    #[test]
+    fn vhost_user_messages_only_from_the_vmm_thread() {
+        // sendmsg/recvmsg on a bad fd: EBADF for the VMM thread (and before boot), SIGSYS for
+        // a vCPU thread, which never talks to the back end.
+        let sendmsg = || {
+            // SAFETY: fd -1 fails before the (null) header is read.
+            unsafe { libc::syscall(libc::SYS_sendmsg, -1, 0usize, 0) };
+        };
+        let recvmsg = || {
+            // SAFETY: as above.
+            unsafe { libc::syscall(libc::SYS_recvmsg, -1, 0usize, 0) };
+        };
+        for f in [sendmsg, recvmsg] {
+            assert_eq!(in_filtered_child(ThreadKind::Vmm, f), 0);
+            assert_eq!(in_filtered_child(ThreadKind::PreBoot, f), 0);
+            assert_eq!(in_filtered_child(ThreadKind::Vcpu, f), 31);
+        }
     }
 
     #[test]

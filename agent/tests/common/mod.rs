@@ -19,25 +19,9 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the binary `name` of this workspace (debug profile) and returns its path; lab
-/// tests need other packages' binaries, which cargo does not build for this crate's tests.
+/// Builds the workspace binary `name` (debug) and returns its path.
 pub fn build_bin(name: &str) -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--locked", "--bin", name])
-        .current_dir(repo_root())
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build --bin {name} failed");
-    // The test binary lives in target/debug/deps; binaries one level up.
-    let exe = std::env::current_exe().expect("current_exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join(name);
-    assert!(bin.exists(), "{} missing after cargo build", bin.display());
-    bin
+    hull_tests::build_bin(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs `lab/run --timeout SECS -- args...` and returns its status; output goes to ours.

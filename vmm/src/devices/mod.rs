@@ -3,5 +3,6 @@
 pub mod blk;
 pub mod legacy;
 pub mod rng;
+pub mod vhost_user_fs;
 pub mod virtio;
 pub mod vsock;

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use virtio_queue::QueueT;
 
-use super::{IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{IrqTrigger, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1};
 use crate::device_manager::bus::{lock, BusDevice};
 use crate::vstate::memory::GuestMemoryMmap;
 
@@ -108,6 +108,7 @@ impl MmioTransport {
                 .queues()
                 .get(self.queue_select as usize)
                 .map_or(0, |q| u32::from(q.ready())),
+            0x060 if dev.interrupt_status_always_vring() => self.irq.status() | INT_VRING,
             0x060 => self.irq.status(),
             0x070 => self.status,
             0x0fc => self.config_generation,
@@ -298,6 +299,55 @@ pub(crate) mod tests {
         drive_to_ok(&mut t, &[(0xffff_0000_0000, 0x2000, 0x3000, 16)]);
         assert!(!lock(&dev).is_activated());
         assert_ne!(r(&mut t, 0x70) & STATUS_NEEDS_RESET, 0);
+    }
+
+    /// A device whose back end raises the irqfd without touching the status bits.
+    struct VhostUserLike(crate::devices::virtio::DeviceState);
+    impl VirtioDevice for VhostUserLike {
+        fn device_type(&self) -> u32 {
+            26
+        }
+        fn state(&self) -> &crate::devices::virtio::DeviceState {
+            &self.0
+        }
+        fn state_mut(&mut self) -> &mut crate::devices::virtio::DeviceState {
+            &mut self.0
+        }
+        fn read_config(&self, _: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn metrics(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn interrupt_status_always_vring(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn interrupt_status_for_vhost_user_devices_always_has_vring() {
+        use crate::devices::virtio::{DeviceState, INT_CONFIG};
+        let mem = memory::create(16 << 20).unwrap();
+        let irq = Arc::new(IrqTrigger::new(EventFd::new(0).unwrap()));
+        let dev = Arc::new(Mutex::new(VhostUserLike(
+            DeviceState::new(2, 16, 0).unwrap(),
+        )));
+        let mut t = MmioTransport::new(dev, mem.clone(), irq.clone());
+        assert_eq!(r(&mut t, 0x60), INT_VRING);
+        // Acking changes nothing: the next interrupt still has to be looked at.
+        w(&mut t, 0x64, INT_VRING);
+        assert_eq!(r(&mut t, 0x60), INT_VRING);
+        irq.trigger(INT_CONFIG);
+        assert_eq!(r(&mut t, 0x60), INT_VRING | INT_CONFIG);
+        w(&mut t, 0x64, INT_CONFIG);
+        assert_eq!(r(&mut t, 0x60), INT_VRING);
+        // Other devices report exactly what they raised.
+        let rng = Arc::new(Mutex::new(Rng::new().unwrap()));
+        let irq = Arc::new(IrqTrigger::new(EventFd::new(0).unwrap()));
+        let mut t = MmioTransport::new(rng, mem, irq.clone());
+        assert_eq!(r(&mut t, 0x60), 0);
+        irq.trigger(INT_CONFIG);
+        assert_eq!(r(&mut t, 0x60), INT_CONFIG);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
 pub const TYPE_VSOCK: u32 = 19;
+pub const TYPE_FS: u32 = 26;
 
 /// Interrupt status bits.
 pub const INT_VRING: u32 = 0x1;
@@ -162,6 +163,11 @@ pub trait VirtioDevice: Send {
     }
     fn is_activated(&self) -> bool {
         self.state().active.is_some()
+    }
+    /// A vhost-user device's back end raises the irqfd itself and cannot set
+    /// [`IrqTrigger`]'s status bits, so the transport reports VRING on every read.
+    fn interrupt_status_always_vring(&self) -> bool {
+        false
     }
 }
 
