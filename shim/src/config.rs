@@ -41,6 +41,8 @@ pub struct HullConfig {
     pub vm: VmSection,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub virtiofs: VirtiofsSection,
     /// Test only: run pods with hull-agent on the host instead of a VM. Honoured only by a
     /// shim built with the `host-agent-backend` feature; see `deploy/hull.toml`.
     #[serde(default)]
@@ -80,6 +82,47 @@ pub struct VmSection {
     /// Seconds from exec of hull-vmm until the agent must answer its health check.
     #[serde(default = "default_boot_timeout_secs")]
     pub boot_timeout_secs: u32,
+}
+
+/// `[virtiofs]`: the per-pod virtiofsd that serves the pod's share (DESIGN §1).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtiofsSection {
+    /// The `virtiofsd` binary (vhost-user back end).
+    #[serde(default = "default_virtiofsd")]
+    pub virtiofsd: PathBuf,
+    /// virtiofsd `--cache`: `auto`, `always`, `metadata` or `never`.
+    #[serde(default = "default_cache")]
+    pub cache: String,
+    /// virtiofsd `--sandbox`: `namespace` (its own pid/mount/net namespaces, pivot_root into
+    /// the share) or `chroot` (where namespaces are unavailable). `none` is refused.
+    #[serde(default = "default_sandbox")]
+    pub sandbox: String,
+    /// virtiofsd `--thread-pool-size`; 0 serves requests on the vring thread, which uses
+    /// the least memory per pod.
+    #[serde(default)]
+    pub thread_pool_size: u32,
+}
+
+impl Default for VirtiofsSection {
+    fn default() -> Self {
+        VirtiofsSection {
+            virtiofsd: default_virtiofsd(),
+            cache: default_cache(),
+            sandbox: default_sandbox(),
+            thread_pool_size: 0,
+        }
+    }
+}
+
+fn default_virtiofsd() -> PathBuf {
+    PathBuf::from("/usr/local/libexec/hull/virtiofsd")
+}
+fn default_cache() -> String {
+    "auto".to_owned()
+}
+fn default_sandbox() -> String {
+    "namespace".to_owned()
 }
 
 /// `[log]`.
@@ -157,6 +200,33 @@ impl HullConfig {
                     format!("{} is not an absolute path", p.display()),
                 ));
             }
+        }
+        if !self.virtiofs.virtiofsd.is_absolute() {
+            return Err(invalid(
+                "virtiofs.virtiofsd",
+                format!(
+                    "{} is not an absolute path",
+                    self.virtiofs.virtiofsd.display()
+                ),
+            ));
+        }
+        if !["auto", "always", "metadata", "never"].contains(&self.virtiofs.cache.as_str()) {
+            return Err(invalid(
+                "virtiofs.cache",
+                format!(
+                    "{:?} is not one of auto, always, metadata, never",
+                    self.virtiofs.cache
+                ),
+            ));
+        }
+        if !["namespace", "chroot"].contains(&self.virtiofs.sandbox.as_str()) {
+            return Err(invalid(
+                "virtiofs.sandbox",
+                format!(
+                    "{:?} is not namespace or chroot (virtiofsd must not run unsandboxed)",
+                    self.virtiofs.sandbox
+                ),
+            ));
         }
         if let Some(h) = &self.host_agent {
             if !h.agent.is_absolute() {
@@ -252,6 +322,10 @@ initrd = "/usr/local/share/hull/initrd.cpio.gz"
             "overhead_memory_mib",
             "boot_timeout_secs",
             "level",
+            "virtiofsd",
+            "cache",
+            "sandbox",
+            "thread_pool_size",
         ] {
             assert!(
                 text.lines()
@@ -282,6 +356,12 @@ initrd = "/usr/local/share/hull/initrd.cpio.gz"
             ("default_memory_mib = 16", "vm.default_memory_mib"),
             ("boot_timeout_secs = 0", "vm.boot_timeout_secs"),
             ("kernel_params = \"quiet init=/bin/sh\"", "vm.kernel_params"),
+            ("[virtiofs]\nsandbox = \"none\"", "virtiofs.sandbox"),
+            ("[virtiofs]\ncache = \"fast\"", "virtiofs.cache"),
+            (
+                "[virtiofs]\nvirtiofsd = \"virtiofsd\"",
+                "virtiofs.virtiofsd",
+            ),
         ];
         for (line, key) in cases {
             let e = parse(&format!("{MINIMAL}{line}\n")).unwrap_err();

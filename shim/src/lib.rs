@@ -9,6 +9,7 @@ pub mod errors;
 pub mod events;
 pub mod options;
 pub mod pod;
+pub mod share;
 pub mod sizing;
 pub mod spec;
 pub mod stdio;

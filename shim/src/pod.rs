@@ -26,6 +26,8 @@ use crate::stdio::{self, ProcRef};
 
 /// Exit status of a process whose fate is unknown (agent or VM gone), as Kata.
 pub const UNKNOWN_EXIT_STATUS: u32 = 255;
+/// Bound on the pod teardown at Shutdown (VMM stop 10 s + virtiofsd 5 s + unmounts).
+const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Agent RPC deadline for everything but waits and stream reads.
 const RPC_TIMEOUT_NS: i64 = 30_000_000_000;
 
@@ -169,16 +171,24 @@ impl Pod {
         self.containers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn backend(&self) -> Result<&dyn PodBackend, ShimError> {
+    /// The pod's backend; the first Create (the sandbox's, `bundle`) launches it.
+    async fn launch(&self, bundle: &Path) -> Result<&dyn PodBackend, ShimError> {
         let b = self
             .backend
-            .get_or_try_init(|| backend::launch(&self.cfg, &self.sandbox_id))
+            .get_or_try_init(|| backend::launch(&self.cfg, &self.sandbox_id, bundle))
             .await?;
         Ok(b.as_ref())
     }
 
-    async fn clients(&self) -> Result<(ContainersClient, ProcessesClient), ShimError> {
-        let c = self.backend().await?.agent();
+    fn backend(&self) -> Result<&dyn PodBackend, ShimError> {
+        self.backend
+            .get()
+            .map(AsRef::as_ref)
+            .ok_or_else(|| ShimError::FailedPrecondition("the pod has no VM yet".into()))
+    }
+
+    fn clients(&self) -> Result<(ContainersClient, ProcessesClient), ShimError> {
+        let c = self.backend()?.agent();
         Ok((ContainersClient::new(c.clone()), ProcessesClient::new(c)))
     }
 
@@ -246,21 +256,25 @@ impl Pod {
         ),
         ShimError,
     > {
-        let oci = crate::spec::for_host_agent(&spec.bundle, root)?;
-        let (containers, processes) = self.clients().await?;
+        let b = self.launch(&spec.bundle).await?;
+        let prepared = b.prepare_container(&spec.id, &spec.bundle, root).await?;
+        let (containers, processes) = self.clients()?;
         let req = CreateContainerRequest {
             container_id: spec.id.clone(),
             exec_id: String::new(),
-            oci_spec_json: oci,
+            oci_spec_json: prepared.spec_json,
+            storages: prepared.storages,
             terminal: spec.stdio.terminal,
             stdin: !spec.stdio.stdin.is_empty(),
             ..Default::default()
         };
-        let pid = containers
-            .create_container(ctx(), &req)
-            .await
-            .map_err(ShimError::agent(format!("create container {}", spec.id)))?
-            .pid;
+        let pid = match containers.create_container(ctx(), &req).await {
+            Ok(r) => b.task_pid(r.pid),
+            Err(e) => {
+                b.release_container(&spec.id).await;
+                return Err(ShimError::agent(format!("create container {}", spec.id))(e));
+            }
+        };
         let io = IoTasks::default();
         let p = ProcRef {
             container_id: spec.id.clone(),
@@ -270,6 +284,7 @@ impl Pod {
         if let Err(e) = stdio::connect(&io, &processes, &p, &s.stdin, &s.stdout, &s.stderr) {
             io.abort().await;
             let _ = remove_in_agent(&containers, &spec.id).await;
+            b.release_container(&spec.id).await;
             return Err(e);
         }
         let (tx, rx) = watch::channel(None);
@@ -293,7 +308,7 @@ impl Pod {
             })?;
             (c.pid, c.io.clone(), tx)
         };
-        let (containers, processes) = self.clients().await?;
+        let (containers, processes) = self.clients()?;
         let req = StartContainerRequest {
             container_id: id.to_owned(),
             ..Default::default()
@@ -337,13 +352,24 @@ impl Pod {
             exec_id: String::new(),
             ..Default::default()
         };
-        let status = match processes
-            .wait_process(ttrpc::context::Context::default(), &req)
-            .await
-        {
-            Ok(r) => r.exit.as_ref().map_or(UNKNOWN_EXIT_STATUS, |e| e.status),
-            Err(e) => {
-                tracing::error!(%id, "wait: {e}");
+        let wait = processes.wait_process(ttrpc::context::Context::default(), &req);
+        let died = async {
+            match self.backend.get() {
+                Some(b) => b.died().await,
+                None => std::future::pending().await,
+            }
+        };
+        let status = tokio::select! {
+            r = wait => match r {
+                Ok(r) => r.exit.as_ref().map_or(UNKNOWN_EXIT_STATUS, |e| e.status),
+                Err(e) => {
+                    tracing::error!(%id, "wait: {e}");
+                    UNKNOWN_EXIT_STATUS
+                }
+            },
+            // A dead VM answers no wait: every process of the pod ends with 255 (as Kata).
+            () = died => {
+                tracing::error!(%id, "the pod VM ended; reporting exit status {UNKNOWN_EXIT_STATUS}");
                 UNKNOWN_EXIT_STATUS
             }
         };
@@ -383,7 +409,7 @@ impl Pod {
         if info.exit.is_some() {
             return Err(ShimError::NotFound(format!("process of {id} (exited)")));
         }
-        let (_, processes) = self.clients().await?;
+        let (_, processes) = self.clients()?;
         let req = SignalProcessRequest {
             container_id: id.to_owned(),
             exec_id: String::new(),
@@ -409,7 +435,7 @@ impl Pod {
 
     pub async fn do_pids(&self, id: &str) -> Result<Vec<u32>, ShimError> {
         self.info(id)?;
-        let (containers, _) = self.clients().await?;
+        let (containers, _) = self.clients()?;
         let req = ListPidsRequest {
             container_id: id.to_owned(),
             ..Default::default()
@@ -429,12 +455,16 @@ impl Pod {
                 "container {id} is running; kill it first"
             )));
         }
-        let (containers, _) = self.clients().await?;
-        remove_in_agent(&containers, id).await?;
+        let b = self.backend()?;
+        if b.alive() {
+            let (containers, _) = self.clients()?;
+            remove_in_agent(&containers, id).await?;
+        }
         let c = self.lock().remove(id);
         if let Some(c) = c {
             c.io.abort().await;
         }
+        b.release_container(id).await;
         unmount(&info.bundle.join("rootfs"));
         let exit = info.exit.unwrap_or(Exit {
             status: UNKNOWN_EXIT_STATUS,
@@ -460,11 +490,22 @@ impl Pod {
         if !self.lock().is_empty() {
             return Ok(());
         }
-        if let Some(b) = self.backend.get() {
-            b.shutdown().await?;
+        // The shim exits even if teardown fails or hangs: a shim left serving an empty pod
+        // is a leak nobody will clean (containerd gave up on it after its 3 s deadline).
+        let result = match self.backend.get() {
+            Some(b) => match tokio::time::timeout(SHUTDOWN_TIMEOUT, b.shutdown()).await {
+                Ok(r) => r.map_err(ShimError::from),
+                Err(_) => Err(ShimError::FailedPrecondition(format!(
+                    "pod teardown did not finish within {SHUTDOWN_TIMEOUT:?}"
+                ))),
+            },
+            None => Ok(()),
+        };
+        if let Err(e) = &result {
+            tracing::error!("shutdown: {e}");
         }
         self.exit_signal.signal();
-        Ok(())
+        result
     }
 }
 

@@ -1,30 +1,122 @@
-//! The bundle's OCI spec, rewritten for the agent. In host-agent mode the agent sees the host
-//! filesystem, so the rootfs stays the bundle's; what the agent places itself (cgroups) or
-//! must never run (host hooks) is dropped. The VM rewrite (plan §3) extends this.
+//! The bundle's OCI spec, rewritten for the agent. What the agent places itself (cgroups) or
+//! must never run (host hooks) is dropped in both modes. In host-agent mode the agent sees the
+//! host filesystem, so the rootfs stays the bundle's. For a VM (plan §3) every host path is
+//! replaced by its guest path in the pod's virtio-fs share, and host namespace paths go.
 
 use std::path::Path;
 
 use serde_json::Value;
 
 use crate::errors::ShimError;
+use crate::share::{guest_rootfs, Share};
 
-/// Reads `<bundle>/config.json` and returns the JSON the agent gets.
-pub fn for_host_agent(bundle: &Path, rootfs: &Path) -> Result<Vec<u8>, ShimError> {
+/// Reads `<bundle>/config.json`.
+pub fn read(bundle: &Path) -> Result<Value, ShimError> {
     let path = bundle.join("config.json");
     let text = std::fs::read(&path).map_err(|source| ShimError::Io {
         context: format!("read {}", path.display()),
         source,
     })?;
-    let mut spec: Value = serde_json::from_slice(&text)
-        .map_err(|e| ShimError::InvalidArgument(format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| ShimError::InvalidArgument(format!("{}: {e}", path.display())))
+}
+
+/// Reads `<bundle>/config.json` and returns the JSON the agent gets.
+pub fn for_host_agent(bundle: &Path, rootfs: &Path) -> Result<Vec<u8>, ShimError> {
+    let mut spec = read(bundle)?;
     rewrite(&mut spec, rootfs)?;
+    host_only_resources(&mut spec);
     serde_json::to_vec(&spec).map_err(|e| ShimError::InvalidArgument(e.to_string()))
 }
 
+/// Host mode only: a hybrid (v1) host's cgroup v2 tree has no cpu/memory controllers to
+/// enforce limits with, and host-mode pods are test fixtures. A VM enforces them.
+fn host_only_resources(spec: &mut Value) {
+    if let Some(linux) = spec.get_mut("linux").and_then(Value::as_object_mut) {
+        linux.remove("resources");
+    }
+}
+
+/// The spec for container `cid` in a VM: the rootfs at its guest mount point, every bind
+/// mount's host source bound into `share` (the caller releases the container's share
+/// entries if this fails).
+pub fn for_vm(bundle: &Path, cid: &str, share: &Share) -> Result<Vec<u8>, ShimError> {
+    let mut spec = read(bundle)?;
+    rewrite(&mut spec, &guest_rootfs(cid))?;
+    share_binds(&mut spec, cid, share)?;
+    guest_namespaces(&mut spec);
+    let obj = spec.as_object_mut().ok_or_else(not_object)?;
+    // Host LSM labels mean nothing to the guest kernel, which has neither LSM.
+    if let Some(p) = obj.get_mut("process").and_then(Value::as_object_mut) {
+        p.remove("apparmorProfile");
+        p.remove("selinuxLabel");
+    }
+    if let Some(linux) = obj.get_mut("linux").and_then(Value::as_object_mut) {
+        linux.remove("mountLabel");
+    }
+    serde_json::to_vec(&spec).map_err(|e| ShimError::InvalidArgument(e.to_string()))
+}
+
+fn not_object() -> ShimError {
+    ShimError::InvalidArgument("OCI spec is not a JSON object".into())
+}
+
+fn is_bind(m: &Value) -> bool {
+    m.get("type").and_then(Value::as_str) == Some("bind")
+        || m.get("options").and_then(Value::as_array).is_some_and(|o| {
+            o.iter()
+                .any(|x| matches!(x.as_str(), Some("bind" | "rbind")))
+        })
+}
+
+fn is_read_only(m: &Value) -> bool {
+    m.get("options")
+        .and_then(Value::as_array)
+        .is_some_and(|o| o.iter().any(|x| x.as_str() == Some("ro")))
+}
+
+/// Bind mounts name host paths: each source is bound into the share and the spec points at
+/// its guest path.
+fn share_binds(spec: &mut Value, cid: &str, share: &Share) -> Result<(), ShimError> {
+    let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
+    for (n, m) in mounts.iter_mut().enumerate() {
+        if !is_bind(m) {
+            continue;
+        }
+        let source = m
+            .get("source")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ShimError::InvalidArgument(format!("bind mount {n} has no source")))?
+            .to_owned();
+        let guest = share
+            .bind_mount(cid, n, Path::new(&source), is_read_only(m))
+            .map_err(|e| ShimError::InvalidArgument(format!("mount {n}: {e}")))?;
+        m["source"] = Value::String(guest.display().to_string());
+    }
+    Ok(())
+}
+
+/// Namespaces given by a host path (`/proc/<pid>/ns/...`, CNI's netns file) cannot be joined
+/// in the guest. The entry is dropped, so the container shares the agent's namespace of that
+/// type, which is the pod's: the pod NIC lives in the agent's network namespace, and CRI
+/// gives a path exactly when a namespace is shared with the pod sandbox.
+fn guest_namespaces(spec: &mut Value) {
+    if let Some(ns) = spec
+        .pointer_mut("/linux/namespaces")
+        .and_then(Value::as_array_mut)
+    {
+        ns.retain(|n| {
+            n.get("path")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        });
+    }
+}
+
 fn rewrite(spec: &mut Value, rootfs: &Path) -> Result<(), ShimError> {
-    let obj = spec
-        .as_object_mut()
-        .ok_or_else(|| ShimError::InvalidArgument("OCI spec is not a JSON object".into()))?;
+    let obj = spec.as_object_mut().ok_or_else(not_object)?;
     // containerd writes a relative "rootfs"; the agent runs elsewhere.
     let root = obj
         .entry("root")
@@ -35,9 +127,6 @@ fn rewrite(spec: &mut Value, rootfs: &Path) -> Result<(), ShimError> {
     if let Some(linux) = obj.get_mut("linux").and_then(Value::as_object_mut) {
         // The agent places container cgroups under its own parent.
         linux.remove("cgroupsPath");
-        // Host mode only: a hybrid (v1) host's cgroup v2 tree has no cpu/memory controllers
-        // to enforce limits with, and host-mode pods are test fixtures. A VM enforces them.
-        linux.remove("resources");
     }
     Ok(())
 }
@@ -56,9 +145,34 @@ mod tests {
             "linux": {"cgroupsPath": "/default/c1", "resources": {"cpu": {"shares": 2}}, "namespaces": [{"type": "pid"}]}
         });
         rewrite(&mut s, Path::new("/b/rootfs")).expect("rewrite");
+        host_only_resources(&mut s);
         assert_eq!(s["root"], json!({"path": "/b/rootfs", "readonly": false}));
         assert!(s.get("hooks").is_none());
         assert_eq!(s["linux"], json!({"namespaces": [{"type": "pid"}]}));
         assert!(rewrite(&mut json!([1]), Path::new("/r")).is_err());
+    }
+
+    #[test]
+    fn host_namespace_paths_are_dropped_and_new_namespaces_kept() {
+        let mut s = json!({"linux": {"namespaces": [
+            {"type": "pid"}, {"type": "network", "path": "/var/run/netns/cni-1"},
+            {"type": "ipc", "path": "/proc/42/ns/ipc"}, {"type": "mount", "path": ""}
+        ]}});
+        guest_namespaces(&mut s);
+        assert_eq!(
+            s["linux"]["namespaces"],
+            json!([{"type": "pid"}, {"type": "mount", "path": ""}])
+        );
+    }
+
+    #[test]
+    fn bind_and_read_only_are_recognised() {
+        assert!(is_bind(&json!({"type": "bind", "source": "/a"})));
+        assert!(is_bind(
+            &json!({"type": "none", "options": ["rbind", "ro"]})
+        ));
+        assert!(!is_bind(&json!({"type": "tmpfs", "source": "tmpfs"})));
+        assert!(is_read_only(&json!({"options": ["rbind", "ro"]})));
+        assert!(!is_read_only(&json!({"options": ["rbind", "rw"]})));
     }
 }

@@ -10,10 +10,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::process::{Child, Command};
-use tokio::sync::Mutex;
+use tokio::process::Command;
 
-use super::{BackendError, PodBackend};
+use super::child::Supervised;
+use super::{BackendError, PodBackend, Prepared};
+use crate::errors::ShimError;
 
 /// How long the agent may take to listen; it is a local process, so this is generous.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -23,7 +24,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct HostAgent {
     dir: PathBuf,
     cgroup_parent: PathBuf,
-    child: Mutex<Option<Child>>,
+    child: Supervised,
     client: ttrpc::asynchronous::Client,
 }
 
@@ -40,13 +41,8 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> BackendError {
     move |source| BackendError::Io { context, source }
 }
 
-/// The cgroup v2 mount: `/sys/fs/cgroup` on a unified host, `/sys/fs/cgroup/unified` on a
-/// hybrid one such as this lab host.
 fn cgroup2_root() -> Result<PathBuf, BackendError> {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("cgroup.subtree_control").exists())
+    super::cgroup::cgroup2_root()
         .ok_or_else(|| BackendError::AgentStart("no cgroup v2 hierarchy on this host".into()))
 }
 
@@ -63,7 +59,7 @@ impl HostAgent {
         let log2 = log
             .try_clone()
             .map_err(io(format!("dup {}", log_path.display())))?;
-        let mut child = Command::new(agent)
+        let child = Command::new(agent)
             .arg("--listen")
             .arg(format!("unix:{}", sock.display()))
             .arg("--root")
@@ -78,9 +74,10 @@ impl HostAgent {
             .kill_on_drop(true)
             .spawn()
             .map_err(io(format!("spawn {}", agent.display())))?;
+        let child = Supervised::new("hull-agent", child);
         let start = Instant::now();
         let client = loop {
-            if let Some(status) = child.try_wait().map_err(io("wait agent".into()))? {
+            if let Some(status) = child.try_status() {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 return Err(BackendError::AgentStart(format!(
                     "exited with {status}: {log}"
@@ -93,7 +90,7 @@ impl HostAgent {
                 }
             }
             if start.elapsed() > START_TIMEOUT {
-                let _ = child.kill().await;
+                child.stop(Duration::ZERO).await;
                 return Err(BackendError::AgentStart(format!(
                     "{} not listening after {START_TIMEOUT:?}",
                     sock.display()
@@ -101,11 +98,11 @@ impl HostAgent {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        tracing::info!(pid = child.id(), dir = %dir.display(), "host agent started");
+        tracing::info!(pid = child.pid(), dir = %dir.display(), "host agent started");
         Ok(HostAgent {
             dir: dir.to_path_buf(),
             cgroup_parent,
-            child: Mutex::new(Some(child)),
+            child,
             client,
         })
     }
@@ -117,22 +114,37 @@ impl PodBackend for HostAgent {
         self.client.clone()
     }
 
+    fn task_pid(&self, guest_pid: u32) -> u32 {
+        // The agent's processes are host processes here.
+        guest_pid
+    }
+
+    async fn prepare_container(
+        &self,
+        _cid: &str,
+        bundle: &Path,
+        rootfs: &Path,
+    ) -> Result<Prepared, ShimError> {
+        Ok(Prepared {
+            spec_json: crate::spec::for_host_agent(bundle, rootfs)?,
+            storages: vec![],
+        })
+    }
+
+    async fn release_container(&self, _cid: &str) {}
+
+    fn alive(&self) -> bool {
+        self.child.try_status().is_none()
+    }
+
+    async fn died(&self) {
+        // An agent killed under a test is the VM death of this backend.
+        self.child.exited().await;
+    }
+
     async fn shutdown(&self) -> Result<(), BackendError> {
-        if let Some(mut child) = self.child.lock().await.take() {
-            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
-            if tokio::time::timeout(STOP_TIMEOUT, child.wait())
-                .await
-                .is_err()
-            {
-                tracing::warn!("host agent ignored SIGTERM, killing it");
-                let _ = child.kill().await;
-            }
-        }
+        let status = self.child.stop(STOP_TIMEOUT).await;
+        tracing::debug!(%status, "host agent stopped");
         // Container cgroups left by a failed removal first, then the parent.
         if let Ok(mut rd) = tokio::fs::read_dir(&self.cgroup_parent).await {
             while let Ok(Some(e)) = rd.next_entry().await {

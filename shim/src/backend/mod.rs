@@ -1,25 +1,29 @@
-//! Where a pod's agent runs. The shim drives every pod through [`PodBackend`]; the VM backend
-//! (hull-vmm + virtiofsd, plan §2/§5) comes with virtio-fs. Until then the only backend is the
-//! test-only host agent, compiled in with the `host-agent-backend` cargo feature and chosen by
+//! Where a pod's agent runs. The shim drives every pod through [`PodBackend`]: the VM backend
+//! (`vm.rs`: hull-vmm + a sandboxed virtiofsd per pod, DESIGN §1) on a node, or the test-only
+//! host agent, compiled in with the `host-agent-backend` cargo feature and chosen by
 //! `[host_agent]` in hull.toml.
 
 use std::fmt::Debug;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use hull_proto::common::Storage;
 
 use crate::config::HullConfig;
+use crate::sizing::SizingError;
 
+pub mod cgroup;
+pub mod child;
 #[cfg(feature = "host-agent-backend")]
 pub mod host_agent;
+pub mod virtiofsd;
+pub mod vm;
 
 /// State directories of pods, one per sandbox id.
 pub const POD_STATE_ROOT: &str = "/run/hull/pods";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("hull-vmm pods are not implemented yet (virtio-fs, issue 5 M4/M5); this shim can only run the test-only host-agent backend")]
-    VmNotImplemented,
     #[error("hull.toml sets [host_agent], but this shim was built without the `host-agent-backend` feature")]
     HostAgentNotBuilt,
     #[error("{context}: {source}")]
@@ -29,6 +33,29 @@ pub enum BackendError {
     },
     #[error("agent did not come up: {0}")]
     AgentStart(String),
+    #[error("pod sizing: {0}")]
+    Sizing(#[from] SizingError),
+    #[error("pod share: {0}")]
+    Share(#[from] crate::share::ShareError),
+    #[error("pod cgroup: {0}")]
+    Cgroup(String),
+    #[error("virtiofsd: {0}")]
+    Virtiofsd(String),
+    #[error("hull-vmm: {0}")]
+    Vmm(String),
+    #[error("sandbox spec: {0}")]
+    Spec(String),
+}
+
+pub(crate) fn io_err(context: String) -> impl FnOnce(std::io::Error) -> BackendError {
+    move |source| BackendError::Io { context, source }
+}
+
+/// A container made visible to the agent: the spec it gets and the storages to mount first.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub spec_json: Vec<u8>,
+    pub storages: Vec<Storage>,
 }
 
 /// A running pod: the agent's ttrpc client and how to stop everything the pod owns.
@@ -36,6 +63,22 @@ pub enum BackendError {
 pub trait PodBackend: Send + Sync + Debug {
     /// The connection to the pod's agent; clones share it.
     fn agent(&self) -> ttrpc::asynchronous::Client;
+    /// The pid containerd shows for a task whose process has `guest_pid` in the agent: the
+    /// VMM's host pid for a VM (as Kata), so that `/proc/<pid>` names something on the host.
+    fn task_pid(&self, guest_pid: u32) -> u32;
+    /// Makes container `cid` (bundle and mounted host rootfs) reachable by the agent.
+    async fn prepare_container(
+        &self,
+        cid: &str,
+        bundle: &Path,
+        rootfs: &Path,
+    ) -> Result<Prepared, crate::errors::ShimError>;
+    /// Undoes [`PodBackend::prepare_container`]; idempotent.
+    async fn release_container(&self, cid: &str);
+    /// Whether the VM (or host agent) still runs.
+    fn alive(&self) -> bool;
+    /// Resolves when the pod's VM (or host agent) has ended, asked to or not.
+    async fn died(&self);
     /// Stops the agent (and VM) and removes every host resource the pod created.
     async fn shutdown(&self) -> Result<(), BackendError>;
 }
@@ -45,8 +88,13 @@ pub fn pod_dir(sid: &str) -> PathBuf {
     PathBuf::from(POD_STATE_ROOT).join(sid)
 }
 
-/// Starts pod `sid` with the backend `cfg` selects.
-pub async fn launch(cfg: &HullConfig, sid: &str) -> Result<Box<dyn PodBackend>, BackendError> {
+/// Starts pod `sid`, whose sandbox (first) container has `bundle`, with the backend `cfg`
+/// selects.
+pub async fn launch(
+    cfg: &HullConfig,
+    sid: &str,
+    bundle: &Path,
+) -> Result<Box<dyn PodBackend>, BackendError> {
     match &cfg.host_agent {
         #[cfg(feature = "host-agent-backend")]
         Some(h) => Ok(Box::new(
@@ -54,9 +102,6 @@ pub async fn launch(cfg: &HullConfig, sid: &str) -> Result<Box<dyn PodBackend>, 
         )),
         #[cfg(not(feature = "host-agent-backend"))]
         Some(_) => Err(BackendError::HostAgentNotBuilt),
-        None => {
-            let _ = sid;
-            Err(BackendError::VmNotImplemented)
-        }
+        None => Ok(Box::new(vm::VmPod::launch(cfg, sid, bundle).await?)),
     }
 }

@@ -63,7 +63,13 @@ pub(crate) async fn run(flags: Flags) -> Result<(), BootstrapError> {
 
     exit.wait().await;
     tracing::info!("shutting down");
-    let _ = server.shutdown().await;
+    // Bounded: a peer that keeps its connection open must not keep the shim alive.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), server.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("ttrpc server did not shut down within 5 s; exiting anyway");
+    }
     remove_socket(&flags.socket);
     Ok(())
 }

@@ -1,0 +1,142 @@
+//! The pod's host cgroup (issue 5 §4: hull-vmm and virtiofsd are accounted to the pod). The
+//! sandbox spec's `linux.cgroupsPath` names it, as it would name runc's pause container:
+//! cgroupfs style (`/kubepods/burstable/pod<uid>/<id>`) or systemd style
+//! (`kubepods-burstable-pod<uid>.slice:cri-containerd:<id>`, which systemd would turn into
+//! `…/kubepods-burstable-pod<uid>.slice/cri-containerd-<id>.scope`). hull creates that leaf
+//! directly in the cgroup v2 tree and removes it at pod teardown; the kubelet owns the parents.
+//!
+//! cgroup v2 only. On a v1 or hybrid host the VMM stays in the shim's cgroup and a warning
+//! says so: v1 is outside what hull supports for accounting.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use super::BackendError;
+
+/// The unified hierarchy: `/sys/fs/cgroup` on a v2 host, `/sys/fs/cgroup/unified` on a
+/// hybrid one (where it has no controllers, but still groups processes).
+pub fn cgroup2_root() -> Option<PathBuf> {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.subtree_control").exists())
+}
+
+/// `cgroupsPath` → path relative to the cgroup v2 root.
+pub fn relative_path(cgroups_path: &str) -> Result<PathBuf, BackendError> {
+    let bad = |why: &str| BackendError::Cgroup(format!("cgroupsPath {cgroups_path:?}: {why}"));
+    let rel = if let Some((slice, rest)) = cgroups_path.split_once(':') {
+        let (prefix, name) = rest
+            .split_once(':')
+            .ok_or_else(|| bad("systemd style needs slice:prefix:name"))?;
+        let mut p = PathBuf::new();
+        // "a-b-c.slice" lives in a.slice/a-b.slice/a-b-c.slice.
+        if !slice.is_empty() && slice != "-.slice" {
+            let stem = slice
+                .strip_suffix(".slice")
+                .ok_or_else(|| bad("the slice must end in .slice"))?;
+            let mut acc = String::new();
+            for part in stem.split('-') {
+                if part.is_empty() {
+                    return Err(bad("empty slice component"));
+                }
+                if !acc.is_empty() {
+                    acc.push('-');
+                }
+                acc.push_str(part);
+                p.push(format!("{acc}.slice"));
+            }
+        }
+        let unit = if prefix.is_empty() {
+            format!("{name}.scope")
+        } else {
+            format!("{prefix}-{name}.scope")
+        };
+        p.join(unit)
+    } else {
+        PathBuf::from(cgroups_path.trim_start_matches('/'))
+    };
+    if rel.as_os_str().is_empty()
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(bad("must name a cgroup below the root, without . or .."));
+    }
+    Ok(rel)
+}
+
+/// The pod's cgroup, created by hull.
+#[derive(Debug)]
+pub struct PodCgroup {
+    dir: PathBuf,
+    procs: File,
+}
+
+impl PodCgroup {
+    /// Creates (or reuses) the cgroup `cgroups_path` names; `None` on a host without a
+    /// usable cgroup v2 hierarchy or when the spec names none.
+    pub fn create(cgroups_path: &str) -> Result<Option<Self>, BackendError> {
+        if cgroups_path.is_empty() {
+            return Ok(None);
+        }
+        let Some(root) = cgroup2_root() else {
+            tracing::warn!("no cgroup v2 hierarchy: hull-vmm stays in the shim's cgroup");
+            return Ok(None);
+        };
+        if root != Path::new("/sys/fs/cgroup") {
+            tracing::warn!(
+                "hybrid cgroup host: hull-vmm is grouped but not limited by the pod's cgroup"
+            );
+        }
+        let dir = root.join(relative_path(cgroups_path)?);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| BackendError::Cgroup(format!("create {}: {e}", dir.display())))?;
+        let procs = OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))
+            .map_err(|e| {
+                BackendError::Cgroup(format!("open {}/cgroup.procs: {e}", dir.display()))
+            })?;
+        Ok(Some(PodCgroup { dir, procs }))
+    }
+
+    pub fn procs_fd(&self) -> std::os::fd::RawFd {
+        self.procs.as_raw_fd()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Removes the cgroup once every process in it is gone; a busy one is left and logged.
+    pub fn remove(&self) {
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %self.dir.display(), "remove pod cgroup: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroupfs_and_systemd_paths() {
+        assert_eq!(
+            relative_path("/kubepods/burstable/pod1/abc").unwrap(),
+            Path::new("kubepods/burstable/pod1/abc")
+        );
+        assert_eq!(
+            relative_path("kubepods-burstable-pod1.slice:cri-containerd:abc").unwrap(),
+            Path::new("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-abc.scope")
+        );
+        assert_eq!(relative_path(":hull:x").unwrap(), Path::new("hull-x.scope"));
+        for bad in ["/", "/a/../b", "x:y", "a--b.slice:p:n", "bad:p:n"] {
+            assert!(relative_path(bad).is_err(), "{bad}");
+        }
+    }
+}

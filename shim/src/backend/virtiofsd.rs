@@ -1,0 +1,59 @@
+//! The pod's virtiofsd (DESIGN §1): the vhost-user back end that serves the pod's share to
+//! hull-vmm's virtio-fs device. The shim binds the listening socket and hands it over as fd 3
+//! (`--fd=3`), so the socket exists before hull-vmm connects: no path race, no polling.
+//! virtiofsd runs sandboxed (its own pid/mount/net namespaces, pivot_root into the share),
+//! in the pod's cgroup, and exits by itself when hull-vmm disconnects.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+use super::child::{spawn, ChildSetup, Supervised};
+use super::BackendError;
+use crate::config::VirtiofsSection;
+
+/// Starts virtiofsd serving `shared_dir` on a socket bound at `socket`; logs go to `log`.
+pub fn start(
+    cfg: &VirtiofsSection,
+    shared_dir: &Path,
+    socket: &Path,
+    log: &Path,
+    cgroup_procs: Option<std::os::fd::RawFd>,
+) -> Result<Supervised, BackendError> {
+    let err = |what: &str, e: std::io::Error| BackendError::Virtiofsd(format!("{what}: {e}"));
+    let _ = std::fs::remove_file(socket);
+    let listener = std::os::unix::net::UnixListener::bind(socket)
+        .map_err(|e| err(&format!("bind {}", socket.display()), e))?;
+    let log_file = std::fs::File::create(log).map_err(|e| err("create log", e))?;
+    let mut cmd = Command::new(&cfg.virtiofsd);
+    cmd.arg("--fd=3")
+        .arg(format!("--shared-dir={}", shared_dir.display()))
+        .arg(format!("--sandbox={}", cfg.sandbox))
+        .arg("--seccomp=kill")
+        .arg(format!("--cache={}", cfg.cache))
+        .arg(format!("--thread-pool-size={}", cfg.thread_pool_size))
+        // Each container rootfs is its own mount in the share; the guest sees them as
+        // submounts with their own inode spaces instead of colliding inode numbers.
+        .arg("--announce-submounts")
+        // File handles need CAP_DAC_READ_SEARCH and a filesystem that supports them; fds
+        // work everywhere.
+        .arg("--inode-file-handles=never")
+        .arg("--log-level=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .kill_on_drop(true);
+    let child = spawn(
+        &mut cmd,
+        ChildSetup {
+            cgroup_procs,
+            fd3: Some(listener.as_raw_fd()),
+        },
+    )
+    .map_err(|e| err(&format!("spawn {}", cfg.virtiofsd.display()), e))?;
+    // The child has its copy as fd 3; the shim's is closed here.
+    drop(listener);
+    Ok(Supervised::new("virtiofsd", child))
+}

@@ -1,0 +1,284 @@
+//! The pod's virtio-fs share on the host (plan §3, after Kata's `share_fs`): what virtiofsd
+//! serves to the guest, and how container rootfs and bind-mount sources get into it.
+//!
+//! ```text
+//! <pod dir>/share-rw    bind-mounted onto itself, made a shared peer group; the shim mounts
+//!                       into it: containers/<cid>/rootfs, containers/<cid>/mounts/<n>
+//! <pod dir>/shared      bind of share-rw, remounted read-only, made a slave: virtiofsd's
+//!                       --shared-dir. Mounts added under share-rw later propagate in.
+//! <pod dir>/staging     a private mount where read-only binds are made before they move in
+//! ```
+//! The guest cannot write at the share root, and each submount keeps its own flags: a rootfs
+//! is read-write; a bind the spec marks `ro` must already be read-only when it enters
+//! share-rw, because a later read-only remount does not propagate to the copies in `shared`
+//! and in virtiofsd's namespace. So it is bound and remounted in `staging` (private: a mount
+//! under a shared parent cannot be moved), then moved into share-rw, which propagates
+//! read-only copies. Propagation is set explicitly, never inherited from `/run`: in the lab
+//! `/run` is a private tmpfs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+/// Where the agent mounts the share in the guest (agent's `--root`/shared default).
+pub const GUEST_SHARE_DIR: &str = "/run/hull/shared";
+/// Parent of the container rootfs mount points in the guest.
+pub const GUEST_CONTAINERS_DIR: &str = "/run/hull/containers";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} {path}: {source}")]
+    Mount {
+        what: &'static str,
+        path: PathBuf,
+        source: nix::errno::Errno,
+    },
+    #[error("bind source {0} does not exist on the host")]
+    MissingSource(PathBuf),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ShareError {
+    let path = path.to_path_buf();
+    move |source| ShareError::Io { what, path, source }
+}
+
+fn do_mount(
+    what: &'static str,
+    src: Option<&Path>,
+    target: &Path,
+    flags: MsFlags,
+) -> Result<(), ShareError> {
+    mount(src, target, None::<&str>, flags, None::<&str>).map_err(|source| ShareError::Mount {
+        what,
+        path: target.to_path_buf(),
+        source,
+    })
+}
+
+/// Detaches `path` and everything below it; "not mounted" and "gone" are fine.
+fn detach(path: &Path) {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+        Err(e) => tracing::warn!(path = %path.display(), "unmount: {e}"),
+    }
+}
+
+/// One pod's share directories.
+#[derive(Debug, Clone)]
+pub struct Share {
+    rw: PathBuf,
+    ro: PathBuf,
+    staging: PathBuf,
+}
+
+impl Share {
+    /// The share of the pod whose state lives in `pod_dir` (no filesystem access).
+    pub fn at(pod_dir: &Path) -> Self {
+        Share {
+            rw: pod_dir.join("share-rw"),
+            ro: pod_dir.join("shared"),
+            staging: pod_dir.join("staging"),
+        }
+    }
+
+    /// What virtiofsd serves.
+    pub fn served_dir(&self) -> &Path {
+        &self.ro
+    }
+
+    /// Creates both directories and their mounts; undone by [`Share::destroy`].
+    pub fn create(&self) -> Result<(), ShareError> {
+        for d in [&self.rw, &self.ro, &self.staging] {
+            fs::create_dir_all(d).map_err(io("create", d))?;
+        }
+        let rw = &self.rw;
+        let ro = &self.ro;
+        let st = &self.staging;
+        let steps = || -> Result<(), ShareError> {
+            do_mount("bind", Some(st), st, MsFlags::MS_BIND)?;
+            do_mount("make private", None, st, MsFlags::MS_PRIVATE)?;
+            do_mount("bind", Some(rw), rw, MsFlags::MS_BIND)?;
+            do_mount("make private", None, rw, MsFlags::MS_PRIVATE)?;
+            do_mount("make shared", None, rw, MsFlags::MS_SHARED)?;
+            do_mount("bind", Some(rw), ro, MsFlags::MS_BIND)?;
+            do_mount(
+                "remount read-only",
+                None,
+                ro,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            )?;
+            do_mount("make slave", None, ro, MsFlags::MS_SLAVE)
+        };
+        steps().inspect_err(|_| self.destroy())
+    }
+
+    /// Unmounts everything in the share and removes its directories.
+    pub fn destroy(&self) {
+        detach(&self.ro);
+        // The self-bind may carry submounts of containers that were never released.
+        detach(&self.rw);
+        detach(&self.staging);
+        for d in [&self.ro, &self.rw, &self.staging] {
+            if let Err(e) = fs::remove_dir_all(d) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %d.display(), "remove share dir: {e}");
+                }
+            }
+        }
+    }
+
+    fn container_dir(&self, cid: &str) -> PathBuf {
+        self.rw.join("containers").join(cid)
+    }
+
+    /// Binds the container's host rootfs into the share; returns its path relative to the
+    /// share root (the VIRTIOFS storage source).
+    pub fn bind_rootfs(&self, cid: &str, rootfs: &Path) -> Result<String, ShareError> {
+        let target = self.container_dir(cid).join("rootfs");
+        fs::create_dir_all(&target).map_err(io("create", &target))?;
+        do_mount(
+            "bind rootfs",
+            Some(rootfs),
+            &target,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+        )?;
+        Ok(format!("containers/{cid}/rootfs"))
+    }
+
+    /// Binds the host path `source` (file or directory) as the container's `n`-th shared
+    /// mount, read-only on the host when `read_only`; returns its path in the guest.
+    pub fn bind_mount(
+        &self,
+        cid: &str,
+        n: usize,
+        source: &Path,
+        read_only: bool,
+    ) -> Result<PathBuf, ShareError> {
+        let meta = fs::metadata(source).map_err(|_| ShareError::MissingSource(source.into()))?;
+        let dir = self.container_dir(cid).join("mounts");
+        fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let target = dir.join(n.to_string());
+        let stage = self.staging.join(format!("{cid}-{n}"));
+        let bind_at = if read_only { &stage } else { &target };
+        for t in [&target, bind_at] {
+            if meta.is_dir() {
+                fs::create_dir_all(t).map_err(io("create", t))?;
+            } else {
+                fs::write(t, b"").map_err(io("create", t))?;
+            }
+        }
+        do_mount(
+            "bind",
+            Some(source),
+            bind_at,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+        )?;
+        if read_only {
+            let moved = do_mount(
+                "remount read-only",
+                None,
+                &stage,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            )
+            .and_then(|()| do_mount("move", Some(&stage), &target, MsFlags::MS_MOVE));
+            if moved.is_err() {
+                detach(&stage);
+            }
+            let _ = fs::remove_file(&stage).or_else(|_| fs::remove_dir(&stage));
+            moved?;
+        }
+        Ok(Path::new(GUEST_SHARE_DIR)
+            .join("containers")
+            .join(cid)
+            .join("mounts")
+            .join(n.to_string()))
+    }
+
+    /// Undoes every bind of container `cid` and removes its directory.
+    pub fn release(&self, cid: &str) {
+        let dir = self.container_dir(cid);
+        if let Ok(rd) = fs::read_dir(dir.join("mounts")) {
+            for e in rd.flatten() {
+                detach(&e.path());
+            }
+        }
+        detach(&dir.join("rootfs"));
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %dir.display(), "remove container share dir: {e}");
+            }
+        }
+    }
+}
+
+/// The guest path where container `cid`'s rootfs storage is mounted.
+pub fn guest_rootfs(cid: &str) -> PathBuf {
+    Path::new(GUEST_CONTAINERS_DIR).join(cid).join("rootfs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Host test of the propagation design: a mount made in share-rw after the share was
+    /// created shows up in the served dir, the served root is read-only, the mount is
+    /// writable there, and release/destroy leave nothing mounted.
+    #[test]
+    fn binds_propagate_into_the_served_dir() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts and needs root (make test runs as root)"
+        );
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("rootfs");
+        fs::create_dir_all(src.join("etc")).expect("mkdir");
+        fs::write(src.join("etc/hello"), "hi").expect("write");
+        let file = tmp.path().join("resolv.conf");
+        fs::write(&file, "nameserver 10.0.0.1\n").expect("write");
+        let pod = tmp.path().join("pod");
+        let share = Share::at(&pod);
+        share.create().expect("create share");
+        let rel = share.bind_rootfs("c1", &src).expect("bind rootfs");
+        assert_eq!(rel, "containers/c1/rootfs");
+        let served = share.served_dir().join(&rel);
+        assert_eq!(
+            fs::read_to_string(served.join("etc/hello")).expect("read via served dir"),
+            "hi"
+        );
+        fs::write(served.join("etc/new"), "x").expect("rootfs is writable via the served dir");
+        assert!(src.join("etc/new").exists());
+        let err = fs::write(share.served_dir().join("top"), "x").expect_err("served root is ro");
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+        let guest = share.bind_mount("c1", 0, &file, true).expect("bind file");
+        assert_eq!(guest, Path::new("/run/hull/shared/containers/c1/mounts/0"));
+        let served_file = share.served_dir().join("containers/c1/mounts/0");
+        assert_eq!(
+            fs::read_to_string(&served_file).expect("read bound file"),
+            "nameserver 10.0.0.1\n"
+        );
+        let err = fs::write(&served_file, "x").expect_err("ro bind");
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+        assert!(matches!(
+            share.bind_mount("c1", 1, &tmp.path().join("missing"), false),
+            Err(ShareError::MissingSource(_))
+        ));
+        share.release("c1");
+        assert!(!share.served_dir().join("containers/c1").exists());
+        share.destroy();
+        let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(
+            !mounts.contains(pod.to_str().expect("utf8")),
+            "left mounted: {mounts}"
+        );
+        for d in ["share-rw", "shared", "staging"] {
+            assert!(!pod.join(d).exists(), "{d} left behind");
+        }
+    }
+}

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Runs inside the lab (see shim/tests/lab_containerd.rs): a private containerd from Debian runs
+# the same `ctr run` with runc and with hull (containerd-shim-hull-v2 → hull-vmm with virtiofsd
+# → the hull guest) and compares what a user sees: output, exit code, rootfs writes, a read-only
+# bind mount; then a fault (kill -9 of hull-vmm → exit 255) and leftovers.
+# Prints one PASS/FAIL line per check; exits 1 on any FAIL.
+# usage: ctr_vm.sh BINDIR VMLINUX INITRD VIRTIOFSD OUTDIR   (BINDIR holds the shim and hull-vmm)
+set -u
+BIN=$1 VMLINUX=$2 INITRD=$3 VIRTIOFSD=$4 OUT=$5
+repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../../.." && pwd -P)
+mkdir -p "$OUT"
+fail=0
+pass() { echo "PASS: $*"; }
+flunk() { echo "FAIL: $*"; fail=1; }
+check() { # check NAME EXPECTED ACTUAL
+	if [[ $2 == "$3" ]]; then pass "$1"; else flunk "$1: expected '$2', got '$3'"; fi
+}
+
+r=/tmp/hull-ctr-lab
+rm -rf "$r"
+mkdir -p "$r"
+A=$r/containerd.sock
+cat >"$r/hull.toml" <<TOML
+[vm]
+vmm = "$BIN/hull-vmm"
+kernel = "$VMLINUX"
+initrd = "$INITRD"
+default_memory_mib = 128
+boot_timeout_secs = 120
+[virtiofs]
+virtiofsd = "$VIRTIOFSD"
+[log]
+level = "debug"
+TOML
+cat >"$r/config.toml" <<TOML
+version = 2
+root = "$r/root"
+state = "$r/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$A"
+TOML
+PATH=$BIN:$PATH containerd --config "$r/config.toml" >"$OUT/containerd.log" 2>&1 &
+ctrd=$!
+# shellcheck disable=SC2317 # called through the trap
+finish() {
+	kill "$ctrd" 2>/dev/null && wait "$ctrd" 2>/dev/null
+	umount -R "$r/root" 2>/dev/null
+	rm -rf "$r"
+}
+trap finish EXIT
+for ((i = 0; i < 300; i++)); do
+	ctr -a "$A" version >/dev/null 2>&1 && break
+	sleep 0.1
+done
+IMG=docker.io/library/hull-busybox:latest
+"$repo/scripts/mk-busybox-image" "$r/busybox.tar"
+ctr -a "$A" -n t images import "$r/busybox.tar" >/dev/null || { flunk "image import"; exit 1; }
+
+# What a user sees, in one container per runtime (each hull run boots a VM, about a minute
+# under nested KVM in the lab): stdout+stderr, a write to the rootfs (virtio-fs for hull), a
+# read-only bind mount, the exit code; `uname -r` goes last. stdin is /dev/null here (the lab
+# gives commands no stdin); stdin piping, signals and exec are covered by the host suite
+# (tests/containerd_host.rs) until the lab is fast enough to repeat them per VM.
+mkdir -p "$r/vol"
+echo hello >"$r/vol/hello"
+script='echo out; echo err >&2; echo data >/tmp/f && cat /tmp/f; cat /vol/hello
+echo x >/vol/new 2>/dev/null && echo WROTE || echo refused; uname -r; exit 3'
+declare -A res
+for rt in runc hull; do
+	ro=(--runtime "io.containerd.$rt.v2")
+	[[ $rt == hull ]] && ro+=(--runtime-config-path "$r/hull.toml")
+	t0=$(date +%s%N)
+	out=$(timeout 240 ctr -a "$A" -n t run --rm "${ro[@]}" \
+		--mount "type=bind,src=$r/vol,dst=/vol,options=rbind:ro" "$IMG" "$rt-all" sh -c "$script" 2>&1 </dev/null) &&
+		rc=0 || rc=$?
+	echo "INFO: $rt: ctr run took $((($(date +%s%N) - t0) / 1000000)) ms, exit $rc"
+	res[$rt.kernel]=${out##*$'\n'}
+	res[$rt.out]=${out%$'\n'*} res[$rt.rc]=$rc
+done
+if [[ ${res[hull.kernel]} == *-hull ]]; then
+	pass "container in a hull VM: uname -r ${res[hull.kernel]} (runc: ${res[runc.kernel]})"
+else
+	flunk "hull guest kernel: '${res[hull.kernel]}'"
+fi
+for k in out rc; do
+	check "$k matches runc" "${res[runc.$k]}" "${res[hull.$k]}"
+done
+echo "INFO: output: ${res[hull.out]//$'\n'/|}"
+
+# Fault: hull-vmm killed under a running task → exit status 255, and nothing left behind.
+# `ctr run` (this containerd has no `ctr task wait`) exits with the task's exit status.
+timeout 300 ctr -a "$A" -n t run --rm --runtime io.containerd.hull.v2 \
+	--runtime-config-path "$r/hull.toml" "$IMG" h-kill sleep 300 >/dev/null 2>&1 </dev/null &
+kpid=$!
+for ((i = 0; i < 900; i++)); do
+	[[ $(ctr -a "$A" -n t task ls 2>/dev/null | awk '$1 == "h-kill" {print $3}') == RUNNING ]] && break
+	kill -0 "$kpid" 2>/dev/null || break
+	sleep 0.2
+done
+vmm=$(pgrep -f "^$BIN/hull-vmm " | head -1)
+# Host memory of an idle pod, guest RAM excluded (the memfd mapping is the guest's, and it is
+# sized by the pod): PSS in KiB of the shim, hull-vmm and virtiofsd (both of its processes).
+pss() { awk '/^Pss:/ {s += $2} END {print s + 0}' "/proc/$1/smaps_rollup" 2>/dev/null; }
+guest_pss() { awk '/^[0-9a-f]+-[0-9a-f]+ / {g = ($0 ~ /hull-guest-ram/)} g && /^Pss:/ {s += $2} END {print s + 0}' "/proc/$1/smaps" 2>/dev/null; }
+if [[ -n $vmm ]]; then
+	shim_pid=$(pgrep -f "^$BIN/containerd-shim-hull-v2 .*-id h-kill" | head -1)
+	fsd=$(pgrep -f "^$VIRTIOFSD " | tr '\n' ' ')
+	fs_pss=0
+	for p in $fsd; do fs_pss=$((fs_pss + $(pss "$p"))); done
+	echo "INFO: idle pod host PSS (KiB, debug build): shim $(pss "$shim_pid"), hull-vmm $(($(pss "$vmm") - $(guest_pss "$vmm"))) (+ guest RAM $(guest_pss "$vmm") touched), virtiofsd $fs_pss"
+	kill -9 "$vmm"
+	wait "$kpid" && w=0 || w=$?
+	check "kill -9 hull-vmm → ctr run exits with the task's status 255" 255 "$w"
+else
+	flunk "no hull-vmm process for h-kill"
+	kill "$kpid" 2>/dev/null
+	wait "$kpid"
+fi
+
+sleep 1
+# Anchored at the start of the command line: this script's own arguments name the binaries.
+left=$(pgrep -af "^($BIN/hull-vmm|$VIRTIOFSD|$BIN/containerd-shim-hull-v2) ")
+check "no hull-vmm, virtiofsd or shim left" "" "$left"
+check "no pod state left" "" "$(ls /run/hull/pods 2>/dev/null)"
+check "no mounts of hull pods left" "" "$(grep /run/hull /proc/self/mountinfo)"
+check "no pod cgroup left" "" "$(ls -d /sys/fs/cgroup/t/h-* 2>/dev/null)"
+exit $fail

@@ -1,0 +1,38 @@
+//! Lab test: pods in hull VMs through a real containerd (Debian's 1.6). Inside the nested-KVM
+//! lab, `ctr run --runtime io.containerd.hull.v2` starts containerd-shim-hull-v2, which boots
+//! hull-vmm with a virtiofsd-served rootfs; the same container runs with runc and must look the
+//! same (output, exit code, rootfs writes, a read-only bind mount); then kill -9 of hull-vmm
+//! gives exit status 255 and nothing is left behind. See `tests/lab/ctr_vm.sh`.
+//!
+//! Slow (lab boot, then a VM per `ctr run` under nested KVM). Alone:
+//! `cargo test -p hull-shim --test lab_containerd -- --nocapture`.
+
+use std::process::Command;
+
+#[test]
+fn ctr_runs_containers_in_hull_vms_like_runc() {
+    let root = hull_tests::repo_root();
+    let shim = hull_tests::build_bin("containerd-shim-hull-v2").expect("build shim");
+    hull_tests::build_bin("hull-vmm").expect("build hull-vmm");
+    let bin_dir = shim.parent().expect("bin dir").to_path_buf();
+    let image = hull_tests::guest_image().expect("guest/build");
+    let virtiofsd = hull_tests::virtiofsd().expect("scripts/ensure-virtiofsd");
+    let out_dir = root.join("target/lab-out/shim-ctr");
+    let status = Command::new(root.join("lab/run"))
+        .args(["--timeout", "1200", "--"])
+        .arg("bash")
+        .arg(root.join("shim/tests/lab/ctr_vm.sh"))
+        .arg(&bin_dir)
+        .arg(&image.vmlinux)
+        .arg(&image.initrd)
+        .arg(&virtiofsd)
+        .arg(&out_dir)
+        .current_dir(&root)
+        .status()
+        .expect("run lab/run");
+    assert!(
+        status.success(),
+        "lab checks failed ({status}); containerd log in {}",
+        out_dir.display()
+    );
+}
