@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::process::Command;
-
 #[test]
 fn agent_as_pid1_runs_a_container_in_the_guest() {
     let root = common::repo_root();
@@ -17,18 +15,18 @@ fn agent_as_pid1_runs_a_container_in_the_guest() {
     let vmm = common::build_bin("hull-vmm");
     let image = hull_tests::guest_image().expect("guest/build");
     let out_dir = root.join("target/lab-out/agent-guest");
-    let status = Command::new(root.join("lab/run"))
-        .args(["--timeout", "600", "--"])
-        .arg("bash")
-        .arg(root.join("agent/tests/lab/guest_container.sh"))
-        .arg(&vmm)
-        .arg(&hullctl)
-        .arg(&image.vmlinux)
-        .arg(&image.initrd)
-        .arg(&out_dir)
-        .current_dir(&root)
-        .status()
-        .expect("run lab/run");
+    let status = hull_tests::lab_script(
+        600,
+        "agent/tests/lab/guest_container.sh",
+        &[
+            vmm.as_os_str(),
+            hullctl.as_os_str(),
+            image.vmlinux.as_os_str(),
+            image.initrd.as_os_str(),
+            out_dir.as_os_str(),
+        ],
+    )
+    .expect("lab/run");
     assert!(
         status.success(),
         "lab checks failed ({status}); logs in {}",

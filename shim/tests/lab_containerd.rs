@@ -7,8 +7,6 @@
 //! Slow (lab boot, then a VM per `ctr run` under nested KVM). Alone:
 //! `cargo test -p hull-shim --test lab_containerd -- --nocapture`.
 
-use std::process::Command;
-
 #[test]
 fn ctr_runs_containers_in_hull_vms_like_runc() {
     let root = hull_tests::repo_root();
@@ -18,18 +16,18 @@ fn ctr_runs_containers_in_hull_vms_like_runc() {
     let image = hull_tests::guest_image().expect("guest/build");
     let virtiofsd = hull_tests::virtiofsd().expect("scripts/ensure-virtiofsd");
     let out_dir = root.join("target/lab-out/shim-ctr");
-    let status = Command::new(root.join("lab/run"))
-        .args(["--timeout", "1200", "--"])
-        .arg("bash")
-        .arg(root.join("shim/tests/lab/ctr_vm.sh"))
-        .arg(&bin_dir)
-        .arg(&image.vmlinux)
-        .arg(&image.initrd)
-        .arg(&virtiofsd)
-        .arg(&out_dir)
-        .current_dir(&root)
-        .status()
-        .expect("run lab/run");
+    let status = hull_tests::lab_script(
+        1200,
+        "shim/tests/lab/ctr_vm.sh",
+        &[
+            bin_dir.as_os_str(),
+            image.vmlinux.as_os_str(),
+            image.initrd.as_os_str(),
+            virtiofsd.as_os_str(),
+            out_dir.as_os_str(),
+        ],
+    )
+    .expect("lab/run");
     assert!(
         status.success(),
         "lab checks failed ({status}); containerd log in {}",

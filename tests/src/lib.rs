@@ -41,53 +41,72 @@ pub struct GuestImage {
     pub initrd: PathBuf,
 }
 
+/// Runs `script` (relative to the repo) and returns it with its stdout.
+fn run_script(script: &str) -> Result<(String, String), SuiteError> {
+    let path = repo_root().join(script);
+    let cmd = path.display().to_string();
+    let out = output(&cmd, &mut Command::new(&path))?;
+    Ok((cmd, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// Runs `c` (named `cmd` in errors) to completion; an error unless it exits 0.
+fn output(cmd: &str, c: &mut Command) -> Result<Output, SuiteError> {
+    let out = c.output().map_err(|source| SuiteError::Spawn {
+        cmd: cmd.to_owned(),
+        source,
+    })?;
+    check(cmd, &out)?;
+    Ok(out)
+}
+
+/// The path on the `key=PATH` line of `stdout`.
+fn key_path(cmd: &str, stdout: &str, key: &str) -> Result<PathBuf, SuiteError> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .map(PathBuf::from)
+        .ok_or_else(|| SuiteError::MissingKey {
+            cmd: cmd.to_owned(),
+            key: key.to_owned(),
+        })
+}
+
 /// Builds (or finds in the cache) the guest kernel and initrd with `guest/build`.
 pub fn guest_image() -> Result<GuestImage, SuiteError> {
-    let script = repo_root().join("guest/build");
-    let cmd = script.display().to_string();
-    let out = Command::new(&script)
-        .output()
-        .map_err(|source| SuiteError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
-    check(&cmd, &out)?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let key = |k: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
-            .map(PathBuf::from)
-            .ok_or_else(|| SuiteError::MissingKey {
-                cmd: cmd.clone(),
-                key: k.to_owned(),
-            })
-    };
+    let (cmd, out) = run_script("guest/build")?;
     Ok(GuestImage {
-        vmlinux: key("vmlinux")?,
-        bzimage: key("bzImage")?,
-        initrd: key("initrd")?,
+        vmlinux: key_path(&cmd, &out, "vmlinux")?,
+        bzimage: key_path(&cmd, &out, "bzImage")?,
+        initrd: key_path(&cmd, &out, "initrd")?,
     })
 }
 
 /// Builds (or finds in the cache) virtiofsd with `scripts/ensure-virtiofsd`.
 pub fn virtiofsd() -> Result<PathBuf, SuiteError> {
-    let script = repo_root().join("scripts/ensure-virtiofsd");
-    let cmd = script.display().to_string();
-    let out = Command::new(&script)
-        .output()
+    let (cmd, out) = run_script("scripts/ensure-virtiofsd")?;
+    key_path(&cmd, &out, "virtiofsd")
+}
+
+/// Runs `bash SCRIPT ARGS...` inside the lab (`lab/run --timeout SECS`, DESIGN §5) from the
+/// repo root, its output going to ours; returns its exit status.
+pub fn lab_script(
+    timeout_secs: u32,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> Result<std::process::ExitStatus, SuiteError> {
+    let root = repo_root();
+    Command::new(root.join("lab/run"))
+        .arg("--timeout")
+        .arg(timeout_secs.to_string())
+        .arg("--")
+        .arg("bash")
+        .arg(root.join(script))
+        .args(args)
+        .current_dir(&root)
+        .status()
         .map_err(|source| SuiteError::Spawn {
-            cmd: cmd.clone(),
+            cmd: format!("lab/run -- bash {script}"),
             source,
-        })?;
-    check(&cmd, &out)?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("virtiofsd="))
-        .map(PathBuf::from)
-        .ok_or_else(|| SuiteError::MissingKey {
-            cmd,
-            key: "virtiofsd".into(),
         })
 }
 
@@ -97,15 +116,12 @@ pub fn virtiofsd() -> Result<PathBuf, SuiteError> {
 pub fn build_bin(name: &str) -> Result<PathBuf, SuiteError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let cmd = format!("cargo build --locked --bin {name}");
-    let out = Command::new(cargo)
-        .args(["build", "--locked", "--bin", name])
-        .current_dir(repo_root())
-        .output()
-        .map_err(|source| SuiteError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
-    check(&cmd, &out)?;
+    output(
+        &cmd,
+        Command::new(cargo)
+            .args(["build", "--locked", "--bin", name])
+            .current_dir(repo_root()),
+    )?;
     let exe = std::env::current_exe().map_err(|source| SuiteError::Spawn {
         cmd: cmd.clone(),
         source,

@@ -7,8 +7,6 @@
 //! Slow (lab boot, then the guest under TCG). Alone:
 //! `cargo test -p hull-vmm --test lab_fs -- --nocapture`.
 
-use std::process::Command;
-
 #[test]
 fn lab_virtio_fs() {
     let root = hull_tests::repo_root();
@@ -16,18 +14,18 @@ fn lab_virtio_fs() {
     let image = hull_tests::guest_image().expect("guest/build");
     let vfsd = hull_tests::virtiofsd().expect("scripts/ensure-virtiofsd");
     let out_dir = root.join("target/lab-out/vmm-fs");
-    let status = Command::new(root.join("lab/run"))
-        // A passing run takes ~2 min; bound a stall.
-        .args(["--timeout", "600", "--"])
-        .arg("bash")
-        .arg(root.join("vmm/tests/lab/fs.sh"))
-        .arg(vmm)
-        .arg(&image.vmlinux)
-        .arg(&vfsd)
-        .arg(&out_dir)
-        .current_dir(&root)
-        .status()
-        .expect("run lab/run");
+    // A passing run takes ~2 min; bound a stall.
+    let status = hull_tests::lab_script(
+        600,
+        "vmm/tests/lab/fs.sh",
+        &[
+            vmm.as_ref(),
+            image.vmlinux.as_os_str(),
+            vfsd.as_os_str(),
+            out_dir.as_os_str(),
+        ],
+    )
+    .expect("lab/run");
     assert!(
         status.success(),
         "lab checks failed ({status}); logs in {}",

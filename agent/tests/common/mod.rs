@@ -24,19 +24,6 @@ pub fn build_bin(name: &str) -> PathBuf {
     hull_tests::build_bin(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Runs `lab/run --timeout SECS -- args...` and returns its status; output goes to ours.
-pub fn lab_run(timeout_secs: u32, args: &[&std::ffi::OsStr]) -> std::process::ExitStatus {
-    let root = repo_root();
-    Command::new(root.join("lab/run"))
-        .arg("--timeout")
-        .arg(timeout_secs.to_string())
-        .arg("--")
-        .args(args)
-        .current_dir(&root)
-        .status()
-        .expect("run lab/run")
-}
-
 /// A host-mode agent on a private socket and cgroup parent, killed and cleaned up on drop.
 pub struct Agent {
     pub child: Child,
