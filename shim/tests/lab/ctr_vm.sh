@@ -8,6 +8,8 @@
 set -u
 BIN=$1 VMLINUX=$2 INITRD=$3 VIRTIOFSD=$4 OUT=$5
 repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../../.." && pwd -P)
+# Stale files of an earlier run would satisfy the waits below.
+rm -rf "$OUT"
 mkdir -p "$OUT"
 fail=0
 pass() { echo "PASS: $*"; }
@@ -71,22 +73,23 @@ for rt in runc hull; do
 	ro=(--runtime "io.containerd.$rt.v2")
 	[[ $rt == hull ]] && ro+=(--runtime-config-path "$r/hull.toml")
 	t0=$(date +%s%N)
+	# stdout and stderr apart: they travel in two streams, so their interleaving is timing.
 	out=$(timeout 240 ctr -a "$A" -n t run --rm "${ro[@]}" \
-		--mount "type=bind,src=$r/vol,dst=/vol,options=rbind:ro" "$IMG" "$rt-all" sh -c "$script" 2>&1 </dev/null) &&
-		rc=0 || rc=$?
+		--mount "type=bind,src=$r/vol,dst=/vol,options=rbind:ro" "$IMG" "$rt-all" sh -c "$script" \
+		2>"$r/$rt.err" </dev/null) && rc=0 || rc=$?
 	echo "INFO: $rt: ctr run took $((($(date +%s%N) - t0) / 1000000)) ms, exit $rc"
 	res[$rt.kernel]=${out##*$'\n'}
-	res[$rt.out]=${out%$'\n'*} res[$rt.rc]=$rc
+	res[$rt.out]=${out%$'\n'*} res[$rt.rc]=$rc res[$rt.err]=$(cat "$r/$rt.err")
 done
 if [[ ${res[hull.kernel]} == *-hull ]]; then
 	pass "container in a hull VM: uname -r ${res[hull.kernel]} (runc: ${res[runc.kernel]})"
 else
 	flunk "hull guest kernel: '${res[hull.kernel]}'"
 fi
-for k in out rc; do
+for k in out err rc; do
 	check "$k matches runc" "${res[runc.$k]}" "${res[hull.$k]}"
 done
-echo "INFO: output: ${res[hull.out]//$'\n'/|}"
+echo "INFO: stdout: ${res[hull.out]//$'\n'/|}; stderr: ${res[hull.err]//$'\n'/|}"
 
 # Fault: hull-vmm killed under a running task → exit status 255, and nothing left behind.
 # `ctr run` (this containerd has no `ctr task wait`) exits with the task's exit status.

@@ -9,6 +9,8 @@
 # usage: fs.sh VMM VMLINUX VIRTIOFSD OUTDIR
 set -u
 VMM=$1 VMLINUX=$2 VFSD=$3 OUT=$4
+# Stale files of an earlier run would satisfy the waits below.
+rm -rf "$OUT"
 mkdir -p "$OUT"
 fail=0
 pass() { echo "PASS: $*"; }
