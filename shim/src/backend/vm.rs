@@ -114,8 +114,9 @@ struct Partial {
 
 impl Partial {
     async fn undo(self) {
+        // hull-vmm (pushed last) first: virtiofsd then exits by itself on the disconnect.
         for c in self.children.iter().rev() {
-            c.stop(VIRTIOFSD_STOP_GRACE).await;
+            c.stop(VMM_STOP_GRACE.max(VIRTIOFSD_STOP_GRACE)).await;
         }
         if let Some(s) = &self.share {
             s.destroy();
