@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use tokio::process::Command;
 
 use super::child::Supervised;
-use super::{BackendError, PodBackend, Prepared};
+use super::{io_err, BackendError, PodBackend, Prepared};
 use crate::errors::ShimError;
 
 /// How long the agent may take to listen; it is a local process, so this is generous.
@@ -37,10 +37,6 @@ impl std::fmt::Debug for HostAgent {
     }
 }
 
-fn io(context: String) -> impl FnOnce(std::io::Error) -> BackendError {
-    move |source| BackendError::Io { context, source }
-}
-
 fn cgroup2_root() -> Result<PathBuf, BackendError> {
     super::cgroup::cgroup2_root()
         .ok_or_else(|| BackendError::AgentStart("no cgroup v2 hierarchy on this host".into()))
@@ -51,14 +47,14 @@ impl HostAgent {
         let cgroup_parent = cgroup2_root()?.join(format!("hull-host-{sid}"));
         tokio::fs::create_dir_all(dir)
             .await
-            .map_err(io(format!("create {}", dir.display())))?;
+            .map_err(io_err(format!("create {}", dir.display())))?;
         let sock = dir.join("agent.sock");
         let log_path = dir.join("agent.log");
         let log = std::fs::File::create(&log_path)
-            .map_err(io(format!("create {}", log_path.display())))?;
+            .map_err(io_err(format!("create {}", log_path.display())))?;
         let log2 = log
             .try_clone()
-            .map_err(io(format!("dup {}", log_path.display())))?;
+            .map_err(io_err(format!("dup {}", log_path.display())))?;
         let child = Command::new(agent)
             .arg("--listen")
             .arg(format!("unix:{}", sock.display()))
@@ -73,7 +69,7 @@ impl HostAgent {
             .stderr(log2)
             .kill_on_drop(true)
             .spawn()
-            .map_err(io(format!("spawn {}", agent.display())))?;
+            .map_err(io_err(format!("spawn {}", agent.display())))?;
         let child = Supervised::new("hull-agent", child);
         let start = Instant::now();
         let client = loop {
@@ -166,6 +162,6 @@ impl PodBackend for HostAgent {
         }
         tokio::fs::remove_dir_all(&self.dir)
             .await
-            .map_err(io(format!("remove {}", self.dir.display())))
+            .map_err(io_err(format!("remove {}", self.dir.display())))
     }
 }
