@@ -5,13 +5,27 @@ use std::sync::Mutex;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+/// Process exit status after an orderly end: guest reset or power-off, shutdown, SIGTERM.
+pub const STATUS_OK: i32 = 0;
+/// Process exit status when the VMM could not go on (boot failure, KVM or device error).
+pub const STATUS_ERROR: i32 = 1;
+/// Process exit status when the guest crashed (a vCPU triple-faulted). Its own value so a
+/// caller can tell a guest crash from a VMM failure by the status alone; 2 is taken by the
+/// command-line parser's usage errors, 31 by the seccomp handler.
+pub const STATUS_GUEST_CRASH: i32 = 3;
+
 /// Why the VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitReason {
-    /// The guest reset itself (i8042 `reboot=k`, triple fault `reboot=t`).
+    /// The guest asked for a reset: the i8042 CPU reset (`reboot=k`, hull's default) or a KVM
+    /// reset system event.
     GuestReset,
     /// The guest powered off (KVM system event) or halted with no irqchip.
     GuestPoweroff,
+    /// A vCPU entered the shutdown state (`KVM_EXIT_SHUTDOWN`): on x86 a triple fault, which is
+    /// how a guest kernel that lost its IDT, stack or page tables dies without a panic
+    /// message. A guest booted with `reboot=t` also reboots this way, indistinguishably.
+    TripleFault { vcpu: u8 },
     /// SIGTERM/SIGINT or an API shutdown.
     Stopped,
     /// The VM could not go on.
@@ -19,11 +33,13 @@ pub enum ExitReason {
 }
 
 impl ExitReason {
-    /// Process exit status: 0 for an orderly end, 1 for an error.
+    /// Process exit status: [`STATUS_OK`] for an orderly end, [`STATUS_GUEST_CRASH`] for a
+    /// triple fault, [`STATUS_ERROR`] for an error.
     pub fn status(&self) -> i32 {
         match self {
-            ExitReason::Error(_) => 1,
-            _ => 0,
+            ExitReason::GuestReset | ExitReason::GuestPoweroff | ExitReason::Stopped => STATUS_OK,
+            ExitReason::TripleFault { .. } => STATUS_GUEST_CRASH,
+            ExitReason::Error(_) => STATUS_ERROR,
         }
     }
 }
@@ -58,5 +74,29 @@ impl VmExit {
 
     pub fn eventfd(&self) -> &EventFd {
         &self.evt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_orderly_ends_exit_zero_and_a_crash_is_not_an_error() {
+        assert_eq!(ExitReason::GuestReset.status(), 0);
+        assert_eq!(ExitReason::GuestPoweroff.status(), 0);
+        assert_eq!(ExitReason::Stopped.status(), 0);
+        assert_eq!(ExitReason::TripleFault { vcpu: 0 }.status(), 3);
+        assert_eq!(ExitReason::Error("x".into()).status(), 1);
+    }
+
+    #[test]
+    fn the_first_reason_wins() {
+        let e = VmExit::new().unwrap();
+        assert_eq!(e.reason(), None);
+        e.signal(ExitReason::GuestReset);
+        e.signal(ExitReason::TripleFault { vcpu: 0 });
+        assert_eq!(e.reason(), Some(ExitReason::GuestReset));
+        assert_eq!(e.eventfd().read().unwrap(), 2);
     }
 }

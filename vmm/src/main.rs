@@ -1,5 +1,6 @@
 //! `hull-vmm`: boot one microVM from command-line flags (or, with `--api-sock`, from API
-//! requests) and exit with the VM: 0 after a guest reboot/poweroff or SIGTERM, 1 on error.
+//! requests) and exit with the VM: 0 after a guest reboot/poweroff or SIGTERM, 1 on error,
+//! 3 when the guest crashed (a vCPU triple-faulted); see `exit.rs` and vmm/API.md.
 
 use std::path::PathBuf;
 
@@ -190,11 +191,14 @@ fn run() -> anyhow::Result<i32> {
         eprintln!("{}", vmm.metrics());
     }
     vmm.shutdown();
+    // One line naming the reason and the status, so a caller's log tells a guest request, a
+    // guest crash and a VMM failure apart (a crashed vCPU logged its registers before).
+    let status = reason.status();
     match &reason {
-        ExitReason::Error(e) => eprintln!("hull-vmm: {e}"),
-        r => eprintln!("hull-vmm: VM ended: {r:?}"),
+        ExitReason::Error(e) => eprintln!("hull-vmm: VM ended: error: {e} (exit status {status})"),
+        r => eprintln!("hull-vmm: VM ended: {r:?} (exit status {status})"),
     }
-    Ok(reason.status())
+    Ok(status)
 }
 
 fn main() {

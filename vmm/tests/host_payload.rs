@@ -244,6 +244,69 @@ fn halt_with_interrupts_off_is_poweroff() {
     }
 }
 
+/// 32-bit code: `out` each byte of `text` to COM1.
+fn serial_out32(text: &[u8]) -> Vec<u8> {
+    let mut c = vec![0x66, 0xba, 0xf8, 0x03]; // mov dx, 0x3f8
+    for b in text {
+        c.extend_from_slice(&[0xb0, *b, 0xee]); // mov al, b; out dx, al
+    }
+    c
+}
+
+/// A guest that crashes the way a kernel with a broken IDT does: load an IDT with limit 0,
+/// then raise #UD. Neither it, nor the #GP, nor the #DF that follow can be delivered, so the
+/// CPU shuts down (a triple fault, `KVM_EXIT_SHUTDOWN`). That is a guest crash, not a reboot:
+/// hull-vmm must say so, with the registers, and exit 3. (`ud2` rather than `int3`: the
+/// software KVM here (kvm_pvm) reports `int3` in this mode as an emulation failure instead.)
+#[test]
+fn triple_fault_is_a_crash_with_registers_not_a_reset() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = 0x1000u32; // where the VMM loads and enters the payload
+    let mut code = serial_out32(b"crash\n");
+    let lidt_len = 7; // 0f 01 1d disp32
+    let ud2_at = base + u32::try_from(code.len()).unwrap() + lidt_len;
+    let idt_desc = ud2_at + 2 + 2; // after ud2 and jmp $
+    code.extend_from_slice(&[0x0f, 0x01, 0x1d]); // lidt [idt_desc]
+    code.extend_from_slice(&idt_desc.to_le_bytes());
+    code.extend_from_slice(&[0x0f, 0x0b, 0xeb, 0xfe]); // ud2; jmp $
+    code.extend_from_slice(&[0; 6]); // the IDT descriptor: limit 0, base 0
+    let payload = write_payload(dir.path(), &code);
+    let out = run(
+        &[
+            "--raw-payload",
+            payload.to_str().unwrap(),
+            "--raw-payload-32bit",
+        ],
+        Duration::from_secs(20),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.stdout, b"crash\n", "stderr: {stderr}");
+    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
+    assert!(
+        stderr.contains("VM ended: TripleFault { vcpu: 0 } (exit status 3)"),
+        "stderr: {stderr}"
+    );
+    assert!(!stderr.contains("GuestReset"), "stderr: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("hull-vmm: vCPU 0: triple fault (KVM_EXIT_SHUTDOWN); "))
+        .unwrap_or_else(|| panic!("no fault line: {stderr}"));
+    for reg in [
+        "rsp=", "rflags=", "cr0=", "cr3=", "cr4=", "efer=", "cs=", "cs.base=",
+    ] {
+        assert!(line.contains(reg), "{reg} missing: {line}");
+    }
+    // Intel and kvm_pvm keep the crash state; AMD re-initialises the vCPU on shutdown, and
+    // the line says so.
+    assert!(
+        line.contains(&format!("rip={ud2_at:#x} ")) || line.contains("reset state"),
+        "rip of the ud2 ({ud2_at:#x}) expected: {line}"
+    );
+}
+
 #[test]
 fn linux_guest_refused_on_software_kvm() {
     let host = hull_vmm::hostcheck::HostKvm::detect(&Default::default());

@@ -5,4 +5,5 @@ pub mod cpuid;
 pub mod halt;
 pub mod memory;
 pub mod vcpu;
+pub mod vcpu_exit;
 pub mod vm;

@@ -5,6 +5,7 @@
 //! `KVM_RUN` returns `EINTR` at once and the thread reads its events.
 
 use std::cell::Cell;
+use std::io::Write;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Once};
@@ -20,17 +21,16 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use super::halt::{HaltAnswer, HaltProbe};
 use super::memory::GuestMemoryMmap;
+use super::vcpu_exit::{self, VcpuFault, Verdict};
 use super::vm::{Vm, VmError};
 use crate::arch::regs::{self, EntryMode};
 use crate::device_manager::bus::Bus;
 use crate::exit::{ExitReason, VmExit};
 use crate::metrics::METRICS;
 
-const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 /// vCPU threads run shallow code (exit dispatch); a stack below 2 MiB also cannot be backed by
 /// a transparent huge page, which on THP-`always` hosts cost 2 MiB of RSS per vCPU.
 const VCPU_STACK_SIZE: usize = 512 * 1024;
-const KVM_SYSTEM_EVENT_RESET: u32 = 2;
 /// RFLAGS.IF: interrupts enabled.
 const RFLAGS_IF: u64 = 1 << 9;
 
@@ -263,38 +263,48 @@ impl Vcpu {
                     }
                     RunOutcome::Continue
                 }
-                VcpuExit::Hlt => RunOutcome::Exit(ExitReason::GuestPoweroff),
-                VcpuExit::Shutdown => RunOutcome::Exit(ExitReason::GuestReset),
-                VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_SHUTDOWN, _) => {
-                    RunOutcome::Exit(ExitReason::GuestPoweroff)
-                }
-                VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_RESET, _) => {
-                    RunOutcome::Exit(ExitReason::GuestReset)
-                }
-                VcpuExit::FailEntry(reason, cpu) => RunOutcome::Exit(ExitReason::Error(format!(
-                    "vCPU {} failed to enter the guest: reason {reason:#x} on cpu {cpu}",
-                    self.id
-                ))),
-                VcpuExit::InternalError => RunOutcome::Exit(ExitReason::Error(format!(
-                    "KVM internal error on vCPU {} (emulation failure)",
-                    self.id
-                ))),
-                VcpuExit::IrqWindowOpen | VcpuExit::Intr => RunOutcome::Continue,
-                other => RunOutcome::Exit(ExitReason::Error(format!(
-                    "unexpected exit on vCPU {}: {other:?}",
-                    self.id
-                ))),
+                other => match vcpu_exit::classify(&other) {
+                    Verdict::Continue => RunOutcome::Continue,
+                    Verdict::End(reason) => RunOutcome::Exit(reason),
+                    Verdict::Fault(fault) => self.fault(fault),
+                },
             },
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 // A kick: clear the flag so the next KVM_RUN enters the guest again.
                 self.fd.set_kvm_immediate_exit(0);
                 RunOutcome::Interrupted
             }
-            Err(e) => RunOutcome::Exit(ExitReason::Error(format!(
-                "KVM_RUN failed on vCPU {}: {e}",
-                self.id
-            ))),
+            Err(e) => self.fault(VcpuFault::RunFailed(e.errno())),
         }
+    }
+
+    /// Logs why this vCPU stopped, with its registers, and ends the VM. The line is written
+    /// here, at once, rather than by the event loop: the registers can only be read on this
+    /// thread, and it is out even if the process dies before the VM is torn down.
+    fn fault(&mut self, fault: VcpuFault) -> RunOutcome {
+        let detail = (fault == VcpuFault::InternalError).then(|| self.internal_error_detail());
+        // Both reads are plain ioctls returning a Result (allowed by the vCPU seccomp
+        // filter); a failure is reported in the line, never unwrapped.
+        let regs = vcpu_exit::regs_summary(self.fd.get_regs(), self.fd.get_sregs());
+        let already = self.exit.reason();
+        let line =
+            vcpu_exit::fault_line(self.id, &fault, detail.as_deref(), &regs, already.as_ref());
+        // Not eprintln!, which panics when stderr is gone (a closed pipe): the VM must still end.
+        let _ = writeln!(std::io::stderr(), "{line}");
+        RunOutcome::Exit(fault.reason(self.id))
+    }
+
+    /// KVM's suberror and data words after `KVM_EXIT_INTERNAL_ERROR`.
+    fn internal_error_detail(&mut self) -> String {
+        let run = self.fd.get_kvm_run();
+        // SAFETY: called only right after KVM_RUN returned KVM_EXIT_INTERNAL_ERROR, for which
+        // the kernel fills the `internal` member of the exit union; every member is plain
+        // integers, so any bit pattern is a valid value.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let n = usize::try_from(internal.ndata)
+            .unwrap_or(usize::MAX)
+            .min(internal.data.len());
+        vcpu_exit::internal_detail(internal.suberror, &internal.data[..n])
     }
 }
 
