@@ -14,27 +14,37 @@ const PUBLISH_TIMEOUT_NS: i64 = 5_000_000_000;
 #[derive(Debug, Clone)]
 pub struct Events {
     tx: mpsc::UnboundedSender<(String, Box<dyn MessageDyn>)>,
+    namespace: String,
 }
 
 impl Events {
     /// Starts the forwarding task; events go to `namespace` through `publisher`.
     pub fn start(publisher: RemotePublisher, namespace: String) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<(String, Box<dyn MessageDyn>)>();
+        let ns = namespace.clone();
         tokio::spawn(async move {
             while let Some((topic, ev)) = rx.recv().await {
                 let ctx = ttrpc::context::with_timeout(PUBLISH_TIMEOUT_NS);
-                if let Err(e) = publisher.publish(ctx, &topic, &namespace, ev).await {
+                if let Err(e) = publisher.publish(ctx, &topic, &ns, ev).await {
                     tracing::error!(%topic, "publish: {e}");
                 }
             }
         });
-        Events { tx }
+        Events { tx, namespace }
     }
 
     /// A sender whose events go nowhere, for tests of the task logic.
     pub fn discard() -> Self {
         let (tx, _) = mpsc::unbounded_channel();
-        Events { tx }
+        Events {
+            tx,
+            namespace: String::new(),
+        }
+    }
+
+    /// The containerd namespace the pod's tasks live in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     pub fn send<E: Event + MessageDyn + 'static>(&self, ev: E) {

@@ -12,5 +12,6 @@ pub mod pod;
 pub mod share;
 pub mod sizing;
 pub mod spec;
+pub mod stats;
 pub mod stdio;
 pub mod task;

@@ -46,15 +46,31 @@ pub fn for_vm(bundle: &Path, cid: &str, share: &Share) -> Result<Vec<u8>, ShimEr
     share_binds(&mut spec, cid, share)?;
     guest_namespaces(&mut spec);
     let obj = spec.as_object_mut().ok_or_else(not_object)?;
-    // Host LSM labels mean nothing to the guest kernel, which has neither LSM.
     if let Some(p) = obj.get_mut("process").and_then(Value::as_object_mut) {
-        p.remove("apparmorProfile");
-        p.remove("selinuxLabel");
+        drop_lsm_labels(p);
     }
     if let Some(linux) = obj.get_mut("linux").and_then(Value::as_object_mut) {
         linux.remove("mountLabel");
     }
     serde_json::to_vec(&spec).map_err(|e| ShimError::InvalidArgument(e.to_string()))
+}
+
+/// Host LSM labels mean nothing to the guest kernel, which has neither LSM (and the host
+/// agent of the tests does not apply them either).
+fn drop_lsm_labels(process: &mut serde_json::Map<String, Value>) {
+    process.remove("apparmorProfile");
+    process.remove("selinuxLabel");
+}
+
+/// The OCI Process of an exec (JSON, as containerd sends it) for the agent.
+pub fn exec_process(json: &[u8]) -> Result<Vec<u8>, ShimError> {
+    let mut p: Value = serde_json::from_slice(json)
+        .map_err(|e| ShimError::InvalidArgument(format!("exec process spec: {e}")))?;
+    let obj = p.as_object_mut().ok_or_else(|| {
+        ShimError::InvalidArgument("exec process spec is not a JSON object".into())
+    })?;
+    drop_lsm_labels(obj);
+    serde_json::to_vec(&p).map_err(|e| ShimError::InvalidArgument(e.to_string()))
 }
 
 fn not_object() -> ShimError {
@@ -163,6 +179,15 @@ mod tests {
             s["linux"]["namespaces"],
             json!([{"type": "pid"}, {"type": "mount", "path": ""}])
         );
+    }
+
+    #[test]
+    fn exec_process_loses_lsm_labels_and_must_be_an_object() {
+        let p = br#"{"args":["sh"],"cwd":"/","apparmorProfile":"cri-default","selinuxLabel":"x"}"#;
+        let out: Value = serde_json::from_slice(&exec_process(p).expect("exec")).expect("json");
+        assert_eq!(out, json!({"args": ["sh"], "cwd": "/"}));
+        assert!(exec_process(b"[1]").is_err());
+        assert!(exec_process(b"{").is_err());
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! The containerd task API (`containerd.task.v2.Task`, served as v3 as well): thin handlers
-//! that turn wire requests into `Pod::do_*` calls and errors into ttrpc codes. Exec,
-//! ResizePty, Pause/Resume, Stats and Update come with M3; Checkpoint never.
+//! that turn wire requests into `Pod::do_*` calls and errors into ttrpc codes. Every RPC but
+//! Checkpoint, which answers UNIMPLEMENTED (a VM's memory is not a runc checkpoint).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use containerd_shim::api::{
-    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
-    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PidsRequest,
-    PidsResponse, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse,
-    Status, WaitRequest, WaitResponse,
+    CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest,
+    CreateTaskResponse, DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest,
+    PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest,
+    StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse, Status,
+    UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim::protos::api::ProcessInfo;
 use containerd_shim::protos::events::task::TaskCreate;
@@ -18,7 +19,9 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::{Task, TtrpcContext, TtrpcResult};
 
 use crate::errors::ShimError;
-use crate::pod::{timestamp, CreateSpec, Exit, Pod, ProcStatus, StdioPaths};
+use crate::pod::{timestamp, CreateSpec, Exit, Pod, ProcStatus};
+use crate::stats;
+use crate::stdio::StdioPaths;
 
 #[derive(Debug, Clone)]
 pub struct TaskService {
@@ -33,15 +36,6 @@ impl TaskService {
 
 fn ts(exit: Option<Exit>) -> MessageField<Timestamp> {
     exit.map(|e| timestamp(e.at)).into()
-}
-
-/// hull runs no exec processes yet (M3); an exec id names nothing.
-fn init_only(exec_id: &str) -> Result<(), ShimError> {
-    if exec_id.is_empty() {
-        Ok(())
-    } else {
-        Err(ShimError::NotFound(format!("exec {exec_id}")))
-    }
 }
 
 #[async_trait]
@@ -92,9 +86,8 @@ impl Task for TaskService {
     }
 
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
-        tracing::info!(id = %req.id, "start");
-        init_only(&req.exec_id)?;
-        let pid = self.pod.do_start(&req.id).await?;
+        tracing::info!(id = %req.id, exec = %req.exec_id, "start");
+        let pid = self.pod.do_start(&req.id, &req.exec_id).await?;
         Ok(StartResponse {
             pid,
             ..Default::default()
@@ -102,15 +95,16 @@ impl Task for TaskService {
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
-        init_only(&req.exec_id)?;
-        let c = self.pod.info(&req.id)?;
+        let c = self.pod.info(&req.id, &req.exec_id)?;
         Ok(StateResponse {
             id: c.id,
+            exec_id: c.exec_id,
             bundle: c.bundle.display().to_string(),
             pid: c.pid,
             status: match c.status {
                 ProcStatus::Created => Status::CREATED,
                 ProcStatus::Running => Status::RUNNING,
+                ProcStatus::Paused => Status::PAUSED,
                 ProcStatus::Stopped => Status::STOPPED,
             }
             .into(),
@@ -125,8 +119,7 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
-        init_only(&req.exec_id)?;
-        let exit = self.pod.do_wait(&req.id).await?;
+        let exit = self.pod.do_wait(&req.id, &req.exec_id).await?;
         Ok(WaitResponse {
             exit_status: exit.status,
             exited_at: ts(Some(exit)),
@@ -135,16 +128,16 @@ impl Task for TaskService {
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
-        tracing::info!(id = %req.id, signal = req.signal, all = req.all, "kill");
-        init_only(&req.exec_id)?;
-        self.pod.do_kill(&req.id, req.signal, req.all).await?;
+        tracing::info!(id = %req.id, exec = %req.exec_id, signal = req.signal, all = req.all, "kill");
+        self.pod
+            .do_kill(&req.id, &req.exec_id, req.signal, req.all)
+            .await?;
         Ok(Empty::new())
     }
 
     async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
-        tracing::info!(id = %req.id, "delete");
-        init_only(&req.exec_id)?;
-        let c = self.pod.do_delete(&req.id).await?;
+        tracing::info!(id = %req.id, exec = %req.exec_id, "delete");
+        let c = self.pod.do_delete(&req.id, &req.exec_id).await?;
         Ok(DeleteResponse {
             pid: c.pid,
             exit_status: c.exit.map_or(0, |e| e.status),
@@ -168,13 +161,75 @@ impl Task for TaskService {
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
-        init_only(&req.exec_id)?;
-        self.pod.do_close_io(&req.id)?;
+        if req.stdin {
+            self.pod.do_close_io(&req.id, &req.exec_id)?;
+        }
         Ok(Empty::new())
     }
 
-    async fn exec(&self, _ctx: &TtrpcContext, _req: ExecProcessRequest) -> TtrpcResult<Empty> {
-        Err(ShimError::Unimplemented("exec (issue 5 M3)").into())
+    async fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> TtrpcResult<Empty> {
+        tracing::info!(id = %req.id, exec = %req.exec_id, "exec");
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let process = req.spec.as_ref().map(|a| a.value.as_slice()).unwrap_or(&[]);
+        self.pod.do_exec(&req.id, &req.exec_id, stdio, process)?;
+        Ok(Empty::new())
+    }
+
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
+        self.pod
+            .do_resize_pty(&req.id, &req.exec_id, req.width, req.height)
+            .await?;
+        Ok(Empty::new())
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
+        tracing::info!(id = %req.id, "pause");
+        self.pod.do_pause(&req.id).await?;
+        Ok(Empty::new())
+    }
+
+    async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
+        tracing::info!(id = %req.id, "resume");
+        self.pod.do_resume(&req.id).await?;
+        Ok(Empty::new())
+    }
+
+    async fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        tracing::info!(id = %req.id, "update");
+        // containerd marshals the OCI LinuxResources as JSON inside the Any.
+        let resources = req
+            .resources
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
+        self.pod.do_update(&req.id, resources).await?;
+        Ok(Empty::new())
+    }
+
+    async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+        let stats = self.pod.do_stats(&req.id).await?;
+        let any = containerd_shim::util::convert_to_any(Box::new(stats::to_metrics(&stats)))
+            .map_err(|source| ShimError::Shim {
+                context: "encode metrics".into(),
+                source,
+            })?;
+        Ok(StatsResponse {
+            stats: Some(any).into(),
+            ..Default::default()
+        })
+    }
+
+    async fn checkpoint(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: CheckpointTaskRequest,
+    ) -> TtrpcResult<Empty> {
+        Err(ShimError::Unimplemented("checkpoint").into())
     }
 
     async fn connect(
@@ -184,7 +239,7 @@ impl Task for TaskService {
     ) -> TtrpcResult<ConnectResponse> {
         let task_pid = self
             .pod
-            .info(&req.id)
+            .info(&req.id, "")
             .map(|c| c.pid)
             .unwrap_or_else(|_| self.pod.any_pid());
         Ok(ConnectResponse {
@@ -196,7 +251,7 @@ impl Task for TaskService {
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TtrpcResult<Empty> {
         tracing::info!("shutdown");
-        self.pod.do_shutdown().await?;
+        self.pod.do_shutdown();
         Ok(Empty::new())
     }
 }

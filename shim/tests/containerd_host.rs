@@ -1,6 +1,8 @@
 //! The shim against a real containerd 1.6 (Debian's `/usr/bin/containerd`) on this host, with
 //! the test-only host-agent backend (hull-agent on the host instead of a VM), side by side with
-//! runc: output, exit codes, death by signal, and that nothing is left behind.
+//! runc: output, exit codes, death by signal, exec with and without a terminal, pause and
+//! resume, metrics, `file://` and `binary://` log URIs, the task events, and that nothing is
+//! left behind.
 //!
 //! Needs root (containerd, mounts, cgroups). It never skips: without root it fails.
 
@@ -105,6 +107,47 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // After a failed assertion, shims (and their host agents) may still run: containerd
+        // would reconnect to them on restart, but this one is gone for good.
+        for needle in [
+            self.dir.display().to_string(),
+            "hull-agent --listen unix:/run/hull/pods/hull-".to_owned(),
+        ] {
+            for p in procs_with(&needle) {
+                if let Some(pid) = p.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        // ... and the host agents' cgroups (container cgroups first, then the parent).
+        std::thread::sleep(Duration::from_millis(200));
+        let parents = std::fs::read_dir("/sys/fs/cgroup/unified")
+            .into_iter()
+            .flatten();
+        for parent in parents.flatten().map(|e| e.path()) {
+            let is_ours = parent
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("hull-host-hull-"));
+            if is_ours {
+                for child in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+                    let procs = std::fs::read_to_string(child.path().join("cgroup.procs"));
+                    for pid in procs.unwrap_or_default().lines() {
+                        if let Ok(pid) = pid.parse() {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                    let _ = std::fs::remove_dir(child.path());
+                }
+                let _ = std::fs::remove_dir(&parent);
+            }
+        }
         let _ = Command::new("umount")
             .arg("-R")
             .arg(self.dir.join("root"))
@@ -169,6 +212,205 @@ fn wait_running(c: &Containerd, id: &str) {
     }
 }
 
+/// `ctr events` for the whole test: (topic, container id) of every task event.
+struct EventLog {
+    child: Child,
+}
+
+impl EventLog {
+    fn start(c: &Containerd) -> Self {
+        let child = c
+            .ctr_cmd(&["events"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ctr events");
+        EventLog { child }
+    }
+
+    fn stop(mut self) -> Vec<(String, String)> {
+        // The last events may still be on their way to the subscriber.
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = self.child.kill();
+        let out = self.child.wait_with_output().expect("ctr events output");
+        // Lines: `<time> <namespace> <topic> <json>`.
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let topic = l
+                    .split_whitespace()
+                    .find(|w| w.starts_with("/tasks/"))?
+                    .to_owned();
+                let json = l.split_once('{').map(|(_, j)| format!("{{{j}"))?;
+                let v: serde_json::Value = serde_json::from_str(&json).ok()?;
+                Some((topic, v.get("container_id")?.as_str()?.to_owned()))
+            })
+            .collect()
+    }
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Status of `id` in `ctr task ls`.
+fn task_status(c: &Containerd, id: &str) -> String {
+    let out = c.ctr(&["task", "ls"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(&format!("{id} ")))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Exec with and without a terminal, pause and resume, metrics: the same as runc.
+fn exec_pause_and_metrics(c: &Containerd, rt: &Runtime) {
+    let id = format!("{}-task", rt.name);
+    let mut a = vec!["run", "-d"];
+    a.extend(rt.args.iter().map(String::as_str));
+    a.extend([IMAGE, &id, "sleep", "1000"]);
+    let out = c.ctr(&a);
+    assert!(out.status.success(), "{}: run -d {out:?}", rt.name);
+    wait_running(c, &id);
+
+    let out = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        &id,
+        "sh",
+        "-c",
+        "echo exec-out; echo exec-err >&2; exit 5",
+    ]);
+    assert_eq!(
+        text(&out),
+        ("exec-out\n".into(), "exec-err\n".into()),
+        "{}: exec output",
+        rt.name
+    );
+    assert_eq!(out.status.code(), Some(5), "{}: exec exit code", rt.name);
+
+    // `ctr task exec -t` needs a terminal of its own: script(1) gives it one. The output
+    // comes back through two terminals, each adding a CR before the NL, and script echoes
+    // the end of its /dev/null input (`^@`) at some point: both are dropped.
+    // The sleep lets ctr's resize after start find the process alive (runc's "cannot resize
+    // a stopped container" otherwise).
+    let ctr = format!(
+        "ctr -a {} -n {NS} task exec -t --exec-id e2 {id} sh -c 'test -t 0 && test -t 1 && echo tty; sleep 1; exit 4'",
+        c.sock().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &ctr, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let (so, se) = text(&out);
+    assert_eq!(
+        so.replace("^@", "").replace('\r', ""),
+        "tty\n",
+        "{}: exec -t stdout, stderr {se}",
+        rt.name
+    );
+    assert_eq!(out.status.code(), Some(4), "{}: exec -t exit code", rt.name);
+
+    let ok = |args: &[&str]| {
+        let out = c.ctr(args);
+        assert!(out.status.success(), "{}: {args:?}: {out:?}", rt.name);
+    };
+    ok(&["task", "pause", &id]);
+    assert_eq!(task_status(c, &id), "PAUSED", "{}", rt.name);
+    ok(&["task", "resume", &id]);
+    assert_eq!(task_status(c, &id), "RUNNING", "{}", rt.name);
+
+    // This host is cgroup v1 (runc reports v1 metrics); hull's agent always reports v2.
+    let out = c.ctr(&["task", "metrics", &id]);
+    assert!(out.status.success(), "{}: metrics {out:?}", rt.name);
+    if rt.name == "hull" {
+        let (so, _) = text(&out);
+        let usage = so
+            .lines()
+            .find_map(|l| l.strip_prefix("cpu.usage_usec"))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        assert!(usage.is_some_and(|u| u > 0), "hull metrics: {so}");
+    }
+
+    ok(&["task", "kill", "-s", "SIGKILL", &id]);
+    let start = Instant::now();
+    while task_status(c, &id) != "STOPPED" {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{id} never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok(&["task", "rm", &id]);
+    ok(&["containers", "rm", &id]);
+}
+
+/// `--log-uri file://` and `binary://`: the same bytes as runc.
+fn log_uris(c: &Containerd, rt: &Runtime, dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let logger = dir.join("logger.sh");
+    std::fs::write(
+        &logger,
+        "#!/bin/sh\nexec 5>&-\ncat <&3 > \"$1/$CONTAINER_ID.out\" &\ncat <&4 > \"$1/$CONTAINER_ID.err\"\nwait\n",
+    )
+    .expect("logger");
+    std::fs::set_permissions(&logger, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let file = dir.join(format!("{}.log", rt.name));
+    let uris = [
+        (
+            format!("{}-file", rt.name),
+            format!("file://{}", file.display()),
+        ),
+        (
+            format!("{}-bin", rt.name),
+            format!("binary://{}?{}", logger.display(), dir.display()),
+        ),
+    ];
+    for (id, uri) in &uris {
+        let mut a = vec!["run", "--rm", "--log-uri", uri];
+        a.extend(rt.args.iter().map(String::as_str));
+        a.extend([IMAGE, id, "sh", "-c", "echo out; echo err >&2; exit 2"]);
+        let out = c.ctr(&a);
+        assert_eq!(out.status.code(), Some(2), "{}: {uri}: {out:?}", rt.name);
+    }
+    let read =
+        |p: PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    // Both streams append to one file, each through its own copy: their order is timing.
+    // runc's shim (containerd 1.6) sometimes loses one of the two equal-length lines here
+    // (seen once in a few runs): it is the reference for the line content only.
+    let mut lines: Vec<String> = read(file).lines().map(str::to_owned).collect();
+    lines.sort();
+    if rt.name == "hull" {
+        assert_eq!(lines, ["err", "out"], "{}: file://", rt.name);
+    } else {
+        assert!(
+            !lines.is_empty() && lines.iter().all(|l| l == "err" || l == "out"),
+            "{}: file:// {lines:?}",
+            rt.name
+        );
+    }
+    let bin = &uris[1].0;
+    assert_eq!(
+        read(dir.join(format!("{bin}.out"))),
+        "out\n",
+        "{}: binary:// stdout",
+        rt.name
+    );
+    assert_eq!(
+        read(dir.join(format!("{bin}.err"))),
+        "err\n",
+        "{}: binary:// stderr",
+        rt.name
+    );
+}
+
 #[test]
 fn ctr_run_output_exit_codes_and_signals_match_runc_and_leave_nothing() {
     assert!(
@@ -200,6 +442,7 @@ fn ctr_run_output_exit_codes_and_signals_match_runc_and_leave_nothing() {
     let c = Containerd::start(&dir);
     let out = c.ctr(&["images", "import", image.to_str().expect("utf8")]);
     assert!(out.status.success(), "import: {out:?}");
+    let events = EventLog::start(&c);
 
     let runtimes = [
         Runtime {
@@ -250,14 +493,48 @@ fn ctr_run_output_exit_codes_and_signals_match_runc_and_leave_nothing() {
         assert_eq!(out.status.code(), Some(137), "{}: {out:?}", rt.name);
         let ls = c.ctr(&["containers", "ls", "-q"]);
         assert_eq!(String::from_utf8_lossy(&ls.stdout), "", "{}", rt.name);
+
+        exec_pause_and_metrics(&c, rt);
+        log_uris(&c, rt, &dir);
+    }
+    let events = events.stop();
+    for rt in &runtimes {
+        let id = format!("{}-task", rt.name);
+        let topics: Vec<&str> = events
+            .iter()
+            .filter(|(_, cid)| *cid == id)
+            .map(|(t, _)| t.as_str())
+            .collect();
+        for want in [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/paused",
+            "/tasks/resumed",
+            "/tasks/exit",
+            "/tasks/delete",
+        ] {
+            assert!(
+                topics.contains(&want),
+                "{}: no {want} in {topics:?}",
+                rt.name
+            );
+        }
     }
 
-    // Nothing of hull's is left: no shim, agent, socket, pod dir, mount.
-    let left = procs_with(shim.to_str().expect("utf8"));
+    // Nothing of hull's is left: no shim, agent, socket, pod dir, mount. A shim answers
+    // Shutdown at once and tears its pod down afterwards: give that time to finish.
+    let start = Instant::now();
+    let mut left = procs_with(shim.to_str().expect("utf8"));
+    while !left.is_empty() && start.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_millis(100));
+        left = procs_with(shim.to_str().expect("utf8"));
+    }
     assert!(left.is_empty(), "shim processes left: {left:?}");
     let left = procs_with("/run/hull/pods/hull-");
     assert!(left.is_empty(), "agent processes left: {left:?}");
-    for id in ["hull-out", "hull-sig"] {
+    for id in ["hull-out", "hull-sig", "hull-task", "hull-file", "hull-bin"] {
         let pod = Path::new("/run/hull/pods").join(id);
         assert!(!pod.exists(), "{} left", pod.display());
     }

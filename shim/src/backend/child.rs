@@ -100,14 +100,21 @@ impl Supervised {
     }
 }
 
+/// The first descriptor number [`ChildSetup::fds`] are passed as.
+const FIRST_PASSED_FD: i32 = 3;
+/// Above every target of [`ChildSetup::fds`]: sources are moved here first, so a source that
+/// happens to be 3, 4 or 5 is not overwritten by an earlier dup2.
+const PARKED_FD_MIN: i32 = 16;
+
 /// What a child does between fork and exec.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ChildSetup {
     /// An open `cgroup.procs` of the pod's cgroup: the child moves itself in before exec, so
     /// all its memory (guest RAM included) is charged to the pod from the first page.
     pub cgroup_procs: Option<std::os::fd::RawFd>,
-    /// Passed to the child as fd 3 (virtiofsd's `--fd=3` listening socket).
-    pub fd3: Option<std::os::fd::RawFd>,
+    /// Passed to the child as fds 3, 4, 5 in this order (virtiofsd's `--fd=3` listening
+    /// socket; a `binary://` logger's stdout, stderr and ready pipes).
+    pub fds: [Option<std::os::fd::RawFd>; 3],
 }
 
 /// Runs in the forked child: only async-signal-safe calls, no allocation.
@@ -119,11 +126,26 @@ fn in_child(setup: ChildSetup) -> std::io::Result<()> {
             return Err(std::io::Error::last_os_error());
         }
     }
-    if let Some(fd) = setup.fd3 {
-        // dup2 clears FD_CLOEXEC on the new descriptor, so fd 3 survives exec.
-        // SAFETY: dup2(2) on an fd the parent keeps open; fd 3 is replaced atomically.
-        if unsafe { libc::dup2(fd, 3) } != 3 {
-            return Err(std::io::Error::last_os_error());
+    let mut parked = [None; 3];
+    for (slot, fd) in parked.iter_mut().zip(setup.fds) {
+        if let Some(fd) = fd {
+            // SAFETY: fcntl(2) F_DUPFD_CLOEXEC on an fd the parent keeps open; the copy is
+            // closed by exec.
+            let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, PARKED_FD_MIN) };
+            if high < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            *slot = Some(high);
+        }
+    }
+    for (target, fd) in (FIRST_PASSED_FD..).zip(parked) {
+        if let Some(fd) = fd {
+            // dup2 clears FD_CLOEXEC on the new descriptor, so it survives exec.
+            // SAFETY: dup2(2) from the parked copy made above; the target is replaced
+            // atomically.
+            if unsafe { libc::dup2(fd, target) } != target {
+                return Err(std::io::Error::last_os_error());
+            }
         }
     }
     Ok(())
@@ -132,7 +154,7 @@ fn in_child(setup: ChildSetup) -> std::io::Result<()> {
 /// Spawns `cmd` with `setup` applied in the child.
 pub fn spawn(cmd: &mut tokio::process::Command, setup: ChildSetup) -> std::io::Result<Child> {
     // SAFETY: the closure runs in the forked child before exec; `in_child` calls only
-    // write(2) and dup2(2), which are async-signal-safe, allocates nothing and takes no lock.
+    // write(2), fcntl(2) and dup2(2), which are async-signal-safe, allocates nothing and takes no lock.
     unsafe {
         cmd.pre_exec(move || in_child(setup));
     }
@@ -169,5 +191,45 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let st = s.stop(Duration::from_millis(300)).await;
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn fds_arrive_as_3_4_5_in_order() {
+        use std::os::fd::AsRawFd;
+        // Which low fds are free is up to the test harness, so a source colliding with a
+        // target (what the parking in `in_child` is for) cannot be staged safely here.
+        let (a, _a) = nix::unistd::pipe().expect("pipe");
+        let (b, _b) = nix::unistd::pipe().expect("pipe");
+        let (c, _c) = nix::unistd::pipe().expect("pipe");
+        let name = |fd: i32| std::fs::read_link(format!("/proc/self/fd/{fd}")).expect("link");
+        let want = [
+            name(b.as_raw_fd()),
+            name(a.as_raw_fd()),
+            name(c.as_raw_fd()),
+        ];
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.args([
+            "-c",
+            "readlink /proc/self/fd/3 /proc/self/fd/4 /proc/self/fd/5",
+        ])
+        .stdout(std::process::Stdio::piped());
+        let setup = ChildSetup {
+            cgroup_procs: None,
+            fds: [
+                Some(b.as_raw_fd()),
+                Some(a.as_raw_fd()),
+                Some(c.as_raw_fd()),
+            ],
+        };
+        let out = spawn(&mut cmd, setup)
+            .expect("spawn")
+            .wait_with_output()
+            .await
+            .expect("wait");
+        let got: Vec<_> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(std::path::PathBuf::from)
+            .collect();
+        assert_eq!(got, want);
     }
 }

@@ -49,7 +49,7 @@ pub fn start(
         &mut cmd,
         ChildSetup {
             cgroup_procs,
-            fd3: Some(listener.as_raw_fd()),
+            fds: [Some(listener.as_raw_fd()), None, None],
         },
     )
     .map_err(|e| err(&format!("spawn {}", cfg.virtiofsd.display()), e))?;

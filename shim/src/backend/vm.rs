@@ -229,7 +229,7 @@ impl VmPod {
             &mut cmd,
             ChildSetup {
                 cgroup_procs: procs,
-                fd3: None,
+                fds: [None; 3],
             },
         )
         .map_err(io_err(format!("spawn {}", cfg.vm.vmm.display())))?;

@@ -1,17 +1,19 @@
 //! A pod's containers and what the task RPCs do to them (`do_*`), with the wire types of the
-//! shim API kept in `task.rs`. The backend (host agent today, VM later) is launched by the
-//! first Create and stopped by Shutdown once no container is left.
+//! shim API kept in `task.rs`. The backend (a VM, or the test-only host agent) is launched by
+//! the first Create and stopped by Shutdown once no container is left. Process records are
+//! in `process.rs`; execs and terminals in `exec.rs`; pause, resume, update, stats and pids in
+//! `control.rs`; OOM events in `oom.rs`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use containerd_shim::asynchronous::io::IoTasks;
 use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::protos::events::task::{TaskDelete, TaskExit, TaskStart};
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use hull_proto::containers::{
-    CreateContainerRequest, ListPidsRequest, RemoveContainerRequest, StartContainerRequest,
+    CreateContainerRequest, RemoveContainerRequest, StartContainerRequest,
 };
 use hull_proto::containers_ttrpc::ContainersClient;
 use hull_proto::processes::{SignalProcessRequest, WaitProcessRequest};
@@ -22,7 +24,15 @@ use crate::backend::{self, PodBackend};
 use crate::config::HullConfig;
 use crate::errors::ShimError;
 use crate::events::Events;
-use crate::stdio::{self, ProcRef};
+use crate::stdio::{ProcRef, Stdio, StdioPaths};
+
+mod control;
+mod exec;
+mod oom;
+mod process;
+
+use process::{Container, Process};
+pub use process::{Exit, ProcInfo, ProcStatus};
 
 /// Exit status of a process whose fate is unknown (agent or VM gone), as Kata.
 pub const UNKNOWN_EXIT_STATUS: u32 = 255;
@@ -35,84 +45,12 @@ fn ctx() -> ttrpc::context::Context {
     ttrpc::context::with_timeout(RPC_TIMEOUT_NS)
 }
 
-/// When and how a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exit {
-    pub status: u32,
-    pub at: SystemTime,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProcStatus {
-    Created,
-    Running,
-    Stopped,
-}
-
-/// Stdio as containerd asked for it.
-#[derive(Debug, Clone, Default)]
-pub struct StdioPaths {
-    pub stdin: String,
-    pub stdout: String,
-    pub stderr: String,
-    pub terminal: bool,
-}
-
 /// What Create needs, free of wire types.
 #[derive(Debug, Clone)]
 pub struct CreateSpec {
     pub id: String,
     pub bundle: PathBuf,
     pub stdio: StdioPaths,
-}
-
-/// A snapshot of one container for State/Connect/Delete.
-#[derive(Debug, Clone)]
-pub struct ContainerInfo {
-    pub id: String,
-    pub bundle: PathBuf,
-    pub pid: u32,
-    pub status: ProcStatus,
-    pub stdio: StdioPaths,
-    pub exit: Option<Exit>,
-}
-
-struct Container {
-    bundle: PathBuf,
-    pid: u32,
-    stdio: StdioPaths,
-    io: IoTasks,
-    started: bool,
-    exit: watch::Receiver<Option<Exit>>,
-    exit_tx: Option<watch::Sender<Option<Exit>>>,
-}
-
-impl std::fmt::Debug for Container {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Container")
-            .field("bundle", &self.bundle)
-            .field("pid", &self.pid)
-            .field("started", &self.started)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Container {
-    fn info(&self, id: &str) -> ContainerInfo {
-        let exit = *self.exit.borrow();
-        ContainerInfo {
-            id: id.to_owned(),
-            bundle: self.bundle.clone(),
-            pid: self.pid,
-            status: match (exit, self.started) {
-                (Some(_), _) => ProcStatus::Stopped,
-                (None, true) => ProcStatus::Running,
-                (None, false) => ProcStatus::Created,
-            },
-            stdio: self.stdio.clone(),
-            exit,
-        }
-    }
 }
 
 /// The pod this shim serves.
@@ -122,6 +60,9 @@ pub struct Pod {
     events: Events,
     exit_signal: Arc<ExitSignal>,
     backend: OnceCell<Box<dyn PodBackend>>,
+    oom_watch: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set by the first Shutdown of an empty pod.
+    tearing_down: std::sync::atomic::AtomicBool,
     // Short critical sections only (no await while held); the agent owns process state.
     containers: Mutex<HashMap<String, Container>>,
 }
@@ -150,6 +91,14 @@ pub fn timestamp(t: SystemTime) -> Timestamp {
     }
 }
 
+fn not_found(id: &str, exec_id: &str) -> ShimError {
+    if exec_id.is_empty() {
+        ShimError::NotFound(format!("container {id}"))
+    } else {
+        ShimError::NotFound(format!("exec {exec_id} of container {id}"))
+    }
+}
+
 impl Pod {
     pub fn new(sandbox_id: String, cfg: HullConfig, events: Events, exit: Arc<ExitSignal>) -> Self {
         Pod {
@@ -158,6 +107,8 @@ impl Pod {
             events,
             exit_signal: exit,
             backend: OnceCell::new(),
+            oom_watch: Mutex::new(None),
+            tearing_down: std::sync::atomic::AtomicBool::new(false),
             containers: Mutex::new(HashMap::new()),
         }
     }
@@ -171,11 +122,17 @@ impl Pod {
         self.containers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The pod's backend; the first Create (the sandbox's, `bundle`) launches it.
+    /// The pod's backend; the first Create (the sandbox's, `bundle`) launches it and starts
+    /// watching for OOM kills.
     async fn launch(&self, bundle: &Path) -> Result<&dyn PodBackend, ShimError> {
         let b = self
             .backend
-            .get_or_try_init(|| backend::launch(&self.cfg, &self.sandbox_id, bundle))
+            .get_or_try_init(|| async {
+                let b = backend::launch(&self.cfg, &self.sandbox_id, bundle).await?;
+                let watch = oom::spawn(b.agent(), self.events.clone());
+                *self.oom_watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(watch);
+                Ok::<_, ShimError>(b)
+            })
             .await?;
         Ok(b.as_ref())
     }
@@ -192,16 +149,16 @@ impl Pod {
         Ok((ContainersClient::new(c.clone()), ProcessesClient::new(c)))
     }
 
-    pub fn info(&self, id: &str) -> Result<ContainerInfo, ShimError> {
+    pub fn info(&self, id: &str, exec_id: &str) -> Result<ProcInfo, ShimError> {
         self.lock()
             .get(id)
-            .map(|c| c.info(id))
-            .ok_or_else(|| ShimError::NotFound(format!("container {id}")))
+            .and_then(|c| c.info(id, exec_id))
+            .ok_or_else(|| not_found(id, exec_id))
     }
 
     /// The pid containerd shows for the pod (Connect's task pid when no id matches).
     pub fn any_pid(&self) -> u32 {
-        self.lock().values().map(|c| c.pid).next().unwrap_or(0)
+        self.lock().values().map(|c| c.init.pid).next().unwrap_or(0)
     }
 
     /// Mounts the rootfs, creates the container in the agent, wires its stdio.
@@ -226,36 +183,25 @@ impl Pod {
         if result.is_err() && !rootfs.is_empty() {
             unmount(&root);
         }
-        let (pid, io, exit_tx, exit_rx) = result?;
+        let (pid, io) = result?;
+        let init = Process::new(pid, spec.stdio, Some(Arc::new(io)), Vec::new());
         self.lock().insert(
-            spec.id.clone(),
+            spec.id,
             Container {
                 bundle: spec.bundle,
-                pid,
-                stdio: spec.stdio,
-                io,
-                started: false,
-                exit: exit_rx,
-                exit_tx: Some(exit_tx),
+                paused: false,
+                init,
+                execs: HashMap::new(),
             },
         );
         Ok(pid)
     }
 
-    #[allow(clippy::type_complexity)]
     async fn create_in_agent(
         &self,
         spec: &CreateSpec,
         root: &Path,
-    ) -> Result<
-        (
-            u32,
-            IoTasks,
-            watch::Sender<Option<Exit>>,
-            watch::Receiver<Option<Exit>>,
-        ),
-        ShimError,
-    > {
+    ) -> Result<(u32, Stdio), ShimError> {
         let b = self.launch(&spec.bundle).await?;
         let prepared = b.prepare_container(&spec.id, &spec.bundle, root).await?;
         let (containers, processes) = self.clients()?;
@@ -275,81 +221,116 @@ impl Pod {
                 return Err(ShimError::agent(format!("create container {}", spec.id))(e));
             }
         };
-        let io = IoTasks::default();
         let p = ProcRef {
             container_id: spec.id.clone(),
             exec_id: String::new(),
         };
-        let s = &spec.stdio;
-        if let Err(e) = stdio::connect(&io, &processes, &p, &s.stdin, &s.stdout, &s.stderr) {
-            io.abort().await;
-            let _ = remove_in_agent(&containers, &spec.id).await;
-            b.release_container(&spec.id).await;
-            return Err(e);
+        match Stdio::open(&processes, &p, &spec.stdio, self.events.namespace()).await {
+            Ok(io) => Ok((pid, io)),
+            Err(e) => {
+                let _ = remove_in_agent(&containers, &spec.id).await;
+                b.release_container(&spec.id).await;
+                Err(e)
+            }
         }
-        let (tx, rx) = watch::channel(None);
-        Ok((pid, io, tx, rx))
     }
 
-    /// Starts the init process and the task that reports its exit.
-    pub async fn do_start(self: &Arc<Self>, id: &str) -> Result<u32, ShimError> {
-        let (pid, io, exit_tx) = {
-            let mut map = self.lock();
-            let c = map
-                .get_mut(id)
-                .ok_or_else(|| ShimError::NotFound(format!("container {id}")))?;
-            if c.started {
-                return Err(ShimError::FailedPrecondition(format!(
-                    "container {id} was started already"
-                )));
-            }
-            let tx = c.exit_tx.take().ok_or_else(|| {
-                ShimError::FailedPrecondition(format!("container {id} cannot be started"))
-            })?;
-            (c.pid, c.io.clone(), tx)
-        };
-        let (containers, processes) = self.clients()?;
-        let req = StartContainerRequest {
-            container_id: id.to_owned(),
-            ..Default::default()
-        };
-        if let Err(e) = containers.start_container(ctx(), &req).await {
-            // Put the sender back so a Delete still finds a consistent record.
-            if let Some(c) = self.lock().get_mut(id) {
-                c.exit_tx = Some(exit_tx);
-            }
-            return Err(ShimError::agent(format!("start container {id}"))(e));
+    /// Takes the exit sender of a process about to start: a second Start is refused.
+    fn take_exit_tx(
+        &self,
+        id: &str,
+        exec_id: &str,
+    ) -> Result<watch::Sender<Option<Exit>>, ShimError> {
+        let mut map = self.lock();
+        let c = map.get_mut(id).ok_or_else(|| not_found(id, exec_id))?;
+        if !exec_id.is_empty() && c.init.status(false) != ProcStatus::Running {
+            return Err(ShimError::FailedPrecondition(format!(
+                "container {id} is not running"
+            )));
         }
-        if let Some(c) = self.lock().get_mut(id) {
-            c.started = true;
+        let p = c
+            .process_mut(exec_id)
+            .ok_or_else(|| not_found(id, exec_id))?;
+        if p.started {
+            return Err(ShimError::FailedPrecondition(format!(
+                "{} was started already",
+                ProcRef::new(id, exec_id).id()
+            )));
         }
-        self.events
-            .send(containerd_shim::protos::events::task::TaskStart {
-                container_id: id.to_owned(),
-                pid,
-                ..Default::default()
-            });
+        p.exit_tx.take().ok_or_else(|| {
+            ShimError::FailedPrecondition(format!("{id} {exec_id} is being started"))
+        })
+    }
+
+    /// Gives the exit sender back after a failed start, so Delete finds a consistent record.
+    fn restore_exit_tx(&self, id: &str, exec_id: &str, tx: watch::Sender<Option<Exit>>) {
+        if let Some(p) = self.lock().get_mut(id).and_then(|c| c.process_mut(exec_id)) {
+            p.exit_tx = Some(tx);
+        }
+    }
+
+    /// Starts a process (the init process, or an exec) and the task that reports its exit.
+    pub async fn do_start(self: &Arc<Self>, id: &str, exec_id: &str) -> Result<u32, ShimError> {
+        let exit_tx = self.take_exit_tx(id, exec_id)?;
+        let started = if exec_id.is_empty() {
+            self.start_init(id).await
+        } else {
+            self.start_exec(id, exec_id).await
+        };
+        let (pid, io) = match started {
+            Ok(r) => r,
+            Err(e) => {
+                self.restore_exit_tx(id, exec_id, exit_tx);
+                return Err(e);
+            }
+        };
+        let (_, processes) = self.clients()?;
         let pod = Arc::clone(self);
-        let id = id.to_owned();
+        let p = ProcRef::new(id, exec_id);
         tokio::spawn(async move {
-            pod.watch_exit(processes, id, pid, io, exit_tx).await;
+            pod.watch_exit(processes, p, pid, io, exit_tx).await;
         });
         Ok(pid)
     }
 
-    /// Exit ordering (plan §3): wait, drain the output to the FIFOs (bounded), set the exit,
-    /// then publish `/tasks/exit`, so the last bytes are in the FIFO before the event.
+    async fn start_init(&self, id: &str) -> Result<(u32, Arc<Stdio>), ShimError> {
+        let (containers, _) = self.clients()?;
+        let req = StartContainerRequest {
+            container_id: id.to_owned(),
+            ..Default::default()
+        };
+        containers
+            .start_container(ctx(), &req)
+            .await
+            .map_err(ShimError::agent(format!("start container {id}")))?;
+        let (pid, io) = {
+            let mut map = self.lock();
+            let c = map.get_mut(id).ok_or_else(|| not_found(id, ""))?;
+            c.init.started = true;
+            (c.init.pid, c.init.io.clone())
+        };
+        self.events.send(TaskStart {
+            container_id: id.to_owned(),
+            pid,
+            ..Default::default()
+        });
+        let io = io.ok_or_else(|| ShimError::FailedPrecondition(format!("{id} has no stdio")))?;
+        Ok((pid, io))
+    }
+
+    /// Exit ordering (DESIGN §1 Stdio): wait, drain the output (bounded), set the exit, then
+    /// publish `/tasks/exit`, so the last bytes are delivered before the event.
     async fn watch_exit(
         &self,
         processes: ProcessesClient,
-        id: String,
+        p: ProcRef,
         pid: u32,
-        io: IoTasks,
+        io: Arc<Stdio>,
         exit_tx: watch::Sender<Option<Exit>>,
     ) {
         let req = WaitProcessRequest {
-            container_id: id.clone(),
-            exec_id: String::new(),
+            container_id: p.container_id.clone(),
+            exec_id: p.exec_id.clone(),
             ..Default::default()
         };
         let wait = processes.wait_process(ttrpc::context::Context::default(), &req);
@@ -359,6 +340,7 @@ impl Pod {
                 None => std::future::pending().await,
             }
         };
+        let id = p.id();
         let status = tokio::select! {
             r = wait => match r {
                 Ok(r) => r.exit.as_ref().map_or(UNKNOWN_EXIT_STATUS, |e| e.status),
@@ -373,46 +355,51 @@ impl Pod {
                 UNKNOWN_EXIT_STATUS
             }
         };
-        io.shutdown().await;
+        io.drain().await;
         let exit = Exit { status, at: now() };
         let _ = exit_tx.send(Some(exit));
-        self.events
-            .send(containerd_shim::protos::events::task::TaskExit {
-                container_id: id.clone(),
-                id,
-                pid,
-                exit_status: status,
-                exited_at: Some(timestamp(exit.at)).into(),
-                ..Default::default()
-            });
+        self.events.send(TaskExit {
+            container_id: p.container_id.clone(),
+            id: id.to_owned(),
+            pid,
+            exit_status: status,
+            exited_at: Some(timestamp(exit.at)).into(),
+            ..Default::default()
+        });
     }
 
-    /// Waits until the init process of `id` has exited and its output is delivered.
-    pub async fn do_wait(&self, id: &str) -> Result<Exit, ShimError> {
+    /// Waits until the process has exited and its output is delivered.
+    pub async fn do_wait(&self, id: &str, exec_id: &str) -> Result<Exit, ShimError> {
         let mut rx = self
             .lock()
             .get(id)
-            .map(|c| c.exit.clone())
-            .ok_or_else(|| ShimError::NotFound(format!("container {id}")))?;
-        let exit = rx
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| ShimError::FailedPrecondition(format!("container {id} was deleted")))?;
+            .and_then(|c| c.process(exec_id))
+            .map(|p| p.exit.clone())
+            .ok_or_else(|| not_found(id, exec_id))?;
+        let exit = rx.wait_for(Option::is_some).await.map_err(|_| {
+            ShimError::FailedPrecondition(format!("{} was deleted", ProcRef::new(id, exec_id).id()))
+        })?;
         Ok(exit.unwrap_or(Exit {
             status: UNKNOWN_EXIT_STATUS,
             at: now(),
         }))
     }
 
-    pub async fn do_kill(&self, id: &str, signal: u32, all: bool) -> Result<(), ShimError> {
-        let info = self.info(id)?;
+    pub async fn do_kill(
+        &self,
+        id: &str,
+        exec_id: &str,
+        signal: u32,
+        all: bool,
+    ) -> Result<(), ShimError> {
+        let info = self.info(id, exec_id)?;
         if info.exit.is_some() {
-            return Err(ShimError::NotFound(format!("process of {id} (exited)")));
+            return Err(ShimError::NotFound(format!("process {} (exited)", info.id)));
         }
         let (_, processes) = self.clients()?;
         let req = SignalProcessRequest {
             container_id: id.to_owned(),
-            exec_id: String::new(),
+            exec_id: exec_id.to_owned(),
             signal,
             all,
             ..Default::default()
@@ -420,40 +407,51 @@ impl Pod {
         processes
             .signal_process(ctx(), &req)
             .await
-            .map_err(ShimError::agent(format!("signal {signal} to {id}")))?;
+            .map_err(ShimError::agent(format!("signal {signal} to {}", info.id)))?;
         Ok(())
     }
 
     /// Lets go of the shim's hold on stdin, so the process sees EOF once containerd's writer
     /// is gone too (`ctr run` without a terminal sends this when its stdin ends).
-    pub fn do_close_io(&self, id: &str) -> Result<(), ShimError> {
-        self.lock()
+    pub fn do_close_io(&self, id: &str, exec_id: &str) -> Result<(), ShimError> {
+        let io = self
+            .lock()
             .get(id)
-            .map(|c| c.io.close_input())
-            .ok_or_else(|| ShimError::NotFound(format!("container {id}")))
+            .and_then(|c| c.process(exec_id))
+            .map(|p| p.io.clone())
+            .ok_or_else(|| not_found(id, exec_id))?;
+        if let Some(io) = io {
+            io.close_input();
+        }
+        Ok(())
     }
 
-    pub async fn do_pids(&self, id: &str) -> Result<Vec<u32>, ShimError> {
-        self.info(id)?;
-        let (containers, _) = self.clients()?;
-        let req = ListPidsRequest {
-            container_id: id.to_owned(),
-            ..Default::default()
-        };
-        Ok(containers
-            .list_pids(ctx(), &req)
-            .await
-            .map_err(ShimError::agent(format!("list pids of {id}")))?
-            .pids)
-    }
-
-    /// Removes a stopped (or never started) container and its rootfs mount.
-    pub async fn do_delete(&self, id: &str) -> Result<ContainerInfo, ShimError> {
-        let info = self.info(id)?;
-        if info.status == ProcStatus::Running {
+    /// Removes a stopped (or never started) process; for the init process, the container
+    /// and its rootfs mount as well.
+    pub async fn do_delete(&self, id: &str, exec_id: &str) -> Result<ProcInfo, ShimError> {
+        let info = self.info(id, exec_id)?;
+        if matches!(info.status, ProcStatus::Running | ProcStatus::Paused) {
             return Err(ShimError::FailedPrecondition(format!(
-                "container {id} is running; kill it first"
+                "{} is running; kill it first",
+                info.id
             )));
+        }
+        let exit = info.exit.unwrap_or(Exit {
+            status: UNKNOWN_EXIT_STATUS,
+            at: now(),
+        });
+        if !exec_id.is_empty() {
+            let p = self
+                .lock()
+                .get_mut(id)
+                .and_then(|c| c.execs.remove(exec_id));
+            if let Some(io) = p.and_then(|p| p.io) {
+                io.close().await;
+            }
+            return Ok(ProcInfo {
+                exit: Some(exit),
+                ..info
+            });
         }
         let b = self.backend()?;
         if b.alive() {
@@ -462,33 +460,61 @@ impl Pod {
         }
         let c = self.lock().remove(id);
         if let Some(c) = c {
-            c.io.abort().await;
+            let ios = std::iter::once(&c.init)
+                .chain(c.execs.values())
+                .filter_map(|p| p.io.clone());
+            for io in ios {
+                io.close().await;
+            }
         }
         b.release_container(id).await;
         unmount(&info.bundle.join("rootfs"));
-        let exit = info.exit.unwrap_or(Exit {
-            status: UNKNOWN_EXIT_STATUS,
-            at: now(),
+        self.events.send(TaskDelete {
+            container_id: id.to_owned(),
+            id: id.to_owned(),
+            pid: info.pid,
+            exit_status: exit.status,
+            exited_at: Some(timestamp(exit.at)).into(),
+            ..Default::default()
         });
-        self.events
-            .send(containerd_shim::protos::events::task::TaskDelete {
-                container_id: id.to_owned(),
-                id: id.to_owned(),
-                pid: info.pid,
-                exit_status: exit.status,
-                exited_at: Some(timestamp(exit.at)).into(),
-                ..Default::default()
-            });
-        Ok(ContainerInfo {
+        Ok(ProcInfo {
             exit: Some(exit),
             ..info
         })
     }
 
     /// Stops the pod when nothing is left in it; containerd calls Shutdown after each Delete.
-    pub async fn do_shutdown(&self) -> Result<(), ShimError> {
+    ///
+    /// The reply does not wait for the teardown, which runs in its own task (as runc's shim
+    /// only signals its exit): containerd gives Shutdown a few seconds, then drops the
+    /// connection, and the ttrpc server drops the request's future with it. A VM stop torn
+    /// down inside that future left a shim serving nothing, forever.
+    pub fn do_shutdown(self: &Arc<Self>) {
         if !self.lock().is_empty() {
-            return Ok(());
+            return;
+        }
+        if self
+            .tearing_down
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let pod = Arc::clone(self);
+        tokio::spawn(async move {
+            // Errors are logged inside; the shim exits either way.
+            let _ = pod.teardown().await;
+        });
+    }
+
+    /// Stops the backend (bounded), then lets the shim exit whatever happened.
+    async fn teardown(&self) -> Result<(), ShimError> {
+        if let Some(w) = self
+            .oom_watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            w.abort();
         }
         // The shim exits even if teardown fails or hangs: a shim left serving an empty pod
         // is a leak nobody will clean (containerd gave up on it after its 3 s deadline).

@@ -1,0 +1,115 @@
+//! Whole-container operations that need no process record: pause and resume (the guest's
+//! cgroup freezer), resource updates, stats and pids.
+
+use containerd_shim::protos::events::task::{TaskPaused, TaskResumed};
+use hull_proto::containers::{
+    ListPidsRequest, PauseContainerRequest, ResumeContainerRequest, StatsContainerRequest,
+    UpdateContainerRequest,
+};
+use hull_proto::stats::ContainerStats;
+
+use super::{ctx, not_found, Pod, ProcStatus};
+use crate::errors::ShimError;
+
+impl Pod {
+    /// The container must exist and its init process run (paused or not).
+    fn running(&self, id: &str) -> Result<(), ShimError> {
+        match self.info(id, "")?.status {
+            ProcStatus::Running | ProcStatus::Paused => Ok(()),
+            s => Err(ShimError::FailedPrecondition(format!(
+                "container {id} is {s:?}, not running"
+            ))),
+        }
+    }
+
+    fn set_paused(&self, id: &str, paused: bool) -> Result<(), ShimError> {
+        let mut map = self.lock();
+        let c = map.get_mut(id).ok_or_else(|| not_found(id, ""))?;
+        c.paused = paused;
+        Ok(())
+    }
+
+    pub async fn do_pause(&self, id: &str) -> Result<(), ShimError> {
+        self.running(id)?;
+        let (containers, _) = self.clients()?;
+        let req = PauseContainerRequest {
+            container_id: id.to_owned(),
+            ..Default::default()
+        };
+        containers
+            .pause_container(ctx(), &req)
+            .await
+            .map_err(ShimError::agent(format!("pause {id}")))?;
+        self.set_paused(id, true)?;
+        self.events.send(TaskPaused {
+            container_id: id.to_owned(),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    pub async fn do_resume(&self, id: &str) -> Result<(), ShimError> {
+        self.running(id)?;
+        let (containers, _) = self.clients()?;
+        let req = ResumeContainerRequest {
+            container_id: id.to_owned(),
+            ..Default::default()
+        };
+        containers
+            .resume_container(ctx(), &req)
+            .await
+            .map_err(ShimError::agent(format!("resume {id}")))?;
+        self.set_paused(id, false)?;
+        self.events.send(TaskResumed {
+            container_id: id.to_owned(),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    /// Applies new `linux.resources` (OCI LinuxResources as JSON) to the container's cgroup
+    /// in the guest. The VM itself keeps its size: vCPU and memory hotplug are not there yet.
+    pub async fn do_update(&self, id: &str, resources_json: Vec<u8>) -> Result<(), ShimError> {
+        self.running(id)?;
+        let (containers, _) = self.clients()?;
+        let req = UpdateContainerRequest {
+            container_id: id.to_owned(),
+            resources_json,
+            ..Default::default()
+        };
+        containers
+            .update_container(ctx(), &req)
+            .await
+            .map_err(ShimError::agent(format!("update {id}")))?;
+        Ok(())
+    }
+
+    pub async fn do_stats(&self, id: &str) -> Result<ContainerStats, ShimError> {
+        self.running(id)?;
+        let (containers, _) = self.clients()?;
+        let req = StatsContainerRequest {
+            container_id: id.to_owned(),
+            ..Default::default()
+        };
+        let r = containers
+            .stats_container(ctx(), &req)
+            .await
+            .map_err(ShimError::agent(format!("stats of {id}")))?;
+        Ok(r.stats.into_option().unwrap_or_default())
+    }
+
+    /// Pids of the container's processes, as the guest numbers them.
+    pub async fn do_pids(&self, id: &str) -> Result<Vec<u32>, ShimError> {
+        self.info(id, "")?;
+        let (containers, _) = self.clients()?;
+        let req = ListPidsRequest {
+            container_id: id.to_owned(),
+            ..Default::default()
+        };
+        Ok(containers
+            .list_pids(ctx(), &req)
+            .await
+            .map_err(ShimError::agent(format!("list pids of {id}")))?
+            .pids)
+    }
+}
