@@ -1,6 +1,7 @@
-//! cgroup v2 behaviour of the engine, for real: memory limit -> OOM kill (status 137, OOM
-//! event, counters), pids limit, freeze/thaw, stats values, UpdateContainer, and the device
-//! cgroup (BPF program) denying a device. Host mode (`hull-agent --listen unix:`).
+//! cgroup v2 behaviour of the engine, for real: memory limit -> OOM kill (status 137,
+//! `oom_killed` for init and exec processes but not for a plain SIGKILL, OOM event, counters),
+//! pids limit, freeze/thaw, stats values, UpdateContainer, and the device cgroup (BPF program)
+//! denying a device. Host mode (`hull-agent --listen unix:`).
 //!
 //! These need a pure cgroup v2 host with the memory, pids and cpu controllers. Where this
 //! test runs without them (this project's hosts are cgroup v1 hybrid), it runs itself inside
@@ -79,7 +80,9 @@ async fn scenarios() {
     let a = agent("v2").await;
     let root = busybox_rootfs(a.dir.path());
     oom(&a, &root).await;
-    eprintln!("PASS: memory limit -> OOM kill, status 137, OOM event, counters");
+    eprintln!("PASS: memory limit -> OOM kill, status 137, oom_killed, OOM event, counters");
+    plain_kill(&a, &root).await;
+    eprintln!("PASS: kill -9 from outside is not oom_killed");
     pids(&a, &root).await;
     eprintln!("PASS: pids limit");
     freezer(&a, &root).await;
@@ -112,6 +115,10 @@ async fn stats(a: &Agent, id: &str) -> hull_proto::stats::ContainerStats {
 }
 
 async fn list_pids(a: &Agent, id: &str) -> Vec<u32> {
+    list_processes(a, id).await.pids
+}
+
+async fn list_processes(a: &Agent, id: &str) -> ListPidsResponse {
     a.containers
         .list_pids(
             ctx(),
@@ -122,7 +129,15 @@ async fn list_pids(a: &Agent, id: &str) -> Vec<u32> {
         )
         .await
         .expect("list pids")
-        .pids
+}
+
+/// SIGKILL from outside the agent, as an administrator's `kill -9` would.
+fn kill_9(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -9 {pid}: {status}");
 }
 
 fn cgroup_file(a: &Agent, id: &str, file: &str) -> String {
@@ -140,14 +155,14 @@ async fn oom(a: &Agent, root: &Path) {
             .await
     });
     // busybox tail keeps the whole "last line" of /dev/zero (no newline ever) in memory.
-    let s = with_resources(
-        root,
-        &["tail", "/dev/zero"],
-        json!({"memory": {"limit": 32 * MIB, "swap": 32 * MIB}}),
-    );
+    let s = with_resources(root, &["tail", "/dev/zero"], small_memory());
     a.run("oom", &s).await;
     let st = a.wait("oom", "").await;
-    assert_eq!((st.signal(), st.status), (9, 137), "{st:?}");
+    assert_eq!(
+        (st.signal(), st.status, st.oom_killed),
+        (9, 137, true),
+        "{st:?}"
+    );
     let ev = tokio::time::timeout(Duration::from_secs(30), oom_event)
         .await
         .expect("an OOM event within 30 s")
@@ -159,6 +174,59 @@ async fn oom(a: &Agent, root: &Path) {
     assert!(m.oom_kill_events >= 1, "{m:?}");
     assert_eq!(cgroup_file(a, "oom", "memory.swap.max"), "0");
     a.remove("oom").await;
+
+    // An exec'd hog is the OOM killer's victim; the init it runs beside lives on.
+    let s = with_resources(root, &["sleep", "1000"], small_memory());
+    a.run("oom-exec", &s).await;
+    a.exec("oom-exec", "hog", &["tail", "/dev/zero"], false, false)
+        .await
+        .expect("exec hog");
+    let st = a.wait("oom-exec", "hog").await;
+    assert_eq!(
+        (st.signal(), st.status, st.oom_killed),
+        (9, 137, true),
+        "{st:?}"
+    );
+    assert_eq!(
+        list_pids(a, "oom-exec").await.len(),
+        1,
+        "the init still runs"
+    );
+    a.remove("oom-exec").await;
+}
+
+/// 32 MiB and no swap (OCI swap is memory + swap).
+fn small_memory() -> Value {
+    json!({"memory": {"limit": 32 * MIB, "swap": 32 * MIB}})
+}
+
+/// Under the same memory limit as the OOM cases, a SIGKILL that is not the OOM killer's is
+/// reported as a plain kill, for an exec and for the init.
+async fn plain_kill(a: &Agent, root: &Path) {
+    let s = with_resources(root, &["sleep", "1000"], small_memory());
+    let init = a.create("plain", &s, false).await.expect("create");
+    a.start("plain").await;
+    let pid = a
+        .exec("plain", "e", &["sleep", "1000"], false, false)
+        .await
+        .expect("exec");
+    kill_9(pid);
+    let st = a.wait("plain", "e").await;
+    assert_eq!(
+        (st.signal(), st.status, st.oom_killed),
+        (9, 137, false),
+        "{st:?}"
+    );
+    kill_9(init);
+    let st = a.wait("plain", "").await;
+    assert_eq!(
+        (st.signal(), st.status, st.oom_killed),
+        (9, 137, false),
+        "{st:?}"
+    );
+    let m = stats(a, "plain").await.memory.unwrap();
+    assert_eq!(m.oom_kill_events, 0, "{m:?}");
+    a.remove("plain").await;
 }
 
 async fn pids(a: &Agent, root: &Path) {
@@ -180,7 +248,15 @@ async fn pids(a: &Agent, root: &Path) {
         msg.contains("fork") || msg.contains("Resource temporarily unavailable"),
         "{msg}"
     );
-    assert_eq!(list_pids(a, "pids").await.len(), 3);
+    let listed = list_processes(a, "pids").await;
+    assert_eq!(listed.pids.len(), 3);
+    let mut exec_ids: Vec<&str> = listed
+        .processes
+        .iter()
+        .map(|p| p.exec_id.as_str())
+        .collect();
+    exec_ids.sort_unstable();
+    assert_eq!(exec_ids, ["", "e1", "e2"], "{:?}", listed.processes);
     let p = stats(a, "pids").await.pids.unwrap();
     assert_eq!((p.current, p.limit), (3, 4));
     assert_eq!(cgroup_file(a, "pids", "pids.max"), "4");
@@ -257,6 +333,11 @@ async fn stats_and_update(a: &Agent, root: &Path) {
     let m = st.memory.unwrap();
     assert!(m.usage_bytes >= 20 * MIB, "{m:?}");
     assert_eq!(m.limit_bytes, 64 * MIB);
+    // Starting sh, head and sleep faulted pages in. How much of the usage is inactive file
+    // cache is the kernel's business; the working set excludes it.
+    assert!(m.pgfault > 0, "{m:?}");
+    assert!(m.inactive_file_bytes <= m.usage_bytes, "{m:?}");
+    assert_eq!(m.working_set_bytes, m.usage_bytes - m.inactive_file_bytes);
     assert!(st.cpu.usage_usec > 0);
     let p = st.pids.unwrap();
     assert_eq!(p.current, list_pids(a, "st").await.len() as u64);

@@ -28,11 +28,22 @@ impl Checker {
     fn check<M: MessageFull + PartialEq + Debug>(&mut self, msg: M) {
         let name = M::descriptor().full_name().to_owned();
         assert_all_fields_set(&msg, &name);
-        let bytes = msg.write_to_bytes().expect("encode");
-        let decoded = M::parse_from_bytes(&bytes).expect("decode");
-        assert_eq!(msg, decoded, "{name} changed in a round trip");
+        assert_round_trip(&msg);
         self.seen.insert(name);
     }
+}
+
+/// Encodes and decodes `msg` and fails unless it comes back equal. Alone, for samples whose
+/// point is a field left at its default.
+fn assert_round_trip<M: MessageFull + PartialEq + Debug>(msg: &M) {
+    let bytes = msg.write_to_bytes().expect("encode");
+    let decoded = M::parse_from_bytes(&bytes).expect("decode");
+    assert_eq!(
+        msg,
+        &decoded,
+        "{} changed in a round trip",
+        M::descriptor().full_name()
+    );
 }
 
 /// Fails unless every field of `msg` (recursively) holds a non-default value. Of a oneof, one
@@ -172,6 +183,9 @@ fn container_stats() -> ContainerStats {
             swap_limit_bytes: 128 << 20,
             oom_events: 2,
             oom_kill_events: 1,
+            pgfault: 123_456,
+            pgmajfault: 78,
+            inactive_file_bytes: 16 << 20,
             ..Default::default()
         }),
         pids: MessageField::some(PidsStats {
@@ -268,8 +282,27 @@ fn containers(c: &mut Checker) {
         container_id: id(),
         ..Default::default()
     });
-    c.check(ListPidsResponse {
+    let process = |pid: u32, exec_id: &str| ProcessPid {
+        pid,
+        exec_id: exec_id.to_owned(),
+        ..Default::default()
+    };
+    c.check(process(17, "exec-7"));
+    // The init and children the agent did not start have an empty exec id: a default field,
+    // so it is checked inside the response, not as a sample of its own.
+    let pids = ListPidsResponse {
         pids: vec![1, 17, 4_194_304],
+        processes: vec![
+            process(1, ""),
+            process(17, "exec-7"),
+            process(4_194_304, ""),
+        ],
+        ..Default::default()
+    };
+    assert_round_trip(&pids);
+    c.check(ListPidsResponse {
+        pids: vec![17, 4_194_304],
+        processes: vec![process(17, "exec-7"), process(4_194_304, "exec-8")],
         ..Default::default()
     });
 }
@@ -302,11 +335,14 @@ fn processes(c: &mut Checker) {
         exec_id: eid(),
         ..Default::default()
     });
+    // The checker wants every field set, so `exited` carries core_dumped and oom_killed too,
+    // which the agent only sets with a signal.
     let exited = ExitStatus {
         termination: Some(exit_status::Termination::Code(3)),
         status: 3,
         core_dumped: true,
         exited_at_ns: 1_700_000_000_000_000_001,
+        oom_killed: true,
         ..Default::default()
     };
     let killed = ExitStatus {
@@ -317,6 +353,15 @@ fn processes(c: &mut Checker) {
     c.check(exited.clone());
     c.check(killed.clone());
     assert_ne!(exited, killed, "code and signal must be told apart");
+    let plain_kill = ExitStatus {
+        oom_killed: false,
+        ..killed.clone()
+    };
+    assert_round_trip(&plain_kill);
+    assert_ne!(
+        plain_kill, killed,
+        "an OOM kill and a plain kill must be told apart"
+    );
     for exit in [exited, killed] {
         c.check(WaitProcessResponse {
             exit: MessageField::some(exit),

@@ -342,6 +342,9 @@ impl Cgroup {
                 swap_limit_bytes: read_u64(&p.join("memory.swap.max")),
                 oom_events: keyed(&mev, "oom"),
                 oom_kill_events: keyed(&mev, "oom_kill"),
+                pgfault: keyed(&mstat, "pgfault"),
+                pgmajfault: keyed(&mstat, "pgmajfault"),
+                inactive_file_bytes: inactive_file,
                 ..Default::default()
             })
             .into(),
@@ -354,5 +357,48 @@ impl Cgroup {
             io,
             ..Default::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory with the files of a cgroup v2 memory controller, as the kernel writes them.
+    fn fake_cgroup(dir: &Path) -> Cgroup {
+        let files = [
+            ("memory.current", "52428800\n"),
+            ("memory.max", "max\n"),
+            (
+                "memory.stat",
+                "anon 31457280\nfile 20971520\nkernel 1048576\nactive_file 4194304\n\
+                 inactive_file 16777216\npgscan 0\npgfault 123456\npgmajfault 78\n\
+                 pgrefill 0\n",
+            ),
+            (
+                "memory.events",
+                "low 0\nhigh 0\nmax 9\noom 2\noom_kill 1\noom_group_kill 0\n",
+            ),
+        ];
+        for (name, text) in files {
+            fs::write(dir.join(name), text).unwrap();
+        }
+        Cgroup {
+            path: dir.to_owned(),
+            device_prog: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn memory_stats_come_from_memory_stat_and_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = fake_cgroup(dir.path()).stats().memory.unwrap();
+        assert_eq!(m.usage_bytes, 50 << 20);
+        assert_eq!(m.limit_bytes, 0, "max is unlimited");
+        assert_eq!((m.anon_bytes, m.file_bytes), (30 << 20, 20 << 20));
+        assert_eq!((m.pgfault, m.pgmajfault), (123_456, 78));
+        assert_eq!(m.inactive_file_bytes, 16 << 20);
+        assert_eq!(m.working_set_bytes, m.usage_bytes - m.inactive_file_bytes);
+        assert_eq!((m.oom_events, m.oom_kill_events), (2, 1));
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use super::error::{EngineError, Result};
 use super::launch::{launch, StdioSetup};
+use super::oom::OomBaseline;
 use super::process::Process;
 use super::registry::Container;
 use super::{spec, validate_id, Engine};
@@ -69,6 +70,7 @@ impl Engine {
         let StdioSetup { child, io, .. } = stdio;
         let exe = self.config().init_exe.clone();
         let reaper = self.reaper().clone();
+        let oom = OomBaseline::take(cgroup.memory_events());
         let launched = tokio::task::spawn_blocking(move || launch(&exe, &plan, child, &reaper))
             .await
             .map_err(|e| EngineError::Internal(format!("launch task: {e}")))
@@ -78,7 +80,14 @@ impl Engine {
                 undo_cgroup(e.context(format!("create container {:?}", req.id)))
             })?;
         let pid = launched.pid;
-        let init = Arc::new(Process::new(&req.id, exec_id, pid, launched.exit_rx, io));
+        let init = Arc::new(Process::new(
+            &req.id,
+            exec_id,
+            pid,
+            launched.exit_rx,
+            oom,
+            io,
+        ));
         let container = Arc::new(Container {
             id: req.id.clone(),
             cgroup,

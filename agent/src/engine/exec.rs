@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::error::{EngineError, Result};
 use super::launch::{launch, StdioSetup};
+use super::oom::OomBaseline;
 use super::plan::{InitKind, InitPlan};
 use super::process::Process;
 use super::{spec, Engine};
@@ -59,6 +60,7 @@ impl Engine {
             let StdioSetup { child, io, .. } = stdio;
             let exe = self.config().init_exe.clone();
             let reaper = self.reaper().clone();
+            let oom = OomBaseline::take(c.cgroup.memory_events());
             let launched = tokio::task::spawn_blocking(move || launch(&exe, &plan, child, &reaper))
                 .await
                 .map_err(|e| EngineError::Internal(format!("exec task: {e}")))??;
@@ -67,6 +69,7 @@ impl Engine {
                 &req.exec_id,
                 launched.pid,
                 launched.exit_rx,
+                oom,
                 io,
             )))
         }

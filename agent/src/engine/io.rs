@@ -2,11 +2,11 @@
 //! TtyWinResize.
 
 use super::error::Result;
+use super::process::Exit;
 use super::Engine;
-use crate::reaper::ExitInfo;
 
 impl Engine {
-    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<ExitInfo> {
+    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
         let p = self.registry().process(id, exec_id).await?;
         p.wait().await
     }
@@ -46,9 +46,5 @@ impl Engine {
             .process(id, exec_id)
             .await?
             .resize(rows, cols)
-    }
-
-    pub async fn pids(&self, id: &str) -> Result<Vec<u32>> {
-        Ok(self.registry().get(id).await?.cgroup.pids())
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! State: the table of containers and processes is owned by one task ([`registry`]); every
 //! operation (one file each: [`create`], [`start`], [`exec`], [`signal`], [`remove`],
-//! [`update`], [`pause`], [`io`]) looks up `Arc` handles there and works outside it.
+//! [`update`], [`pause`], [`io`], [`pids`]) looks up `Arc` handles there and works outside it.
 
 pub mod cgroup;
 pub mod create;
@@ -24,6 +24,7 @@ pub mod mountopt;
 pub mod oom;
 pub mod paths;
 pub mod pause;
+pub mod pids;
 pub mod plan;
 pub mod process;
 pub mod registry;

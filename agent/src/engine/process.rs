@@ -1,6 +1,7 @@
 //! A running (or exited) container process as the agent sees it: its pid, its exit status as
-//! delivered by the reaper, and its stdio streams. Each stream has its own async mutex: one
-//! reader or writer at a time per stream, independent of the others.
+//! delivered by the reaper (and whether the OOM killer caused it), and its stdio streams. Each
+//! stream has its own async mutex: one reader or writer at a time per stream, independent of
+//! the others.
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -9,6 +10,7 @@ use nix::unistd::Pid;
 use tokio::sync::{oneshot, watch, Mutex};
 
 use super::error::{EngineError, Result};
+use super::oom::OomBaseline;
 use super::stdio::{InputStream, OutputStream};
 use crate::reaper::ExitInfo;
 
@@ -22,13 +24,21 @@ pub struct ProcessIo {
     pub tty: Option<OwnedFd>,
 }
 
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub info: ExitInfo,
+    /// The OOM killer killed it (see [`OomBaseline::killed_by_oom`]).
+    pub oom_killed: bool,
+}
+
 /// One process of a container.
 #[derive(Debug)]
 pub struct Process {
     pub container_id: String,
     pub exec_id: String,
     pub pid: Pid,
-    exit: watch::Receiver<Option<ExitInfo>>,
+    exit: watch::Receiver<Option<Exit>>,
     stdin: Mutex<Option<InputStream>>,
     stdout: Mutex<OutputStream>,
     stderr: Mutex<OutputStream>,
@@ -37,17 +47,22 @@ pub struct Process {
 
 impl Process {
     /// Wraps a registered pid; a task turns the reaper's oneshot into a watch all waiters share.
+    /// `oom` was taken before the process was launched.
     pub fn new(
         container_id: &str,
         exec_id: &str,
         pid: Pid,
         exit_rx: oneshot::Receiver<ExitInfo>,
+        oom: OomBaseline,
         io: ProcessIo,
     ) -> Self {
         let (tx, rx) = watch::channel(None);
         tokio::spawn(async move {
             if let Ok(info) = exit_rx.await {
-                let _ = tx.send(Some(info));
+                // Judged at once, not when someone waits: RemoveContainer deletes the cgroup,
+                // and its counter with it, as soon as the init's exit is published.
+                let oom_killed = oom.killed_by_oom(info.status);
+                let _ = tx.send(Some(Exit { info, oom_killed }));
             }
         });
         Process {
@@ -62,11 +77,11 @@ impl Process {
         }
     }
 
-    pub fn exited(&self) -> Option<ExitInfo> {
+    pub fn exited(&self) -> Option<Exit> {
         *self.exit.borrow()
     }
 
-    pub async fn wait(&self) -> Result<ExitInfo> {
+    pub async fn wait(&self) -> Result<Exit> {
         let mut rx = self.exit.clone();
         let r = rx.wait_for(Option::is_some).await.map_err(|_| {
             EngineError::Internal(format!("process {}: the reaper stopped", self.pid))

@@ -50,6 +50,7 @@ enum Cmd {
     CommitExec(String, String, Arc<Process>),
     ReleaseExec(String, String),
     GetProcess(String, String, oneshot::Sender<Result<Arc<Process>>>),
+    Execs(String, oneshot::Sender<Result<Vec<Arc<Process>>>>),
     Remove(String),
     List(oneshot::Sender<Vec<Arc<Container>>>),
 }
@@ -146,6 +147,16 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>) {
                     };
                     let _ = reply.send(r);
                 }
+                Cmd::Execs(id, reply) => {
+                    let r = match table.get(&id) {
+                        Some(Entry {
+                            container: Some(_),
+                            execs,
+                        }) => Ok(execs.values().flatten().cloned().collect()),
+                        _ => Err(not_found(&id)),
+                    };
+                    let _ = reply.send(r);
+                }
                 Cmd::List(reply) => {
                     let _ =
                         reply.send(table.values().filter_map(|e| e.container.clone()).collect());
@@ -202,6 +213,10 @@ impl Registry {
     pub async fn process(&self, id: &str, exec: &str) -> Result<Arc<Process>> {
         self.ask(|tx| Cmd::GetProcess(id.to_owned(), exec.to_owned(), tx))
             .await?
+    }
+    /// The exec processes of container `id` (not its init), exited ones included.
+    pub async fn execs(&self, id: &str) -> Result<Vec<Arc<Process>>> {
+        self.ask(|tx| Cmd::Execs(id.to_owned(), tx)).await?
     }
     pub async fn remove(&self, id: &str) -> Result<()> {
         self.tell(Cmd::Remove(id.to_owned()));

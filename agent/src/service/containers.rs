@@ -135,9 +135,17 @@ impl Containers for ContainersService {
         r: ListPidsRequest,
     ) -> ttrpc::Result<ListPidsResponse> {
         handle("ListPids", async {
-            let pids = self.0.engine.pids(&r.container_id).await?;
+            let listed = self.0.engine.pids(&r.container_id).await?;
             Ok(ListPidsResponse {
-                pids,
+                pids: listed.iter().map(|p| p.pid).collect(),
+                processes: listed
+                    .into_iter()
+                    .map(|p| ProcessPid {
+                        pid: p.pid,
+                        exec_id: p.exec_id,
+                        ..Default::default()
+                    })
+                    .collect(),
                 ..Default::default()
             })
         })

@@ -8,20 +8,21 @@ use ttrpc::r#async::TtrpcContext;
 
 use super::{handle, AgentState};
 use crate::engine::exec::ExecRequest;
+use crate::engine::process::Exit;
 use crate::engine::stdio::MAX_CHUNK;
-use crate::reaper::ExitInfo;
 
 /// Serves the Processes service.
 #[derive(Debug, Clone)]
 pub struct ProcessesService(pub AgentState);
 
 /// The wire form of an exit: code, or signal with status 128+n.
-pub fn exit_status(info: &ExitInfo) -> ExitStatus {
+pub fn exit_status(exit: &Exit) -> ExitStatus {
     let mut s = ExitStatus {
-        exited_at_ns: info.exited_at_ns,
+        exited_at_ns: exit.info.exited_at_ns,
+        oom_killed: exit.oom_killed,
         ..Default::default()
     };
-    match info.status {
+    match exit.info.status {
         WaitStatus::Exited(_, code) => {
             let code = u32::try_from(code).unwrap_or(255);
             s.set_code(code);
@@ -86,9 +87,9 @@ impl Processes for ProcessesService {
         r: WaitProcessRequest,
     ) -> ttrpc::Result<WaitProcessResponse> {
         handle("WaitProcess", async {
-            let info = self.0.engine.wait(&r.container_id, &r.exec_id).await?;
+            let exit = self.0.engine.wait(&r.container_id, &r.exec_id).await?;
             Ok(WaitProcessResponse {
-                exit: Some(exit_status(&info)).into(),
+                exit: Some(exit_status(&exit)).into(),
                 ..Default::default()
             })
         })
