@@ -37,8 +37,10 @@ pub fn to_metrics(s: &ContainerStats) -> Metrics {
             usage_limit: limit(mem.limit_bytes),
             anon: mem.anon_bytes,
             file: mem.file_bytes,
-            // CRI's working set is usage - inactive_file; the agent computed the working set.
-            inactive_file: mem.usage_bytes.saturating_sub(mem.working_set_bytes),
+            // CRI computes the working set as usage - inactive_file.
+            inactive_file: mem.inactive_file_bytes,
+            pgfault: mem.pgfault,
+            pgmajfault: mem.pgmajfault,
             swap_usage: mem.swap_usage_bytes,
             swap_limit: limit(mem.swap_limit_bytes),
             ..Default::default()
@@ -118,7 +120,10 @@ mod tests {
                 usage_bytes: 100,
                 limit_bytes: 0,
                 working_set_bytes: 70,
+                inactive_file_bytes: 30,
                 anon_bytes: 50,
+                pgfault: 9,
+                pgmajfault: 1,
                 oom_kill_events: 1,
                 ..Default::default()
             })
@@ -142,7 +147,8 @@ mod tests {
         assert_eq!(m.cpu.nr_throttled, 2);
         assert_eq!(m.memory.usage, 100);
         assert_eq!(m.memory.usage_limit, u64::MAX, "no limit");
-        assert_eq!(m.memory.inactive_file, 30, "usage - working set");
+        assert_eq!(m.memory.inactive_file, 30);
+        assert_eq!((m.memory.pgfault, m.memory.pgmajfault), (9, 1));
         assert_eq!(m.memory_events.oom_kill, 1);
         assert_eq!((m.pids.current, m.pids.limit), (3, 64));
         assert_eq!(m.io.usage[0].major, 254);

@@ -1,8 +1,8 @@
 //! The shim against a real containerd 1.6 (Debian's `/usr/bin/containerd`) on this host, with
 //! the test-only host-agent backend (hull-agent on the host instead of a VM), side by side with
 //! runc: output, exit codes, death by signal, exec with and without a terminal, pause and
-//! resume, metrics, `file://` and `binary://` log URIs, the task events, and that nothing is
-//! left behind.
+//! resume, metrics, `file://` and `binary://` log URIs, the task events, a containerd crash
+//! and restart, a shim crash (`shim delete` cleans up), and that nothing is left behind.
 //!
 //! Needs root (containerd, mounts, cgroups). It never skips: without root it fails.
 
@@ -54,6 +54,15 @@ impl Containerd {
         self.dir.join("containerd.sock")
     }
 
+    /// Kills containerd with SIGKILL (a crash) and starts it again on the same state: its
+    /// shims keep running and must be found again.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::daemon(&self.dir);
+        self.wait_up();
+    }
+
     fn start(dir: &Path) -> Self {
         let cfg = dir.join("config.toml");
         std::fs::write(
@@ -68,27 +77,38 @@ impl Containerd {
             ),
         )
         .expect("write config");
-        let log = std::fs::File::create(dir.join("containerd.log")).expect("log");
-        let child = Command::new("/usr/bin/containerd")
+        let c = Containerd {
+            dir: dir.to_path_buf(),
+            child: Self::daemon(dir),
+        };
+        c.wait_up();
+        c
+    }
+
+    fn daemon(dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("containerd.log"))
+            .expect("log");
+        Command::new("/usr/bin/containerd")
             .arg("--config")
-            .arg(&cfg)
+            .arg(dir.join("config.toml"))
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)
             .spawn()
-            .expect("spawn containerd");
-        let c = Containerd {
-            dir: dir.to_path_buf(),
-            child,
-        };
+            .expect("spawn containerd")
+    }
+
+    fn wait_up(&self) {
         let start = Instant::now();
-        while !c.ctr(&["version"]).status.success() {
+        while !self.ctr(&["version"]).status.success() {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "containerd did not come up"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        c
     }
 
     fn ctr_cmd(&self, args: &[&str]) -> Command {
@@ -270,12 +290,7 @@ fn task_status(c: &Containerd, id: &str) -> String {
 /// Exec with and without a terminal, pause and resume, metrics: the same as runc.
 fn exec_pause_and_metrics(c: &Containerd, rt: &Runtime) {
     let id = format!("{}-task", rt.name);
-    let mut a = vec!["run", "-d"];
-    a.extend(rt.args.iter().map(String::as_str));
-    a.extend([IMAGE, &id, "sleep", "1000"]);
-    let out = c.ctr(&a);
-    assert!(out.status.success(), "{}: run -d {out:?}", rt.name);
-    wait_running(c, &id);
+    run_detached(c, rt, &id);
 
     let out = c.ctr(&[
         "task",
@@ -339,17 +354,7 @@ fn exec_pause_and_metrics(c: &Containerd, rt: &Runtime) {
         assert!(usage.is_some_and(|u| u > 0), "hull metrics: {so}");
     }
 
-    ok(&["task", "kill", "-s", "SIGKILL", &id]);
-    let start = Instant::now();
-    while task_status(c, &id) != "STOPPED" {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{id} never stopped"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    ok(&["task", "rm", &id]);
-    ok(&["containers", "rm", &id]);
+    kill_and_remove(c, rt, &id);
 }
 
 /// `--log-uri file://` and `binary://`: the same bytes as runc.
@@ -411,6 +416,113 @@ fn log_uris(c: &Containerd, rt: &Runtime, dir: &Path) {
     );
 }
 
+fn run_detached(c: &Containerd, rt: &Runtime, id: &str) {
+    let mut a = vec!["run", "-d"];
+    a.extend(rt.args.iter().map(String::as_str));
+    a.extend([IMAGE, id, "sleep", "1000"]);
+    let out = c.ctr(&a);
+    assert!(out.status.success(), "{}: run -d {out:?}", rt.name);
+    wait_running(c, id);
+}
+
+fn kill_and_remove(c: &Containerd, rt: &Runtime, id: &str) {
+    let ok = |args: &[&str]| {
+        let out = c.ctr(args);
+        assert!(out.status.success(), "{}: {args:?}: {out:?}", rt.name);
+    };
+    ok(&["task", "kill", "-s", "SIGKILL", id]);
+    let start = Instant::now();
+    while task_status(c, id) != "STOPPED" {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{id} never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok(&["task", "rm", id]);
+    ok(&["containers", "rm", id]);
+}
+
+/// containerd crashes and comes back: the task is still there, answers exec, and its exit
+/// still arrives (the shim reconnects its event publisher).
+fn survives_containerd_restart(c: &mut Containerd, rt: &Runtime) {
+    let id = format!("{}-restart", rt.name);
+    run_detached(c, rt, &id);
+    c.restart();
+    assert_eq!(task_status(c, &id), "RUNNING", "{}: after restart", rt.name);
+    let out = c.ctr(&["task", "exec", "--exec-id", "r1", &id, "echo", "again"]);
+    assert_eq!(
+        text(&out).0,
+        "again\n",
+        "{}: exec after restart {out:?}",
+        rt.name
+    );
+    kill_and_remove(c, rt, &id);
+}
+
+/// kill -9 of the shim under a running `ctr run`: containerd runs `shim delete`, which must
+/// find the pod from pod.json and leave nothing (checked at the end of the test). Returns
+/// ctr's exit code, to compare with runc's, and the name of the shim's socket.
+fn shim_crash_is_cleaned_by_shim_delete(
+    c: &Containerd,
+    rt: &Runtime,
+) -> (Option<i32>, Option<String>) {
+    let id = format!("{}-crash", rt.name);
+    let run = c
+        .ctr_cmd(&run_args(rt, &id, &["sleep", "1000"]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ctr run");
+    wait_running(c, &id);
+    let needle = format!("-namespace {NS} -id {id} ");
+    let shims: Vec<_> = procs_with(&needle)
+        .into_iter()
+        .filter(|p| p.contains("containerd-shim"))
+        .collect();
+    assert_eq!(shims.len(), 1, "one shim for {id}: {shims:?}");
+    let pid: i32 = shims[0]
+        .split(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("pid");
+    // containerd 1.6 names a shim socket sha256(<grpc address>/<namespace>/<id>).
+    let key = format!("{}/{NS}/{id}", c.sock().display());
+    let mut sha = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    std::io::Write::write_all(&mut sha.stdin.take().expect("stdin"), key.as_bytes())
+        .expect("write key");
+    let sha = sha.wait_with_output().expect("sha256sum output");
+    let socket = String::from_utf8_lossy(&sha.stdout)
+        .split_whitespace()
+        .next()
+        .map(str::to_owned);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill shim");
+    let out = run.wait_with_output().expect("wait ctr");
+    let start = Instant::now();
+    while c
+        .ctr(&["task", "ls", "-q"])
+        .stdout
+        .windows(id.len())
+        .any(|w| w == id.as_bytes())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{id}: task never went away"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // `ctr run --rm` removed the container itself.
+    (out.status.code(), socket)
+}
+
 #[test]
 fn ctr_run_output_exit_codes_and_signals_match_runc_and_leave_nothing() {
     assert!(
@@ -439,7 +551,7 @@ fn ctr_run_output_exit_codes_and_signals_match_runc_and_leave_nothing() {
     assert!(st.success(), "mk-busybox-image failed");
 
     let sockets_before = sockets();
-    let c = Containerd::start(&dir);
+    let mut c = Containerd::start(&dir);
     let out = c.ctr(&["images", "import", image.to_str().expect("utf8")]);
     assert!(out.status.success(), "import: {out:?}");
     let events = EventLog::start(&c);
@@ -523,6 +635,20 @@ fn ctr_run_output_exit_codes_and_signals_match_runc_and_leave_nothing() {
         }
     }
 
+    for rt in &runtimes {
+        survives_containerd_restart(&mut c, rt);
+    }
+    let crash: Vec<_> = runtimes
+        .iter()
+        .map(|rt| shim_crash_is_cleaned_by_shim_delete(&c, rt))
+        .collect();
+    assert_eq!(
+        crash[0].0, crash[1].0,
+        "a shim crash: hull vs runc (ctr's exit code)"
+    );
+    // containerd 1.6's runc shim leaves its socket behind after a crash; hull's must not.
+    let runc_crash_socket = crash[1].1.clone();
+
     // Nothing of hull's is left: no shim, agent, socket, pod dir, mount. A shim answers
     // Shutdown at once and tears its pod down afterwards: give that time to finish.
     let start = Instant::now();
@@ -534,12 +660,32 @@ fn ctr_run_output_exit_codes_and_signals_match_runc_and_leave_nothing() {
     assert!(left.is_empty(), "shim processes left: {left:?}");
     let left = procs_with("/run/hull/pods/hull-");
     assert!(left.is_empty(), "agent processes left: {left:?}");
-    for id in ["hull-out", "hull-sig", "hull-task", "hull-file", "hull-bin"] {
+    for id in [
+        "hull-out",
+        "hull-sig",
+        "hull-task",
+        "hull-file",
+        "hull-bin",
+        "hull-restart",
+        "hull-crash",
+    ] {
         let pod = Path::new("/run/hull/pods").join(id);
         assert!(!pod.exists(), "{} left", pod.display());
     }
-    let new: Vec<_> = sockets().difference(&sockets_before).cloned().collect();
+    let new: Vec<_> = sockets()
+        .difference(&sockets_before)
+        .filter(|s| Some(s.as_str()) != runc_crash_socket.as_deref())
+        .cloned()
+        .collect();
     assert!(new.is_empty(), "shim sockets left: {new:?}");
+    let cgroups: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/unified")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("hull-host-hull-"))
+        .collect();
+    assert!(cgroups.is_empty(), "host agent cgroups left: {cgroups:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let ours: Vec<_> = mounts
         .lines()

@@ -115,15 +115,31 @@ pub struct ChildSetup {
     /// Passed to the child as fds 3, 4, 5 in this order (virtiofsd's `--fd=3` listening
     /// socket; a `binary://` logger's stdout, stderr and ready pipes).
     pub fds: [Option<std::os::fd::RawFd>; 3],
+    /// SIGKILL the child when the shim dies (`PR_SET_PDEATHSIG`): a VM whose shim is gone
+    /// has nobody to serve it, and `shim delete` then finds only mounts and cgroups to clean.
+    pub die_with_parent: bool,
 }
 
 /// Runs in the forked child: only async-signal-safe calls, no allocation.
-fn in_child(setup: ChildSetup) -> std::io::Result<()> {
+fn in_child(setup: ChildSetup, parent: i32) -> std::io::Result<()> {
     if let Some(fd) = setup.cgroup_procs {
         // "0" means the writing process (cgroup v2, cgroup.procs).
         // SAFETY: write(2) from a static 1-byte buffer to an fd the parent keeps open.
         if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
             return Err(std::io::Error::last_os_error());
+        }
+    }
+    if setup.die_with_parent {
+        // SAFETY: prctl(2) with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // The shim may have died between fork and prctl: then nobody would send the signal.
+        // SAFETY: getppid(2) has no arguments and cannot fail.
+        if unsafe { libc::getppid() } != parent {
+            return Err(std::io::Error::other(
+                "the shim exited while starting a child",
+            ));
         }
     }
     let mut parked = [None; 3];
@@ -153,10 +169,11 @@ fn in_child(setup: ChildSetup) -> std::io::Result<()> {
 
 /// Spawns `cmd` with `setup` applied in the child.
 pub fn spawn(cmd: &mut tokio::process::Command, setup: ChildSetup) -> std::io::Result<Child> {
+    let parent = i32::try_from(std::process::id()).unwrap_or(0);
     // SAFETY: the closure runs in the forked child before exec; `in_child` calls only
-    // write(2), fcntl(2) and dup2(2), which are async-signal-safe, allocates nothing and takes no lock.
+    // write(2), prctl(2), getppid(2), fcntl(2) and dup2(2), which are async-signal-safe, allocates nothing and takes no lock.
     unsafe {
-        cmd.pre_exec(move || in_child(setup));
+        cmd.pre_exec(move || in_child(setup, parent));
     }
     cmd.spawn()
 }
@@ -220,6 +237,7 @@ mod tests {
                 Some(a.as_raw_fd()),
                 Some(c.as_raw_fd()),
             ],
+            ..Default::default()
         };
         let out = spawn(&mut cmd, setup)
             .expect("spawn")

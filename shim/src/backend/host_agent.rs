@@ -55,8 +55,8 @@ impl HostAgent {
         let log2 = log
             .try_clone()
             .map_err(io_err(format!("dup {}", log_path.display())))?;
-        let child = Command::new(agent)
-            .arg("--listen")
+        let mut cmd = Command::new(agent);
+        cmd.arg("--listen")
             .arg(format!("unix:{}", sock.display()))
             .arg("--root")
             .arg(dir.join("root"))
@@ -67,8 +67,12 @@ impl HostAgent {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
-            .kill_on_drop(true)
-            .spawn()
+            .kill_on_drop(true);
+        let setup = super::child::ChildSetup {
+            die_with_parent: true,
+            ..Default::default()
+        };
+        let child = super::child::spawn(&mut cmd, setup)
             .map_err(io_err(format!("spawn {}", agent.display())))?;
         let child = Supervised::new("hull-agent", child);
         let start = Instant::now();
@@ -128,6 +132,16 @@ impl PodBackend for HostAgent {
     }
 
     async fn release_container(&self, _cid: &str) {}
+
+    fn record(&self) -> super::record::PodRecord {
+        super::record::PodRecord {
+            shim: super::record::ProcId::current(),
+            children: super::record::ProcId::of(self.child.pid())
+                .into_iter()
+                .collect(),
+            cgroups: vec![self.cgroup_parent.clone()],
+        }
+    }
 
     fn alive(&self) -> bool {
         self.child.try_status().is_none()

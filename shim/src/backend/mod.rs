@@ -14,8 +14,10 @@ use crate::sizing::SizingError;
 
 pub mod cgroup;
 pub mod child;
+pub mod cleanup;
 #[cfg(feature = "host-agent-backend")]
 pub mod host_agent;
+pub mod record;
 pub mod virtiofsd;
 pub mod vm;
 
@@ -81,6 +83,8 @@ pub trait PodBackend: Send + Sync + Debug {
     async fn died(&self);
     /// Stops the agent (and VM) and removes every host resource the pod created.
     async fn shutdown(&self) -> Result<(), BackendError>;
+    /// The processes and cgroups the pod owns, for `pod.json` (crash cleanup).
+    fn record(&self) -> record::PodRecord;
 }
 
 /// Where pod `sid` keeps its state.
@@ -95,13 +99,19 @@ pub async fn launch(
     sid: &str,
     bundle: &Path,
 ) -> Result<Box<dyn PodBackend>, BackendError> {
-    match &cfg.host_agent {
+    let b: Box<dyn PodBackend> = match &cfg.host_agent {
         #[cfg(feature = "host-agent-backend")]
-        Some(h) => Ok(Box::new(
-            host_agent::HostAgent::launch(&h.agent, sid, &pod_dir(sid)).await?,
-        )),
+        Some(h) => Box::new(host_agent::HostAgent::launch(&h.agent, sid, &pod_dir(sid)).await?),
         #[cfg(not(feature = "host-agent-backend"))]
-        Some(_) => Err(BackendError::HostAgentNotBuilt),
-        None => Ok(Box::new(vm::VmPod::launch(cfg, sid, bundle).await?)),
+        Some(_) => return Err(BackendError::HostAgentNotBuilt),
+        None => Box::new(vm::VmPod::launch(cfg, sid, bundle).await?),
+    };
+    // Without the record a shim crash would leak the VM: a pod that cannot write it stops.
+    if let Err(e) = record::write(&pod_dir(sid), &b.record()) {
+        if let Err(e2) = b.shutdown().await {
+            tracing::error!("stop the pod after failing to record it: {e2}");
+        }
+        return Err(e);
     }
+    Ok(b)
 }

@@ -50,6 +50,7 @@ pub fn start(
         ChildSetup {
             cgroup_procs,
             fds: [Some(listener.as_raw_fd()), None, None],
+            die_with_parent: true,
         },
     )
     .map_err(|e| err(&format!("spawn {}", cfg.virtiofsd.display()), e))?;

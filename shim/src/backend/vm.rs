@@ -230,6 +230,7 @@ impl VmPod {
             ChildSetup {
                 cgroup_procs: procs,
                 fds: [None; 3],
+                die_with_parent: true,
             },
         )
         .map_err(io_err(format!("spawn {}", cfg.vm.vmm.display())))?;
@@ -367,6 +368,17 @@ impl PodBackend for VmPod {
         let share = self.share.clone();
         let cid = cid.to_owned();
         let _ = tokio::task::spawn_blocking(move || share.release(&cid)).await;
+    }
+
+    fn record(&self) -> super::record::PodRecord {
+        super::record::PodRecord {
+            shim: super::record::ProcId::current(),
+            children: [&self.vmm, &self.virtiofsd]
+                .iter()
+                .filter_map(|c| super::record::ProcId::of(c.pid()))
+                .collect(),
+            cgroups: self.cgroup.iter().map(|c| c.dir().to_path_buf()).collect(),
+        }
     }
 
     fn alive(&self) -> bool {

@@ -74,6 +74,7 @@ impl Logger {
                     Some(err_r.as_raw_fd()),
                     Some(ready_w.as_raw_fd()),
                 ],
+                ..Default::default()
             },
         )
         .map_err(io_err(format!("start logger {}", path.display())))?;

@@ -2,7 +2,8 @@
 # Runs inside the lab (see shim/tests/lab_containerd.rs): a private containerd from Debian runs
 # the same `ctr run` with runc and with hull (containerd-shim-hull-v2 → hull-vmm with virtiofsd
 # → the hull guest) and compares what a user sees: output, exit code, rootfs writes, a read-only
-# bind mount; then a fault (kill -9 of hull-vmm → exit 255) and leftovers.
+# bind mount; then the rest of the task API on a hull pod (exec ± tty, pause/resume, metrics,
+# OOM, events), a fault (kill -9 of hull-vmm → exit 255) and leftovers.
 # Prints one PASS/FAIL line per check; exits 1 on any FAIL.
 # usage: ctr_vm.sh BINDIR VMLINUX INITRD VIRTIOFSD OUTDIR   (BINDIR holds the shim and hull-vmm)
 set -u
@@ -62,7 +63,7 @@ ctr -a "$A" -n t images import "$r/busybox.tar" >/dev/null || { flunk "image imp
 # What a user sees, in one container per runtime (each hull run boots a VM, about a minute
 # under nested KVM in the lab): stdout+stderr, a write to the rootfs (virtio-fs for hull), a
 # read-only bind mount, the exit code; `uname -r` goes last. stdin is /dev/null here (the lab
-# gives commands no stdin); stdin piping, signals and exec are covered by the host suite
+# gives commands no stdin); stdin piping, signals and log URIs are covered by the host suite
 # (tests/containerd_host.rs) until the lab is fast enough to repeat them per VM.
 mkdir -p "$r/vol"
 echo hello >"$r/vol/hello"
@@ -90,6 +91,48 @@ for k in out err rc; do
 	check "$k matches runc" "${res[runc.$k]}" "${res[hull.$k]}"
 done
 echo "INFO: stdout: ${res[hull.out]//$'\n'/|}; stderr: ${res[hull.err]//$'\n'/|}"
+
+# The rest of the task API on one hull pod with a 48 MiB memory limit: exec with and without
+# a terminal, pause/resume, metrics from the guest's cgroup v2, an OOM kill (exit 137 and
+# /tasks/oom), and the events containerd received.
+ctr -a "$A" -n t events >"$r/events" 2>/dev/null &
+evpid=$!
+hr=(--runtime io.containerd.hull.v2 --runtime-config-path "$r/hull.toml")
+if timeout 240 ctr -a "$A" -n t run -d "${hr[@]}" --memory-limit $((48 << 20)) "$IMG" h-task sleep 1000 \
+	>/dev/null 2>"$r/task.err" </dev/null; then
+	out=$(timeout 60 ctr -a "$A" -n t task exec --exec-id e1 h-task sh -c 'echo exec-out; exit 5' 2>&1 </dev/null) && rc=0 || rc=$?
+	check "exec: output and exit code" "exec-out 5" "$out $rc"
+	# ctr needs a terminal for -t: script(1) gives it one; CRs and the echoed ^@ of script's
+	# /dev/null input are dropped. The sleep lets ctr's resize after start find the process.
+	out=$(timeout 60 script -qec "ctr -a $A -n t task exec -t --exec-id e2 h-task sh -c 'test -t 0 && test -t 1 && echo tty; sleep 1; exit 4'" /dev/null </dev/null) && rc=0 || rc=$?
+	out=${out//$'\r'/}
+	check "exec -t: a terminal and its exit code" "tty 4" "${out//^@/} $rc"
+	status() { ctr -a "$A" -n t task ls 2>/dev/null | awk '$1 == "h-task" {print $3}'; }
+	ctr -a "$A" -n t task pause h-task && check "pause" PAUSED "$(status)"
+	ctr -a "$A" -n t task resume h-task && check "resume" RUNNING "$(status)"
+	m=$(ctr -a "$A" -n t task metrics h-task 2>&1)
+	metric() { awk -v k="$1" '$1 == k {print $2}' <<<"$m"; }
+	if [[ $(metric memory.usage) -gt 0 && $(metric memory.usage_limit) == $((48 << 20)) && $(metric pids.current) -ge 1 ]]; then
+		pass "metrics: memory.usage $(metric memory.usage), limit $(metric memory.usage_limit), pids $(metric pids.current)"
+	else
+		flunk "metrics: $m"
+	fi
+	# 64 MiB buffer in a 48 MiB cgroup: the guest's OOM killer ends dd.
+	timeout 120 ctr -a "$A" -n t task exec --exec-id oom h-task dd if=/dev/zero of=/dev/null bs=64M count=1 \
+		>/dev/null 2>&1 </dev/null && rc=0 || rc=$?
+	check "OOM kill: exit status" 137 "$rc"
+	ctr -a "$A" -n t task kill -s SIGKILL h-task
+	for ((i = 0; i < 300; i++)); do [[ $(status) == STOPPED ]] && break; sleep 0.1; done
+	ctr -a "$A" -n t task rm h-task >/dev/null && ctr -a "$A" -n t containers rm h-task
+	sleep 1
+	kill "$evpid"
+	for t in create start exec-added exec-started paused resumed oom exit delete; do
+		if grep -q "/tasks/$t .*\"container_id\":\"h-task\"" "$r/events"; then pass "event /tasks/$t"; else flunk "no /tasks/$t event for h-task"; fi
+	done
+else
+	flunk "run -d h-task: $(cat "$r/task.err")"
+	kill "$evpid"
+fi
 
 # Fault: hull-vmm killed under a running task → exit status 255, and nothing left behind.
 # `ctr run` (this containerd has no `ctr task wait`) exits with the task's exit status.

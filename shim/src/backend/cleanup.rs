@@ -1,0 +1,81 @@
+//! Removing what a pod left on the host after its shim died, from `pod.json` alone: used by
+//! `containerd-shim-hull-v2 delete`, which containerd runs for each task of a dead shim.
+//! Nothing here trusts a bare pid (see `record.rs`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::pod_dir;
+use super::record::{self, PodRecord};
+use crate::share::Share;
+
+/// How long killed processes may take to leave their cgroup before it is removed.
+const CGROUP_DRAIN: Duration = Duration::from_secs(3);
+
+/// Whether pod `sid`'s shim is still running (so its own Shutdown cleans the pod).
+pub fn shim_alive(sid: &str) -> bool {
+    record::read(&pod_dir(sid))
+        .and_then(|r| r.shim)
+        .is_some_and(|s| s.alive())
+}
+
+/// Kills everything pod `sid` started (its shim too, if that still runs), then removes its
+/// cgroups, its share mounts and its directory. Safe to run twice, or on a pod that is gone.
+pub async fn dead_pod(sid: &str) {
+    let dir = pod_dir(sid);
+    let record = record::read(&dir).unwrap_or_default();
+    kill_all(&record);
+    for cg in &record.cgroups {
+        remove_cgroup(cg).await;
+    }
+    Share::at(&dir).destroy();
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), "remove pod directory: {e}");
+        }
+    }
+}
+
+fn kill_all(r: &PodRecord) {
+    for p in r.shim.iter().chain(&r.children) {
+        p.kill();
+    }
+}
+
+/// `cgroup.kill` the whole subtree, wait until it is empty, then remove it bottom-up.
+async fn remove_cgroup(dir: &Path) {
+    if !dir.is_dir() {
+        return;
+    }
+    // cgroup.kill (Linux 5.14) reaches processes hull never recorded: container processes
+    // of the test-only host agent, or a child virtiofsd forked.
+    let _ = tokio::fs::write(dir.join("cgroup.kill"), "1").await;
+    let start = Instant::now();
+    loop {
+        // `populated` covers the whole subtree, unlike this cgroup's own cgroup.procs.
+        let busy = tokio::fs::read_to_string(dir.join("cgroup.events"))
+            .await
+            .is_ok_and(|e| e.lines().any(|l| l == "populated 1"));
+        if !busy || start.elapsed() > CGROUP_DRAIN {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    remove_tree(dir);
+}
+
+/// rmdir of a cgroup directory after its child cgroups (cgroupfs has no recursive rmdir).
+fn remove_tree(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), "remove cgroup: {e}");
+        }
+    }
+}
