@@ -2,7 +2,7 @@
 //! block of the crate lives here, each with the invariant it relies on.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -83,6 +83,58 @@ pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens the slave of the pseudo-terminal whose master is `master` (TIOCGPTPEER, Linux 4.13),
+/// close-on-exec and without making it the controlling terminal. Unlike opening the path
+/// `ptsname` names, this cannot pick up a terminal of another devpts instance.
+pub fn open_pty_peer(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes open(2) flags as an integer argument and touches no user
+    // memory; `master` is live for the call.
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: TIOCGPTPEER returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Most descriptors one [`recv_with_fds`] accepts; the kernel closes any beyond (MSG_CTRUNC).
+const MAX_RECV_FDS: usize = 4;
+
+/// Reads from a Unix stream socket like read(2), and also takes the descriptors sent along
+/// with the bytes (SCM_RIGHTS), close-on-exec, appending them to `fds`; a plain read would
+/// make the kernel close them. Returns 0 at end of stream.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut space = nix::cmsg_space!([RawFd; MAX_RECV_FDS]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = loop {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => {}
+            r => break r?,
+        }
+    };
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            for fd in raw {
+                // SAFETY: the kernel installed `fd` in this process for this message just
+                // now; nothing else owns it.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok(msg.bytes)
+}
+
 /// Closes every descriptor from `first` up, so nothing the agent holds leaks into a container.
 pub fn close_fds_from(first: u32) {
     // SAFETY: close_range only closes descriptors; the caller (the single-threaded init helper)
@@ -123,15 +175,14 @@ pub fn pass_fd_as_3(cmd: &mut Command, fd: RawFd) {
 }
 
 /// Takes ownership of descriptor 3, the init helper's sync socket, if it is open.
-pub fn adopt_fd3() -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
+pub fn adopt_fd3() -> Option<OwnedFd> {
     // SAFETY: F_GETFD only queries the descriptor table.
     if unsafe { libc::fcntl(3, libc::F_GETFD) } < 0 {
         return None;
     }
     // SAFETY: fd 3 is open (checked above) and, in the freshly exec'd helper, owned by
     // nothing else: the agent passed it for exactly this purpose.
-    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(3) })
+    Some(unsafe { OwnedFd::from_raw_fd(3) })
 }
 
 /// One eBPF instruction, laid out as the kernel's `struct bpf_insn`.
@@ -200,10 +251,7 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
 
 /// Loads a BPF_PROG_TYPE_CGROUP_DEVICE program. On failure, returns the error and the
 /// verifier's log (from a second attempt with logging on).
-pub fn bpf_load_cgroup_device(
-    insns: &[BpfInsn],
-) -> Result<std::os::fd::OwnedFd, (io::Error, String)> {
-    use std::os::fd::FromRawFd;
+pub fn bpf_load_cgroup_device(insns: &[BpfInsn]) -> Result<OwnedFd, (io::Error, String)> {
     let license = c"Apache-2.0";
     let mut log = vec![0u8; 1 << 16];
     let mut attempt = |with_log: bool| {
@@ -225,7 +273,7 @@ pub fn bpf_load_cgroup_device(
         Ok(fd) => {
             let fd = i32::try_from(fd).map_err(|_| (io::Error::other("bad fd"), String::new()))?;
             // SAFETY: BPF_PROG_LOAD returned a new descriptor that nothing else owns.
-            Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
         }
         Err(e) => {
             let _ = attempt(true);

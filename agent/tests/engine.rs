@@ -95,44 +95,32 @@ async fn exec_with_and_without_tty_and_stdin_eof() {
         .unwrap();
     assert_eq!(a.read_all("c", "e", false).await, b"42\n");
     assert_eq!(a.wait("c", "e").await.code(), 0);
-    // Tty exec with resize.
-    a.exec(
-        "c",
-        "t",
-        &["sh", "-c", "read x; stty size; exit 7"],
-        true,
-        true,
-    )
-    .await
-    .unwrap();
-    a.processes
-        .tty_win_resize(
-            ctx(),
-            &TtyWinResizeRequest {
-                container_id: "c".into(),
-                exec_id: "t".into(),
-                rows: 33,
-                cols: 77,
-                ..Default::default()
-            },
-        )
+    // Tty exec: its terminal is one of the container's, and resizes reach it.
+    let script = format!("{TTY_PROBE}; read x; stty size; exit 7");
+    a.exec("c", "t", &["sh", "-c", &script], true, true)
         .await
         .unwrap();
-    a.processes
-        .write_stdin(
-            ctx(),
-            &WriteStdinRequest {
-                container_id: "c".into(),
-                exec_id: "t".into(),
-                data: b"go\n".to_vec(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    a.resize("c", "t", 40, 120).await;
+    a.write_stdin("c", "t", b"go\n").await;
     let out = String::from_utf8_lossy(&a.read_all("c", "t", false).await).to_string();
-    assert!(out.contains("33 77"), "tty output {out:?}");
+    check_tty_output(&out);
     assert_eq!(a.wait("c", "t").await.code(), 7);
+    // CloseStdin on a terminal is an end of input for a reader at the start of a line.
+    a.exec("c", "cat", &["cat"], true, true).await.unwrap();
+    a.write_stdin("c", "cat", b"abc\n").await;
+    a.processes
+        .close_stdin(
+            ctx(),
+            &CloseStdinRequest {
+                container_id: "c".into(),
+                exec_id: "cat".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.read_all("c", "cat", false).await, b"abc\r\nabc\r\n");
+    assert_eq!(a.wait("c", "cat").await.code(), 0);
     // Duplicate exec id.
     let e = a.exec("c", "t", &["true"], false, false).await.unwrap_err();
     assert_eq!(code(&e), ttrpc::Code::ALREADY_EXISTS);
@@ -163,6 +151,68 @@ async fn exec_with_and_without_tty_and_stdin_eof() {
     assert_eq!(a.read_all("c", "", false).await, b"abc");
     assert_eq!(a.wait("c", "").await.code(), 0);
     a.remove("c").await;
+}
+
+/// Shell commands that show whether a process's terminal belongs to the container: `tty` names
+/// it (ttyname fails for a terminal of another devpts instance) and the path exists there.
+const TTY_PROBE: &str = r#"tty; echo rc=$?; test -e "$(tty)" && echo visible"#;
+
+/// Output of [`TTY_PROBE`] then `stty size` after a resize to 40x120, as a terminal gives it.
+fn check_tty_output(out: &str) {
+    // The echo of what the test types may come first, so look for the line before `rc=`.
+    let lines: Vec<&str> = out.split("\r\n").collect();
+    let rc = lines.iter().position(|l| l.starts_with("rc=")).unwrap_or(0);
+    let name = lines[..rc].last().copied().unwrap_or_default();
+    let n = name.strip_prefix("/dev/pts/").unwrap_or_default();
+    assert!(
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()),
+        "tty output {out:?}"
+    );
+    for line in ["rc=0\r\n", "visible\r\n", "40 120\r\n"] {
+        assert!(out.contains(line), "{line:?} missing in tty output {out:?}");
+    }
+    assert!(
+        !out.replace("\r\n", "").contains('\n'),
+        "a bare LF in tty output {out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_on_a_terminal_of_the_container() {
+    let a = agent("ttyinit").await;
+    let root = busybox_rootfs(a.dir.path());
+    let script = format!(
+        "{TTY_PROBE}; stat -c owner=%u \"$(tty)\"; \
+         [ \"$(stat -L -c %t:%T /dev/console)\" = \"$(stat -c %t:%T \"$(tty)\")\" ] && echo console; \
+         read x; stty size; exit 5"
+    );
+    let mut s = spec(&root, &["sh", "-c", &script]);
+    s["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    // /dev/console is bound before / turns read-only.
+    s["root"]["readonly"] = json!(true);
+    a.create_with("c", &s, true, true).await.expect("create");
+    a.start("c").await;
+    a.resize("c", "", 40, 120).await;
+    a.write_stdin("c", "", b"go\n").await;
+    let out = String::from_utf8_lossy(&a.read_all("c", "", false).await).to_string();
+    check_tty_output(&out);
+    // The process's user owns its terminal, and /dev/console is that terminal.
+    assert!(out.contains("owner=1000\r\n"), "tty output {out:?}");
+    assert!(out.contains("console\r\n"), "tty output {out:?}");
+    assert_eq!(a.wait("c", "").await.code(), 5);
+    // A terminal process has no separate stderr.
+    assert!(a.read_all("c", "", true).await.is_empty());
+    a.remove("c").await;
+    // Without a devpts of its own the container cannot have a terminal it can name: a clear
+    // error rather than the guest's terminal.
+    let mut s = spec(&root, &["true"]);
+    s["mounts"] = json!([
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"}
+    ]);
+    let e = a.create_with("nopts", &s, false, true).await.unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::FAILED_PRECONDITION);
+    assert!(format!("{e:?}").contains("devpts"), "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -36,7 +36,7 @@ impl Engine {
         let spec = spec::parse_spec(&req.spec_json)?;
         let ns = spec::namespaces(&spec)?;
         // Validate fully before reserving: a bad spec must not leave anything behind.
-        spec::create_plan(&spec, &ns, None, req.terminal)?;
+        spec::create_plan(&spec, &ns, req.terminal)?;
         self.registry().reserve(&req.id).await?;
         match self.create_reserved(&req, &exec_id, spec, ns).await {
             Ok(pid) => Ok(pid),
@@ -63,22 +63,23 @@ impl Engine {
             cgroup.apply(res).map_err(undo_cgroup)?;
         }
         let stdio = StdioSetup::new(req.terminal, req.stdin).map_err(undo_cgroup)?;
-        let mut plan = spec::create_plan(&spec, &ns, stdio.console.clone(), req.terminal)
-            .map_err(undo_cgroup)?;
+        let mut plan = spec::create_plan(&spec, &ns, req.terminal).map_err(undo_cgroup)?;
         plan.cgroup_procs = Some(cgroup.procs_file());
         let seccomp = plan.process.seccomp.clone();
-        let StdioSetup { child, io, .. } = stdio;
+        let StdioSetup { child, io } = stdio;
         let exe = self.config().init_exe.clone();
         let reaper = self.reaper().clone();
         let oom = OomBaseline::take(cgroup.memory_events());
+        let abort = |e: EngineError| {
+            cgroup.kill_all();
+            undo_cgroup(e.context(format!("create container {:?}", req.id)))
+        };
         let launched = tokio::task::spawn_blocking(move || launch(&exe, &plan, child, &reaper))
             .await
             .map_err(|e| EngineError::Internal(format!("launch task: {e}")))
             .and_then(|r| r)
-            .map_err(|e| {
-                cgroup.kill_all();
-                undo_cgroup(e.context(format!("create container {:?}", req.id)))
-            })?;
+            .map_err(abort)?;
+        let io = io.finish(launched.terminal).map_err(abort)?;
         let pid = launched.pid;
         let init = Arc::new(Process::new(
             &req.id,

@@ -57,13 +57,16 @@ impl Engine {
                 process,
                 terminal: req.terminal,
             };
-            let StdioSetup { child, io, .. } = stdio;
+            let StdioSetup { child, io } = stdio;
             let exe = self.config().init_exe.clone();
             let reaper = self.reaper().clone();
             let oom = OomBaseline::take(c.cgroup.memory_events());
             let launched = tokio::task::spawn_blocking(move || launch(&exe, &plan, child, &reaper))
                 .await
                 .map_err(|e| EngineError::Internal(format!("exec task: {e}")))??;
+            let io = io.finish(launched.terminal).inspect_err(|_| {
+                let _ = nix::sys::signal::kill(launched.pid, nix::sys::signal::Signal::SIGKILL);
+            })?;
             Ok::<_, EngineError>(Arc::new(Process::new(
                 &req.id,
                 &req.exec_id,

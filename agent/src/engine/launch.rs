@@ -1,10 +1,10 @@
 //! The agent's side of starting a container process: stdio, the init helper, the sync
-//! protocol (see [`super::init`]) and pid registration with the reaper.
+//! protocol (see [`super::init`]), the terminal master the process sends back, and pid
+//! registration with the reaper.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use nix::sys::signal::Signal;
@@ -16,15 +16,23 @@ use super::init::INIT_ARG;
 use super::plan::{InitPlan, InitReply};
 use super::process::ProcessIo;
 use super::stdio::{pipe, InputStream, OutputStream};
+use super::sync_socket::SyncSocket;
 use crate::reaper::{ExitInfo, ReaperHandle};
 
 /// Descriptors the child gets as 0, 1, 2, and the agent's ends.
 #[derive(Debug)]
 pub struct StdioSetup {
     pub child: [OwnedFd; 3],
-    pub io: ProcessIo,
-    /// The terminal's slave path, for /dev/console.
-    pub console: Option<PathBuf>,
+    pub io: AgentIo,
+}
+
+/// The agent's ends of a process's stdio, before launch.
+#[derive(Debug)]
+pub enum AgentIo {
+    Pipes(ProcessIo),
+    /// The container process makes the terminal and sends its master during launch
+    /// ([`Launched::terminal`]; see [`super::init::console`] for why).
+    Terminal,
 }
 
 impl StdioSetup {
@@ -33,49 +41,63 @@ impl StdioSetup {
             let what = what.to_owned();
             move |e: std::io::Error| EngineError::io(what, e)
         };
+        let null = |write: bool| {
+            std::fs::OpenOptions::new()
+                .read(!write)
+                .write(write)
+                .open("/dev/null")
+                .map(OwnedFd::from)
+                .map_err(err("open /dev/null"))
+        };
         if terminal {
-            let pty =
-                nix::pty::openpty(None, None).map_err(|e| EngineError::io("openpty", e.into()))?;
-            let console =
-                std::fs::read_link(format!("/proc/self/fd/{}", pty.slave.as_raw_fd())).ok();
-            let _ = nix::fcntl::fcntl(
-                &pty.master,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            );
-            let dup = |fd: &OwnedFd| fd.try_clone().map_err(err("dup terminal"));
-            let child = [dup(&pty.slave)?, dup(&pty.slave)?, pty.slave];
-            let reader = dup(&pty.master)?;
-            let writer = dup(&pty.master)?;
-            Ok(StdioSetup {
-                child,
-                io: ProcessIo {
+            // The helper's stdio until the container process replaces it with the slave.
+            return Ok(StdioSetup {
+                child: [null(false)?, null(true)?, null(true)?],
+                io: AgentIo::Terminal,
+            });
+        }
+        let (stdin_child, stdin_parent) = if stdin {
+            let (r, w) = pipe().map_err(err("stdin pipe"))?;
+            (r, Some(InputStream::new(w).map_err(err("stdin"))?))
+        } else {
+            (null(false)?, None)
+        };
+        let (out_r, out_w) = pipe().map_err(err("stdout pipe"))?;
+        let (err_r, err_w) = pipe().map_err(err("stderr pipe"))?;
+        Ok(StdioSetup {
+            child: [stdin_child, out_w, err_w],
+            io: AgentIo::Pipes(ProcessIo {
+                stdin: stdin_parent,
+                stdout: OutputStream::new(out_r, false).map_err(err("stdout"))?,
+                stderr: OutputStream::new(err_r, false).map_err(err("stderr"))?,
+                tty: None,
+            }),
+        })
+    }
+}
+
+impl AgentIo {
+    /// The agent's ends once the process is launched: the pipes, or streams on the terminal
+    /// master the process sent. Call inside the tokio runtime.
+    pub fn finish(self, master: Option<OwnedFd>) -> Result<ProcessIo> {
+        let err = |what: &'static str| move |e: std::io::Error| EngineError::io(what, e);
+        match (self, master) {
+            (AgentIo::Pipes(io), None) => Ok(io),
+            (AgentIo::Terminal, Some(master)) => {
+                let dup = |fd: &OwnedFd| fd.try_clone().map_err(err("dup terminal"));
+                let (reader, writer) = (dup(&master)?, dup(&master)?);
+                Ok(ProcessIo {
+                    // A terminal always takes input: it is how ^C and ^D reach the process.
                     stdin: Some(InputStream::new(writer).map_err(err("terminal input"))?),
                     stdout: OutputStream::new(reader, true).map_err(err("terminal output"))?,
                     stderr: OutputStream::closed(),
-                    tty: Some(pty.master),
-                },
-                console,
-            })
-        } else {
-            let (stdin_child, stdin_parent) = if stdin {
-                let (r, w) = pipe().map_err(err("stdin pipe"))?;
-                (r, Some(InputStream::new(w).map_err(err("stdin"))?))
-            } else {
-                let null = std::fs::File::open("/dev/null").map_err(err("open /dev/null"))?;
-                (OwnedFd::from(null), None)
-            };
-            let (out_r, out_w) = pipe().map_err(err("stdout pipe"))?;
-            let (err_r, err_w) = pipe().map_err(err("stderr pipe"))?;
-            Ok(StdioSetup {
-                child: [stdin_child, out_w, err_w],
-                io: ProcessIo {
-                    stdin: stdin_parent,
-                    stdout: OutputStream::new(out_r, false).map_err(err("stdout"))?,
-                    stderr: OutputStream::new(err_r, false).map_err(err("stderr"))?,
-                    tty: None,
-                },
-                console: None,
-            })
+                    tty: Some(master),
+                })
+            }
+            (_, master) => Err(EngineError::Internal(format!(
+                "the terminal master ({}) does not match the stdio asked for",
+                if master.is_some() { "sent" } else { "missing" }
+            ))),
         }
     }
 }
@@ -86,18 +108,9 @@ pub struct Launched {
     pub pid: Pid,
     pub exit_rx: oneshot::Receiver<ExitInfo>,
     /// For Create: the socket the `start` word goes to.
-    pub sync: Option<(UnixStream, BufReader<UnixStream>)>,
-}
-
-fn read_reply(reader: &mut BufReader<UnixStream>) -> Result<Option<InitReply>> {
-    let mut line = String::new();
-    match reader.read_line(&mut line) {
-        Ok(0) => Ok(None),
-        Ok(_) => serde_json::from_str(&line).map(Some).map_err(|e| {
-            EngineError::Internal(format!("bad reply from init helper {line:?}: {e}"))
-        }),
-        Err(e) => Err(EngineError::io("read from init helper", e)),
-    }
+    pub sync: Option<SyncSocket>,
+    /// The terminal master the process sent, if the plan asked for a terminal.
+    pub terminal: Option<OwnedFd>,
 }
 
 fn setup_failed(msg: String) -> EngineError {
@@ -112,7 +125,7 @@ pub fn launch(
     child_fds: [OwnedFd; 3],
     reaper: &ReaperHandle,
 ) -> Result<Launched> {
-    let (mut ours, theirs) = UnixStream::pair().map_err(|e| EngineError::io("socketpair", e))?;
+    let (ours, theirs) = UnixStream::pair().map_err(|e| EngineError::io("socketpair", e))?;
     let [fd0, fd1, fd2] = child_fds;
     let mut cmd = Command::new(init_exe);
     cmd.arg(INIT_ARG)
@@ -128,15 +141,11 @@ pub fn launch(
     drop(helper);
     drop(cmd);
     drop(theirs);
-    let mut reader = BufReader::new(
-        ours.try_clone()
-            .map_err(|e| EngineError::io("dup socket", e))?,
-    );
+    let mut sync = SyncSocket::new(ours);
     let mut line = serde_json::to_vec(plan).map_err(|e| EngineError::Internal(e.to_string()))?;
     line.push(b'\n');
-    ours.write_all(&line)
-        .map_err(|e| EngineError::io("send plan to init helper", e))?;
-    let pid = match read_reply(&mut reader)? {
+    sync.send(&line, "send plan to init helper")?;
+    let pid = match sync.read_reply()? {
         Some(InitReply::Pid(pid)) => Pid::from_raw(pid),
         Some(InitReply::Error(msg)) => return Err(setup_failed(msg)),
         other => {
@@ -150,25 +159,44 @@ pub fn launch(
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         e
     };
-    ours.write_all(b"go\n")
-        .map_err(|e| fail(EngineError::io("release container process", e)))?;
+    sync.send(b"go\n", "release container process")
+        .map_err(fail)?;
+    let terminal = if plan.terminal {
+        match sync.read_reply().map_err(fail)? {
+            Some(InitReply::Terminal) => Some(sync.take_fd().ok_or_else(|| {
+                fail(EngineError::Internal(
+                    "the terminal reply came without a descriptor".into(),
+                ))
+            })?),
+            Some(InitReply::Error(msg)) => return Err(fail(setup_failed(msg))),
+            other => {
+                return Err(fail(setup_failed(format!(
+                    "process ended before its terminal was made ({other:?})"
+                ))))
+            }
+        }
+    } else {
+        None
+    };
     match plan.kind {
-        super::plan::InitKind::Create => match read_reply(&mut reader).map_err(fail)? {
+        super::plan::InitKind::Create => match sync.read_reply().map_err(fail)? {
             Some(InitReply::Ready) => Ok(Launched {
                 pid,
                 exit_rx,
-                sync: Some((ours, reader)),
+                sync: Some(sync),
+                terminal,
             }),
             Some(InitReply::Error(msg)) => Err(fail(setup_failed(msg))),
             other => Err(fail(setup_failed(format!(
                 "process ended during setup ({other:?})"
             )))),
         },
-        super::plan::InitKind::Exec => match read_reply(&mut reader).map_err(fail)? {
+        super::plan::InitKind::Exec => match sync.read_reply().map_err(fail)? {
             None => Ok(Launched {
                 pid,
                 exit_rx,
                 sync: None,
+                terminal,
             }),
             Some(InitReply::Error(msg)) => Err(fail(setup_failed(msg))),
             Some(other) => Err(fail(setup_failed(format!("unexpected {other:?}")))),
@@ -177,11 +205,9 @@ pub fn launch(
 }
 
 /// Lets a created container exec its entrypoint; returns when the exec happened or failed.
-pub fn release(sync: (UnixStream, BufReader<UnixStream>)) -> Result<()> {
-    let (mut ours, mut reader) = sync;
-    ours.write_all(b"start\n")
-        .map_err(|e| EngineError::io("send start", e))?;
-    match read_reply(&mut reader)? {
+pub fn release(mut sync: SyncSocket) -> Result<()> {
+    sync.send(b"start\n", "send start")?;
+    match sync.read_reply()? {
         None => Ok(()),
         Some(InitReply::Error(msg)) => Err(setup_failed(msg)),
         Some(other) => Err(setup_failed(format!("unexpected {other:?}"))),

@@ -34,6 +34,7 @@ pub mod signal;
 pub mod spec;
 pub mod start;
 pub mod stdio;
+pub mod sync_socket;
 pub mod update;
 
 use std::path::PathBuf;

@@ -31,7 +31,8 @@ pub struct InitPlan {
     /// Sysctls to write under /proc/sys after the rootfs is ready.
     pub sysctls: Vec<(String, String)>,
     pub process: ProcessPlan,
-    /// Stdio is a terminal: become session leader and take it as controlling terminal.
+    /// Stdio is a terminal: the container process makes one from the container's devpts,
+    /// takes it as controlling terminal and sends the master back (see [`super::init::console`]).
     pub terminal: bool,
 }
 
@@ -46,8 +47,6 @@ pub struct RootfsPlan {
     pub devices: Vec<DevicePlan>,
     pub masked_paths: Vec<PathBuf>,
     pub readonly_paths: Vec<PathBuf>,
-    /// Guest path of the terminal to bind on /dev/console.
-    pub console: Option<PathBuf>,
 }
 
 /// One mount inside the container.
@@ -112,6 +111,8 @@ pub struct ProcessPlan {
 pub enum InitReply {
     /// The helper forked the process: its pid in the agent's pid namespace.
     Pid(i32),
+    /// The terminal is made; its master descriptor comes with this line (SCM_RIGHTS).
+    Terminal,
     /// Setup is done; waiting for Start (Create only).
     Ready,
     /// Setup or exec failed.

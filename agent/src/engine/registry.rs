@@ -3,8 +3,6 @@
 //! requests for one id cannot both proceed.
 
 use std::collections::HashMap;
-use std::io::BufReader;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -16,6 +14,7 @@ use super::error::{EngineError, Result};
 use super::process::Process;
 use super::seccomp::Program;
 use super::spec::Namespaces;
+use super::sync_socket::SyncSocket;
 
 /// A container: its cgroup, init process and what exec needs to join it.
 #[derive(Debug)]
@@ -26,7 +25,7 @@ pub struct Container {
     pub namespaces: Namespaces,
     pub seccomp: Vec<Program>,
     /// The sync socket of the init process until Start takes it.
-    pub start_sync: Mutex<Option<(UnixStream, BufReader<UnixStream>)>>,
+    pub start_sync: Mutex<Option<SyncSocket>>,
     pub started: AtomicBool,
     /// Storages mounted for this container, unmounted on remove (in reverse).
     pub storages: Vec<PathBuf>,

@@ -327,12 +327,7 @@ pub fn sysctl_path(key: &str) -> Result<String> {
 }
 
 /// The full plan for a container's init process.
-pub fn create_plan(
-    spec: &Spec,
-    ns: &Namespaces,
-    console: Option<PathBuf>,
-    terminal: bool,
-) -> Result<InitPlan> {
+pub fn create_plan(spec: &Spec, ns: &Namespaces, terminal: bool) -> Result<InitPlan> {
     let process = spec
         .process()
         .as_ref()
@@ -439,7 +434,6 @@ pub fn create_plan(
             devices,
             masked_paths: clean_list(linux.masked_paths(), "masked path")?,
             readonly_paths: clean_list(linux.readonly_paths(), "readonly path")?,
-            console,
         }),
         hostname,
         sysctls,
@@ -464,7 +458,7 @@ mod tests {
 
     fn plan(s: &Spec) -> Result<InitPlan> {
         let ns = namespaces(s)?;
-        create_plan(s, &ns, None, false)
+        create_plan(s, &ns, false)
     }
 
     #[test]

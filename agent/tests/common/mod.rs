@@ -143,11 +143,23 @@ pub fn spec(root: &Path, args: &[&str]) -> Value {
 
 impl Agent {
     pub async fn create(&self, id: &str, spec: &Value, stdin: bool) -> Result<u32, ttrpc::Error> {
+        self.create_with(id, spec, stdin, false).await
+    }
+
+    /// Create with the init process's stdio on a terminal (`terminal`) or on pipes.
+    pub async fn create_with(
+        &self,
+        id: &str,
+        spec: &Value,
+        stdin: bool,
+        terminal: bool,
+    ) -> Result<u32, ttrpc::Error> {
         let req = CreateContainerRequest {
             container_id: id.into(),
             exec_id: id.into(),
             oci_spec_json: serde_json::to_vec(spec).unwrap(),
             stdin,
+            terminal,
             ..Default::default()
         };
         self.containers
@@ -246,6 +258,38 @@ impl Agent {
             .exec_process(ctx(), &req)
             .await
             .map(|r| r.pid)
+    }
+
+    pub async fn resize(&self, id: &str, exec: &str, rows: u32, cols: u32) {
+        self.processes
+            .tty_win_resize(
+                ctx(),
+                &TtyWinResizeRequest {
+                    container_id: id.into(),
+                    exec_id: exec.into(),
+                    rows,
+                    cols,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("resize");
+    }
+
+    pub async fn write_stdin(&self, id: &str, exec: &str, data: &[u8]) -> u32 {
+        self.processes
+            .write_stdin(
+                ctx(),
+                &WriteStdinRequest {
+                    container_id: id.into(),
+                    exec_id: exec.into(),
+                    data: data.to_vec(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("write stdin")
+            .bytes_written
     }
 
     pub async fn signal(&self, id: &str, exec: &str, sig: u32) {

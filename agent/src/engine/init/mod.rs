@@ -9,10 +9,15 @@
 //!    The child is re-parented to the agent (PID 1 or subreaper).
 //! 3. agent registers the pid with the reaper, then -> child: `go`. The child may exit only
 //!    after this, so its status can never reach the reaper unannounced.
-//! 4. child: rootfs and credentials; Create: -> `Ready`, waits for `start`.
+//! 4. child: setsid; rootfs up to pivot_root; with a terminal, makes it from the container's
+//!    devpts ([`console`]) -> `Terminal` with the master attached (SCM_RIGHTS); the rest of
+//!    the rootfs, credentials; Create: -> `Ready`, waits for `start`.
 //! 5. child: seccomp and execve. The socket is close-on-exec: EOF means the exec succeeded,
 //!    `Error(..)` says which step failed.
+//!
+//! With a terminal the helper's stdio is /dev/null until the child replaces it with the slave.
 
+pub mod console;
 pub mod process;
 pub mod rootfs;
 pub mod syscall;
@@ -117,45 +122,50 @@ fn wait_for(reader: &mut BufReader<UnixStream>, word: &str) -> Result<(), String
 
 /// The container process. Returns only with the reason it failed.
 fn child(sock: &mut UnixStream, reader: &mut BufReader<UnixStream>, plan: &InitPlan) -> String {
-    if let Err(e) = wait_for(reader, "go") {
-        return e;
+    match setup(sock, reader, plan) {
+        Ok(()) => process::exec(&plan.process).to_string(),
+        Err(e) => e,
     }
-    if let Err(e) = nix::unistd::setsid() {
-        return format!("setsid: {e}");
-    }
-    if plan.terminal {
-        if let Err(e) = sys::set_controlling_tty(0) {
-            return format!("set controlling terminal: {e}");
-        }
-    }
+}
+
+/// Everything between `go` and the exec.
+fn setup(
+    sock: &mut UnixStream,
+    reader: &mut BufReader<UnixStream>,
+    plan: &InitPlan,
+) -> Result<(), String> {
+    wait_for(reader, "go")?;
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     let linux = Linux;
     if let Some(rootfs) = &plan.rootfs {
-        if let Err(e) = rootfs::prepare(&linux, rootfs) {
-            return e.to_string();
+        rootfs::prepare(&linux, rootfs).map_err(|e| e.to_string())?;
+        rootfs::pivot(&linux, rootfs).map_err(|e| e.to_string())?;
+    }
+    // After pivot_root (or joining the container's mount namespace, for an exec), so that
+    // /dev/ptmx is the container's; before a read-only / could forbid creating /dev/console.
+    if plan.terminal {
+        let terminal = console::open(plan.process.uid).map_err(|e| e.to_string())?;
+        if plan.rootfs.is_some() {
+            rootfs::bind_console(&linux, &terminal.slave).map_err(|e| e.to_string())?;
         }
-        if let Err(e) = rootfs::finish(&linux, rootfs) {
-            return e.to_string();
-        }
+        console::send_master(sock, terminal).map_err(|e| e.to_string())?;
+    }
+    if let Some(rootfs) = &plan.rootfs {
+        rootfs::finalize(&linux, rootfs).map_err(|e| e.to_string())?;
     }
     if let Some(h) = &plan.hostname {
-        if let Err(e) = linux.sethostname(h) {
-            return format!("sethostname {h:?}: {e}");
-        }
+        linux
+            .sethostname(h)
+            .map_err(|e| format!("sethostname {h:?}: {e}"))?;
     }
     for (key, value) in &plan.sysctls {
         let path = Path::new("/proc/sys").join(key);
-        if let Err(e) = std::fs::write(&path, value) {
-            return format!("sysctl {key}={value}: {e}");
-        }
+        std::fs::write(&path, value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
     }
-    if let Err(e) = process::setup_privileged(&plan.process) {
-        return e.to_string();
-    }
+    process::setup_privileged(&plan.process).map_err(|e| e.to_string())?;
     if plan.kind == InitKind::Create {
         send(sock, &InitReply::Ready);
-        if let Err(e) = wait_for(reader, "start") {
-            return e;
-        }
+        wait_for(reader, "start")?;
     }
-    process::exec(&plan.process).to_string()
+    Ok(())
 }

@@ -1,5 +1,5 @@
 //! Builds the container's root file system inside its new mount namespace: propagation, the
-//! spec's mounts, /dev, pivot_root, masked and read-only paths, read-only root.
+//! spec's mounts, /dev, pivot_root, /dev/console, masked and read-only paths, read-only root.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -61,15 +61,6 @@ pub fn prepare(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), RootfsError> 
             make_device(sys, &plan.root, d)?;
         }
         dev_links(&plan.root);
-    }
-    if let Some(console) = &plan.console {
-        let target = secure_join(&plan.root, Path::new("/dev/console"))
-            .map_err(io_err("resolve /dev/console"))?;
-        if fs::symlink_metadata(&target).is_err() {
-            fs::write(&target, b"").map_err(io_err("create /dev/console"))?;
-        }
-        sys.mount(Some(console), &target, None, MsFlags::MS_BIND, None)
-            .map_err(err("bind the terminal on /dev/console"))?;
     }
     Ok(())
 }
@@ -199,9 +190,24 @@ fn dev_links(root: &Path) {
     }
 }
 
-/// pivot_root and everything that must happen inside the new root.
-pub fn finish(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), RootfsError> {
-    sys.pivot_root(&plan.root).map_err(err("pivot_root"))?;
+/// Makes the prepared root the process's `/`.
+pub fn pivot(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), RootfsError> {
+    sys.pivot_root(&plan.root).map_err(err("pivot_root"))
+}
+
+/// Binds the terminal's slave (a path in the container's /dev/pts) on /dev/console, as runc
+/// does; after [`pivot`], before [`finalize`] may make / read-only.
+pub fn bind_console(sys: &dyn Syscall, slave: &Path) -> Result<(), RootfsError> {
+    let target = Path::new("/dev/console");
+    if fs::symlink_metadata(target).is_err() {
+        fs::write(target, b"").map_err(io_err("create /dev/console"))?;
+    }
+    sys.mount(Some(slave), target, None, MsFlags::MS_BIND, None)
+        .map_err(err("bind the terminal on /dev/console"))
+}
+
+/// What must happen inside the new root, last: masked and read-only paths, read-only /.
+pub fn finalize(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), RootfsError> {
     for p in &plan.masked_paths {
         mask(sys, p)?;
     }
@@ -346,7 +352,6 @@ mod tests {
             devices: vec![],
             masked_paths: vec![],
             readonly_paths: vec![],
-            console: None,
         };
         let rec = Recorder::default();
         prepare(&rec, &plan).unwrap();
