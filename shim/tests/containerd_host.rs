@@ -135,10 +135,7 @@ impl Drop for Containerd {
         ] {
             for p in procs_with(&needle) {
                 if let Some(pid) = p.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    sigkill(pid);
                 }
             }
         }
@@ -156,10 +153,7 @@ impl Drop for Containerd {
                     let procs = std::fs::read_to_string(child.path().join("cgroup.procs"));
                     for pid in procs.unwrap_or_default().lines() {
                         if let Ok(pid) = pid.parse() {
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(pid),
-                                nix::sys::signal::Signal::SIGKILL,
-                            );
+                            sigkill(pid);
                         }
                     }
                     std::thread::sleep(Duration::from_millis(100));
@@ -316,7 +310,7 @@ fn exec_pause_and_metrics(c: &Containerd, rt: &Runtime) {
     // The sleep lets ctr's resize after start find the process alive (runc's "cannot resize
     // a stopped container" otherwise).
     let ctr = format!(
-        "ctr -a {} -n {NS} task exec -t --exec-id e2 {id} sh -c 'test -t 0 && test -t 1 && echo tty; sleep 1; exit 4'",
+        "ctr -a {} -n {NS} task exec -t --exec-id e2 {id} sh -c 'test -t 0 && test -t 1 && test -e \"$(tty)\" && echo tty; sleep 1; exit 4'",
         c.sock().display()
     );
     let out = Command::new("script")
@@ -416,6 +410,25 @@ fn log_uris(c: &Containerd, rt: &Runtime, dir: &Path) {
     );
 }
 
+/// `ctr run --rm … sleep 1000` in the background, once its task runs.
+fn run_sleep(c: &Containerd, rt: &Runtime, id: &str) -> Child {
+    let run = c
+        .ctr_cmd(&run_args(rt, id, &["sleep", "1000"]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ctr run");
+    wait_running(c, id);
+    run
+}
+
+fn sigkill(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
 fn run_detached(c: &Containerd, rt: &Runtime, id: &str) {
     let mut a = vec!["run", "-d"];
     a.extend(rt.args.iter().map(String::as_str));
@@ -468,13 +481,7 @@ fn shim_crash_is_cleaned_by_shim_delete(
     rt: &Runtime,
 ) -> (Option<i32>, Option<String>) {
     let id = format!("{}-crash", rt.name);
-    let run = c
-        .ctr_cmd(&run_args(rt, &id, &["sleep", "1000"]))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ctr run");
-    wait_running(c, &id);
+    let run = run_sleep(c, rt, &id);
     let needle = format!("-namespace {NS} -id {id} ");
     let shims: Vec<_> = procs_with(&needle)
         .into_iter()
@@ -500,11 +507,7 @@ fn shim_crash_is_cleaned_by_shim_delete(
         .split_whitespace()
         .next()
         .map(str::to_owned);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill shim");
+    sigkill(pid);
     let out = run.wait_with_output().expect("wait ctr");
     let start = Instant::now();
     while c
@@ -592,13 +595,7 @@ fn ctr_run_output_exit_codes_and_signals_match_runc_and_leave_nothing() {
 
         // Death by signal: 128 + n.
         let id = format!("{}-sig", rt.name);
-        let run = c
-            .ctr_cmd(&run_args(rt, &id, &["sleep", "1000"]))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ctr run");
-        wait_running(&c, &id);
+        let run = run_sleep(&c, rt, &id);
         let k = c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
         assert!(k.status.success(), "{}: kill {k:?}", rt.name);
         let out = run.wait_with_output().expect("wait ctr");

@@ -109,15 +109,6 @@ impl PodCgroup {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-
-    /// Removes the cgroup once every process in it is gone; a busy one is left and logged.
-    pub fn remove(&self) {
-        if let Err(e) = std::fs::remove_dir(&self.dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %self.dir.display(), "remove pod cgroup: {e}");
-            }
-        }
-    }
 }
 
 #[cfg(test)]

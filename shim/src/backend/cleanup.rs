@@ -42,8 +42,10 @@ fn kill_all(r: &PodRecord) {
     }
 }
 
-/// `cgroup.kill` the whole subtree, wait until it is empty, then remove it bottom-up.
-async fn remove_cgroup(dir: &Path) {
+/// `cgroup.kill` the whole subtree, wait until it is empty, then remove it bottom-up. Used by
+/// every teardown: a plain rmdir right after the pod's processes were reaped can still find
+/// virtiofsd's sandbox child in the cgroup (EBUSY).
+pub async fn remove_cgroup(dir: &Path) {
     if !dir.is_dir() {
         return;
     }

@@ -155,25 +155,8 @@ impl PodBackend for HostAgent {
     async fn shutdown(&self) -> Result<(), BackendError> {
         let status = self.child.stop(STOP_TIMEOUT).await;
         tracing::debug!(%status, "host agent stopped");
-        // Container cgroups left by a failed removal first, then the parent.
-        if let Ok(mut rd) = tokio::fs::read_dir(&self.cgroup_parent).await {
-            while let Ok(Some(e)) = rd.next_entry().await {
-                if e.path().is_dir() {
-                    let _ = tokio::fs::write(e.path().join("cgroup.kill"), "1").await;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    let _ = tokio::fs::remove_dir(e.path()).await;
-                }
-            }
-        }
-        match tokio::fs::remove_dir(&self.cgroup_parent).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(BackendError::Io {
-                    context: format!("remove {}", self.cgroup_parent.display()),
-                    source: e,
-                })
-            }
-            _ => {}
-        }
+        // Container cgroups left by a failed removal too.
+        super::cleanup::remove_cgroup(&self.cgroup_parent).await;
         tokio::fs::remove_dir_all(&self.dir)
             .await
             .map_err(io_err(format!("remove {}", self.dir.display())))

@@ -122,7 +122,7 @@ impl Partial {
             s.destroy();
         }
         if let Some(c) = &self.cgroup {
-            c.remove();
+            super::cleanup::remove_cgroup(c.dir()).await;
         }
         let _ = tokio::fs::remove_dir_all(&self.dir).await;
     }
@@ -407,7 +407,7 @@ impl PodBackend for VmPod {
         self.virtiofsd.stop(VIRTIOFSD_STOP_GRACE).await;
         self.share.destroy();
         if let Some(c) = &self.cgroup {
-            c.remove();
+            super::cleanup::remove_cgroup(c.dir()).await;
         }
         tokio::fs::remove_dir_all(&self.dir)
             .await
