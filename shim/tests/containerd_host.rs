@@ -2,7 +2,8 @@
 //! the test-only host-agent backend (hull-agent on the host instead of a VM), side by side with
 //! runc: output, exit codes, death by signal, exec with and without a terminal, pause and
 //! resume, metrics, `file://` and `binary://` log URIs, the task events, a containerd crash
-//! and restart, a shim crash (`shim delete` cleans up), and that nothing is left behind.
+//! and restart, a shim crash (`shim delete` cleans up), 20 pods in sequence, and that nothing
+//! is left behind.
 //!
 //! Needs root (containerd, mounts, cgroups). It never skips: without root it fails.
 
@@ -635,6 +636,12 @@ fn ctr_run_output_exit_codes_and_signals_match_runc_and_leave_nothing() {
     for rt in &runtimes {
         survives_containerd_restart(&mut c, rt);
     }
+    // 20 pods in sequence (the leftover checks below cover them).
+    for n in 0..20 {
+        let id = format!("hull-seq{n}");
+        let out = c.ctr(&run_args(&runtimes[0], &id, &["true"]));
+        assert!(out.status.success(), "{id}: {out:?}");
+    }
     let crash: Vec<_> = runtimes
         .iter()
         .map(|rt| shim_crash_is_cleaned_by_shim_delete(&c, rt))
@@ -665,8 +672,12 @@ fn ctr_run_output_exit_codes_and_signals_match_runc_and_leave_nothing() {
         "hull-bin",
         "hull-restart",
         "hull-crash",
-    ] {
-        let pod = Path::new("/run/hull/pods").join(id);
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain((0..20).map(|n| format!("hull-seq{n}")))
+    {
+        let pod = Path::new("/run/hull/pods").join(&id);
         assert!(!pod.exists(), "{} left", pod.display());
     }
     let new: Vec<_> = sockets()

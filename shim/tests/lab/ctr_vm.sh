@@ -92,13 +92,15 @@ for k in out err rc; do
 done
 echo "INFO: stdout: ${res[hull.out]//$'\n'/|}; stderr: ${res[hull.err]//$'\n'/|}"
 
-# The rest of the task API on one hull pod with a 48 MiB memory limit: exec with and without
-# a terminal, pause/resume, metrics from the guest's cgroup v2, an OOM kill (exit 137 and
-# /tasks/oom), and the events containerd received.
+# The rest of the task API on one hull pod with a 48 MiB memory limit: a log file, exec with
+# and without a terminal, pause/resume, metrics from the guest's cgroup v2, an OOM kill (exit
+# 137 and /tasks/oom), SIGKILL (137), and the events containerd received.
 ctr -a "$A" -n t events >"$r/events" 2>/dev/null &
 evpid=$!
 hr=(--runtime io.containerd.hull.v2 --runtime-config-path "$r/hull.toml")
-if timeout 240 ctr -a "$A" -n t run -d "${hr[@]}" --memory-limit $((48 << 20)) "$IMG" h-task sleep 1000 \
+# The init logs one line to a file (--log-uri file://) before it sleeps.
+if timeout 240 ctr -a "$A" -n t run -d "${hr[@]}" --memory-limit $((48 << 20)) --log-uri "file://$r/h-task.log" \
+	"$IMG" h-task sh -c 'echo started; exec sleep 1000' \
 	>/dev/null 2>"$r/task.err" </dev/null; then
 	out=$(timeout 60 ctr -a "$A" -n t task exec --exec-id e1 h-task sh -c 'echo exec-out; exit 5' 2>&1 </dev/null) && rc=0 || rc=$?
 	check "exec: output and exit code" "exec-out 5" "$out $rc"
@@ -121,11 +123,17 @@ if timeout 240 ctr -a "$A" -n t run -d "${hr[@]}" --memory-limit $((48 << 20)) "
 	timeout 120 ctr -a "$A" -n t task exec --exec-id oom h-task dd if=/dev/zero of=/dev/null bs=64M count=1 \
 		>/dev/null 2>&1 </dev/null && rc=0 || rc=$?
 	check "OOM kill: exit status" 137 "$rc"
+	check "log file (--log-uri file://)" started "$(cat "$r/h-task.log" 2>/dev/null)"
 	ctr -a "$A" -n t task kill -s SIGKILL h-task
 	for ((i = 0; i < 300; i++)); do [[ $(status) == STOPPED ]] && break; sleep 0.1; done
 	ctr -a "$A" -n t task rm h-task >/dev/null && ctr -a "$A" -n t containers rm h-task
 	sleep 1
 	kill "$evpid"
+	if grep -q '/tasks/exit .*"id":"h-task".*"exit_status":137' "$r/events"; then
+		pass "kill -s SIGKILL: exit status 137"
+	else
+		flunk "no /tasks/exit of h-task with status 137: $(grep h-task "$r/events" | grep /tasks/exit)"
+	fi
 	for t in create start exec-added exec-started paused resumed oom exit delete; do
 		if grep -q "/tasks/$t .*\"container_id\":\"h-task\"" "$r/events"; then pass "event /tasks/$t"; else flunk "no /tasks/$t event for h-task"; fi
 	done
