@@ -26,24 +26,50 @@ fn invalid(msg: String) -> EngineError {
     EngineError::InvalidArgument(msg)
 }
 
+/// Mounts the pod share once. Mounting tag `hull` again does not fail with EBUSY: virtiofs
+/// reuses a superblock of the same connection (with `--announce-submounts`, possibly a
+/// submount's, e.g. the sandbox's /dev/shm tmpfs) and stacks it on the share, hiding every
+/// container's rootfs below. So the mount table decides, under a lock against two Creates.
 fn ensure_share(cfg: &StorageConfig) -> Result<()> {
+    static SHARE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     if cfg.share_premounted {
         return Ok(());
     }
+    let _guard = SHARE.lock().unwrap_or_else(|p| p.into_inner());
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| EngineError::io("read /proc/self/mountinfo", e))?;
+    if share_mounted(&mountinfo, &cfg.share_dir) {
+        return Ok(());
+    }
     fs::create_dir_all(&cfg.share_dir).map_err(|e| EngineError::io("create share dir", e))?;
-    match nix::mount::mount(
+    nix::mount::mount(
         Some(SHARE_TAG),
         &cfg.share_dir,
         Some("virtiofs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         None::<&str>,
-    ) {
-        Ok(()) | Err(nix::errno::Errno::EBUSY) => Ok(()),
-        Err(e) => Err(EngineError::FailedPrecondition(format!(
+    )
+    .map_err(|e| {
+        EngineError::FailedPrecondition(format!(
             "mount virtio-fs share {SHARE_TAG:?} on {:?}: {e}",
             cfg.share_dir
-        ))),
-    }
+        ))
+    })
+}
+
+/// Whether `mountinfo` has virtio-fs tag `hull` mounted at `dir`.
+fn share_mounted(mountinfo: &str, dir: &Path) -> bool {
+    mountinfo.lines().any(|l| {
+        // `id parent dev root mountpoint opts [optional...] - fstype source superopts`
+        let Some((left, right)) = l.split_once(" - ") else {
+            return false;
+        };
+        let mut r = right.split_whitespace();
+        let (fstype, source) = (r.next(), r.next());
+        left.split_whitespace().nth(4).map(Path::new) == Some(dir)
+            && fstype == Some("virtiofs")
+            && source == Some(SHARE_TAG)
+    })
 }
 
 fn block_device_by_serial(serial: &str) -> Result<PathBuf> {
@@ -199,6 +225,20 @@ pub fn unmount(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_share_counts_as_mounted_only_as_virtiofs_hull_at_its_dir() {
+        let info = "\
+22 1 0:20 / /proc rw,nosuid shared:5 - proc proc rw
+40 30 0:31 / /run/hull/shared rw,nosuid,nodev - virtiofs hull rw
+41 40 0:32 / /run/hull/shared/containers/c1/rootfs rw - virtiofs hull rw
+";
+        assert!(share_mounted(info, Path::new("/run/hull/shared")));
+        assert!(!share_mounted(info, Path::new("/run/hull")));
+        let other = "40 30 0:31 / /run/hull/shared rw - tmpfs tmpfs rw\n";
+        assert!(!share_mounted(other, Path::new("/run/hull/shared")));
+        assert!(!share_mounted("garbage\n", Path::new("/run/hull/shared")));
+    }
 
     #[test]
     fn block_storage_without_serial_is_invalid() {
