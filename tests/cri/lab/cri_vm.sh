@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# Runs inside the lab (see tests/cri/tests/lab_cri.rs): a private containerd from Debian with
+# its CRI plugin (sandbox image hull-pause, a CNI bridge network, runtime handlers runc and
+# hull) runs the same pod through the CRI API, with hull-cri as the client, first with runc,
+# then with hull (containerd-shim-hull-v2 → hull-vmm with virtiofsd → the hull guest):
+# RunPodSandbox, two long-running containers, ExecSync in each (kernel, boot id: one VM per
+# pod, an exit code), a container whose output lands in its CRI log file and whose exit code
+# CRI reports, then stop and remove everything and look for leftovers (processes, pod state,
+# mounts, the pod's network namespace, its cgroup).
+# Prints one PASS/FAIL line per check and INFO lines with timings; exits 1 on any FAIL.
+# usage: cri_vm.sh BINDIR HULL_CRI VMLINUX INITRD VIRTIOFSD OUTDIR
+#        (BINDIR holds the shim and hull-vmm; HULL_CRI is the CRI client binary)
+set -u
+BIN=$1 CRI=$2 VMLINUX=$3 INITRD=$4 VIRTIOFSD=$5 OUT=$6
+repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../../.." && pwd -P)
+# Stale files of an earlier run would satisfy the checks below.
+rm -rf "$OUT"
+mkdir -p "$OUT"
+fail=0
+pass() { echo "PASS: $*"; }
+flunk() { echo "FAIL: $*"; fail=1; }
+info() { echo "INFO: $*"; }
+check() { # check NAME EXPECTED ACTUAL
+	if [[ $2 == "$3" ]]; then pass "$1"; else flunk "$1: expected '$2', got '$3'"; fi
+}
+ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+
+# containerd root and state on the lab's tmpfs /tmp: overlayfs cannot sit on the overlay root.
+r=/tmp/hull-cri-lab
+rm -rf "$r"
+mkdir -p "$r/cni" "$r/logs"
+A=$r/containerd.sock
+CG=hull-cri-test # cgroup parent of the pods (kubelet's would be kubepods/...)
+cat >"$r/hull.toml" <<TOML
+[vm]
+vmm = "$BIN/hull-vmm"
+kernel = "$VMLINUX"
+initrd = "$INITRD"
+default_memory_mib = 128
+boot_timeout_secs = 120
+[virtiofs]
+virtiofsd = "$VIRTIOFSD"
+[log]
+level = "debug"
+TOML
+cat >"$r/config.toml" <<TOML
+version = 2
+root = "$r/root"
+state = "$r/state"
+[grpc]
+  address = "$A"
+[debug]
+  level = "debug"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "docker.io/library/hull-pause:latest"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$r/cni"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    # As deploy/containerd/hull.toml, with this run's hull.toml.
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull]
+      runtime_type = "io.containerd.hull.v2"
+      pod_annotations = ["io.hull.*"]
+      privileged_without_host_devices = true
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull.options]
+        ConfigPath = "$r/hull.toml"
+TOML
+# The pod network: a bridge with host-local addresses (Debian's containernetworking-plugins).
+# containerd's CRI adds the loopback network itself (go-cni WithLoNetwork, /usr/lib/cni/loopback).
+# The lab has no uplink; nothing here sends traffic.
+cat >"$r/cni/10-hull-cri.conflist" <<'JSON'
+{
+  "cniVersion": "1.0.0",
+  "name": "hull-cri-test",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "hullcri0",
+      "isGateway": true,
+      "ipMasq": false,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{ "subnet": "10.88.0.0/16" }]],
+        "routes": [{ "dst": "0.0.0.0/0" }]
+      }
+    }
+  ]
+}
+JSON
+PATH=$BIN:$PATH containerd --config "$r/config.toml" >"$OUT/containerd.log" 2>&1 &
+ctrd=$!
+# shellcheck disable=SC2317 # called through the trap
+finish() {
+	kill "$ctrd" 2>/dev/null && wait "$ctrd" 2>/dev/null
+	# Whatever a failed run left mounted under $r (rootfs, sandbox shm), deepest first.
+	awk -v p="$r/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+		while read -r m; do umount -l "$m" 2>/dev/null; done
+	rm -rf "$r"
+	find "/sys/fs/cgroup/$CG" -depth -type d -exec rmdir {} + 2>/dev/null
+}
+trap finish EXIT
+cri() { timeout 330 "$CRI" --sock "$A" "$@"; }
+for ((i = 0; i < 300; i++)); do
+	cri version >/dev/null 2>&1 && break
+	sleep 0.1
+done
+info "CRI: $(cri version 2>&1)"
+for ((i = 0; i < 300; i++)); do
+	[[ $(cri status -f NetworkReady 2>/dev/null) == true ]] && break
+	sleep 0.1
+done
+check "CRI network ready (CNI config loaded)" true "$(cri status -f NetworkReady 2>&1)"
+
+IMG=docker.io/library/hull-busybox:latest
+"$repo/scripts/mk-busybox-image" "$r/busybox.tar"
+"$repo/scripts/mk-busybox-image" "$r/pause.tar" docker.io/library/hull-pause:latest /bin/sleep infinity
+for t in busybox pause; do
+	ctr -a "$A" -n k8s.io images import "$r/$t.tar" >/dev/null || { flunk "image import $t"; exit 1; }
+done
+
+host_kernel=$(uname -r)
+host_boot=$(cat /proc/sys/kernel/random/boot_id)
+info "lab host: kernel $host_kernel, boot id $host_boot"
+
+# Containers: two that keep running and one that writes to both streams and exits 3.
+ctrjson() { # NAME CMD...
+	local name=$1 args
+	shift
+	args=$(printf '"%s",' "$@")
+	printf '{"name": "%s", "image": "%s", "command": [%s], "log_path": "%s.log"}\n' \
+		"$name" "$IMG" "${args%,}" "$name" >"$r/$name.json"
+}
+ctrjson c1 sleep 1000
+ctrjson c2 sleep 1000
+ctrjson c3 sh -c 'echo to-stdout; echo to-stderr >&2; exit 3'
+
+declare -A pods=() netns=() timing=()
+ids=()
+# Runs the pod scenario with runtime handler $1; returns early (after a FAIL) when a step
+# leaves nothing to check further. What it made is recorded in pods/ids for teardown.
+scenario() {
+	local rt=$1 logdir=$r/logs/$1 podjson=$r/pod-$1.json pod id n t0 rc out
+	local -A cid=() kern=() boot=()
+	ids=()
+	mkdir -p "$logdir"
+	printf '{"name": "cri-%s", "uid": "uid-cri-%s", "namespace": "default", "hostname": "cri-%s", "log_directory": "%s", "cgroup_parent": "/%s/pod-%s"}\n' \
+		"$rt" "$rt" "$rt" "$logdir" "$CG" "$rt" >"$podjson"
+	t0=$(date +%s%N)
+	if ! pod=$(cri runp --runtime "$rt" "$podjson" 2>"$r/err"); then
+		flunk "$rt: RunPodSandbox: $(<"$r/err")"
+		return 1
+	fi
+	timing[$rt.runp]=$(ms_since "$t0")
+	pods[$rt]=$pod
+	info "$rt: RunPodSandbox took ${timing[$rt.runp]} ms (pod ${pod:0:12})"
+	check "$rt: pod state" SANDBOX_READY "$(cri inspectp "$pod" -f state 2>&1)"
+	netns[$rt]=$(cri inspectp "$pod" -f netns 2>/dev/null)
+	info "$rt: pod IP $(cri inspectp "$pod" -f ip 2>&1), netns ${netns[$rt]}"
+
+	for n in c1 c2 c3; do
+		if ! id=$(cri create "$pod" "$r/$n.json" "$podjson" 2>"$r/err"); then
+			flunk "$rt: CreateContainer $n: $(<"$r/err")"
+			return 1
+		fi
+		ids+=("$id")
+		cid[$n]=$id
+		t0=$(date +%s%N)
+		if ! cri start "$id" 2>"$r/err"; then
+			flunk "$rt: StartContainer $n: $(<"$r/err")"
+			return 1
+		fi
+		timing[$rt.$n]=$(ms_since "$t0")
+		info "$rt: StartContainer $n took ${timing[$rt.$n]} ms"
+	done
+
+	for n in c1 c2; do
+		check "$rt: $n state" CONTAINER_RUNNING "$(cri inspect "${cid[$n]}" -f state 2>&1)"
+		kern[$n]=$(cri exec-sync "${cid[$n]}" -- uname -r 2>"$r/err") ||
+			flunk "$rt: $n: exec-sync uname -r: $(<"$r/err")"
+		boot[$n]=$(cri exec-sync "${cid[$n]}" -- cat /proc/sys/kernel/random/boot_id 2>"$r/err") ||
+			flunk "$rt: $n: exec-sync cat boot_id: $(<"$r/err")"
+		out=$(cri exec-sync "${cid[$n]}" -- sh -c 'echo x; exit 7' 2>"$r/err") && rc=0 || rc=$?
+		check "$rt: $n: exec-sync output and exit code" "x 7" "$out $rc"
+	done
+	if [[ $rt == hull ]]; then
+		if [[ ${kern[c1]} == *-hull && ${kern[c2]} == "${kern[c1]}" ]]; then
+			pass "hull: both containers run on the guest kernel ${kern[c1]} (lab host: $host_kernel)"
+		else
+			flunk "hull: guest kernels: c1 '${kern[c1]}', c2 '${kern[c2]}'"
+		fi
+		if [[ -n ${boot[c1]} && ${boot[c1]} == "${boot[c2]}" && ${boot[c1]} != "$host_boot" ]]; then
+			pass "hull: one VM for the pod: both containers see boot id ${boot[c1]}, not the host's"
+		else
+			flunk "hull: boot ids: c1 '${boot[c1]}', c2 '${boot[c2]}', host '$host_boot'"
+		fi
+		local vmms
+		vmms=$(pgrep -f "^$BIN/hull-vmm " | tr '\n' ' ')
+		check "hull: exactly one hull-vmm for the pod" 1 "$(wc -w <<<"$vmms")"
+		# The task pid of every container of a hull pod is the VMM's (DESIGN §2, Kata's way).
+		check "hull: the sandbox's pid is the hull-vmm pid" "${vmms% }" "$(cri inspectp "$pod" -f pid 2>&1)"
+	else
+		check "runc: c1 kernel is the lab host's" "$host_kernel" "${kern[c1]}"
+		check "runc: c2 kernel is the lab host's" "$host_kernel" "${kern[c2]}"
+		check "runc: c1 boot id is the lab host's" "$host_boot" "${boot[c1]}"
+		check "runc: c2 boot id is the lab host's" "$host_boot" "${boot[c2]}"
+	fi
+
+	# c3: its output goes to its CRI log file (written by containerd), its status to inspect.
+	for ((i = 0; i < 600; i++)); do
+		[[ $(cri inspect "${cid[c3]}" -f state 2>/dev/null) == CONTAINER_EXITED ]] && break
+		sleep 0.1
+	done
+	out=$(cri inspect "${cid[c3]}" 2>&1)
+	check "$rt: c3 exited with code 3 (state, exit code, reason)" "CONTAINER_EXITED 3 Error" \
+		"$(cri inspect "${cid[c3]}" -f state 2>&1) $(cri inspect "${cid[c3]}" -f exit_code 2>&1) $(cri inspect "${cid[c3]}" -f reason 2>&1)"
+	local log=$logdir/c3.log
+	check "$rt: c3 log path" "$log" "$(cri inspect "${cid[c3]}" -f log_path 2>&1)"
+	for ((i = 0; i < 100; i++)); do
+		grep -qE '^[^ ]+ stdout F to-stdout$' "$log" 2>/dev/null &&
+			grep -qE '^[^ ]+ stderr F to-stderr$' "$log" 2>/dev/null && break
+		sleep 0.1
+	done
+	if grep -qE '^[^ ]+ stdout F to-stdout$' "$log" 2>/dev/null &&
+		grep -qE '^[^ ]+ stderr F to-stderr$' "$log" 2>/dev/null; then
+		pass "$rt: c3's CRI log has its stdout and stderr lines"
+	else
+		flunk "$rt: c3's CRI log $log: '$(cat "$log" 2>&1)'; status: $out"
+	fi
+}
+
+# Stops and removes what scenario $1 made, checking each step.
+teardown() {
+	local rt=$1 pod=${pods[$1]:-} id
+	# The pod's VMM, guest console and virtiofsd logs go with the pod: keep a copy.
+	if [[ $rt == hull && -n $pod ]]; then
+		mkdir -p "$OUT/hull-pod"
+		cp /run/hull/pods/"$pod"/*.log "$OUT/hull-pod/" 2>/dev/null
+	fi
+	for id in "${ids[@]}"; do
+		cri stop --timeout 2 "$id" 2>"$r/err" || flunk "$rt: StopContainer ${id:0:12}: $(<"$r/err")"
+	done
+	for id in "${ids[@]}"; do
+		cri rm "$id" 2>"$r/err" || flunk "$rt: RemoveContainer ${id:0:12}: $(<"$r/err")"
+	done
+	((${#ids[@]} == 0)) || pass "$rt: containers stopped and removed (${#ids[@]})"
+	[[ -n $pod ]] || return 0
+	if cri stopp "$pod" 2>"$r/err" && cri rmp "$pod" 2>"$r/err"; then
+		pass "$rt: pod stopped and removed"
+	else
+		flunk "$rt: StopPodSandbox/RemovePodSandbox: $(<"$r/err")"
+	fi
+	check "$rt: pod gone from CRI" "" "$(cri inspectp "$pod" -f id 2>/dev/null)"
+}
+
+# What must be gone once the pod of runtime $1 is removed. The hull shim tears the pod down
+# after answering Shutdown, so give it a bounded moment.
+leftovers() {
+	local rt=$1 pod=${pods[$1]:-} ns=${netns[$1]:-} procs
+	local shim_re="^$BIN/containerd-shim-hull-v2 |^$BIN/hull-vmm |^$VIRTIOFSD "
+	[[ $rt == runc ]] && shim_re="containerd-shim-runc-v2 .*-id ${pod:-none}"
+	for ((i = 0; i < 300; i++)); do
+		procs=$(pgrep -af "$shim_re")
+		[[ -z $procs ]] && break
+		sleep 0.1
+	done
+	if [[ $rt == hull ]]; then
+		check "hull: no hull-vmm, virtiofsd or shim left" "" "$procs"
+		check "hull: no pod state left" "" "$(ls /run/hull/pods 2>/dev/null)"
+		check "hull: no mounts under /run/hull left" "" "$(grep /run/hull /proc/self/mountinfo)"
+	else
+		check "runc: no shim left" "" "$procs"
+	fi
+	[[ -n $pod ]] || return 0
+	if [[ -n $ns ]]; then
+		check "$rt: the pod's netns ${ns##*/} is gone" "" "$(ls "$ns" 2>/dev/null; ip netns list | grep -F "${ns##*/}")"
+	else
+		flunk "$rt: PodSandboxStatus gave no netns path"
+	fi
+	check "$rt: no pod cgroup left" "" "$(find "/sys/fs/cgroup/$CG/pod-$rt" -mindepth 1 -type d 2>/dev/null)"
+}
+
+for rt in runc hull; do
+	scenario "$rt"
+	teardown "$rt"
+	leftovers "$rt"
+	cp -r "$r/logs/$rt" "$OUT/cri-logs-$rt" 2>/dev/null
+done
+if [[ -n ${timing[hull.runp]:-} && -n ${timing[runc.runp]:-} ]]; then
+	runc_ms=${timing[runc.runp]} hull_ms=${timing[hull.runp]}
+	info "RunPodSandbox: runc $runc_ms ms, hull $hull_ms ms (hull/runc x$((hull_ms / (runc_ms > 0 ? runc_ms : 1))))"
+	info "StartContainer c1/c2/c3: runc ${timing[runc.c1]:-?}/${timing[runc.c2]:-?}/${timing[runc.c3]:-?} ms, hull ${timing[hull.c1]:-?}/${timing[hull.c2]:-?}/${timing[hull.c3]:-?} ms"
+fi
+if ((fail)); then
+	info "containerd errors (last 15; full log: $OUT/containerd.log):"
+	grep -E 'level=(error|fatal)' "$OUT/containerd.log" | tail -n 15 | cut -c1-600
+fi
+exit $fail

@@ -1,0 +1,199 @@
+//! `hull-cri`: a small CRI v1 client for the CRI suite (Debian 12 has no crictl).
+//!
+//! ```text
+//! hull-cri --sock SOCK [--timeout SECS] COMMAND
+//!   version                          runtime name, version and CRI API version
+//!   status [-f KEY]                  runtime conditions as JSON ({"RuntimeReady":true,...})
+//!   runp --runtime HANDLER POD.json  RunPodSandbox; prints the pod id
+//!   create POD_ID CTR.json POD.json  CreateContainer; prints the container id
+//!   start ID                         StartContainer
+//!   exec-sync [--timeout S] ID -- CMD...
+//!                                    ExecSync; the command's stdout and stderr go to ours,
+//!                                    hull-cri exits with its exit code
+//!   inspect ID [-f KEY]              ContainerStatus as JSON (state, exit_code, reason, ...)
+//!   inspectp ID [-f KEY]             PodSandboxStatus as JSON (state, ip, pid, netns, ...)
+//!   stop [--timeout S] ID | rm ID    StopContainer, RemoveContainer
+//!   stopp ID | rmp ID                StopPodSandbox, RemovePodSandbox
+//! ```
+//!
+//! `-f KEY` prints one value of the JSON object as plain text (strings unquoted, null empty).
+//! The JSON files are described in [`config`]. A failed RPC prints
+//! `hull-cri: RPC failed: CODE: message` on stderr and exits 1.
+
+mod client;
+mod config;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::client::Cri;
+use crate::config::{ContainerJson, PodJson};
+
+#[derive(Debug, Parser)]
+#[command(name = "hull-cri", about = "Small CRI v1 client for hull's CRI suite")]
+struct Args {
+    /// containerd's gRPC socket (its CRI plugin serves the RuntimeService there).
+    #[arg(long)]
+    sock: PathBuf,
+    /// Deadline of each RPC, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Version: runtime name, version and CRI API version.
+    Version,
+    /// Status: the runtime's conditions.
+    Status {
+        #[arg(short, long)]
+        field: Option<String>,
+    },
+    /// RunPodSandbox; prints the pod id.
+    Runp {
+        /// Runtime handler (a runtime name of containerd's CRI config).
+        #[arg(long)]
+        runtime: String,
+        pod: PathBuf,
+    },
+    /// CreateContainer; prints the container id.
+    Create {
+        pod_id: String,
+        container: PathBuf,
+        pod: PathBuf,
+    },
+    /// StartContainer.
+    Start { id: String },
+    /// ExecSync; exits with the command's exit code.
+    ExecSync {
+        /// The command's timeout in seconds (0: none).
+        #[arg(long, default_value_t = 60)]
+        timeout: i64,
+        id: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// ContainerStatus as a JSON object.
+    Inspect {
+        id: String,
+        #[arg(short, long)]
+        field: Option<String>,
+    },
+    /// PodSandboxStatus as a JSON object.
+    Inspectp {
+        id: String,
+        #[arg(short, long)]
+        field: Option<String>,
+    },
+    /// StopContainer.
+    Stop {
+        /// Grace period in seconds before SIGKILL.
+        #[arg(long, default_value_t = 10)]
+        timeout: i64,
+        id: String,
+    },
+    /// RemoveContainer.
+    Rm { id: String },
+    /// StopPodSandbox.
+    Stopp { id: String },
+    /// RemovePodSandbox.
+    Rmp { id: String },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hull-cri: {}", message(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line; tonic's transport errors repeat their cause.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.ends_with(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
+}
+
+/// Prints `v`, or only its `field` as plain text.
+fn print_json(v: &Value, field: Option<&str>) -> anyhow::Result<()> {
+    match field {
+        None => println!("{}", serde_json::to_string_pretty(v)?),
+        Some(f) => match v.get(f) {
+            Some(Value::String(s)) => println!("{s}"),
+            Some(Value::Null) => println!(),
+            Some(other) => println!("{other}"),
+            None => anyhow::bail!("no field {f:?} in {v}"),
+        },
+    }
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut cri = Cri::connect(&args.sock, Duration::from_secs(args.timeout)).await?;
+    match args.cmd {
+        Cmd::Version => {
+            let (name, version, api) = cri.version().await?;
+            println!("{name} {version} {api}");
+        }
+        Cmd::Status { field } => print_json(&cri.status().await?, field.as_deref())?,
+        Cmd::Runp { runtime, pod } => {
+            let pod: PodJson = read_json(&pod)?;
+            println!("{}", cri.run_pod(pod.to_cri(), &runtime).await?);
+        }
+        Cmd::Create {
+            pod_id,
+            container,
+            pod,
+        } => {
+            let ctr: ContainerJson = read_json(&container)?;
+            let pod: PodJson = read_json(&pod)?;
+            let id = cri.create(&pod_id, ctr.to_cri(&pod), pod.to_cri()).await?;
+            println!("{id}");
+        }
+        Cmd::Start { id } => cri.start(&id).await?,
+        Cmd::ExecSync { timeout, id, cmd } => {
+            let out = cri.exec_sync(&id, cmd, timeout).await?;
+            use std::io::Write;
+            std::io::stdout().write_all(&out.stdout)?;
+            std::io::stderr().write_all(&out.stderr)?;
+            std::io::stdout().flush()?;
+            // Exit codes outside 0..=255 cannot be an exit status; 255 stands for them.
+            return Ok(ExitCode::from(
+                u8::try_from(out.exit_code).unwrap_or(u8::MAX),
+            ));
+        }
+        Cmd::Inspect { id, field } => print_json(&cri.inspect(&id).await?, field.as_deref())?,
+        Cmd::Inspectp { id, field } => print_json(&cri.inspect_pod(&id).await?, field.as_deref())?,
+        Cmd::Stop { timeout, id } => cri.stop(&id, timeout).await?,
+        Cmd::Rm { id } => cri.remove(&id).await?,
+        Cmd::Stopp { id } => cri.stop_pod(&id).await?,
+        Cmd::Rmp { id } => cri.remove_pod(&id).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

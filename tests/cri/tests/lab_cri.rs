@@ -1,0 +1,41 @@
+//! Lab test: hull pods through containerd's CRI plugin (Debian's 1.6), next to runc. Inside
+//! the nested-KVM lab a private containerd with CRI (sandbox image hull-pause, a CNI bridge,
+//! runtime handlers `runc` and `hull`) runs the same pod for each handler, driven by
+//! `hull-cri`: RunPodSandbox, two containers with ExecSync into each (hull: one guest kernel,
+//! one boot id for the pod), an exit code and the CRI log file of a container that exits 3,
+//! then stop/remove and no leftovers (processes, pod state, mounts, netns, cgroup). See
+//! `lab/cri_vm.sh`.
+//!
+//! Slow (lab boot, then one VM boot under nested KVM). Alone:
+//! `cargo test -p hull-cri-tests --test lab_cri -- --nocapture`.
+
+#[test]
+fn cri_runs_pods_in_hull_vms_like_runc() {
+    let root = hull_tests::repo_root();
+    let shim = hull_tests::build_bin("containerd-shim-hull-v2").expect("build shim");
+    hull_tests::build_bin("hull-vmm").expect("build hull-vmm");
+    let bin_dir = shim.parent().expect("bin dir").to_path_buf();
+    // This package's own binary: cargo builds it for the package's integration tests.
+    let cri = std::path::Path::new(env!("CARGO_BIN_EXE_hull-cri"));
+    let image = hull_tests::guest_image().expect("guest/build");
+    let virtiofsd = hull_tests::virtiofsd().expect("scripts/ensure-virtiofsd");
+    let out_dir = root.join("target/lab-out/cri");
+    let status = hull_tests::lab_script(
+        1200,
+        "tests/cri/lab/cri_vm.sh",
+        &[
+            bin_dir.as_os_str(),
+            cri.as_os_str(),
+            image.vmlinux.as_os_str(),
+            image.initrd.as_os_str(),
+            virtiofsd.as_os_str(),
+            out_dir.as_os_str(),
+        ],
+    )
+    .expect("lab/run");
+    assert!(
+        status.success(),
+        "lab checks failed ({status}); containerd log and the hull pod's logs in {}",
+        out_dir.display()
+    );
+}
