@@ -159,15 +159,15 @@ const TTY_PROBE: &str = r#"tty; echo rc=$?; test -e "$(tty)" && echo visible"#;
 
 /// Output of [`TTY_PROBE`] then `stty size` after a resize to 40x120, as a terminal gives it.
 fn check_tty_output(out: &str) {
-    // The echo of what the test types may come first, so look for the line before `rc=`.
+    // The echo of what the test types can land before or after `tty`'s line, so look for a
+    // `/dev/pts/N` line anywhere before `rc=`.
     let lines: Vec<&str> = out.split("\r\n").collect();
     let rc = lines.iter().position(|l| l.starts_with("rc=")).unwrap_or(0);
-    let name = lines[..rc].last().copied().unwrap_or_default();
-    let n = name.strip_prefix("/dev/pts/").unwrap_or_default();
-    assert!(
-        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()),
-        "tty output {out:?}"
-    );
+    let named = lines[..rc].iter().any(|l| {
+        l.strip_prefix("/dev/pts/")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    assert!(named, "tty output {out:?}");
     for line in ["rc=0\r\n", "visible\r\n", "40 120\r\n"] {
         assert!(out.contains(line), "{line:?} missing in tty output {out:?}");
     }
