@@ -12,19 +12,22 @@ use crate::share::Share;
 /// How long killed processes may take to leave their cgroup before it is removed.
 const CGROUP_DRAIN: Duration = Duration::from_secs(3);
 
-/// Whether pod `sid`'s shim is still running (so its own Shutdown cleans the pod).
-pub fn shim_alive(sid: &str) -> bool {
-    record::read(&pod_dir(sid))
-        .and_then(|r| r.shim)
-        .is_some_and(|s| s.alive())
+/// Pod `sid`'s record, unless its shim still runs (then its own Shutdown cleans the pod and
+/// there is nothing for `shim delete` to do). A pod without a readable record counts as dead.
+pub fn dead_pod_record(sid: &str) -> Option<PodRecord> {
+    let record = record::read(&pod_dir(sid)).unwrap_or_default();
+    match record.shim {
+        Some(s) if s.alive() => None,
+        _ => Some(record),
+    }
 }
 
-/// Kills everything pod `sid` started (its shim too, if that still runs), then removes its
-/// cgroups, its share mounts and its directory. Safe to run twice, or on a pod that is gone.
-pub async fn dead_pod(sid: &str) {
+/// Kills everything pod `sid` started (`record`), then removes its cgroups, its share mounts
+/// (every container's binds with them) and its directory. Safe to run twice, or on a pod that
+/// is gone.
+pub async fn dead_pod(sid: &str, record: &PodRecord) {
     let dir = pod_dir(sid);
-    let record = record::read(&dir).unwrap_or_default();
-    kill_all(&record);
+    kill_all(record);
     for cg in &record.cgroups {
         remove_cgroup(cg).await;
     }

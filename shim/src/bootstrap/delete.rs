@@ -14,9 +14,8 @@ use containerd_shim::protos::protobuf::Message;
 use containerd_shim::{DeleteResponse, Flags};
 
 use super::{io_err, BootstrapError, SANDBOX_FILE};
-use crate::backend::{cleanup, pod_dir};
+use crate::backend::cleanup;
 use crate::pod::{timestamp, unmount};
-use crate::share::Share;
 
 /// What a task killed with its shim reports: 128 + SIGKILL, as Kata.
 const KILLED_STATUS: u32 = 137;
@@ -30,9 +29,9 @@ pub(crate) async fn run(flags: Flags) -> Result<(), BootstrapError> {
         // containerd's identifiers start with a letter or digit and have no '/': anything
         // else must not become a path to delete.
         let plausible = sid.starts_with(|c: char| c.is_ascii_alphanumeric()) && !sid.contains('/');
-        if plausible && !cleanup::shim_alive(sid) {
-            Share::at(&pod_dir(sid)).release(&flags.id);
-            cleanup::dead_pod(sid).await;
+        let dead = plausible.then(|| cleanup::dead_pod_record(sid)).flatten();
+        if let Some(record) = dead {
+            cleanup::dead_pod(sid, &record).await;
             // The dead shim's socket (shared by the pod's tasks, so only once it is dead).
             if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
                 let path = address.trim().trim_start_matches("unix://");
