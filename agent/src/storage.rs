@@ -1,6 +1,7 @@
 //! Storages the shim names (proto `Storage`): mounted by the agent in its own mount namespace
 //! before a sandbox or container uses them, unmounted when their owner goes.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -93,9 +94,39 @@ fn block_device_by_serial(serial: &str) -> Result<PathBuf> {
     )))
 }
 
-/// Mounts one storage; returns its mount point.
+/// Storages mounted, by mount point: the storage and how many owners use it. Containers of a
+/// pod can name the same storage (a memory-backed volume both mount, the sandbox's /dev/shm):
+/// the first mounts it, the last to go unmounts it, and everyone sees the same files.
+static MOUNTED: std::sync::Mutex<BTreeMap<PathBuf, (Storage, usize)>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn mounted() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, (Storage, usize)>> {
+    MOUNTED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Mounts one storage, or takes one more reference to the same storage already mounted at
+/// its mount point; returns the mount point. A different storage at a mount point in use is
+/// an error: stacking it would hide the first owner's files.
 pub fn mount(cfg: &StorageConfig, s: &Storage) -> Result<PathBuf> {
     let target = clean_absolute(Path::new(&s.mount_point), "storage mount_point")?;
+    // Held across the mount: two Creates naming one storage must not both mount it.
+    let mut table = mounted();
+    if let Some((first, users)) = table.get_mut(&target) {
+        if first != s {
+            return Err(invalid(format!(
+                "storage mount point {target:?} is in use by another storage"
+            )));
+        }
+        *users += 1;
+        return Ok(target);
+    }
+    mount_new(cfg, s, &target)?;
+    table.insert(target.clone(), (s.clone(), 1));
+    Ok(target)
+}
+
+fn mount_new(cfg: &StorageConfig, s: &Storage, target: &Path) -> Result<()> {
+    let target = target.to_path_buf();
     let mut fs_group = None;
     for (k, v) in &s.driver_options {
         match k.as_str() {
@@ -184,7 +215,7 @@ pub fn mount(cfg: &StorageConfig, s: &Storage) -> Result<PathBuf> {
                 None::<&str>,
             )
             .map_err(|e| {
-                unmount(&target);
+                detach(&target);
                 fail(e)
             })?;
         }
@@ -195,7 +226,7 @@ pub fn mount(cfg: &StorageConfig, s: &Storage) -> Result<PathBuf> {
     if let Some(gid) = fs_group {
         let _ = nix::unistd::chown(&target, None, Some(nix::unistd::Gid::from_raw(gid)));
     }
-    Ok(target)
+    Ok(())
 }
 
 /// Mounts every storage in order; on failure unmounts those already done.
@@ -215,8 +246,22 @@ pub fn mount_all(cfg: &StorageConfig, storages: &[Storage]) -> Result<Vec<PathBu
     Ok(done)
 }
 
-/// Detaches a mount; errors are logged, not returned (cleanup must go on).
+/// Drops one reference to the storage at `path`; the last one detaches the mount. Errors are
+/// logged, not returned (cleanup must go on).
 pub fn unmount(path: &Path) {
+    let mut table = mounted();
+    if let Some((_, users)) = table.get_mut(path) {
+        if *users > 1 {
+            *users -= 1;
+            return;
+        }
+        table.remove(path);
+    }
+    drop(table);
+    detach(path);
+}
+
+fn detach(path: &Path) {
     if let Err(e) = nix::mount::umount2(path, MntFlags::MNT_DETACH) {
         tracing::warn!("unmount {path:?}: {e}");
     }
@@ -238,6 +283,42 @@ mod tests {
         let other = "40 30 0:31 / /run/hull/shared rw - tmpfs tmpfs rw\n";
         assert!(!share_mounted(other, Path::new("/run/hull/shared")));
         assert!(!share_mounted("garbage\n", Path::new("/run/hull/shared")));
+    }
+
+    /// Needs root (CI runs as root): mounts a tmpfs in a temporary directory.
+    #[test]
+    fn a_storage_named_twice_is_mounted_once_and_goes_with_its_last_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = StorageConfig {
+            share_dir: "/nonexistent".into(),
+            share_premounted: true,
+        };
+        let point = dir.path().join("shm");
+        let s = Storage {
+            driver: Driver::TMPFS.into(),
+            source: "tmpfs".into(),
+            options: vec!["size=1m".into()],
+            mount_point: point.display().to_string(),
+            ..Default::default()
+        };
+        assert_eq!(mount(&cfg, &s).expect("first"), point);
+        fs::write(point.join("f"), b"x").expect("write");
+        assert_eq!(mount(&cfg, &s).expect("second"), point);
+        // The second owner sees the first one's file: one tmpfs, not two stacked.
+        assert!(point.join("f").exists());
+        let other = Storage {
+            options: vec!["size=2m".into()],
+            ..s.clone()
+        };
+        let e = mount(&cfg, &other).unwrap_err();
+        assert_eq!(e.code(), crate::engine::ErrorCode::InvalidArgument, "{e}");
+        unmount(&point);
+        assert!(point.join("f").exists(), "unmounted with an owner left");
+        unmount(&point);
+        assert!(
+            !point.join("f").exists(),
+            "still mounted after the last owner"
+        );
     }
 
     #[test]

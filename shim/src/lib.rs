@@ -7,6 +7,7 @@ pub mod config;
 pub mod config_path;
 pub mod errors;
 pub mod events;
+pub mod memvol;
 pub mod options;
 pub mod pod;
 pub mod share;

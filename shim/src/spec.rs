@@ -1,13 +1,15 @@
 //! The bundle's OCI spec, rewritten for the agent. What the agent places itself (cgroups) or
 //! must never run (host hooks) is dropped in both modes. In host-agent mode the agent sees the
 //! host filesystem, so the rootfs stays the bundle's. For a VM (plan §3) every host path is
-//! replaced by its guest path in the pod's virtio-fs share, and host namespace paths go.
+//! replaced by its guest path in the pod's virtio-fs share (or, for a memory-backed volume,
+//! its guest tmpfs: `memvol`), and host namespace paths go.
 
 use std::path::Path;
 
 use serde_json::Value;
 
 use crate::errors::ShimError;
+use crate::memvol::{self, MemoryVolume};
 use crate::share::{guest_rootfs, Share};
 
 /// Reads `<bundle>/config.json`.
@@ -37,13 +39,21 @@ fn host_only_resources(spec: &mut Value) {
     }
 }
 
+/// A container's spec for the guest agent and the memory-backed volumes it binds from.
+#[derive(Debug)]
+pub struct VmSpec {
+    pub json: Vec<u8>,
+    /// Guest tmpfs volumes the agent must mount before the container (each once per pod).
+    pub memory_volumes: Vec<MemoryVolume>,
+}
+
 /// The spec for container `cid` in a VM: the rootfs at its guest mount point, every bind
-/// mount's host source bound into `share` (the caller releases the container's share
-/// entries if this fails).
-pub fn for_vm(bundle: &Path, cid: &str, share: &Share) -> Result<Vec<u8>, ShimError> {
+/// mount's host source bound into `share` or, for a memory-backed volume, pointed at its
+/// guest tmpfs (the caller releases the container's share entries if this fails).
+pub fn for_vm(bundle: &Path, cid: &str, share: &Share) -> Result<VmSpec, ShimError> {
     let mut spec = read(bundle)?;
     rewrite(&mut spec, &guest_rootfs(cid))?;
-    share_binds(&mut spec, cid, share)?;
+    let memory_volumes = share_binds(&mut spec, cid, share)?;
     guest_namespaces(&mut spec);
     let obj = spec.as_object_mut().ok_or_else(not_object)?;
     if let Some(p) = obj.get_mut("process").and_then(Value::as_object_mut) {
@@ -52,7 +62,11 @@ pub fn for_vm(bundle: &Path, cid: &str, share: &Share) -> Result<Vec<u8>, ShimEr
     if let Some(linux) = obj.get_mut("linux").and_then(Value::as_object_mut) {
         linux.remove("mountLabel");
     }
-    serde_json::to_vec(&spec).map_err(|e| ShimError::InvalidArgument(e.to_string()))
+    let json = serde_json::to_vec(&spec).map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
+    Ok(VmSpec {
+        json,
+        memory_volumes,
+    })
 }
 
 /// Host LSM labels mean nothing to the guest kernel, which has neither LSM (and the host
@@ -92,10 +106,11 @@ fn is_read_only(m: &Value) -> bool {
 }
 
 /// Bind mounts name host paths: each source is bound into the share and the spec points at
-/// its guest path.
-fn share_binds(spec: &mut Value, cid: &str, share: &Share) -> Result<(), ShimError> {
+/// its guest path, except memory-backed volumes, which point at their guest tmpfs (returned).
+fn share_binds(spec: &mut Value, cid: &str, share: &Share) -> Result<Vec<MemoryVolume>, ShimError> {
+    let mut volumes = Vec::new();
     let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) else {
-        return Ok(());
+        return Ok(volumes);
     };
     for (n, m) in mounts.iter_mut().enumerate() {
         if !is_bind(m) {
@@ -106,12 +121,20 @@ fn share_binds(spec: &mut Value, cid: &str, share: &Share) -> Result<(), ShimErr
             .and_then(Value::as_str)
             .ok_or_else(|| ShimError::InvalidArgument(format!("bind mount {n} has no source")))?
             .to_owned();
+        let destination = m.get("destination").and_then(Value::as_str).unwrap_or("");
+        if let Some(v) = memvol::detect(Path::new(&source), destination) {
+            m["source"] = Value::String(v.guest_path.display().to_string());
+            if !volumes.contains(&v) {
+                volumes.push(v);
+            }
+            continue;
+        }
         let guest = share
             .bind_mount(cid, n, Path::new(&source), is_read_only(m))
             .map_err(|e| ShimError::InvalidArgument(format!("mount {n}: {e}")))?;
         m["source"] = Value::String(guest.display().to_string());
     }
-    Ok(())
+    Ok(volumes)
 }
 
 /// Namespaces given by a host path (`/proc/<pid>/ns/...`, CNI's netns file) cannot be joined
@@ -179,6 +202,40 @@ mod tests {
             s["linux"]["namespaces"],
             json!([{"type": "pid"}, {"type": "mount", "path": ""}])
         );
+    }
+
+    /// Needs root (CI runs as root): a tmpfs emptyDir is pointed at its guest tmpfs, once
+    /// for two binds of it, and never touches the share.
+    #[test]
+    fn a_memory_empty_dir_becomes_a_guest_volume() {
+        use nix::mount::{mount, umount2, MntFlags, MsFlags};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let v = dir.path().join("volumes/kubernetes.io~empty-dir/cache");
+        std::fs::create_dir_all(&v).expect("mkdir");
+        mount(
+            Some("tmpfs"),
+            &v,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .expect("mount tmpfs");
+        let src = v.display().to_string();
+        let mut s = json!({"mounts": [
+            {"destination": "/a", "type": "bind", "source": src, "options": ["rbind"]},
+            {"destination": "/b", "type": "bind", "source": src, "options": ["rbind", "ro"]},
+            {"destination": "/proc", "type": "proc", "source": "proc"}
+        ]});
+        let share = Share::at(Path::new("/nonexistent-pod-dir"));
+        let got = share_binds(&mut s, "c1", &share);
+        umount2(&v, MntFlags::MNT_DETACH).expect("umount");
+        let vols = got.expect("share_binds");
+        assert_eq!(vols.len(), 1);
+        let guest = vols[0].guest_path.display().to_string();
+        assert_eq!(s["mounts"][0]["source"], json!(guest));
+        assert_eq!(s["mounts"][1]["source"], json!(guest));
+        assert_eq!(s["mounts"][1]["options"], json!(["rbind", "ro"]));
+        assert_eq!(s["mounts"][2]["source"], json!("proc"));
     }
 
     #[test]

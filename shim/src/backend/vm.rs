@@ -344,16 +344,25 @@ impl PodBackend for VmPod {
             let source = share
                 .bind_rootfs(&cid2, &rootfs)
                 .map_err(|e| ShimError::FailedPrecondition(format!("share rootfs: {e}")))?;
-            let spec_json = crate::spec::for_vm(&bundle, &cid2, &share)?;
+            let spec = crate::spec::for_vm(&bundle, &cid2, &share)?;
             let rootfs = Storage {
                 driver: Driver::VIRTIOFS.into(),
                 source,
                 mount_point: guest_rootfs(&cid2).display().to_string(),
                 ..Default::default()
             };
+            // The agent mounts each once per pod and keeps it while a container uses it.
+            let volumes = spec.memory_volumes.iter().map(|v| Storage {
+                driver: Driver::TMPFS.into(),
+                source: "tmpfs".into(),
+                fstype: "tmpfs".into(),
+                options: v.tmpfs_options(),
+                mount_point: v.guest_path.display().to_string(),
+                ..Default::default()
+            });
             Ok(Prepared {
-                spec_json,
-                storages: vec![rootfs],
+                spec_json: spec.json,
+                storages: std::iter::once(rootfs).chain(volumes).collect(),
             })
         })
         .await

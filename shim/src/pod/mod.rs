@@ -38,6 +38,8 @@ pub use process::{Exit, ProcInfo, ProcStatus};
 pub const UNKNOWN_EXIT_STATUS: u32 = 255;
 /// Bound on the pod teardown at Shutdown (VMM stop 10 s + virtiofsd 5 s + unmounts).
 const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a failed wait gives the VMM to exit, so its reason reaches the log.
+const VM_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Agent RPC deadline for everything but waits and stream reads.
 const RPC_TIMEOUT_NS: i64 = 30_000_000_000;
 
@@ -340,17 +342,22 @@ impl Pod {
                 None => std::future::pending().await,
             }
         };
+        tokio::pin!(died);
         let id = p.id();
         let status = tokio::select! {
             r = wait => match r {
                 Ok(r) => r.exit.as_ref().map_or(UNKNOWN_EXIT_STATUS, |e| e.status),
                 Err(e) => {
                     tracing::error!(%id, "wait: {e}");
+                    // A broken agent connection is most often the VM going away, and its
+                    // socket closes before the VMM has exited. Give the exit a moment so
+                    // the backend logs why the VM ended (a guest crash, say).
+                    let _ = tokio::time::timeout(VM_EXIT_GRACE, &mut died).await;
                     UNKNOWN_EXIT_STATUS
                 }
             },
             // A dead VM answers no wait: every process of the pod ends with 255 (as Kata).
-            () = died => {
+            () = &mut died => {
                 tracing::error!(%id, "the pod VM ended; reporting exit status {UNKNOWN_EXIT_STATUS}");
                 UNKNOWN_EXIT_STATUS
             }

@@ -4,9 +4,12 @@
 # hull) runs the same pod through the CRI API, with hull-cri as the client, first with runc,
 # then with hull (containerd-shim-hull-v2 → hull-vmm with virtiofsd → the hull guest):
 # RunPodSandbox, two long-running containers, ExecSync in each (kernel, boot id: one VM per
-# pod, an exit code), a container whose output lands in its CRI log file and whose exit code
-# CRI reports, then stop and remove everything and look for leftovers (processes, pod state,
-# mounts, the pod's network namespace, its cgroup).
+# pod, an exit code), the pod's IPC namespace and /dev/shm shared by both, an emptyDir with
+# medium Memory (hull: a guest tmpfs shared by the pod's containers), ContainerStats,
+# UpdateContainerResources, an OOM-killed container (reason OOMKilled), a container whose
+# output lands in its CRI log file and whose exit code CRI reports, then stop and remove
+# everything and look for leftovers (processes, pod state, mounts, the pod's network
+# namespace, its cgroup).
 # Prints one PASS/FAIL line per check and INFO lines with timings; exits 1 on any FAIL.
 # usage: cri_vm.sh BINDIR HULL_CRI VMLINUX INITRD VIRTIOFSD OUTDIR
 #        (BINDIR holds the shim and hull-vmm; HULL_CRI is the CRI client binary)
@@ -125,17 +128,42 @@ host_kernel=$(uname -r)
 host_boot=$(cat /proc/sys/kernel/random/boot_id)
 info "lab host: kernel $host_kernel, boot id $host_boot"
 
-# Containers: two that keep running and one that writes to both streams and exits 3.
-ctrjson() { # NAME CMD...
-	local name=$1 args
-	shift
+# Containers: two that keep running, one that writes to both streams and exits 3, and one
+# that the OOM killer ends (a 64 MiB buffer under a 32 MiB limit).
+ctrjson() { # NAME RESOURCES_JSON CMD...
+	local name=$1 res=$2 args
+	shift 2
 	args=$(printf '"%s",' "$@")
-	printf '{"name": "%s", "image": "%s", "command": [%s], "log_path": "%s.log"}\n' \
-		"$name" "$IMG" "${args%,}" "$name" >"$r/$name.json"
+	printf '{"name": "%s", "image": "%s", "command": [%s], "log_path": "%s.log", "resources": %s}\n' \
+		"$name" "$IMG" "${args%,}" "$name" "$res" >"$r/$name.json"
 }
-ctrjson c1 sleep 1000
-ctrjson c2 sleep 1000
-ctrjson c3 sh -c 'echo to-stdout; echo to-stderr >&2; exit 3'
+# c1 and c2 share an emptyDir with medium Memory: kubelet makes it a tmpfs at this path.
+VOL=$r/kubelet/pods/uid-cri/volumes/kubernetes.io~empty-dir/cache
+mkdir -p "$VOL"
+ctrjson c1 '{}' sleep 1000
+ctrjson c2 '{}' sleep 1000
+for n in c1 c2; do
+	sed -i "s|}\$|, \"mounts\": [{\"container_path\": \"/cache\", \"host_path\": \"$VOL\"}]}|" "$r/$n.json"
+done
+ctrjson c3 '{}' sh -c 'echo to-stdout; echo to-stderr >&2; exit 3'
+ctrjson c4 "{\"memory_limit_bytes\": $((32 << 20))}" dd if=/dev/zero of=/dev/null bs=64M count=1
+# UpdateContainerResources of c1 to this.
+echo "{\"memory_limit_bytes\": $((48 << 20)), \"cpu_period\": 100000, \"cpu_quota\": 50000}" >"$r/update.json"
+
+# Runs CMD in container ID of runtime RT; its stdout and stderr go to ours. hull: CRI ExecSync.
+# runc: in the lab, runc's exec'd processes join the container's mount namespace but not its
+# root: the lab runs in a chroot on the initramfs, where runc cannot pivot_root, so the
+# container's root is only its init's chroot. So a check of what the container sees (its
+# mounts, files, cgroup files) enters the init's namespaces and root with nsenter instead.
+in_ctr() { # RT ID CMD...
+	local rt=$1 id=$2
+	shift 2
+	if [[ $rt == runc ]]; then
+		nsenter -t "$(cri inspect "$id" -f pid)" -a -r -w "$@"
+	else
+		cri exec-sync "$id" -- "$@"
+	fi
+}
 
 declare -A pods=() netns=() timing=()
 ids=()
@@ -148,6 +176,9 @@ scenario() {
 	mkdir -p "$logdir"
 	printf '{"name": "cri-%s", "uid": "uid-cri-%s", "namespace": "default", "hostname": "cri-%s", "log_directory": "%s", "cgroup_parent": "/%s/pod-%s"}\n' \
 		"$rt" "$rt" "$rt" "$logdir" "$CG" "$rt" >"$podjson"
+	# A fresh emptyDir for this pod, as kubelet mounts it for medium Memory.
+	umount "$VOL" 2>/dev/null
+	mount -t tmpfs -o size=16m,mode=777 tmpfs "$VOL" || flunk "$rt: mount the emptyDir tmpfs"
 	t0=$(date +%s%N)
 	if ! pod=$(cri runp --runtime "$rt" "$podjson" 2>"$r/err"); then
 		flunk "$rt: RunPodSandbox: $(<"$r/err")"
@@ -160,7 +191,7 @@ scenario() {
 	netns[$rt]=$(cri inspectp "$pod" -f netns 2>/dev/null)
 	info "$rt: pod IP $(cri inspectp "$pod" -f ip 2>&1), netns ${netns[$rt]}"
 
-	for n in c1 c2 c3; do
+	for n in c1 c2 c3 c4; do
 		if ! id=$(cri create "$pod" "$r/$n.json" "$podjson" 2>"$r/err"); then
 			flunk "$rt: CreateContainer $n: $(<"$r/err")"
 			return 1
@@ -207,6 +238,78 @@ scenario() {
 		check "runc: c1 boot id is the lab host's" "$host_boot" "${boot[c1]}"
 		check "runc: c2 boot id is the lab host's" "$host_boot" "${boot[c2]}"
 	fi
+
+	# The pod's IPC namespace: both containers are in the same one, and what c1 puts in the
+	# pod's /dev/shm, c2 reads.
+	local ipc1 ipc2
+	ipc1=$(cri exec-sync "${cid[c1]}" -- readlink /proc/self/ns/ipc 2>&1)
+	ipc2=$(cri exec-sync "${cid[c2]}" -- readlink /proc/self/ns/ipc 2>&1)
+	if [[ $ipc1 == ipc:* && $ipc1 == "$ipc2" ]]; then
+		pass "$rt: c1 and c2 share the pod's IPC namespace ($ipc1)"
+	else
+		flunk "$rt: IPC namespaces: c1 '$ipc1', c2 '$ipc2'"
+	fi
+	in_ctr "$rt" "${cid[c1]}" sh -c "echo shm-$rt >/dev/shm/hull-ipc" 2>"$r/err" ||
+		flunk "$rt: c1: write /dev/shm: $(<"$r/err")"
+	check "$rt: c2 reads what c1 wrote to the pod's /dev/shm" "shm-$rt" \
+		"$(in_ctr "$rt" "${cid[c2]}" cat /dev/shm/hull-ipc 2>&1)"
+
+	# Memory-backed volumes: the pod's /dev/shm and the emptyDir are tmpfs mounts in the
+	# containers (hull: in the guest) of the host tmpfs's size, shared by c1 and c2. With hull
+	# the files stay in guest RAM: the host's tmpfs stays empty.
+	# shellcheck disable=SC2016 # awk's fields
+	check "$rt: /dev/shm and the emptyDir are tmpfs in c1" "tmpfs tmpfs" \
+		"$(in_ctr "$rt" "${cid[c1]}" awk '$2 == "/dev/shm" {a = $3} $2 == "/cache" {b = $3} END {print a, b}' /proc/self/mounts 2>&1)"
+	in_ctr "$rt" "${cid[c1]}" sh -c "echo vol-$rt >/cache/f" 2>"$r/err" ||
+		flunk "$rt: c1: write the emptyDir: $(<"$r/err")"
+	# shellcheck disable=SC2016 # awk's field
+	check "$rt: c2 reads c1's file in the emptyDir, 16 MiB in size" "vol-$rt 16384" \
+		"$(in_ctr "$rt" "${cid[c2]}" sh -c 'cat /cache/f; df -k /cache | awk "NR == 2 {print \$2}"' 2>&1 | tr '\n' ' ' | sed 's/ $//')"
+	if [[ $rt == hull ]]; then
+		check "hull: the emptyDir's file is in guest RAM, not in the host tmpfs" "" "$(ls -A "$VOL")"
+	else
+		check "runc: the emptyDir's file is in the host tmpfs" "vol-runc" "$(cat "$VOL/f" 2>&1)"
+	fi
+
+	# ContainerStats: CPU time that grows with work done in the container, a working set
+	# that is there and below the usage and the node's memory.
+	local cpu0 cpu1 ws use
+	cpu0=$(cri stats "${cid[c1]}" -f cpu_usage_core_ns 2>&1)
+	# shellcheck disable=SC2016 # the container's shell expands it
+	cri exec-sync "${cid[c1]}" -- sh -c 'i=0; while [ $i -lt 30000 ]; do i=$((i + 1)); done' 2>"$r/err" ||
+		flunk "$rt: c1: exec-sync busy loop: $(<"$r/err")"
+	cri stats "${cid[c1]}" >"$r/stats-$rt.json" 2>&1
+	cpu1=$(cri stats "${cid[c1]}" -f cpu_usage_core_ns 2>&1)
+	ws=$(cri stats "${cid[c1]}" -f memory_working_set_bytes 2>&1)
+	use=$(cri stats "${cid[c1]}" -f memory_usage_bytes 2>&1)
+	info "$rt: c1 stats: $(tr -d ' \n' <"$r/stats-$rt.json")"
+	if [[ $cpu0 =~ ^[0-9]+$ && $cpu1 =~ ^[0-9]+$ ]] && ((cpu0 > 0 && cpu1 > cpu0)); then
+		pass "$rt: c1 CPU usage grows with work ($cpu0 -> $cpu1 ns)"
+	else
+		flunk "$rt: c1 CPU usage: '$cpu0' then '$cpu1'"
+	fi
+	if [[ $ws =~ ^[0-9]+$ && $use =~ ^[0-9]+$ ]] && ((ws > 0 && ws <= use && use < 1 << 30)); then
+		pass "$rt: c1 memory: working set $ws <= usage $use bytes"
+	else
+		flunk "$rt: c1 memory: working set '$ws', usage '$use'"
+	fi
+
+	# UpdateContainerResources reaches the container's cgroup (a cgroup namespace: the
+	# container's /sys/fs/cgroup is its own cgroup).
+	if cri update "${cid[c1]}" "$r/update.json" 2>"$r/err"; then
+		check "$rt: c1 memory.max and cpu.max after UpdateContainerResources" "$((48 << 20)) 50000 100000" \
+			"$(in_ctr "$rt" "${cid[c1]}" cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max 2>&1 | tr '\n' ' ' | sed 's/ $//')"
+	else
+		flunk "$rt: UpdateContainerResources: $(<"$r/err")"
+	fi
+
+	# c4: killed by the OOM killer; CRI says so.
+	for ((i = 0; i < 300; i++)); do
+		[[ $(cri inspect "${cid[c4]}" -f reason 2>/dev/null) == OOMKilled ]] && break
+		sleep 0.1
+	done
+	check "$rt: c4 was OOM-killed (state, exit code, reason)" "CONTAINER_EXITED 137 OOMKilled" \
+		"$(cri inspect "${cid[c4]}" -f state 2>&1) $(cri inspect "${cid[c4]}" -f exit_code 2>&1) $(cri inspect "${cid[c4]}" -f reason 2>&1)"
 
 	# c3: its output goes to its CRI log file (written by containerd), its status to inspect.
 	for ((i = 0; i < 600; i++)); do
@@ -282,7 +385,8 @@ leftovers() {
 	check "$rt: no pod cgroup left" "" "$(find "/sys/fs/cgroup/$CG/pod-$rt" -mindepth 1 -type d 2>/dev/null)"
 }
 
-for rt in runc hull; do
+# CRI_RUNTIMES narrows a run by hand (e.g. "runc"); the suite runs both.
+for rt in ${CRI_RUNTIMES:-runc hull}; do
 	scenario "$rt"
 	teardown "$rt"
 	leftovers "$rt"
@@ -291,7 +395,7 @@ done
 if [[ -n ${timing[hull.runp]:-} && -n ${timing[runc.runp]:-} ]]; then
 	runc_ms=${timing[runc.runp]} hull_ms=${timing[hull.runp]}
 	info "RunPodSandbox: runc $runc_ms ms, hull $hull_ms ms (hull/runc x$((hull_ms / (runc_ms > 0 ? runc_ms : 1))))"
-	info "StartContainer c1/c2/c3: runc ${timing[runc.c1]:-?}/${timing[runc.c2]:-?}/${timing[runc.c3]:-?} ms, hull ${timing[hull.c1]:-?}/${timing[hull.c2]:-?}/${timing[hull.c3]:-?} ms"
+	info "StartContainer c1/c2/c3/c4: runc ${timing[runc.c1]:-?}/${timing[runc.c2]:-?}/${timing[runc.c3]:-?}/${timing[runc.c4]:-?} ms, hull ${timing[hull.c1]:-?}/${timing[hull.c2]:-?}/${timing[hull.c3]:-?}/${timing[hull.c4]:-?} ms"
 fi
 if ((fail)); then
 	info "containerd errors (last 15; full log: $OUT/containerd.log):"

@@ -223,6 +223,56 @@ impl Cri {
         Ok(())
     }
 
+    /// ContainerStats, flattened: cpu_usage_core_ns, memory_working_set_bytes,
+    /// memory_usage_bytes, memory_rss_bytes, memory_available_bytes, page_faults,
+    /// major_page_faults, writable_layer_used_bytes; a value the runtime left out is null.
+    pub async fn stats(&mut self, id: &str) -> Result<Value, CriError> {
+        const RPC: &str = "ContainerStats";
+        let s = self
+            .rt
+            .container_stats(cri::ContainerStatsRequest {
+                container_id: id.to_owned(),
+            })
+            .await
+            .map_err(rpc(RPC))?
+            .into_inner()
+            .stats
+            .ok_or(CriError::Incomplete {
+                rpc: RPC,
+                what: "stats",
+            })?;
+        let v = |x: Option<cri::UInt64Value>| x.map_or(Value::Null, |x| json!(x.value));
+        let cpu = s.cpu.unwrap_or_default();
+        let mem = s.memory.unwrap_or_default();
+        Ok(json!({
+            "cpu_usage_core_ns": v(cpu.usage_core_nano_seconds),
+            "memory_working_set_bytes": v(mem.working_set_bytes),
+            "memory_usage_bytes": v(mem.usage_bytes),
+            "memory_rss_bytes": v(mem.rss_bytes),
+            "memory_available_bytes": v(mem.available_bytes),
+            "page_faults": v(mem.page_faults),
+            "major_page_faults": v(mem.major_page_faults),
+            "writable_layer_used_bytes": v(s.writable_layer.and_then(|w| w.used_bytes)),
+        }))
+    }
+
+    /// UpdateContainerResources of container `id` to `resources`.
+    pub async fn update(
+        &mut self,
+        id: &str,
+        resources: cri::LinuxContainerResources,
+    ) -> Result<(), CriError> {
+        self.rt
+            .update_container_resources(cri::UpdateContainerResourcesRequest {
+                container_id: id.to_owned(),
+                linux: Some(resources),
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc("UpdateContainerResources"))?;
+        Ok(())
+    }
+
     /// ContainerStatus (verbose), flattened: id, name, state, exit_code, reason, message,
     /// log_path, image, created_at/started_at/finished_at (ns), pid (containerd's task pid).
     pub async fn inspect(&mut self, id: &str) -> Result<Value, CriError> {

@@ -22,10 +22,14 @@
 //! ```json
 //! { "name": "c1", "attempt": 0, "image": "docker.io/library/hull-busybox:latest",
 //!   "command": ["sleep"], "args": ["1000"], "working_dir": "", "envs": { "K": "V" },
-//!   "log_path": "c1.log", "labels": {}, "annotations": {} }
+//!   "log_path": "c1.log", "labels": {}, "annotations": {},
+//!   "resources": { "memory_limit_bytes": 33554432, "cpu_period": 100000, "cpu_quota": 50000,
+//!                  "cpu_shares": 512 },
+//!   "mounts": [ { "container_path": "/cache", "host_path": "/var/lib/kubelet/...", "readonly": false } ] }
 //! ```
 //!
-//! Required: `name`, `image`. `log_path` is relative to the pod's `log_directory`, as with
+//! Required: `name`, `image`. A resource left out (or 0) is not limited. Mounts are kubelet's
+//! volume binds (private propagation). `log_path` is relative to the pod's `log_directory`, as with
 //! kubelet; containerd writes the container's output there in the CRI log format. The
 //! container's Linux security context carries the pod's namespace modes (kubelet does the
 //! same) and nothing else: no privileges, default capabilities, containerd's default seccomp
@@ -82,6 +86,46 @@ pub struct ContainerJson {
     pub labels: HashMap<String, String>,
     #[serde(default)]
     pub annotations: HashMap<String, String>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub mounts: Vec<MountJson>,
+}
+
+/// A volume bind of the container, as kubelet passes it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountJson {
+    pub container_path: String,
+    pub host_path: String,
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// A container's resource limits (kubelet's `LinuxContainerResources`, the usual part).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default)]
+    pub memory_limit_bytes: i64,
+    #[serde(default)]
+    pub cpu_period: i64,
+    #[serde(default)]
+    pub cpu_quota: i64,
+    #[serde(default)]
+    pub cpu_shares: i64,
+}
+
+impl Resources {
+    pub fn to_cri(self) -> cri::LinuxContainerResources {
+        cri::LinuxContainerResources {
+            memory_limit_in_bytes: self.memory_limit_bytes,
+            cpu_period: self.cpu_period,
+            cpu_quota: self.cpu_quota,
+            cpu_shares: self.cpu_shares,
+            ..Default::default()
+        }
+    }
 }
 
 /// The pod's namespace modes.
@@ -200,14 +244,24 @@ impl ContainerJson {
                 })
                 .collect(),
             log_path: self.log_path.clone(),
+            mounts: self
+                .mounts
+                .iter()
+                .map(|m| cri::Mount {
+                    container_path: m.container_path.clone(),
+                    host_path: m.host_path.clone(),
+                    readonly: m.readonly,
+                    ..Default::default()
+                })
+                .collect(),
             labels: self.labels.clone(),
             annotations: self.annotations.clone(),
             linux: Some(cri::LinuxContainerConfig {
+                resources: Some(self.resources.to_cri()),
                 security_context: Some(cri::LinuxContainerSecurityContext {
                     namespace_options: Some(pod.namespaces.cri()),
                     ..Default::default()
                 }),
-                ..Default::default()
             }),
             ..Default::default()
         }
@@ -257,6 +311,26 @@ mod tests {
             .and_then(|s| s.namespace_options)
             .expect("namespace options");
         assert_eq!(ns.pid, cri::NamespaceMode::Pod as i32);
+    }
+
+    #[test]
+    fn resources_and_mounts_reach_the_container_config() {
+        let pod: PodJson =
+            serde_json::from_str(r#"{"name":"p","uid":"u","log_directory":"/l"}"#).expect("pod");
+        let ctr: ContainerJson = serde_json::from_str(
+            r#"{"name":"c","image":"i","resources":{"memory_limit_bytes":33554432},
+                "mounts":[{"container_path":"/c","host_path":"/h","readonly":true}]}"#,
+        )
+        .expect("container");
+        let c = ctr.to_cri(&pod);
+        assert_eq!(c.mounts.len(), 1);
+        assert_eq!(
+            (c.mounts[0].container_path.as_str(), c.mounts[0].readonly),
+            ("/c", true)
+        );
+        let r = c.linux.and_then(|l| l.resources).expect("resources");
+        assert_eq!(r.memory_limit_in_bytes, 32 << 20);
+        assert_eq!(r.cpu_quota, 0);
     }
 
     #[test]

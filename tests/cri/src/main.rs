@@ -12,6 +12,9 @@
 //!                                    hull-cri exits with its exit code
 //!   inspect ID [-f KEY]              ContainerStatus as JSON (state, exit_code, reason, ...)
 //!   inspectp ID [-f KEY]             PodSandboxStatus as JSON (state, ip, pid, netns, ...)
+//!   stats ID [-f KEY]                ContainerStats as JSON (cpu, memory working set, ...)
+//!   update ID RESOURCES.json         UpdateContainerResources (the `resources` object of
+//!                                    CTR.json)
 //!   stop [--timeout S] ID | rm ID    StopContainer, RemoveContainer
 //!   stopp ID | rmp ID                StopPodSandbox, RemovePodSandbox
 //! ```
@@ -32,7 +35,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use crate::client::Cri;
-use crate::config::{ContainerJson, PodJson};
+use crate::config::{ContainerJson, PodJson, Resources};
 
 #[derive(Debug, Parser)]
 #[command(name = "hull-cri", about = "Small CRI v1 client for hull's CRI suite")]
@@ -92,6 +95,14 @@ enum Cmd {
         #[arg(short, long)]
         field: Option<String>,
     },
+    /// ContainerStats as a JSON object.
+    Stats {
+        id: String,
+        #[arg(short, long)]
+        field: Option<String>,
+    },
+    /// UpdateContainerResources from a JSON file (the `resources` object of CTR.json).
+    Update { id: String, resources: PathBuf },
     /// StopContainer.
     Stop {
         /// Grace period in seconds before SIGKILL.
@@ -190,6 +201,11 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Cmd::Inspect { id, field } => print_json(&cri.inspect(&id).await?, field.as_deref())?,
         Cmd::Inspectp { id, field } => print_json(&cri.inspect_pod(&id).await?, field.as_deref())?,
+        Cmd::Stats { id, field } => print_json(&cri.stats(&id).await?, field.as_deref())?,
+        Cmd::Update { id, resources } => {
+            let r: Resources = read_json(&resources)?;
+            cri.update(&id, r.to_cri()).await?;
+        }
         Cmd::Stop { timeout, id } => cri.stop(&id, timeout).await?,
         Cmd::Rm { id } => cri.remove(&id).await?,
         Cmd::Stopp { id } => cri.stop_pod(&id).await?,
