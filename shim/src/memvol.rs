@@ -103,6 +103,24 @@ fn fnv1a(path: &Path) -> u64 {
         })
 }
 
+/// A kubelet-style emptyDir with medium Memory for tests: a tmpfs mounted (needs root) at
+/// `<dir>/volumes/kubernetes.io~empty-dir/<name>` with mount options `opts`.
+#[cfg(test)]
+pub(crate) fn test_empty_dir(dir: &Path, name: &str, opts: &str) -> PathBuf {
+    use nix::mount::{mount, MsFlags};
+    let v = dir.join("volumes/kubernetes.io~empty-dir").join(name);
+    std::fs::create_dir_all(&v).expect("mkdir");
+    mount(
+        Some("tmpfs"),
+        &v,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some(opts),
+    )
+    .expect("mount tmpfs");
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,18 +162,9 @@ mod tests {
     /// Needs root (CI runs as root): a tmpfs mounted at an emptyDir path is one.
     #[test]
     fn a_tmpfs_empty_dir_becomes_a_sized_guest_tmpfs() {
-        use nix::mount::{mount, umount2, MntFlags, MsFlags};
+        use nix::mount::{umount2, MntFlags};
         let dir = tempfile::tempdir().expect("tempdir");
-        let v = dir.path().join("volumes/kubernetes.io~empty-dir/data");
-        std::fs::create_dir_all(&v).expect("mkdir");
-        mount(
-            Some("tmpfs"),
-            &v,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some("size=4m,mode=777"),
-        )
-        .expect("mount tmpfs");
+        let v = test_empty_dir(dir.path(), "data", "size=4m,mode=777");
         let got = detect(&v, "/data");
         umount2(&v, MntFlags::MNT_DETACH).expect("umount");
         let got = got.expect("a memory volume");

@@ -208,18 +208,9 @@ mod tests {
     /// for two binds of it, and never touches the share.
     #[test]
     fn a_memory_empty_dir_becomes_a_guest_volume() {
-        use nix::mount::{mount, umount2, MntFlags, MsFlags};
+        use nix::mount::{umount2, MntFlags};
         let dir = tempfile::tempdir().expect("tempdir");
-        let v = dir.path().join("volumes/kubernetes.io~empty-dir/cache");
-        std::fs::create_dir_all(&v).expect("mkdir");
-        mount(
-            Some("tmpfs"),
-            &v,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some("size=1m"),
-        )
-        .expect("mount tmpfs");
+        let v = memvol::test_empty_dir(dir.path(), "cache", "size=1m");
         let src = v.display().to_string();
         let mut s = json!({"mounts": [
             {"destination": "/a", "type": "bind", "source": src, "options": ["rbind"]},
