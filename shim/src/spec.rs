@@ -50,11 +50,16 @@ pub struct VmSpec {
 /// The spec for container `cid` in a VM: the rootfs at its guest mount point, every bind
 /// mount's host source bound into `share` or, for a memory-backed volume, pointed at its
 /// guest tmpfs (the caller releases the container's share entries if this fails).
-pub fn for_vm(bundle: &Path, cid: &str, share: &Share) -> Result<VmSpec, ShimError> {
+pub fn for_vm(
+    bundle: &Path,
+    cid: &str,
+    share: &Share,
+    sandbox_pid: Option<u32>,
+) -> Result<VmSpec, ShimError> {
     let mut spec = read(bundle)?;
     rewrite(&mut spec, &guest_rootfs(cid))?;
     let memory_volumes = share_binds(&mut spec, cid, share)?;
-    guest_namespaces(&mut spec);
+    guest_namespaces(&mut spec, sandbox_pid);
     let obj = spec.as_object_mut().ok_or_else(not_object)?;
     if let Some(p) = obj.get_mut("process").and_then(Value::as_object_mut) {
         drop_lsm_labels(p);
@@ -138,20 +143,33 @@ fn share_binds(spec: &mut Value, cid: &str, share: &Share) -> Result<Vec<MemoryV
 }
 
 /// Namespaces given by a host path (`/proc/<pid>/ns/...`, CNI's netns file) cannot be joined
-/// in the guest. The entry is dropped, so the container shares the agent's namespace of that
-/// type, which is the pod's: the pod NIC lives in the agent's network namespace, and CRI
-/// gives a path exactly when a namespace is shared with the pod sandbox.
-fn guest_namespaces(spec: &mut Value) {
-    if let Some(ns) = spec
+/// in the guest as they are. CRI gives a path exactly when a namespace is shared with the pod
+/// sandbox: a pid, ipc or uts path then names the sandbox container's namespace in the guest,
+/// `/proc/<sandbox_pid>/ns/<type>` (so `shareProcessNamespace` shows the pod's processes, not
+/// the agent's). Any other path (the network: the pod NIC lives in the agent's network
+/// namespace), or any path before the sandbox exists, is dropped: the container shares the
+/// agent's namespace of that type, which is the pod's.
+fn guest_namespaces(spec: &mut Value, sandbox_pid: Option<u32>) {
+    let Some(ns) = spec
         .pointer_mut("/linux/namespaces")
         .and_then(Value::as_array_mut)
-    {
-        ns.retain(|n| {
-            n.get("path")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-        });
-    }
+    else {
+        return;
+    };
+    ns.retain_mut(|n| {
+        if n.get("path")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return true;
+        }
+        let kind = n.get("type").and_then(Value::as_str).unwrap_or("");
+        let Some(pid) = sandbox_pid.filter(|_| matches!(kind, "pid" | "ipc" | "uts")) else {
+            return false;
+        };
+        n["path"] = Value::String(format!("/proc/{pid}/ns/{kind}"));
+        true
+    });
 }
 
 fn rewrite(spec: &mut Value, rootfs: &Path) -> Result<(), ShimError> {
@@ -192,15 +210,33 @@ mod tests {
     }
 
     #[test]
-    fn host_namespace_paths_are_dropped_and_new_namespaces_kept() {
+    fn host_namespace_paths_become_the_sandboxs_or_go() {
         let mut s = json!({"linux": {"namespaces": [
             {"type": "pid"}, {"type": "network", "path": "/var/run/netns/cni-1"},
             {"type": "ipc", "path": "/proc/42/ns/ipc"}, {"type": "mount", "path": ""}
         ]}});
-        guest_namespaces(&mut s);
+        let before = s.clone();
+        guest_namespaces(&mut s, None);
         assert_eq!(
             s["linux"]["namespaces"],
             json!([{"type": "pid"}, {"type": "mount", "path": ""}])
+        );
+        // With the sandbox in the guest: ipc/pid/uts join its namespaces, the network goes.
+        let mut s = before;
+        s["linux"]["namespaces"][0] = json!({"type": "pid", "path": "/proc/7/ns/pid"});
+        s["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("array")
+            .push(json!({"type": "uts", "path": "/proc/7/ns/uts"}));
+        guest_namespaces(&mut s, Some(42));
+        assert_eq!(
+            s["linux"]["namespaces"],
+            json!([
+                {"type": "pid", "path": "/proc/42/ns/pid"},
+                {"type": "ipc", "path": "/proc/42/ns/ipc"},
+                {"type": "mount", "path": ""},
+                {"type": "uts", "path": "/proc/42/ns/uts"}
+            ])
         );
     }
 

@@ -124,6 +124,8 @@ impl PodBackend for HostAgent {
         _cid: &str,
         bundle: &Path,
         rootfs: &Path,
+        // The host agent sees the host's /proc: CRI's namespace paths work as they are.
+        _sandbox_pid: Option<u32>,
     ) -> Result<Prepared, ShimError> {
         Ok(Prepared {
             spec_json: crate::spec::for_host_agent(bundle, rootfs)?,

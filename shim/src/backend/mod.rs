@@ -69,11 +69,14 @@ pub trait PodBackend: Send + Sync + Debug {
     /// VMM's host pid for a VM (as Kata), so that `/proc/<pid>` names something on the host.
     fn task_pid(&self, guest_pid: u32) -> u32;
     /// Makes container `cid` (bundle and mounted host rootfs) reachable by the agent.
+    /// `sandbox_pid` is the pod sandbox container's pid in the agent, once it exists: the
+    /// namespaces a CRI container shares with the sandbox are that process's.
     async fn prepare_container(
         &self,
         cid: &str,
         bundle: &Path,
         rootfs: &Path,
+        sandbox_pid: Option<u32>,
     ) -> Result<Prepared, crate::errors::ShimError>;
     /// Undoes [`PodBackend::prepare_container`]; idempotent.
     async fn release_container(&self, cid: &str);

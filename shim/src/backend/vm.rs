@@ -336,6 +336,7 @@ impl PodBackend for VmPod {
         cid: &str,
         bundle: &Path,
         rootfs: &Path,
+        sandbox_pid: Option<u32>,
     ) -> Result<Prepared, ShimError> {
         let share = self.share.clone();
         let (cid2, bundle, rootfs) = (cid.to_owned(), bundle.to_owned(), rootfs.to_owned());
@@ -344,7 +345,7 @@ impl PodBackend for VmPod {
             let source = share
                 .bind_rootfs(&cid2, &rootfs)
                 .map_err(|e| ShimError::FailedPrecondition(format!("share rootfs: {e}")))?;
-            let spec = crate::spec::for_vm(&bundle, &cid2, &share)?;
+            let spec = crate::spec::for_vm(&bundle, &cid2, &share, sandbox_pid)?;
             let rootfs = Storage {
                 driver: Driver::VIRTIOFS.into(),
                 source,

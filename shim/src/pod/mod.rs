@@ -62,6 +62,8 @@ pub struct Pod {
     events: Events,
     exit_signal: Arc<ExitSignal>,
     backend: OnceCell<Box<dyn PodBackend>>,
+    /// The sandbox container's pid in the agent, once it is created.
+    sandbox_pid: std::sync::OnceLock<u32>,
     oom_watch: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Set by the first Shutdown of an empty pod.
     tearing_down: std::sync::atomic::AtomicBool,
@@ -109,6 +111,7 @@ impl Pod {
             events,
             exit_signal: exit,
             backend: OnceCell::new(),
+            sandbox_pid: std::sync::OnceLock::new(),
             oom_watch: Mutex::new(None),
             tearing_down: std::sync::atomic::AtomicBool::new(false),
             containers: Mutex::new(HashMap::new()),
@@ -205,7 +208,10 @@ impl Pod {
         root: &Path,
     ) -> Result<(u32, Stdio), ShimError> {
         let b = self.launch(&spec.bundle).await?;
-        let prepared = b.prepare_container(&spec.id, &spec.bundle, root).await?;
+        let sandbox_pid = self.sandbox_pid.get().copied();
+        let prepared = b
+            .prepare_container(&spec.id, &spec.bundle, root, sandbox_pid)
+            .await?;
         let (containers, processes) = self.clients()?;
         let req = CreateContainerRequest {
             container_id: spec.id.clone(),
@@ -217,7 +223,12 @@ impl Pod {
             ..Default::default()
         };
         let pid = match containers.create_container(ctx(), &req).await {
-            Ok(r) => b.task_pid(r.pid),
+            Ok(r) => {
+                if spec.id == self.sandbox_id {
+                    let _ = self.sandbox_pid.set(r.pid);
+                }
+                b.task_pid(r.pid)
+            }
             Err(e) => {
                 b.release_container(&spec.id).await;
                 return Err(ShimError::agent(format!("create container {}", spec.id))(e));

@@ -4,7 +4,8 @@
 # hull) runs the same pod through the CRI API, with hull-cri as the client, first with runc,
 # then with hull (containerd-shim-hull-v2 → hull-vmm with virtiofsd → the hull guest):
 # RunPodSandbox, two long-running containers, ExecSync in each (kernel, boot id: one VM per
-# pod, an exit code), the pod's IPC namespace and /dev/shm shared by both, an emptyDir with
+# pod, an exit code), the pod's PID (shareProcessNamespace), UTS and IPC namespaces and
+# /dev/shm shared by both, an emptyDir with
 # medium Memory (hull: a guest tmpfs shared by the pod's containers), ContainerStats,
 # UpdateContainerResources, an OOM-killed container (reason OOMKilled), a container whose
 # output lands in its CRI log file and whose exit code CRI reports, then stop and remove
@@ -174,7 +175,8 @@ scenario() {
 	local -A cid=() kern=() boot=()
 	ids=()
 	mkdir -p "$logdir"
-	printf '{"name": "cri-%s", "uid": "uid-cri-%s", "namespace": "default", "hostname": "cri-%s", "log_directory": "%s", "cgroup_parent": "/%s/pod-%s"}\n' \
+	# shareProcessNamespace: the pod's containers share the sandbox's PID namespace.
+	printf '{"name": "cri-%s", "uid": "uid-cri-%s", "namespace": "default", "hostname": "cri-%s", "log_directory": "%s", "cgroup_parent": "/%s/pod-%s", "namespaces": {"pid": "pod"}}\n' \
 		"$rt" "$rt" "$rt" "$logdir" "$CG" "$rt" >"$podjson"
 	# A fresh emptyDir for this pod, as kubelet mounts it for medium Memory.
 	umount "$VOL" 2>/dev/null
@@ -238,6 +240,19 @@ scenario() {
 		check "runc: c1 boot id is the lab host's" "$host_boot" "${boot[c1]}"
 		check "runc: c2 boot id is the lab host's" "$host_boot" "${boot[c2]}"
 	fi
+
+	# The pod's PID namespace (shareProcessNamespace): c1 sees both containers' `sleep 1000`
+	# and the sandbox's `sleep infinity`, and nothing of the node (hull: of the guest agent).
+	local procs
+	procs=$(in_ctr "$rt" "${cid[c1]}" ps -o args 2>&1)
+	if [[ $(grep -c '^sleep 1000$' <<<"$procs") == 2 && $(grep -cE '^(/bin/)?sleep infinity$' <<<"$procs") == 1 ]] &&
+		! grep -qE 'hull-agent|containerd' <<<"$procs"; then
+		pass "$rt: c1 sees the pod's processes and no others (shared PID namespace)"
+	else
+		flunk "$rt: processes c1 sees: $(tr '\n' '|' <<<"$procs")"
+	fi
+	check "$rt: c1's hostname is the pod's (the sandbox's UTS namespace)" "cri-$rt" \
+		"$(cri exec-sync "${cid[c1]}" -- hostname 2>&1)"
 
 	# The pod's IPC namespace: both containers are in the same one, and what c1 puts in the
 	# pod's /dev/shm, c2 reads.
