@@ -17,6 +17,7 @@ use crate::device_manager::bus::{Bus, BusDevice};
 use crate::device_manager::MmioAllocator;
 use crate::devices::blk::Block;
 use crate::devices::legacy::{self, BootTimer, SerialConsole, I8042};
+use crate::devices::net::Net;
 use crate::devices::rng::Rng;
 use crate::devices::vhost_user_fs::VhostUserFs;
 use crate::devices::virtio::{IrqTrigger, MmioTransport, VirtioDevice};
@@ -56,6 +57,8 @@ pub enum BuildError {
     Vsock(#[from] crate::devices::vsock::muxer::MuxerError),
     #[error(transparent)]
     Fs(#[from] crate::devices::vhost_user_fs::FsError),
+    #[error(transparent)]
+    Net(#[from] crate::devices::net::NetError),
     #[error("{what} {path}: {source}")]
     File {
         what: &'static str,
@@ -232,6 +235,10 @@ pub fn build_and_boot(config: &VmConfig, host: HostKvm) -> Result<Vmm, BuildErro
     }
     if config.rng {
         parts.attach(Rng::new()?)?;
+    }
+    // NICs come last so the devices before them keep their MMIO slots with or without one.
+    for n in &config.net {
+        parts.attach(Net::from_config(n)?)?;
     }
     let entry = load(&parts, config)?;
     if config.raw_payload.is_none() {

@@ -99,6 +99,111 @@ impl std::str::FromStr for FsConfig {
     }
 }
 
+/// A virtio-net NIC whose host end is a tap with virtio-net headers: `fd`, a tap the caller
+/// opened and passed to hull-vmm (which owns and closes it), or `tap`, a name to open (manual
+/// runs). Exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    #[serde(default)]
+    pub fd: Option<i32>,
+    #[serde(default)]
+    pub tap: Option<String>,
+    /// The guest's MAC, `xx:xx:xx:xx:xx:xx` (unicast, not all zero).
+    pub mac: String,
+    /// Largest IP packet the guest may send (default 1500).
+    #[serde(default)]
+    pub mtu: Option<u16>,
+}
+
+impl NetConfig {
+    /// The MAC as bytes, if it is a usable unicast address.
+    pub fn mac_bytes(&self) -> Result<[u8; 6], ConfigError> {
+        let bad =
+            || ConfigError::Invalid(format!("net mac {:?} must be xx:xx:xx:xx:xx:xx", self.mac));
+        let mut mac = [0u8; 6];
+        let mut parts = self.mac.split(':');
+        for b in &mut mac {
+            let p = parts.next().ok_or_else(bad)?;
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            return Err(ConfigError::Invalid(format!(
+                "net mac {} must be a unicast, non-zero address",
+                self.mac
+            )));
+        }
+        Ok(mac)
+    }
+
+    pub fn mtu(&self) -> u16 {
+        self.mtu.unwrap_or(crate::devices::net::DEFAULT_MTU)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        use crate::devices::net::{MAX_MTU, MAX_NAME_LEN, MIN_MTU};
+        let bad = |s: String| Err(ConfigError::Invalid(s));
+        match (self.fd, &self.tap) {
+            (Some(fd), None) if fd <= 2 => return bad(format!("net fd {fd} is stdio")),
+            (None, Some(t))
+                if t.is_empty() || t.len() > MAX_NAME_LEN || t.contains(['\0', '/']) =>
+            {
+                return bad(format!(
+                    "net tap name {t:?} must be 1..={MAX_NAME_LEN} bytes without NUL or '/'"
+                ))
+            }
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return bad("net needs exactly one of fd and tap".into()),
+        }
+        self.mac_bytes()?;
+        if !(MIN_MTU..=MAX_MTU).contains(&self.mtu()) {
+            return bad(format!(
+                "net mtu {} must be {MIN_MTU}..={MAX_MTU}",
+                self.mtu()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for NetConfig {
+    type Err = ConfigError;
+    /// `fd=N|tap=NAME,mac=MAC[,mtu=N]`
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let usage = || {
+            ConfigError::Invalid(format!(
+                "--net {s:?}: expected fd=N|tap=NAME,mac=MAC[,mtu=N]"
+            ))
+        };
+        let mut c = NetConfig {
+            fd: None,
+            tap: None,
+            mac: String::new(),
+            mtu: None,
+        };
+        for kv in s.split(',') {
+            let (k, v) = kv.split_once('=').ok_or_else(usage)?;
+            match k {
+                "fd" => c.fd = Some(v.parse().map_err(|_| usage())?),
+                "tap" => c.tap = Some(v.to_string()),
+                "mac" => c.mac = v.to_string(),
+                "mtu" => c.mtu = Some(v.parse().map_err(|_| usage())?),
+                _ => return Err(usage()),
+            }
+        }
+        if c.mac.is_empty() || c.fd.is_some() == c.tap.is_some() {
+            return Err(usage());
+        }
+        Ok(c)
+    }
+}
+
 /// Hybrid vsock: guest CID and host Unix socket path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VsockConfig {
@@ -125,6 +230,8 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     #[serde(default)]
     pub fs: Vec<FsConfig>,
+    #[serde(default)]
+    pub net: Vec<NetConfig>,
     #[serde(default = "default_true")]
     pub rng: bool,
     #[serde(default)]
@@ -166,6 +273,7 @@ impl Default for VmConfig {
             vsock: None,
             disks: vec![],
             fs: vec![],
+            net: vec![],
             rng: true,
             console: ConsoleConfig::Stdout,
             boot_timer: false,
@@ -222,6 +330,22 @@ impl VmConfig {
                 return bad(&format!("fs tag {:?} is used twice", f.tag));
             }
         }
+        let mut fds = std::collections::HashSet::new();
+        let mut macs = std::collections::HashSet::new();
+        let mut taps = std::collections::HashSet::new();
+        for n in &self.net {
+            n.validate()?;
+            // Two devices on one fd would both own (and close) it.
+            if n.fd.is_some_and(|fd| !fds.insert(fd)) {
+                return bad("net fd is used twice");
+            }
+            if n.tap.as_ref().is_some_and(|t| !taps.insert(t.clone())) {
+                return bad("net tap is used twice");
+            }
+            if !macs.insert(n.mac_bytes()?) {
+                return bad(&format!("net mac {} is used twice", n.mac));
+            }
+        }
         if self.cmdline.len() >= crate::arch::CMDLINE_MAX_SIZE - 256 {
             return bad("command line too long");
         }
@@ -261,6 +385,79 @@ mod tests {
             "/x".parse::<ConsoleConfig>().unwrap(),
             ConsoleConfig::File("/x".into())
         );
+    }
+
+    #[test]
+    fn net_flags_and_validation() {
+        let n: NetConfig = "fd=3,mac=02:42:0a:58:00:05,mtu=1450".parse().unwrap();
+        assert_eq!(
+            n,
+            NetConfig {
+                fd: Some(3),
+                tap: None,
+                mac: "02:42:0a:58:00:05".into(),
+                mtu: Some(1450)
+            }
+        );
+        assert_eq!(n.mac_bytes().unwrap(), [2, 0x42, 0x0a, 0x58, 0, 5]);
+        let t: NetConfig = "tap=tap0,mac=02:00:00:00:00:01".parse().unwrap();
+        assert_eq!((t.tap.as_deref(), t.mtu()), (Some("tap0"), 1500));
+        for bad in [
+            "mac=02:00:00:00:00:01",
+            "fd=3,tap=x,mac=02:00:00:00:00:01",
+            "fd=3",
+            "fd=x,mac=02:00:00:00:00:01",
+            "fd=3,mac=02:00:00:00:00:01,speed=10",
+            "fd=3,mac=02:00:00:00:00:01,mtu=70000",
+        ] {
+            assert!(bad.parse::<NetConfig>().is_err(), "{bad}");
+        }
+        let mut c = VmConfig {
+            kernel: Some("k".into()),
+            net: vec![n.clone()],
+            ..Default::default()
+        };
+        c.validate().unwrap();
+        for (mac, why) in [
+            ("03:00:00:00:00:01", "multicast"),
+            ("00:00:00:00:00:00", "zero"),
+            ("02:00:00:00:00", "short"),
+            ("02:00:00:00:00:01:02", "long"),
+            ("02-00-00-00-00-01", "separator"),
+            ("02:00:00:00:00:0g", "hex"),
+        ] {
+            c.net[0].mac = mac.into();
+            assert!(c.validate().is_err(), "{why}");
+        }
+        c.net[0].mac = n.mac.clone();
+        for (mtu, ok) in [(67, false), (68, true), (65532, true), (65533, false)] {
+            c.net[0].mtu = Some(mtu);
+            assert_eq!(c.validate().is_ok(), ok, "mtu {mtu}");
+        }
+        c.net[0].mtu = None;
+        c.net[0].fd = Some(2);
+        assert!(c.validate().is_err(), "stdio fd");
+        c.net[0].fd = Some(3);
+        let mut other = n.clone();
+        other.mac = "02:00:00:00:00:09".into();
+        c.net.push(other.clone());
+        assert!(c.validate().is_err(), "same fd twice");
+        c.net[1].fd = Some(4);
+        c.validate().unwrap();
+        c.net[1].mac = n.mac.clone();
+        assert!(c.validate().is_err(), "same mac twice");
+        c.net[1] = NetConfig {
+            fd: None,
+            tap: Some("x".repeat(16)),
+            ..other
+        };
+        assert!(c.validate().is_err(), "tap name too long");
+        let j = r#"{"kernel":"/k","net":[{"fd":3,"mac":"02:00:00:00:00:01","mtu":9000}]}"#;
+        let c: VmConfig = serde_json::from_str(j).unwrap();
+        assert_eq!(c.net[0].mtu(), 9000);
+        c.validate().unwrap();
+        let j = r#"{"kernel":"/k","net":[{"fd":3,"mac":"02:00:00:00:00:01","rate":1}]}"#;
+        assert!(serde_json::from_str::<VmConfig>(j).is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use hull_vmm::api::server::{serve_pending, ApiServer, ApiSubscriber};
 use hull_vmm::api::{Controller, VmmAction};
 use hull_vmm::config::{
-    ConsoleConfig, DiskConfig, FsConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE,
+    ConsoleConfig, DiskConfig, FsConfig, NetConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE,
 };
 use hull_vmm::exit::ExitReason;
 use hull_vmm::metrics::METRICS;
@@ -48,6 +48,11 @@ struct Args {
     /// mounts it by TAG (default "hull"). SOCKET[,tag=TAG]; repeatable.
     #[arg(long)]
     fs: Vec<FsConfig>,
+    /// virtio-net NIC on a tap with virtio-net headers: fd=N (an open tap hull-vmm takes
+    /// over) or tap=NAME (opened by name, for manual runs), mac=MAC, optional mtu=N
+    /// (default 1500). fd=N|tap=NAME,mac=MAC[,mtu=N]; repeatable.
+    #[arg(long)]
+    net: Vec<NetConfig>,
     /// FILE|stdout|off
     #[arg(long, default_value = "stdout")]
     console: ConsoleConfig,
@@ -97,6 +102,7 @@ impl Args {
                 .map(|uds| VsockConfig { uds, cid: self.cid }),
             disks: self.disk.clone(),
             fs: self.fs.clone(),
+            net: self.net.clone(),
             rng: !self.no_rng,
             console: self.console.clone(),
             boot_timer: self.boot_timer,

@@ -183,10 +183,17 @@ pub mod ioctls {
     pub const KVM_GET_MP_STATE: u64 = kvm_ior::<kvm_mp_state>(0x98);
     /// std's `set_nonblocking` on sockets.
     pub const FIONBIO: u64 = libc::FIONBIO;
+    /// Tap set-up (`devices/net/tap.rs`, see `linux/if_tun.h`).
+    pub const TUNSETIFF: u64 = libc::TUNSETIFF;
+    pub const TUNGETIFF: u64 = libc::TUNGETIFF;
+    pub const TUNSETVNETHDRSZ: u64 = libc::TUNSETVNETHDRSZ;
+    pub const TUNSETOFFLOAD: u64 = libc::TUNSETOFFLOAD;
 }
 
-/// The VMM thread's ioctls at run time: making accepted sockets (non-)blocking.
-const VMM_IOCTLS: &[u64] = &[ioctls::FIONBIO];
+/// The VMM thread's ioctls at run time: making accepted sockets (non-)blocking, and a NIC's
+/// tap offloads, set when the driver activates the device (handed from the vCPU thread to the
+/// event loop, so vCPU threads never touch a tap).
+const VMM_IOCTLS: &[u64] = &[ioctls::FIONBIO, ioctls::TUNSETOFFLOAD];
 /// A vCPU thread's: running it, answering the halt watch (`vstate/halt.rs`: MP state, RFLAGS),
 /// and the register report when it stops on a fault (`vstate/vcpu_exit.rs`: REGS, SREGS).
 const VCPU_IOCTLS: &[u64] = &[
@@ -195,8 +202,12 @@ const VCPU_IOCTLS: &[u64] = &[
     ioctls::KVM_GET_REGS,
     ioctls::KVM_GET_SREGS,
 ];
-/// Building the VM.
+/// Building the VM, NICs included: attaching to a tap by name (`tap=`), checking a tap handed
+/// over (`fd=`) and setting its header size.
 const BOOT_IOCTLS: &[u64] = &[
+    ioctls::TUNSETIFF,
+    ioctls::TUNGETIFF,
+    ioctls::TUNSETVNETHDRSZ,
     ioctls::KVM_CREATE_VM,
     ioctls::KVM_GET_VCPU_MMAP_SIZE,
     ioctls::KVM_GET_SUPPORTED_CPUID,
@@ -412,6 +423,30 @@ mod tests {
             assert_eq!(in_filtered_child(ThreadKind::PreBoot, f), 0);
             assert_eq!(in_filtered_child(ThreadKind::Vmm, f), 31);
         }
+    }
+
+    #[test]
+    fn tap_ioctls() {
+        // On fd -1: EBADF where allowed, SIGSYS (31) where not. Offloads are set by the
+        // event loop at activation; attaching and checking a tap happen while building.
+        let offload = || {
+            // SAFETY: ioctl on fd -1 touches no memory; the argument is a plain integer.
+            unsafe { libc::ioctl(-1, ioctls::TUNSETOFFLOAD, 0 as libc::c_ulong) };
+        };
+        assert_eq!(in_filtered_child(ThreadKind::Vmm, offload), 0);
+        assert_eq!(in_filtered_child(ThreadKind::PreBoot, offload), 0);
+        assert_eq!(in_filtered_child(ThreadKind::Vcpu, offload), 31);
+        let setiff = || {
+            // SAFETY: as above.
+            unsafe { libc::ioctl(-1, ioctls::TUNSETIFF, 0usize) };
+        };
+        assert_eq!(in_filtered_child(ThreadKind::PreBoot, setiff), 0);
+        assert_eq!(in_filtered_child(ThreadKind::Vmm, setiff), 31);
+        assert_eq!(in_filtered_child(ThreadKind::Vcpu, setiff), 31);
+        assert_eq!(ioctls::TUNSETIFF, 0x4004_54ca);
+        assert_eq!(ioctls::TUNGETIFF, 0x8004_54d2);
+        assert_eq!(ioctls::TUNSETVNETHDRSZ, 0x4004_54d8);
+        assert_eq!(ioctls::TUNSETOFFLOAD, 0x4004_54d0);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod blk;
 pub mod legacy;
+pub mod net;
 pub mod rng;
 pub mod vhost_user_fs;
 pub mod virtio;

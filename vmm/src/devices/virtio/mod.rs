@@ -18,6 +18,7 @@ use crate::vstate::memory::GuestMemoryMmap;
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 
 /// Device types (virtio spec 5).
+pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
 pub const TYPE_VSOCK: u32 = 19;

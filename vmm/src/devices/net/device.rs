@@ -1,0 +1,189 @@
+//! The virtio-net device as the guest sees it (virtio spec 5.1): type 1, one RX and one TX
+//! queue, features MAC and MTU, a read-only config space. Activation happens on the vCPU
+//! thread that sets DRIVER_OK; it only hands over to the event loop through `activate_evt`, so
+//! every tap ioctl after the build runs on the VMM thread (and its seccomp filter).
+
+use std::sync::Arc;
+
+use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::metrics::NetMetrics;
+use super::tap::Tap;
+use super::{NetError, ETH_HLEN, MAX_FRAME, VLAN_HLEN, VNET_HDR_LEN};
+use crate::config::NetConfig;
+use crate::devices::virtio::{
+    read_config_bytes, ActivateError, DeviceState, IrqTrigger, VirtioDevice, TYPE_NET,
+};
+use crate::vstate::memory::GuestMemoryMmap;
+
+const QUEUE_SIZE: u16 = 256;
+/// `mac[6]`, `status: le16`, `max_virtqueue_pairs: le16`, `mtu: le16` (spec 5.1.4). `status`
+/// and `max_virtqueue_pairs` only mean something with STATUS and MQ, which are not offered;
+/// they read as 0 and 1.
+const CONFIG_LEN: usize = 12;
+
+/// What the device has asked the event loop to watch on the tap, and why.
+#[derive(Debug)]
+pub(super) struct TapWatch {
+    /// Input is wanted: the device is started and the guest had RX buffers when last looked.
+    pub rx_wanted: bool,
+    /// The tap refused a frame with EAGAIN: retry TX when it is writable.
+    pub tx_blocked: bool,
+    /// What is registered with epoll now.
+    pub registered: EventSet,
+    /// The tap failed for good (e.g. its interface was deleted): stop serving it.
+    pub broken: bool,
+}
+
+impl Default for TapWatch {
+    fn default() -> Self {
+        TapWatch {
+            rx_wanted: false,
+            tx_blocked: false,
+            registered: EventSet::empty(),
+            broken: false,
+        }
+    }
+}
+
+impl TapWatch {
+    /// The events the event loop should watch the tap for.
+    pub fn wanted(&self) -> EventSet {
+        let mut set = EventSet::empty();
+        if self.broken {
+            return set;
+        }
+        if self.rx_wanted {
+            set |= EventSet::IN;
+        }
+        if self.tx_blocked {
+            set |= EventSet::OUT;
+        }
+        set
+    }
+}
+
+/// The virtio-net device.
+#[derive(Debug)]
+pub struct Net {
+    pub(super) state: DeviceState,
+    pub(super) tap: Tap,
+    config: [u8; CONFIG_LEN],
+    pub(super) mtu: u16,
+    /// Written by `activate` (vCPU thread); the event loop then sets up the tap and starts.
+    pub(super) activate_evt: EventFd,
+    /// The event loop has finished activation; until then neither queue is served.
+    pub(super) started: bool,
+    pub(super) watch: TapWatch,
+    /// One frame with its header, either way (M1 copies; zero copy comes with offloads).
+    pub(super) buf: Vec<u8>,
+    pub(super) metrics: NetMetrics,
+}
+
+impl Net {
+    /// Opens the configured tap (build time, main thread) and makes the device.
+    pub fn from_config(cfg: &NetConfig) -> Result<Self, NetError> {
+        let mac = cfg
+            .mac_bytes()
+            .map_err(|e| NetError::Config(e.to_string()))?;
+        let tap = match (cfg.fd, &cfg.tap) {
+            (Some(fd), None) => Tap::from_fd(fd)?,
+            (None, Some(name)) => Tap::open_named(name)?,
+            _ => return Err(NetError::Config("give exactly one of fd and tap".into())),
+        };
+        Self::new(tap, mac, cfg.mtu())
+    }
+
+    pub fn new(tap: Tap, mac: [u8; 6], mtu: u16) -> Result<Self, NetError> {
+        let mut config = [0u8; CONFIG_LEN];
+        config[0..6].copy_from_slice(&mac);
+        config[8..10].copy_from_slice(&1u16.to_le_bytes());
+        config[10..12].copy_from_slice(&mtu.to_le_bytes());
+        let features = (1 << VIRTIO_NET_F_MAC) | (1 << VIRTIO_NET_F_MTU);
+        Ok(Net {
+            state: DeviceState::new(2, QUEUE_SIZE, features)?,
+            tap,
+            config,
+            mtu,
+            activate_evt: EventFd::new(EFD_NONBLOCK)?,
+            started: false,
+            watch: TapWatch::default(),
+            buf: vec![0u8; MAX_FRAME],
+            metrics: NetMetrics::default(),
+        })
+    }
+
+    /// Smallest RX buffer that holds any frame the tap may deliver: header, Ethernet header, a
+    /// VLAN tag and the MTU (1530 bytes at MTU 1500, the size of Linux's small buffers).
+    pub(super) fn min_rx_buffer(&self) -> u64 {
+        (VNET_HDR_LEN + ETH_HLEN + VLAN_HLEN + usize::from(self.mtu)) as u64
+    }
+
+    /// Event-loop half of activation: clear the tap's offloads (the guest accepted none, and
+    /// a tap handed over may carry an earlier user's settings), then serve both queues.
+    pub(super) fn start(&mut self) {
+        if self.started || self.state.active.is_none() {
+            return;
+        }
+        if let Err(e) = self.tap.set_offload(0) {
+            self.fail(&format!("cannot set offloads: {e}"));
+            return;
+        }
+        self.started = true;
+        self.watch.rx_wanted = true;
+    }
+
+    /// Stops serving the tap after an error that will not go away; the VM goes on without
+    /// this NIC (the guest sees a link that carries nothing).
+    pub(super) fn fail(&mut self, why: &str) {
+        if !self.watch.broken {
+            eprintln!(
+                "hull-vmm: virtio-net on tap {}: {why}; the device stops",
+                self.tap.name()
+            );
+        }
+        self.watch.broken = true;
+        self.metrics.tap_errors.inc();
+    }
+
+    pub fn mac(&self) -> [u8; 6] {
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&self.config[0..6]);
+        m
+    }
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        TYPE_NET
+    }
+    fn state(&self) -> &DeviceState {
+        &self.state
+    }
+    fn state_mut(&mut self) -> &mut DeviceState {
+        &mut self.state
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+    /// Only legacy drivers write the MAC here (spec 5.1.4.2: a 1.x driver must not); the
+    /// guest's MAC is the pod's, so writes are counted and ignored.
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
+        self.metrics.config_writes_ignored.inc();
+    }
+    fn metrics(&self) -> serde_json::Value {
+        self.metrics.to_json(self)
+    }
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        irq: Arc<IrqTrigger>,
+    ) -> Result<(), ActivateError> {
+        self.state.activate(mem, irq)?;
+        self.activate_evt
+            .write(1)
+            .map_err(|e| ActivateError::Backend(e.to_string()))
+    }
+}
