@@ -12,20 +12,16 @@
 #[test]
 fn ctr_runs_containers_in_hull_vms_like_runc() {
     let root = hull_tests::repo_root();
-    let shim = hull_tests::build_bin("containerd-shim-hull-v2").expect("build shim");
-    hull_tests::build_bin("hull-vmm").expect("build hull-vmm");
-    let bin_dir = shim.parent().expect("bin dir").to_path_buf();
-    let image = hull_tests::guest_image().expect("guest/build");
-    let virtiofsd = hull_tests::virtiofsd().expect("scripts/ensure-virtiofsd");
+    let pod = hull_tests::pod_stack().expect("build the shim, hull-vmm, guest and virtiofsd");
     let out_dir = root.join("target/lab-out/shim-ctr");
     let status = hull_tests::lab_script(
         1200,
         "shim/tests/lab/ctr_vm.sh",
         &[
-            bin_dir.as_os_str(),
-            image.vmlinux.as_os_str(),
-            image.initrd.as_os_str(),
-            virtiofsd.as_os_str(),
+            pod.bin_dir.as_os_str(),
+            pod.image.vmlinux.as_os_str(),
+            pod.image.initrd.as_os_str(),
+            pod.virtiofsd.as_os_str(),
             out_dir.as_os_str(),
         ],
     )

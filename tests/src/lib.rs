@@ -87,6 +87,27 @@ pub fn virtiofsd() -> Result<PathBuf, SuiteError> {
     key_path(&cmd, &out, "virtiofsd")
 }
 
+/// What a pod in a VM needs on the host: the shim and hull-vmm (built, in one directory), the
+/// guest image and virtiofsd.
+#[derive(Debug)]
+pub struct PodStack {
+    pub bin_dir: PathBuf,
+    pub image: GuestImage,
+    pub virtiofsd: PathBuf,
+}
+
+/// Builds (or finds) everything a lab test of pods in VMs passes to its script.
+pub fn pod_stack() -> Result<PodStack, SuiteError> {
+    let shim = build_bin("containerd-shim-hull-v2")?;
+    build_bin("hull-vmm")?;
+    let bin_dir = shim.parent().unwrap_or(Path::new(".")).to_path_buf();
+    Ok(PodStack {
+        bin_dir,
+        image: guest_image()?,
+        virtiofsd: virtiofsd()?,
+    })
+}
+
 /// Runs `bash SCRIPT ARGS...` inside the lab (`lab/run --timeout SECS`, DESIGN §5) from the
 /// repo root, its output going to ours; returns its exit status.
 pub fn lab_script(

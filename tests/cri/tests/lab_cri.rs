@@ -12,23 +12,19 @@
 #[test]
 fn cri_runs_pods_in_hull_vms_like_runc() {
     let root = hull_tests::repo_root();
-    let shim = hull_tests::build_bin("containerd-shim-hull-v2").expect("build shim");
-    hull_tests::build_bin("hull-vmm").expect("build hull-vmm");
-    let bin_dir = shim.parent().expect("bin dir").to_path_buf();
+    let pod = hull_tests::pod_stack().expect("build the shim, hull-vmm, guest and virtiofsd");
     // This package's own binary: cargo builds it for the package's integration tests.
     let cri = std::path::Path::new(env!("CARGO_BIN_EXE_hull-cri"));
-    let image = hull_tests::guest_image().expect("guest/build");
-    let virtiofsd = hull_tests::virtiofsd().expect("scripts/ensure-virtiofsd");
     let out_dir = root.join("target/lab-out/cri");
     let status = hull_tests::lab_script(
         1200,
         "tests/cri/lab/cri_vm.sh",
         &[
-            bin_dir.as_os_str(),
+            pod.bin_dir.as_os_str(),
             cri.as_os_str(),
-            image.vmlinux.as_os_str(),
-            image.initrd.as_os_str(),
-            virtiofsd.as_os_str(),
+            pod.image.vmlinux.as_os_str(),
+            pod.image.initrd.as_os_str(),
+            pod.virtiofsd.as_os_str(),
             out_dir.as_os_str(),
         ],
     )
