@@ -18,6 +18,12 @@ flunk() { echo "FAIL: $*"; fail=1; }
 check() { # check NAME EXPECTED ACTUAL
 	if [[ $2 == "$3" ]]; then pass "$1"; else flunk "$1: expected '$2', got '$3'"; fi
 }
+# vm_diag: why hull VMs ended, from the shims' lines in containerd's log (CI shows only this
+# script's output, not $OUT).
+vm_diag() {
+	grep -E 'hull-vmm ended unexpectedly|hull-vmm log|TripleFault|VM ended|boot.*tim' "$OUT/containerd.log" |
+		tail -n 6 | cut -c1-600 | sed 's/^/  diag: /'
+}
 
 r=/tmp/hull-ctr-lab
 rm -rf "$r"
@@ -145,7 +151,7 @@ fi
 # Fault: hull-vmm killed under a running task → exit status 255, and nothing left behind.
 # `ctr run` (this containerd has no `ctr task wait`) exits with the task's exit status.
 timeout 300 ctr -a "$A" -n t run --rm --runtime io.containerd.hull.v2 \
-	--runtime-config-path "$r/hull.toml" "$IMG" h-kill sleep 300 >/dev/null 2>&1 </dev/null &
+	--runtime-config-path "$r/hull.toml" "$IMG" h-kill sleep 300 >"$r/h-kill.out" 2>&1 </dev/null &
 kpid=$!
 for ((i = 0; i < 900; i++)); do
 	[[ $(ctr -a "$A" -n t task ls 2>/dev/null | awk '$1 == "h-kill" {print $3}') == RUNNING ]] && break
@@ -167,9 +173,9 @@ if [[ -n $vmm ]]; then
 	wait "$kpid" && w=0 || w=$?
 	check "kill -9 hull-vmm → ctr run exits with the task's status 255" 255 "$w"
 else
-	flunk "no hull-vmm process for h-kill"
 	kill "$kpid" 2>/dev/null
-	wait "$kpid"
+	wait "$kpid" && w=0 || w=$?
+	flunk "no hull-vmm process for h-kill (ctr run exit $w: $(tail -n 3 "$r/h-kill.out" | cut -c1-400))"
 fi
 
 sleep 1
@@ -179,4 +185,8 @@ check "no hull-vmm, virtiofsd or shim left" "" "$left"
 check "no pod state left" "" "$(ls /run/hull/pods 2>/dev/null)"
 check "no mounts of hull pods left" "" "$(grep /run/hull /proc/self/mountinfo)"
 check "no pod cgroup left" "" "$(ls -d /sys/fs/cgroup/t/h-* 2>/dev/null)"
+if [[ $fail != 0 ]]; then
+	echo "--- why hull VMs ended (containerd log) ---"
+	vm_diag
+fi
 exit $fail
