@@ -1,0 +1,191 @@
+//! Guest network configuration over rtnetlink (issue 6). The shim reads what CNI made in the
+//! pod's network namespace on the host (links, addresses, routes, static neighbours) and sends
+//! it here; this module applies it to the agent's network namespace, the guest's only one
+//! (containers join it: the spec rewrite drops the netns path).
+//!
+//! Written on `rtnetlink` (typed messages, no `ip` binary in the guest). One netlink
+//! connection per call: calls are rare (pod start), and a connection that lives no longer than
+//! its call cannot be left broken between calls.
+
+mod links;
+mod neigh;
+mod routes;
+
+use std::fmt;
+use std::net::IpAddr;
+
+pub use links::{list_links, update_link};
+pub use neigh::add_neighbors;
+pub use routes::{list_routes, update_routes};
+
+use crate::engine::EngineError;
+
+/// An Ethernet (MAC) address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl std::str::FromStr for Mac {
+    type Err = NetError;
+
+    fn from_str(s: &str) -> Result<Self, NetError> {
+        let bad = || NetError::Invalid(format!("'{s}' is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for b in &mut out {
+            let p = parts.next().ok_or_else(bad)?;
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Mac(out))
+    }
+}
+
+impl Mac {
+    /// From a netlink link-layer address attribute (must be 6 bytes).
+    fn from_bytes(b: &[u8]) -> Option<Mac> {
+        <[u8; 6]>::try_from(b).ok().map(Mac)
+    }
+}
+
+/// An address with its prefix length, prefix checked against the family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn new(addr: IpAddr, prefix: u8) -> Result<Cidr, NetError> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(NetError::Invalid(format!(
+                "prefix length {prefix} is too long for {addr} (at most {max})"
+            )));
+        }
+        Ok(Cidr { addr, prefix })
+    }
+
+    /// IPv6 link-local (fe80::/10): the kernel derives it from the MAC; never removed.
+    fn is_v6_link_local(&self) -> bool {
+        matches!(self.addr, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A guest link as wanted (update) or as found (list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub name: String,
+    pub mac: Mac,
+    /// Bytes; 0 in an update = leave it.
+    pub mtu: u32,
+    /// The complete set: an update removes the others (IPv6 link-local excepted).
+    pub addrs: Vec<Cidr>,
+}
+
+/// A route of the main table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// None = the default route of `v6`'s family.
+    pub dest: Option<Cidr>,
+    pub gateway: Option<IpAddr>,
+    /// Outgoing guest link, by name.
+    pub device: String,
+    pub source: Option<IpAddr>,
+    /// The kernel's RT_SCOPE_* value.
+    pub scope: u8,
+    pub v6: bool,
+}
+
+/// Neighbour entry states a caller may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeighborState {
+    Permanent,
+    Reachable,
+    Stale,
+    NoArp,
+}
+
+/// A static ARP (IPv4) or NDP (IPv6) entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbor {
+    pub ip: IpAddr,
+    pub mac: Mac,
+    pub device: String,
+    pub state: NeighborState,
+}
+
+/// Address family filter of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// A network configuration failure.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot open a netlink socket: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("{what}: {source}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("no guest network interface has MAC {0} (is the VM's NIC configured with it?)")]
+    NoSuchMac(Mac),
+    #[error("no guest network interface is named '{0}'")]
+    NoSuchLink(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl NetError {
+    fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetError {
+        let what = what.into();
+        move |source| NetError::Netlink { what, source }
+    }
+}
+
+impl From<NetError> for EngineError {
+    fn from(e: NetError) -> EngineError {
+        let msg = crate::engine::error::chain(&e);
+        match e {
+            NetError::Invalid(_) => EngineError::InvalidArgument(msg),
+            NetError::NoSuchMac(_) | NetError::NoSuchLink(_) => EngineError::NotFound(msg),
+            NetError::Connect(_) | NetError::Netlink { .. } => EngineError::Internal(msg),
+        }
+    }
+}
+
+/// A netlink handle whose connection task lives until the handle (and its clones) drop.
+fn connect() -> Result<rtnetlink::Handle, NetError> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(NetError::Connect)?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+#[cfg(test)]
+mod tests;
