@@ -11,7 +11,6 @@ pub mod files;
 pub mod guest;
 pub mod init;
 pub mod logbuf;
-pub mod net;
 pub mod reaper;
 pub mod sandbox;
 pub mod server;

@@ -47,6 +47,10 @@ impl ShimError {
                 source: ttrpc::Error::RpcStatus(s),
                 ..
             } => s.code(),
+            // Not a failure of the node: the pod asks for what hull cannot give.
+            ShimError::Backend(crate::backend::BackendError::Network(
+                crate::net::NetError::HostNetwork,
+            )) => Code::INVALID_ARGUMENT,
             ShimError::Backend(_) | ShimError::Agent { .. } => Code::UNAVAILABLE,
             ShimError::Io { .. } | ShimError::Shim { .. } => Code::INTERNAL,
         }

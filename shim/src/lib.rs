@@ -8,6 +8,7 @@ pub mod config_path;
 pub mod errors;
 pub mod events;
 pub mod memvol;
+pub mod net;
 pub mod options;
 pub mod pod;
 pub mod share;

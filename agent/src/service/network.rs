@@ -10,13 +10,25 @@ use hull_proto::network_ttrpc::Network;
 use protobuf::EnumOrUnknown;
 use ttrpc::r#async::TtrpcContext;
 
+use hull_net::{self as net, Cidr, Family, Mac, NeighborState, NetError};
+
 use super::handle;
-use crate::engine::{EngineError, Result};
-use crate::net::{self, Cidr, Family, Mac, NeighborState, NetError};
+use crate::engine::{error::chain, EngineError, Result};
 
 /// Serves the Network service.
 #[derive(Debug, Clone, Default)]
 pub struct NetworkService;
+
+impl From<NetError> for EngineError {
+    fn from(e: NetError) -> EngineError {
+        let msg = chain(&e);
+        match e {
+            NetError::Invalid(_) => EngineError::InvalidArgument(msg),
+            NetError::NoSuchMac(_) | NetError::NoSuchLink(_) => EngineError::NotFound(msg),
+            NetError::Connect(_) | NetError::Netlink { .. } => EngineError::Internal(msg),
+        }
+    }
+}
 
 fn invalid(msg: String) -> EngineError {
     NetError::Invalid(msg).into()

@@ -31,6 +31,10 @@ pub async fn dead_pod(sid: &str, record: &PodRecord) {
     for cg in &record.cgroups {
         remove_cgroup(cg).await;
     }
+    if let Some(ns) = record.netns.clone() {
+        let links = record.links.clone();
+        let _ = tokio::task::spawn_blocking(move || crate::net::detach(&ns, links)).await;
+    }
     Share::at(&dir).destroy();
     if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
         if e.kind() != std::io::ErrorKind::NotFound {

@@ -142,6 +142,7 @@ impl PodBackend for HostAgent {
                 .into_iter()
                 .collect(),
             cgroups: vec![self.cgroup_parent.clone()],
+            ..Default::default()
         }
     }
 

@@ -47,6 +47,8 @@ pub enum BackendError {
     Vmm(String),
     #[error("sandbox spec: {0}")]
     Spec(String),
+    #[error("pod network: {0}")]
+    Network(#[source] crate::net::NetError),
 }
 
 pub(crate) fn io_err(context: String) -> impl FnOnce(std::io::Error) -> BackendError {

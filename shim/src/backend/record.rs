@@ -69,6 +69,12 @@ pub struct PodRecord {
     pub children: Vec<ProcId>,
     /// cgroup directories hull made for the pod, each removed with everything below it.
     pub cgroups: Vec<PathBuf>,
+    /// The pod's network namespace and its CNI links that carry hull's tc redirects (their
+    /// taps die with hull-vmm; the links' ingress qdiscs stay until unwired or deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
 }
 
 /// Writes `dir/pod.json` atomically (temporary file, then rename).
@@ -149,6 +155,8 @@ mod tests {
                 start_time: 7,
             }],
             cgroups: vec!["/sys/fs/cgroup/t/pod".into()],
+            netns: Some("/var/run/netns/cni-1".into()),
+            links: vec!["eth0".into()],
         };
         write(dir.path(), &r).expect("write");
         assert_eq!(read(dir.path()), Some(r));

@@ -1,9 +1,10 @@
 //! The VM backend: one hull-vmm and one virtiofsd per pod (DESIGN §1–§3, plan §3).
 //!
 //! Launch order: pod directory → share (mounts) → pod cgroup → virtiofsd (listening socket
-//! passed as fd 3) → hull-vmm (flags; it connects to virtiofsd while building the VM) →
+//! passed as fd 3) → pod network (a tap per CNI link in the pod's netns, tc-wired; DESIGN §1)
+//! → hull-vmm (flags, taps as fds 3…; it connects to virtiofsd while building the VM) →
 //! hybrid-vsock connection to the agent, retried until `Health.Check` says SERVING or
-//! `boot_timeout_secs` passes → `CreateSandbox`. Any failure tears down what was made, in
+//! `boot_timeout_secs` passes → the guest's interfaces, routes and neighbours → `CreateSandbox`. Any failure tears down what was made, in
 //! reverse, and the error carries the tails of the VMM log and guest console.
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use hull_proto::common::Storage;
 use hull_proto::health::check_response::ServingStatus;
 use hull_proto::health::CheckRequest;
 use hull_proto::health_ttrpc::HealthClient;
+use hull_proto::network_ttrpc::NetworkClient;
 use hull_proto::sandbox::CreateSandboxRequest;
 use hull_proto::sandbox_ttrpc::SandboxClient;
 use serde_json::Value;
@@ -29,6 +31,7 @@ use super::child::{spawn, ChildSetup, Supervised};
 use super::{io_err, pod_dir, BackendError, PodBackend, Prepared};
 use crate::config::HullConfig;
 use crate::errors::ShimError;
+use crate::net::{self, PodNetwork};
 use crate::share::{guest_rootfs, Share};
 use crate::sizing::{self, ANNOTATION_CPU_PERIOD, ANNOTATION_CPU_QUOTA, ANNOTATION_MEMORY};
 
@@ -51,7 +54,23 @@ pub struct VmPod {
     vmm: Supervised,
     virtiofsd: Supervised,
     client: ttrpc::asynchronous::Client,
+    /// The pod's netns and the CNI links wired to taps in it, to unwire at shutdown.
+    wired: Option<Wired>,
     stopping: AtomicBool,
+}
+
+/// CNI links of a netns that carry hull's tc redirects.
+#[derive(Debug, Clone)]
+struct Wired {
+    netns: PathBuf,
+    links: Vec<String>,
+}
+
+impl Wired {
+    async fn unwire(self) {
+        let Wired { netns, links } = self;
+        let _ = tokio::task::spawn_blocking(move || net::detach(&netns, links)).await;
+    }
 }
 
 impl std::fmt::Debug for VmPod {
@@ -110,6 +129,7 @@ struct Partial {
     share: Option<Share>,
     cgroup: Option<PodCgroup>,
     children: Vec<Supervised>,
+    wired: Option<Wired>,
 }
 
 impl Partial {
@@ -117,6 +137,9 @@ impl Partial {
         // hull-vmm (pushed last) first: virtiofsd then exits by itself on the disconnect.
         for c in self.children.iter().rev() {
             c.stop(VMM_STOP_GRACE.max(VIRTIOFSD_STOP_GRACE)).await;
+        }
+        if let Some(w) = self.wired {
+            w.unwire().await;
         }
         if let Some(s) = &self.share {
             s.destroy();
@@ -149,6 +172,7 @@ impl VmPod {
             share: None,
             cgroup: None,
             children: vec![],
+            wired: None,
         };
         match Self::start(cfg, sid, &spec, size, &mut partial).await {
             Ok((vmm, virtiofsd, client)) => Ok(VmPod {
@@ -161,6 +185,7 @@ impl VmPod {
                 vmm,
                 virtiofsd,
                 client,
+                wired: partial.wired.take(),
                 stopping: AtomicBool::new(false),
             }),
             Err(e) => {
@@ -197,6 +222,24 @@ impl VmPod {
         )?;
         p.children.push(virtiofsd.clone());
 
+        // Refuses hostNetwork before anything else is started for the VM.
+        let netns = net::netns_path(spec).map_err(BackendError::Network)?;
+        let pod_net = match netns {
+            Some(ns) => {
+                let path = ns.clone();
+                let n = tokio::task::spawn_blocking(move || net::attach(&path))
+                    .await
+                    .map_err(|e| BackendError::Vmm(format!("pod network: {e}")))?
+                    .map_err(BackendError::Network)?;
+                p.wired = Some(Wired {
+                    netns: ns,
+                    links: n.nics.iter().map(|n| n.link.name.clone()).collect(),
+                });
+                Some(n)
+            }
+            None => None,
+        };
+
         let vsock = dir.join("vsock.sock");
         let console = dir.join("console.log");
         let vmm_log = dir.join("vmm.log");
@@ -225,15 +268,27 @@ impl VmPod {
         if !cfg.vm.kernel_params.trim().is_empty() {
             cmd.arg("--cmdline-append").arg(&cfg.vm.kernel_params);
         }
+        let mut fds = [None; 3];
+        if let Some(n) = &pod_net {
+            for ((slot, fd_no), nic) in fds.iter_mut().zip(3..).zip(&n.nics) {
+                *slot = Some(std::os::fd::AsRawFd::as_raw_fd(&nic.tap));
+                cmd.arg("--net").arg(format!(
+                    "fd={fd_no},mac={},mtu={}",
+                    nic.link.mac, nic.link.mtu
+                ));
+            }
+        }
         let child = spawn(
             &mut cmd,
             ChildSetup {
                 cgroup_procs: procs,
-                fds: [None; 3],
+                fds,
                 die_with_parent: true,
             },
         )
         .map_err(io_err(format!("spawn {}", cfg.vm.vmm.display())))?;
+        // hull-vmm holds the taps now; the shim's copies would keep them alive after it.
+        let pod_net = pod_net.map(PodNetwork::without_taps);
         let vmm = Supervised::new("hull-vmm", child);
         p.children.push(vmm.clone());
         tracing::info!(
@@ -255,6 +310,11 @@ impl VmPod {
                     tail(&dir.join("virtiofsd.log"))
                 ))
             })?;
+        if let Some(n) = &pod_net {
+            configure_guest_network(&client, n)
+                .await
+                .map_err(|e| BackendError::AgentStart(format!("guest network: {e}")))?;
+        }
         let req = CreateSandboxRequest {
             sandbox_id: sid.to_owned(),
             hostname: spec
@@ -270,6 +330,21 @@ impl VmPod {
             .map_err(|e| BackendError::AgentStart(format!("CreateSandbox: {e}")))?;
         Ok((vmm, virtiofsd, client))
     }
+}
+
+/// Sends the pod's links, routes and neighbours to the agent, which configures the guest
+/// with them (before any container can start).
+async fn configure_guest_network(
+    client: &ttrpc::asynchronous::Client,
+    n: &net::PodLinks,
+) -> Result<(), ttrpc::Error> {
+    let c = NetworkClient::new(client.clone());
+    let ctx = || ttrpc::context::with_timeout(30_000_000_000);
+    c.update_interfaces(ctx(), &net::wire::interfaces(n))
+        .await?;
+    c.update_routes(ctx(), &net::wire::routes(n)).await?;
+    c.add_neighbors(ctx(), &net::wire::neighbors(n)).await?;
+    Ok(())
 }
 
 /// Retries the agent until it answers SERVING, hull-vmm or virtiofsd dies, or `deadline`.
@@ -388,6 +463,8 @@ impl PodBackend for VmPod {
                 .filter_map(|c| super::record::ProcId::of(c.pid()))
                 .collect(),
             cgroups: self.cgroup.iter().map(|c| c.dir().to_path_buf()).collect(),
+            netns: self.wired.as_ref().map(|w| w.netns.clone()),
+            links: self.wired.iter().flat_map(|w| w.links.clone()).collect(),
         }
     }
 
@@ -415,6 +492,9 @@ impl PodBackend for VmPod {
         let s = self.vmm.stop(VMM_STOP_GRACE).await;
         tracing::info!(status = %s, "hull-vmm stopped");
         self.virtiofsd.stop(VIRTIOFSD_STOP_GRACE).await;
+        if let Some(w) = self.wired.clone() {
+            w.unwire().await;
+        }
         self.share.destroy();
         if let Some(c) = &self.cgroup {
             super::cleanup::remove_cgroup(c.dir()).await;

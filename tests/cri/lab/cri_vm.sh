@@ -4,7 +4,8 @@
 # hull) runs the same pod through the CRI API, with hull-cri as the client, first with runc,
 # then with hull (containerd-shim-hull-v2 → hull-vmm with virtiofsd → the hull guest):
 # RunPodSandbox, two long-running containers, ExecSync in each (kernel, boot id: one VM per
-# pod, an exit code), the pod's PID (shareProcessNamespace), UTS and IPC namespaces and
+# pod, an exit code), the pod's network (CNI address and MAC in the container, TCP both ways
+# between the bridge host and the pod; hull: a hostNetwork pod is refused), the pod's PID (shareProcessNamespace), UTS and IPC namespaces and
 # /dev/shm shared by both, an emptyDir with
 # medium Memory (hull: a guest tmpfs shared by the pod's containers), ContainerStats,
 # UpdateContainerResources, an OOM-killed container (reason OOMKilled), a container whose
@@ -74,7 +75,7 @@ state = "$r/state"
 TOML
 # The pod network: a bridge with host-local addresses (Debian's containernetworking-plugins).
 # containerd's CRI adds the loopback network itself (go-cni WithLoNetwork, /usr/lib/cni/loopback).
-# The lab has no uplink; nothing here sends traffic.
+# The lab has no uplink: traffic stays between the bridge (10.88.0.1, the lab host) and pods.
 cat >"$r/cni/10-hull-cri.conflist" <<'JSON'
 {
   "cniVersion": "1.0.0",
@@ -98,6 +99,7 @@ PATH=$BIN:$PATH containerd --config "$r/config.toml" >"$OUT/containerd.log" 2>&1
 ctrd=$!
 # shellcheck disable=SC2317 # called through the trap
 finish() {
+	[[ -n $hostweb ]] && kill "$hostweb" 2>/dev/null
 	kill "$ctrd" 2>/dev/null && wait "$ctrd" 2>/dev/null
 	# Whatever a failed run left mounted under $r (rootfs, sandbox shm), deepest first.
 	awk -v p="$r/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r |
@@ -106,6 +108,25 @@ finish() {
 	find "/sys/fs/cgroup/$CG" -depth -type d -exec rmdir {} + 2>/dev/null
 }
 trap finish EXIT
+# A server on the lab host for pods to reach (busybox httpd, bound once the bridge exists).
+mkdir -p "$r/www"
+echo from-host >"$r/www/f"
+hostweb=
+start_hostweb() {
+	[[ -n $hostweb ]] && kill -0 "$hostweb" 2>/dev/null && return 0
+	busybox httpd -f -p 10.88.0.1:8081 -h "$r/www" </dev/null >/dev/null 2>&1 &
+	hostweb=$!
+	sleep 0.3
+}
+# http_get HOST PORT PATH: the body of a plain HTTP GET, with bash's /dev/tcp only.
+http_get() {
+	local out
+	exec 9<>"/dev/tcp/$1/$2" || return 1
+	printf 'GET %s HTTP/1.0\r\n\r\n' "$3" >&9
+	out=$(timeout 10 cat <&9)
+	exec 9<&-
+	tail -n 1 <<<"$out"
+}
 cri() { timeout 330 "$CRI" --sock "$A" "$@"; }
 for ((i = 0; i < 300; i++)); do
 	cri version >/dev/null 2>&1 && break
@@ -240,6 +261,35 @@ scenario() {
 		check "runc: c1 boot id is the lab host's" "$host_boot" "${boot[c1]}"
 		check "runc: c2 boot id is the lab host's" "$host_boot" "${boot[c2]}"
 	fi
+
+	# The pod's network: c1 has the pod's CNI address on eth0 with the MAC of the netns' eth0
+	# (hull: the guest NIC, wired to the veth by tc); the bridge host reaches a server in c1,
+	# and c1 reaches one on the bridge host.
+	local ip mac seen body
+	ip=$(cri inspectp "$pod" -f ip 2>&1)
+	mac=$(nsenter --net="${netns[$rt]}" ip -o link show eth0 2>&1 | grep -o 'link/ether [0-9a-f:]*')
+	seen=$(in_ctr "$rt" "${cid[c1]}" ip -o -4 addr show eth0 2>&1)
+	if [[ $ip == 10.88.* && $seen == *" inet $ip/16 "* ]]; then
+		pass "$rt: c1's eth0 has the pod's CNI address $ip"
+	else
+		flunk "$rt: pod IP '$ip'; c1's eth0: $seen"
+	fi
+	seen=$(in_ctr "$rt" "${cid[c1]}" ip -o link show eth0 2>&1)
+	if [[ -n $mac && $seen == *"$mac "* ]]; then
+		pass "$rt: c1's eth0 has the netns' eth0 MAC (${mac#link/ether })"
+	else
+		flunk "$rt: netns eth0 '$mac'; c1's eth0: $seen"
+	fi
+	in_ctr "$rt" "${cid[c1]}" sh -c "mkdir -p /tmp/www && echo from-$rt-pod >/tmp/www/f && httpd -p 8080 -h /tmp/www </dev/null >/dev/null 2>&1" 2>"$r/err" ||
+		flunk "$rt: c1: start httpd: $(<"$r/err")"
+	for ((i = 0; i < 50; i++)); do
+		body=$(http_get "$ip" 8080 /f 2>/dev/null) && [[ $body == "from-$rt-pod" ]] && break
+		sleep 0.2
+	done
+	check "$rt: the bridge host reaches a TCP server in the pod ($ip:8080)" "from-$rt-pod" "$body"
+	start_hostweb
+	check "$rt: the pod reaches a TCP server on the bridge host (10.88.0.1:8081)" from-host \
+		"$(in_ctr "$rt" "${cid[c1]}" wget -q -O - http://10.88.0.1:8081/f 2>&1)"
 
 	# The pod's PID namespace (shareProcessNamespace): c1 sees both containers' `sleep 1000`
 	# and the sandbox's `sleep infinity`, and nothing of the node (hull: of the guest agent).
@@ -407,6 +457,21 @@ for rt in ${CRI_RUNTIMES:-runc hull}; do
 	leftovers "$rt"
 	cp -r "$r/logs/$rt" "$OUT/cri-logs-$rt" 2>/dev/null
 done
+# hostNetwork with hull: refused with the documented reason, and nothing is left behind.
+if [[ " ${CRI_RUNTIMES:-runc hull} " == *" hull "* ]]; then
+	printf '{"name": "cri-hostnet", "uid": "uid-cri-hostnet", "namespace": "default", "log_directory": "%s", "cgroup_parent": "/%s/pod-hostnet", "namespaces": {"network": "node"}}\n' \
+		"$r/logs" "$CG" >"$r/pod-hostnet.json"
+	if pod=$(cri runp --runtime hull "$r/pod-hostnet.json" 2>"$r/err"); then
+		flunk "hull: a hostNetwork pod was started (${pod:0:12})"
+		cri stopp "$pod" >/dev/null 2>&1
+		cri rmp "$pod" >/dev/null 2>&1
+	elif grep -q "hostNetwork pods cannot run with runtime hull" "$r/err"; then
+		pass "hull: a hostNetwork pod is refused: $(grep -o 'hostNetwork pods cannot run with runtime hull[^;]*' "$r/err" | head -1)"
+	else
+		flunk "hull: hostNetwork pod refused, but not with the documented reason: $(<"$r/err")"
+	fi
+	leftovers hull
+fi
 if [[ -n ${timing[hull.runp]:-} && -n ${timing[runc.runp]:-} ]]; then
 	runc_ms=${timing[runc.runp]} hull_ms=${timing[hull.runp]}
 	info "RunPodSandbox: runc $runc_ms ms, hull $hull_ms ms (hull/runc x$((hull_ms / (runc_ms > 0 ? runc_ms : 1))))"

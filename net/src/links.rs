@@ -204,3 +204,8 @@ pub async fn list_links() -> Result<Vec<Link>, NetError> {
     }
     Ok(out)
 }
+
+/// The index of the link called `name`.
+pub async fn link_index(name: &str) -> Result<u32, NetError> {
+    index_of(&dump_links(&connect()?).await?, name)
+}

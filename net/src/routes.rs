@@ -157,22 +157,39 @@ pub async fn update_routes(want: &[Route]) -> Result<Vec<Route>, NetError> {
             .await
             .map_err(NetError::netlink(format!("add route {r:?}")))?;
     }
-    list_with(&h, None).await
+    list_with(&h, None, true).await
 }
 
-async fn list_with(h: &Handle, family: Option<Family>) -> Result<Vec<Route>, NetError> {
+async fn list_with(
+    h: &Handle,
+    family: Option<Family>,
+    with_kernel: bool,
+) -> Result<Vec<Route>, NetError> {
     let links = dump_links(h).await?;
     let mut out = Vec::new();
     for f in [Family::V4, Family::V6] {
         if family.is_some_and(|want| want != f) {
             continue;
         }
-        out.extend(dump(h, f).await?.iter().filter_map(|m| as_route(m, &links)));
+        out.extend(
+            dump(h, f)
+                .await?
+                .iter()
+                .filter(|m| with_kernel || m.header.protocol != RouteProtocol::Kernel)
+                .filter_map(|m| as_route(m, &links)),
+        );
     }
     Ok(out)
 }
 
 /// The main table's unicast routes (`None` = both families).
 pub async fn list_routes(family: Option<Family>) -> Result<Vec<Route>, NetError> {
-    list_with(&connect()?, family).await
+    list_with(&connect()?, family, true).await
+}
+
+/// The main table's unicast routes without the kernel's own (the prefix and link-local routes
+/// that follow from addresses): what someone configured (CNI, on the host), so what a copy of
+/// this namespace must be told besides its addresses.
+pub async fn list_configured_routes() -> Result<Vec<Route>, NetError> {
+    list_with(&connect()?, None, false).await
 }

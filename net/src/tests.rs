@@ -9,7 +9,6 @@ use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, N
 use rtnetlink::{LinkUnspec, LinkVeth};
 
 use super::*;
-use crate::engine::ErrorCode;
 
 const NIC: Mac = Mac([0x02, 0x42, 0x0a, 0x58, 0x00, 0x05]);
 
@@ -178,10 +177,10 @@ fn unknown_mac_or_device_and_bad_names_are_clear_errors() {
         (mac, dev, name)
     });
     assert!(mac.to_string().contains("02:00:00:00:00:09"), "{mac}");
-    assert_eq!(EngineError::from(mac).code(), ErrorCode::NotFound);
+    assert!(matches!(mac, NetError::NoSuchMac(_)), "{mac}");
     assert!(dev.to_string().contains("nope0"), "{dev}");
-    assert_eq!(EngineError::from(dev).code(), ErrorCode::NotFound);
-    assert_eq!(EngineError::from(name).code(), ErrorCode::InvalidArgument);
+    assert!(matches!(dev, NetError::NoSuchLink(_)), "{dev}");
+    assert!(matches!(name, NetError::Invalid(_)), "{name}");
 }
 
 #[test]
@@ -202,8 +201,16 @@ fn routes_become_exactly_the_wanted_set_next_to_the_kernels() {
         let all = update_routes(&want).await.unwrap();
         let after = update_routes(&want[2..3]).await.unwrap();
         let v6 = list_routes(Some(Family::V6)).await.unwrap();
-        (all, after, v6)
+        let configured = list_configured_routes().await.unwrap();
+        (all, after, (v6, configured))
     });
+    let (v6, configured) = v6;
+    // Only what was configured: the kernel's prefix routes follow from the addresses.
+    assert_eq!(configured.len(), 1, "{configured:?}");
+    assert!(
+        same(&configured[0], &route(None, Some("10.1.2.1"), 0)),
+        "{configured:?}"
+    );
     for r in [
         route(Some("10.9.0.0/16"), Some("169.254.1.1"), 0),
         route(Some("169.254.1.1/32"), None, LINK),
@@ -241,20 +248,20 @@ fn same(a: &Route, b: &Route) -> bool {
 }
 
 #[test]
-fn static_neighbours_are_permanent_entries() {
-    let entries = in_netns(|| async {
+fn static_neighbours_are_permanent_entries_and_listed_as_such() {
+    let (entries, listed) = in_netns(|| async {
         update_link(&eth0(&["10.1.2.3/24"])).await.unwrap();
-        add_neighbors(&[Neighbor {
+        let want = Neighbor {
             ip: "10.1.2.1".parse().unwrap(),
             mac: Mac([2, 0, 0, 0, 0, 1]),
             device: "eth0".into(),
             state: NeighborState::Permanent,
-        }])
-        .await
-        .unwrap();
+        };
+        add_neighbors(std::slice::from_ref(&want)).await.unwrap();
         let h = connect().unwrap();
         let msgs: Vec<_> = h.neighbours().get().execute().try_collect().await.unwrap();
-        msgs.into_iter()
+        let entries = msgs
+            .into_iter()
             .map(|m| {
                 let ip = m.attributes.iter().find_map(|a| match a {
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => Some(*v4),
@@ -262,10 +269,12 @@ fn static_neighbours_are_permanent_entries() {
                 });
                 (ip, m.header.state)
             })
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        (entries, (want, list_neighbors().await.unwrap()))
     });
     assert!(
         entries.contains(&(Some("10.1.2.1".parse().unwrap()), NeighbourState::Permanent)),
         "{entries:?}"
     );
+    assert_eq!(listed.1, [listed.0]);
 }

@@ -1,11 +1,12 @@
-//! Guest network configuration over rtnetlink (issue 6). The shim reads what CNI made in the
-//! pod's network namespace on the host (links, addresses, routes, static neighbours) and sends
-//! it here; this module applies it to the agent's network namespace, the guest's only one
-//! (containers join it: the spec rewrite drops the netns path).
+//! hull-net: links, addresses, routes and neighbours over rtnetlink, in the calling thread's
+//! network namespace (issue 6, DESIGN §1). The shim reads what CNI made in the pod's netns on
+//! the host with the `list_*` functions and sends it to the agent, which applies it to the
+//! guest (its only netns: containers join it) with `update_*`/`add_*`. One reader and one
+//! writer for both sides, so what the shim reads is exactly what the agent can write.
 //!
-//! Written on `rtnetlink` (typed messages, no `ip` binary in the guest). One netlink
-//! connection per call: calls are rare (pod start), and a connection that lives no longer than
-//! its call cannot be left broken between calls.
+//! Typed messages, no `ip` binary. One netlink connection per call: calls are rare (pod start
+//! and stop), and a connection that lives no longer than its call cannot be left broken
+//! between calls. Needs a tokio runtime (the connection runs as a task).
 
 mod links;
 mod neigh;
@@ -14,11 +15,10 @@ mod routes;
 use std::fmt;
 use std::net::IpAddr;
 
-pub use links::{list_links, update_link};
+pub use links::{link_index, list_links, update_link};
 pub use neigh::add_neighbors;
-pub use routes::{list_routes, update_routes};
-
-use crate::engine::EngineError;
+pub use neigh::list_neighbors;
+pub use routes::{list_configured_routes, list_routes, update_routes};
 
 /// An Ethernet (MAC) address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,7 +82,7 @@ impl Cidr {
     }
 
     /// IPv6 link-local (fe80::/10): the kernel derives it from the MAC; never removed.
-    fn is_v6_link_local(&self) -> bool {
+    pub fn is_v6_link_local(&self) -> bool {
         matches!(self.addr, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80)
     }
 }
@@ -169,19 +169,8 @@ impl NetError {
     }
 }
 
-impl From<NetError> for EngineError {
-    fn from(e: NetError) -> EngineError {
-        let msg = crate::engine::error::chain(&e);
-        match e {
-            NetError::Invalid(_) => EngineError::InvalidArgument(msg),
-            NetError::NoSuchMac(_) | NetError::NoSuchLink(_) => EngineError::NotFound(msg),
-            NetError::Connect(_) | NetError::Netlink { .. } => EngineError::Internal(msg),
-        }
-    }
-}
-
 /// A netlink handle whose connection task lives until the handle (and its clones) drop.
-fn connect() -> Result<rtnetlink::Handle, NetError> {
+pub fn connect() -> Result<rtnetlink::Handle, NetError> {
     let (conn, handle, _) = rtnetlink::new_connection().map_err(NetError::Connect)?;
     tokio::spawn(conn);
     Ok(handle)
