@@ -52,24 +52,40 @@ async fn serves_health_and_version_then_stops_on_sigterm() {
     assert_eq!(version.protocol_version, hull_proto::PROTOCOL_VERSION);
     assert!(!version.kernel_release.is_empty());
 
-    // Networking is a later issue: every Network method says UNIMPLEMENTED, and why.
+    // The Network service over ttrpc (its netlink work has its own tests in hull-net): the
+    // host's links are listed, loopback left out, and an update naming a MAC no link has is
+    // NOT_FOUND naming it — and changes nothing on this host.
     let client = ttrpc::r#async::Client::connect(&format!("unix://{}", sock.display()))
         .await
         .expect("connect");
     let network = hull_proto::network_ttrpc::NetworkClient::new(client);
-    let e = network
-        .list_interfaces(
-            ttrpc::context::with_timeout(5_000_000_000),
-            &hull_proto::network::ListInterfacesRequest::new(),
-        )
+    let ctx = || ttrpc::context::with_timeout(5_000_000_000);
+    let links = network
+        .list_interfaces(ctx(), &hull_proto::network::ListInterfacesRequest::new())
         .await
-        .expect_err("Network is not implemented");
-    match e {
-        ttrpc::Error::RpcStatus(s) => {
-            assert_eq!(s.code(), ttrpc::Code::UNIMPLEMENTED);
-            assert!(s.message.contains("not implemented"), "{}", s.message);
+        .expect("ListInterfaces");
+    for i in &links.interfaces {
+        assert_ne!(i.name, "lo");
+        assert!(
+            std::path::Path::new("/sys/class/net")
+                .join(&i.name)
+                .exists(),
+            "{} is not a link of this host",
+            i.name
+        );
+    }
+    let mut req = hull_proto::network::UpdateInterfacesRequest::new();
+    req.interfaces.push(hull_proto::network::Interface {
+        name: "eth9".into(),
+        hw_addr: "02:00:5e:00:53:99".into(),
+        ..Default::default()
+    });
+    match network.update_interfaces(ctx(), &req).await {
+        Err(ttrpc::Error::RpcStatus(s)) => {
+            assert_eq!(s.code(), ttrpc::Code::NOT_FOUND, "{}", s.message);
+            assert!(s.message.contains("02:00:5e:00:53:99"), "{}", s.message);
         }
-        other => panic!("not a status: {other:?}"),
+        other => panic!("expected NOT_FOUND, got {other:?}"),
     }
 
     let pid = nix::unistd::Pid::from_raw(i32::try_from(agent.id()).expect("pid"));
