@@ -22,17 +22,33 @@ fn wait_for_socket(path: &Path, agent: &mut Child) {
     }
 }
 
+/// Kills the agent if the test fails before stopping it: a leaked agent would keep the test
+/// runner's output pipe open, and a `cargo test | tee` (CI) would never end.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 #[tokio::test]
 async fn serves_health_and_version_then_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("agent.sock");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_hull-agent"))
-        .arg("--listen")
-        .arg(format!("unix:{}", sock.display()))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn agent");
-    wait_for_socket(&sock, &mut agent);
+    let mut guard = KillOnDrop(Some(
+        Command::new(env!("CARGO_BIN_EXE_hull-agent"))
+            .arg("--listen")
+            .arg(format!("unix:{}", sock.display()))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn agent"),
+    ));
+    let agent = guard.0.as_mut().expect("agent");
+    wait_for_socket(&sock, agent);
 
     let client = ttrpc::r#async::Client::connect(&format!("unix://{}", sock.display()))
         .await
@@ -88,6 +104,7 @@ async fn serves_health_and_version_then_stops_on_sigterm() {
         other => panic!("expected NOT_FOUND, got {other:?}"),
     }
 
+    let agent = guard.0.take().expect("agent");
     let pid = nix::unistd::Pid::from_raw(i32::try_from(agent.id()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     let out = agent.wait_with_output().expect("wait agent");
