@@ -11,9 +11,10 @@ pass() { echo "PASS: $*"; }
 flunk() { echo "FAIL: $*"; fail=1; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 # Production nodes should let shmem (the memfd guest RAM) use THP when asked (hull-vmm asks
-# with MADV_HUGEPAGE); see vmm/src/vstate/memory.rs.
+# with MADV_HUGEPAGE; vmm/src/vstate/memory.rs). The lab leaves it at its default (never):
+# the lab livelocks seen before 2026-11-27 were all in runs that had set `advise`
+# (lab/README.md).
 thp=/sys/kernel/mm/transparent_hugepage/shmem_enabled
-[[ -w $thp ]] && echo advise >"$thp"
 echo "INFO: shmem THP: $(cat $thp 2>/dev/null)"
 CMDLINE="console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd quiet"
 
