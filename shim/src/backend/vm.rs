@@ -4,8 +4,9 @@
 //! passed as fd 3) → pod network (a tap per CNI link in the pod's netns, tc-wired; DESIGN §1)
 //! → hull-vmm (flags, taps as fds 3…; it connects to virtiofsd while building the VM) →
 //! hybrid-vsock connection to the agent, retried until `Health.Check` says SERVING or
-//! `boot_timeout_secs` passes → the guest's interfaces, routes and neighbours → `CreateSandbox`. Any failure tears down what was made, in
-//! reverse, and the error carries the tails of the VMM log and guest console.
+//! `boot_timeout_secs` passes → the guest's interfaces, routes and neighbours →
+//! `CreateSandbox`. Any failure tears down what was made, in reverse, and the error carries
+//! the tails of the VMM log and guest console.
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
@@ -202,6 +203,8 @@ impl VmPod {
         size: sizing::VmSize,
         p: &mut Partial,
     ) -> Result<(Supervised, Supervised, ttrpc::asynchronous::Client), BackendError> {
+        // Refuses hostNetwork before anything is made for the VM.
+        let netns = net::netns_path(spec).map_err(BackendError::Network)?;
         let dir = p.dir.clone();
         let share = Share::at(&dir);
         share.create()?;
@@ -222,8 +225,6 @@ impl VmPod {
         )?;
         p.children.push(virtiofsd.clone());
 
-        // Refuses hostNetwork before anything else is started for the VM.
-        let netns = net::netns_path(spec).map_err(BackendError::Network)?;
         let pod_net = match netns {
             Some(ns) => {
                 let path = ns.clone();
