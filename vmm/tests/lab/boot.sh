@@ -10,10 +10,8 @@ fail=0
 pass() { echo "PASS: $*"; }
 flunk() { echo "FAIL: $*"; fail=1; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
-# Production nodes should let shmem (the memfd guest RAM) use THP when asked (hull-vmm asks
-# with MADV_HUGEPAGE; vmm/src/vstate/memory.rs). The lab leaves it at its default (never):
-# the lab livelocks seen before 2026-11-27 were all in runs that had set `advise`
-# (lab/README.md).
+# lab/init sets shmem THP to `advise`, as a production node should have it (hull-vmm asks
+# for huge pages for guest RAM); printed so a log shows what the run had.
 thp=/sys/kernel/mm/transparent_hugepage/shmem_enabled
 echo "INFO: shmem THP: $(cat $thp 2>/dev/null)"
 CMDLINE="console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd quiet"
