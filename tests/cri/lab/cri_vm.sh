@@ -4,14 +4,16 @@
 # hull) runs the same pod through the CRI API, with hull-cri as the client, first with runc,
 # then with hull (containerd-shim-hull-v2 → hull-vmm with virtiofsd → the hull guest):
 # RunPodSandbox, two long-running containers, ExecSync in each (kernel, boot id: one VM per
-# pod, an exit code), the pod's network (CNI address and MAC in the container, TCP both ways
-# between the bridge host and the pod; hull: a hostNetwork pod is refused), the pod's PID (shareProcessNamespace), UTS and IPC namespaces and
-# /dev/shm shared by both, an emptyDir with
+# pod, an exit code), the pod's network (dual stack: CNI addresses and MAC in the container,
+# TCP both ways between the bridge host and the pod over IPv4 and IPv6; hull: a hostNetwork
+# pod is refused), the pod's PID
+# (shareProcessNamespace), UTS and IPC namespaces and /dev/shm shared by both, an emptyDir with
 # medium Memory (hull: a guest tmpfs shared by the pod's containers), ContainerStats,
 # UpdateContainerResources, an OOM-killed container (reason OOMKilled), a container whose
 # output lands in its CRI log file and whose exit code CRI reports, then stop and remove
 # everything and look for leftovers (processes, pod state, mounts, the pod's network
-# namespace, its cgroup).
+# namespace, its cgroup). While both pods run, TCP between them both ways, and between the
+# hull pod and a second, small hull pod.
 # Prints one PASS/FAIL line per check and INFO lines with timings; exits 1 on any FAIL.
 # usage: cri_vm.sh BINDIR HULL_CRI VMLINUX INITRD VIRTIOFSD OUTDIR
 #        (BINDIR holds the shim and hull-vmm; HULL_CRI is the CRI client binary)
@@ -75,7 +77,8 @@ state = "$r/state"
 TOML
 # The pod network: a bridge with host-local addresses (Debian's containernetworking-plugins).
 # containerd's CRI adds the loopback network itself (go-cni WithLoNetwork, /usr/lib/cni/loopback).
-# The lab has no uplink: traffic stays between the bridge (10.88.0.1, the lab host) and pods.
+# Dual stack: IPv4 first (the pod's primary IP), then IPv6. The lab has no uplink: traffic stays
+# between the bridge (10.88.0.1 and fd88::1, the lab host) and pods.
 cat >"$r/cni/10-hull-cri.conflist" <<'JSON'
 {
   "cniVersion": "1.0.0",
@@ -88,8 +91,8 @@ cat >"$r/cni/10-hull-cri.conflist" <<'JSON'
       "ipMasq": false,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{ "subnet": "10.88.0.0/16" }]],
-        "routes": [{ "dst": "0.0.0.0/0" }]
+        "ranges": [[{ "subnet": "10.88.0.0/16" }], [{ "subnet": "fd88::/64" }]],
+        "routes": [{ "dst": "0.0.0.0/0" }, { "dst": "::/0" }]
       }
     }
   ]
@@ -108,13 +111,14 @@ finish() {
 	find "/sys/fs/cgroup/$CG" -depth -type d -exec rmdir {} + 2>/dev/null
 }
 trap finish EXIT
-# A server on the lab host for pods to reach (busybox httpd, bound once the bridge exists).
+# A server on the lab host for pods to reach (busybox httpd on both families' wildcard; its
+# bridge addresses exist once the first pod is up).
 mkdir -p "$r/www"
 echo from-host >"$r/www/f"
 hostweb=
 start_hostweb() {
 	[[ -n $hostweb ]] && kill -0 "$hostweb" 2>/dev/null && return 0
-	busybox httpd -f -p 10.88.0.1:8081 -h "$r/www" </dev/null >/dev/null 2>&1 &
+	busybox httpd -f -p 8081 -h "$r/www" </dev/null >/dev/null 2>&1 &
 	hostweb=$!
 	sleep 0.3
 }
@@ -187,14 +191,14 @@ in_ctr() { # RT ID CMD...
 	fi
 }
 
-declare -A pods=() netns=() timing=()
-ids=()
+# Per pod (keyed by runtime handler, or hull2): its id, netns, IPv4 and IPv6, container ids (for
+# teardown) and c1 (which serves http://IP:8080/f with "from-KEY-pod").
+declare -A pods=() podrt=() netns=() timing=() podip=() podip6=() ctrs=() c1=()
 # Runs the pod scenario with runtime handler $1; returns early (after a FAIL) when a step
-# leaves nothing to check further. What it made is recorded in pods/ids for teardown.
+# leaves nothing to check further. What it made is recorded in pods/ctrs for teardown.
 scenario() {
 	local rt=$1 logdir=$r/logs/$1 podjson=$r/pod-$1.json pod id n t0 rc out
 	local -A cid=() kern=() boot=()
-	ids=()
 	mkdir -p "$logdir"
 	# shareProcessNamespace: the pod's containers share the sandbox's PID namespace.
 	printf '{"name": "cri-%s", "uid": "uid-cri-%s", "namespace": "default", "hostname": "cri-%s", "log_directory": "%s", "cgroup_parent": "/%s/pod-%s", "namespaces": {"pid": "pod"}}\n' \
@@ -208,7 +212,7 @@ scenario() {
 		return 1
 	fi
 	timing[$rt.runp]=$(ms_since "$t0")
-	pods[$rt]=$pod
+	pods[$rt]=$pod podrt[$rt]=$rt
 	info "$rt: RunPodSandbox took ${timing[$rt.runp]} ms (pod ${pod:0:12})"
 	check "$rt: pod state" SANDBOX_READY "$(cri inspectp "$pod" -f state 2>&1)"
 	netns[$rt]=$(cri inspectp "$pod" -f netns 2>/dev/null)
@@ -219,8 +223,9 @@ scenario() {
 			flunk "$rt: CreateContainer $n: $(<"$r/err")"
 			return 1
 		fi
-		ids+=("$id")
+		ctrs[$rt]+=" $id"
 		cid[$n]=$id
+		[[ $n == c1 ]] && c1[$rt]=$id
 		t0=$(date +%s%N)
 		if ! cri start "$id" 2>"$r/err"; then
 			flunk "$rt: StartContainer $n: $(<"$r/err")"
@@ -265,8 +270,11 @@ scenario() {
 	# The pod's network: c1 has the pod's CNI address on eth0 with the MAC of the netns' eth0
 	# (hull: the guest NIC, wired to the veth by tc); the bridge host reaches a server in c1,
 	# and c1 reaches one on the bridge host.
-	local ip mac seen body
+	local ip ip6 mac seen body
 	ip=$(cri inspectp "$pod" -f ip 2>&1)
+	podip[$rt]=$ip
+	ip6=$(cri inspectp "$pod" -f ips 2>&1 | tr ' ' '\n' | grep -m1 ':')
+	podip6[$rt]=$ip6
 	mac=$(nsenter --net="${netns[$rt]}" ip -o link show eth0 2>&1 | grep -o 'link/ether [0-9a-f:]*')
 	seen=$(in_ctr "$rt" "${cid[c1]}" ip -o -4 addr show eth0 2>&1)
 	if [[ $ip == 10.88.* && $seen == *" inet $ip/16 "* ]]; then
@@ -290,6 +298,27 @@ scenario() {
 	start_hostweb
 	check "$rt: the pod reaches a TCP server on the bridge host (10.88.0.1:8081)" from-host \
 		"$(in_ctr "$rt" "${cid[c1]}" wget -q -O - http://10.88.0.1:8081/f 2>&1)"
+	# IPv6, the same way. The guest's address is usable once its duplicate address detection
+	# is over (about a second), hence the retries.
+	seen=$(in_ctr "$rt" "${cid[c1]}" ip -o -6 addr show eth0 scope global 2>&1)
+	if [[ $ip6 == fd88:* && $seen == *" inet6 $ip6/64 "* ]]; then
+		pass "$rt: c1's eth0 has the pod's CNI IPv6 address $ip6"
+	else
+		flunk "$rt: pod IPv6 '$ip6'; c1's eth0: $seen"
+	fi
+	body=''
+	for ((i = 0; i < 50; i++)); do
+		body=$(http_get "$ip6" 8080 /f 2>/dev/null) && [[ $body == "from-$rt-pod" ]] && break
+		sleep 0.2
+	done
+	check "$rt: the bridge host reaches the pod's server over IPv6 ([$ip6]:8080)" "from-$rt-pod" "$body"
+	body=''
+	for ((i = 0; i < 25; i++)); do
+		body=$(in_ctr "$rt" "${cid[c1]}" timeout 5 wget -q -O - 'http://[fd88::1]:8081/f' 2>&1) &&
+			[[ $body == from-host ]] && break
+		sleep 0.2
+	done
+	check "$rt: the pod reaches the bridge host's server over IPv6 ([fd88::1]:8081)" from-host "$body"
 
 	# The pod's PID namespace (shareProcessNamespace): c1 sees both containers' `sleep 1000`
 	# and the sandbox's `sleep infinity`, and nothing of the node (hull: of the guest agent).
@@ -399,9 +428,10 @@ scenario() {
 	fi
 }
 
-# Stops and removes what scenario $1 made, checking each step.
+# Stops and removes what scenario $1 (or mini_pod $1) made, checking each step.
 teardown() {
-	local rt=$1 pod=${pods[$1]:-} id
+	local rt=$1 pod=${pods[$1]:-} id ids
+	read -ra ids <<<"${ctrs[$1]:-}"
 	# The pod's VMM, guest console and virtiofsd logs go with the pod: keep a copy.
 	if [[ $rt == hull && -n $pod ]]; then
 		mkdir -p "$OUT/hull-pod"
@@ -450,13 +480,74 @@ leftovers() {
 	check "$rt: no pod cgroup left" "" "$(find "/sys/fs/cgroup/$CG/pod-$rt" -mindepth 1 -type d 2>/dev/null)"
 }
 
-# CRI_RUNTIMES narrows a run by hand (e.g. "runc"); the suite runs both.
-for rt in ${CRI_RUNTIMES:-runc hull}; do
+# mini_pod KEY RT: one more pod, of runtime RT, whose only container c1 serves
+# http://IP:8080/f ("from-KEY-pod"). Recorded like a scenario's pod, under KEY.
+mini_pod() {
+	local key=$1 rt=$2 pod id podjson=$r/pod-$1.json ctrjson=$r/$1-c1.json
+	mkdir -p "$r/logs/$key"
+	printf '{"name": "cri-%s", "uid": "uid-cri-%s", "namespace": "default", "hostname": "cri-%s", "log_directory": "%s", "cgroup_parent": "/%s/pod-%s"}\n' \
+		"$key" "$key" "$key" "$r/logs/$key" "$CG" "$key" >"$podjson"
+	printf '{"name": "c1", "image": "%s", "command": ["sh", "-c", "mkdir -p /tmp/www && echo from-%s-pod >/tmp/www/f && exec httpd -f -p 8080 -h /tmp/www"], "log_path": "c1.log"}\n' \
+		"$IMG" "$key" >"$ctrjson"
+	if ! pod=$(cri runp --runtime "$rt" "$podjson" 2>"$r/err"); then
+		flunk "$key: RunPodSandbox ($rt): $(<"$r/err")"
+		return 1
+	fi
+	pods[$key]=$pod podrt[$key]=$rt
+	netns[$key]=$(cri inspectp "$pod" -f netns 2>/dev/null)
+	podip[$key]=$(cri inspectp "$pod" -f ip 2>&1)
+	podip6[$key]=$(cri inspectp "$pod" -f ips 2>&1 | tr ' ' '\n' | grep -m1 ':')
+	if ! id=$(cri create "$pod" "$ctrjson" "$podjson" 2>"$r/err"); then
+		flunk "$key: CreateContainer c1: $(<"$r/err")"
+		return 1
+	fi
+	ctrs[$key]=$id c1[$key]=$id
+	if ! cri start "$id" 2>"$r/err"; then
+		flunk "$key: StartContainer c1: $(<"$r/err")"
+		return 1
+	fi
+	info "$key: one more $rt pod (${pod:0:12}), IP ${podip[$key]}"
+}
+
+# reach FROM TO: c1 of pod FROM gets http://IP-of-TO:8080/f over the pod network, over IPv4
+# and over IPv6. busybox wget -T crashes (Debian's busybox-static), so `timeout` bounds each try.
+reach() {
+	local from=$1 to=$2 body addr i
+	for addr in "${podip[$to]}" "[${podip6[$to]:-}]"; do
+		body=''
+		for ((i = 0; i < 25; i++)); do
+			body=$(in_ctr "${podrt[$from]}" "${c1[$from]}" timeout 5 wget -q -O - "http://$addr:8080/f" 2>&1) &&
+				[[ $body == "from-$to-pod" ]] && break
+			sleep 0.2
+		done
+		check "the $from pod reaches a TCP server in the $to pod ($addr:8080)" "from-$to-pod" "$body"
+	done
+}
+
+# CRI_RUNTIMES narrows a run by hand (e.g. "runc"); the suite runs both. The pods stay up until
+# every scenario ran, so that pods of both runtimes (and two hull pods) can reach each other.
+rts=${CRI_RUNTIMES:-runc hull}
+for rt in $rts; do
 	scenario "$rt"
+done
+if [[ -n ${c1[hull]:-} ]]; then
+	if [[ -n ${c1[runc]:-} ]]; then
+		reach hull runc
+		reach runc hull
+	fi
+	if mini_pod hull2 hull; then
+		reach hull hull2
+		reach hull2 hull
+	fi
+	teardown hull2
+fi
+for rt in $rts; do
 	teardown "$rt"
 	leftovers "$rt"
 	cp -r "$r/logs/$rt" "$OUT/cri-logs-$rt" 2>/dev/null
 done
+# The second hull pod's network namespace and cgroup (its processes: `leftovers hull`).
+[[ -n ${pods[hull2]:-} ]] && leftovers hull2
 # hostNetwork with hull: refused with the documented reason, and nothing is left behind.
 if [[ " ${CRI_RUNTIMES:-runc hull} " == *" hull "* ]]; then
 	printf '{"name": "cri-hostnet", "uid": "uid-cri-hostnet", "namespace": "default", "log_directory": "%s", "cgroup_parent": "/%s/pod-hostnet", "namespaces": {"network": "node"}}\n' \

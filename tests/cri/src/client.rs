@@ -335,12 +335,26 @@ impl Cri {
             .metadata
             .map(|m| (m.name, m.namespace))
             .unwrap_or_default();
+        // Every address of the pod, the primary first, space-separated (dual stack: one per
+        // family), for scripts; `ip` is the primary alone.
+        let ips = s
+            .network
+            .as_ref()
+            .map(|n| {
+                std::iter::once(n.ip.as_str())
+                    .chain(n.additional_ips.iter().map(|a| a.ip.as_str()))
+                    .filter(|ip| !ip.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
         Ok(json!({
             "id": s.id,
             "name": name,
             "namespace": namespace,
             "state": state,
             "ip": s.network.map(|n| n.ip).unwrap_or_default(),
+            "ips": ips,
             "runtime_handler": s.runtime_handler,
             "created_at": s.created_at,
             "pid": info.get("pid").cloned().unwrap_or(Value::Null),

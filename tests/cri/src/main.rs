@@ -11,7 +11,7 @@
 //!                                    ExecSync; the command's stdout and stderr go to ours,
 //!                                    hull-cri exits with its exit code
 //!   inspect ID [-f KEY]              ContainerStatus as JSON (state, exit_code, reason, ...)
-//!   inspectp ID [-f KEY]             PodSandboxStatus as JSON (state, ip, pid, netns, ...)
+//!   inspectp ID [-f KEY]             PodSandboxStatus as JSON (state, ip, ips, pid, netns, ...)
 //!   stats ID [-f KEY]                ContainerStats as JSON (cpu, memory working set, ...)
 //!   update ID RESOURCES.json         UpdateContainerResources (the `resources` object of
 //!                                    CTR.json)
