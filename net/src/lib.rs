@@ -7,10 +7,13 @@
 //! Typed messages, no `ip` binary. One netlink connection per call: calls are rare (pod start
 //! and stop), and a connection that lives no longer than its call cannot be left broken
 //! between calls. Needs a tokio runtime (the connection runs as a task).
+//!
+//! [`wire`] converts these types to and from the agent protocol's messages, for both sides.
 
 mod links;
 mod neigh;
 mod routes;
+pub mod wire;
 
 use std::fmt;
 use std::net::IpAddr;
