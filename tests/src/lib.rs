@@ -108,14 +108,15 @@ pub fn pod_stack() -> Result<PodStack, SuiteError> {
     })
 }
 
-/// `lab/run`'s exit code when the lab's own kernel locked up (not the script's failure).
+/// `lab/run`'s exit code when the lab's own kernel crashed or locked up (not the script's
+/// failure).
 pub const LAB_LOCKED_UP: i32 = 125;
 
 /// Runs `bash SCRIPT ARGS...` inside the lab (`lab/run --timeout SECS`, DESIGN §5) from the
 /// repo root, its output going to ours; returns its exit status.
 ///
-/// The lab host's kernel sometimes livelocks under QEMU TCG (lab/README.md): then `lab/run`
-/// exits [`LAB_LOCKED_UP`] and the script runs once more, saying so. Only that code is
+/// The lab host's kernel can crash or lock up under QEMU's SVM emulation (lab/README.md): then
+/// `lab/run` exits [`LAB_LOCKED_UP`] and the script runs once more, saying so. Only that code is
 /// retried: a script's own failure, a timeout or a guest crash inside the lab never is.
 pub fn lab_script(
     timeout_secs: u32,
@@ -141,7 +142,7 @@ pub fn lab_script(
     let status = run()?;
     if status.code() == Some(LAB_LOCKED_UP) {
         println!(
-            "RETRY: the lab host's kernel locked up during {script} (a known lab defect, \
+            "RETRY: the lab host's kernel crashed or locked up during {script} (a known lab defect, \
              not a test failure); running it once more"
         );
         return run();

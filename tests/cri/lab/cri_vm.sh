@@ -456,7 +456,7 @@ teardown() {
 # What must be gone once the pod of runtime $1 is removed. The hull shim tears the pod down
 # after answering Shutdown, so give it a bounded moment.
 leftovers() {
-	local rt=$1 pod=${pods[$1]:-} ns=${netns[$1]:-} procs
+	local key=$1 rt=${podrt[$1]:-$1} pod=${pods[$1]:-} ns=${netns[$1]:-} procs
 	local shim_re="^$BIN/containerd-shim-hull-v2 |^$BIN/hull-vmm |^$VIRTIOFSD "
 	[[ $rt == runc ]] && shim_re="containerd-shim-runc-v2 .*-id ${pod:-none}"
 	for ((i = 0; i < 300; i++)); do
@@ -465,19 +465,19 @@ leftovers() {
 		sleep 0.1
 	done
 	if [[ $rt == hull ]]; then
-		check "hull: no hull-vmm, virtiofsd or shim left" "" "$procs"
-		check "hull: no pod state left" "" "$(ls /run/hull/pods 2>/dev/null)"
-		check "hull: no mounts under /run/hull left" "" "$(grep /run/hull /proc/self/mountinfo)"
+		check "$key: no hull-vmm, virtiofsd or shim left" "" "$procs"
+		check "$key: no pod state left" "" "$(ls /run/hull/pods 2>/dev/null)"
+		check "$key: no mounts under /run/hull left" "" "$(grep /run/hull /proc/self/mountinfo)"
 	else
-		check "runc: no shim left" "" "$procs"
+		check "$key: no shim left" "" "$procs"
 	fi
+	check "$key: no pod cgroup left" "" "$(find "/sys/fs/cgroup/$CG/pod-$key" -mindepth 1 -type d 2>/dev/null)"
 	[[ -n $pod ]] || return 0
 	if [[ -n $ns ]]; then
-		check "$rt: the pod's netns ${ns##*/} is gone" "" "$(ls "$ns" 2>/dev/null; ip netns list | grep -F "${ns##*/}")"
+		check "$key: the pod's netns ${ns##*/} is gone" "" "$(ls "$ns" 2>/dev/null; ip netns list | grep -F "${ns##*/}")"
 	else
-		flunk "$rt: PodSandboxStatus gave no netns path"
+		flunk "$key: PodSandboxStatus gave no netns path"
 	fi
-	check "$rt: no pod cgroup left" "" "$(find "/sys/fs/cgroup/$CG/pod-$rt" -mindepth 1 -type d 2>/dev/null)"
 }
 
 # mini_pod KEY RT: one more pod, of runtime RT, whose only container c1 serves
@@ -562,6 +562,43 @@ if [[ " ${CRI_RUNTIMES:-runc hull} " == *" hull "* ]]; then
 		flunk "hull: hostNetwork pod refused, but not with the documented reason: $(<"$r/err")"
 	fi
 	leftovers hull
+fi
+# CRI_CYCLES (default 20) hull pods created and removed in turn: nothing of the pod network
+# may pile up (issue 6): no network namespace, no veth on the bridge, no host-local address
+# reservation, no iptables rule, and no hull process, state or mount.
+netstate() {
+	echo "netns: $(ip netns list 2>&1 | tr '\n' ' ')"
+	echo "veths on the bridge: $(ip -o link show master hullcri0 2>/dev/null | awk -F': ' '{print $2}' | tr '\n' ' ')"
+	echo "address reservations: $(find /var/lib/cni/networks/hull-cri-test -type f ! -name 'last_reserved_ip*' ! -name lock -printf '%f ' 2>/dev/null)"
+	echo "iptables rules: $({ iptables-save; ip6tables-save; } 2>/dev/null | grep -c '^-A')"
+}
+# cycle K: one hull pod created, stopped and removed; prints nothing when all went well.
+cycle() {
+	local k=$1 pod
+	printf '{"name": "cri-cycle-%d", "uid": "uid-cri-cycle-%d", "namespace": "default", "log_directory": "%s", "cgroup_parent": "/%s/pod-cycle"}\n' \
+		"$k" "$k" "$r/logs" "$CG" >"$r/pod-cycle-$k.json"
+	if ! pod=$(cri runp --runtime hull "$r/pod-cycle-$k.json" 2>"$r/err-cycle-$k"); then
+		echo "cycle $k: RunPodSandbox: $(<"$r/err-cycle-$k")"
+	elif ! { cri stopp "$pod" && cri rmp "$pod"; } 2>"$r/err-cycle-$k"; then
+		echo "cycle $k: StopPodSandbox/RemovePodSandbox: $(<"$r/err-cycle-$k")"
+	fi
+}
+if [[ " $rts " == *" hull "* ]]; then
+	# Two at a time: the lab's two vCPUs boot two 1-vCPU guests in about the time of one and
+	# a half, and the shim and CNI see concurrent pods, as on a node.
+	ncycles=${CRI_CYCLES:-20} base=$(netstate) t0=$(date +%s%N) errs=''
+	for ((k = 0; k < ncycles; k += 2)); do
+		cycle "$k" >"$r/cycle-$k.out" &
+		((k + 1 < ncycles)) && cycle $((k + 1)) >"$r/cycle-$((k + 1)).out" &
+		wait
+		errs+=$(cat "$r/cycle-$k.out" "$r/cycle-$((k + 1)).out" 2>/dev/null)
+		[[ -z $errs ]] || break
+	done
+	info "$ncycles hull pod create/remove cycles, two at a time, took $(ms_since "$t0") ms"
+	check "hull: $ncycles pod create/remove cycles" "" "$errs"
+	podrt[cycle]=hull
+	leftovers cycle
+	check "hull: after the cycles, the pod network left nothing behind" "$base" "$(netstate)"
 fi
 if [[ -n ${timing[hull.runp]:-} && -n ${timing[runc.runp]:-} ]]; then
 	runc_ms=${timing[runc.runp]} hull_ms=${timing[hull.runp]}
