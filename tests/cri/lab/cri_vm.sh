@@ -584,17 +584,14 @@ cycle() {
 	fi
 }
 if [[ " $rts " == *" hull "* ]]; then
-	# Two at a time: the lab's two vCPUs boot two 1-vCPU guests in about the time of one and
-	# a half, and the shim and CNI see concurrent pods, as on a node.
+	# One at a time: two hull VMs booting at once under the lab's QEMU 10 are where the lab
+	# kernel crashed (lab/README.md), and a retried suite costs more than the serial cycles.
 	ncycles=${CRI_CYCLES:-20} base=$(netstate) t0=$(date +%s%N) errs=''
-	for ((k = 0; k < ncycles; k += 2)); do
-		cycle "$k" >"$r/cycle-$k.out" &
-		((k + 1 < ncycles)) && cycle $((k + 1)) >"$r/cycle-$((k + 1)).out" &
-		wait
-		errs+=$(cat "$r/cycle-$k.out" "$r/cycle-$((k + 1)).out" 2>/dev/null)
+	for ((k = 0; k < ncycles; k++)); do
+		errs=$(cycle "$k")
 		[[ -z $errs ]] || break
 	done
-	info "$ncycles hull pod create/remove cycles, two at a time, took $(ms_since "$t0") ms"
+	info "$ncycles hull pod create/remove cycles took $(ms_since "$t0") ms"
 	check "hull: $ncycles pod create/remove cycles" "" "$errs"
 	podrt[cycle]=hull
 	leftovers cycle
