@@ -549,7 +549,7 @@ done
 # The second hull pod's network namespace and cgroup (its processes: `leftovers hull`).
 [[ -n ${pods[hull2]:-} ]] && leftovers hull2
 # hostNetwork with hull: refused with the documented reason, and nothing is left behind.
-if [[ " ${CRI_RUNTIMES:-runc hull} " == *" hull "* ]]; then
+if [[ " $rts " == *" hull "* ]]; then
 	printf '{"name": "cri-hostnet", "uid": "uid-cri-hostnet", "namespace": "default", "log_directory": "%s", "cgroup_parent": "/%s/pod-hostnet", "namespaces": {"network": "node"}}\n' \
 		"$r/logs" "$CG" >"$r/pod-hostnet.json"
 	if pod=$(cri runp --runtime hull "$r/pod-hostnet.json" 2>"$r/err"); then
