@@ -11,6 +11,7 @@ pub mod files;
 pub mod guest;
 pub mod init;
 pub mod logbuf;
+pub mod portfwd;
 pub mod reaper;
 pub mod sandbox;
 pub mod server;

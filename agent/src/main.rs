@@ -13,7 +13,7 @@ use hull_agent::logbuf::LogBuffer;
 use hull_agent::sandbox::Sandbox;
 use hull_agent::service::AgentState;
 use hull_agent::storage::StorageConfig;
-use hull_agent::{engine, init, reaper, server, switch_root, sys, AGENT_VERSION};
+use hull_agent::{engine, init, portfwd, reaper, server, switch_root, sys, AGENT_VERSION};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Debug, Parser)]
@@ -22,6 +22,10 @@ struct Args {
     /// Where the ttrpc service listens: vsock:PORT (guest) or unix:PATH (host mode).
     #[arg(long, default_value = "vsock:1024")]
     listen: ListenAddr,
+    /// Where port-forward streams are served (hull-proto `portfwd`): vsock:PORT or
+    /// unix:PATH; default vsock:1025 when --listen is a vsock, none in host mode.
+    #[arg(long)]
+    portfwd_listen: Option<ListenAddr>,
     /// State directory; CopyFile writes only below it.
     #[arg(long, default_value = "/run/hull")]
     root: PathBuf,
@@ -40,6 +44,7 @@ impl Default for Args {
     fn default() -> Self {
         Args {
             listen: ListenAddr::default(),
+            portfwd_listen: None,
             root: "/run/hull".into(),
             cgroup_parent: "/sys/fs/cgroup/hull".into(),
             share_dir: None,
@@ -167,6 +172,16 @@ async fn run(args: Args, is_init: bool, logs: LogBuffer) -> anyhow::Result<()> {
         logs,
         copy_root: args.root.clone(),
     };
+    let portfwd = args.portfwd_listen.clone().or(match args.listen {
+        ListenAddr::Vsock { .. } => Some(ListenAddr::Vsock {
+            port: hull_proto::PORTFWD_VSOCK_PORT,
+        }),
+        ListenAddr::Unix(_) => None,
+    });
+    if let Some(addr) = &portfwd {
+        // Before the ttrpc listener: the boot-timer mark and SERVING mean "all of it is up".
+        portfwd::start(addr).with_context(|| format!("port-forward listener {addr:?}"))?;
+    }
     let mut server = server::start(&args.listen, state).await?;
     tracing::info!("ready: serving ttrpc on {}", args.listen.to_ttrpc());
 
@@ -186,8 +201,10 @@ async fn run(args: Args, is_init: bool, logs: LogBuffer) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     server.shutdown().await.context("shut down ttrpc server")?;
-    if let ListenAddr::Unix(path) = &args.listen {
-        let _ = std::fs::remove_file(path);
+    for addr in [Some(&args.listen), portfwd.as_ref()].into_iter().flatten() {
+        if let ListenAddr::Unix(path) = addr {
+            let _ = std::fs::remove_file(path);
+        }
     }
     reaper.abort();
     Ok(())

@@ -130,3 +130,115 @@ fn refuses_a_bad_listen_address() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected vsock:PORT or unix:PATH"));
 }
+
+/// CRI PortForward's guest side: WatchListeners reports a server listening on loopback, a
+/// port-forward stream reaches it (bytes both ways, a half-close passes through), a closed
+/// port is answered with ERR, and a malformed header only ends its own stream.
+#[tokio::test]
+async fn reports_listeners_and_forwards_streams_to_them() {
+    use hull_proto::network::WatchListenersRequest;
+    use hull_proto::network_ttrpc::NetworkClient;
+    use hull_proto::portfwd::{self, PortFwdError};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("agent.sock");
+    let fwd = dir.path().join("portfwd.sock");
+    let mut guard = KillOnDrop(Some(
+        Command::new(env!("CARGO_BIN_EXE_hull-agent"))
+            .arg("--listen")
+            .arg(format!("unix:{}", sock.display()))
+            .arg("--portfwd-listen")
+            .arg(format!("unix:{}", fwd.display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn agent"),
+    ));
+    wait_for_socket(&sock, guard.0.as_mut().expect("agent"));
+
+    // An echo server on loopback: reads to EOF, then sends it all back and closes.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = server.local_addr().expect("addr").port();
+    let echo = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut c, _) = server.accept().expect("accept");
+        let mut buf = Vec::new();
+        c.read_to_end(&mut buf).expect("read");
+        c.write_all(&buf).expect("write");
+        server
+    });
+
+    let client = ttrpc::r#async::Client::connect(&format!("unix://{}", sock.display()))
+        .await
+        .expect("connect");
+    let network = NetworkClient::new(client);
+    let watch = |generation, wait_ms| {
+        let network = network.clone();
+        async move {
+            network
+                .watch_listeners(
+                    ttrpc::context::with_timeout(30_000_000_000),
+                    &WatchListenersRequest {
+                        generation,
+                        wait_ms,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("WatchListeners")
+        }
+    };
+    let first = watch(0, 10_000).await;
+    assert!(first.ports.contains(&u32::from(port)), "{:?}", first.ports);
+
+    let mut s = tokio::net::UnixStream::connect(&fwd)
+        .await
+        .expect("connect");
+    portfwd::request(&mut s, port).await.expect("PORT");
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    s.write_all(&payload).await.expect("send");
+    s.shutdown().await.expect("half-close");
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).await.expect("receive");
+    assert!(
+        back == payload,
+        "echoed {} of {} bytes",
+        back.len(),
+        payload.len()
+    );
+
+    // The server goes away: the next watch answers with a set without its port.
+    drop(echo.join().expect("echo server"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut generation = first.generation;
+    loop {
+        let r = watch(generation, 5_000).await;
+        if !r.ports.contains(&u32::from(port)) {
+            assert_ne!(r.generation, first.generation);
+            break;
+        }
+        assert!(Instant::now() < deadline, "port {port} still reported");
+        generation = r.generation;
+    }
+    let mut s = tokio::net::UnixStream::connect(&fwd)
+        .await
+        .expect("connect");
+    match portfwd::request(&mut s, port).await {
+        Err(PortFwdError::Refused { reason, .. }) => {
+            assert!(reason.contains("refused"), "{reason}")
+        }
+        other => panic!("expected ERR for a closed port, got {other:?}"),
+    }
+    let mut s = tokio::net::UnixStream::connect(&fwd)
+        .await
+        .expect("connect");
+    s.write_all(b"GET / HTTP/1.0\n").await.expect("send");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.expect("read");
+    assert!(
+        rest.is_empty(),
+        "a malformed header gets no answer: {rest:?}"
+    );
+    // The agent still serves.
+    assert!(watch(0, 0).await.generation != 0);
+}

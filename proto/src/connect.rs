@@ -8,10 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use ttrpc::asynchronous::transport::Socket;
 use ttrpc::asynchronous::Client;
+
+use crate::line::{read_line, Line};
 
 /// The guest vsock port hull-agent serves ttrpc on (DESIGN §1).
 pub const AGENT_VSOCK_PORT: u32 = 1024;
@@ -92,34 +94,21 @@ async fn handshake(uds: &Path, port: u32) -> Result<UnixStream, ConnectError> {
     s.write_all(format!("CONNECT {port}\n").as_bytes())
         .await
         .map_err(io)?;
-    // Byte by byte: whatever follows the newline is the guest's, and must stay in the stream.
-    let mut line = Vec::new();
-    loop {
-        let mut b = [0u8; 1];
-        // A peer that closes with our request unread resets the connection: still "closed".
-        let n = match s.read(&mut b).await {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
-            r => r.map_err(io)?,
-        };
-        if n == 0 {
+    let line = match read_line(&mut s, MAX_REPLY).await.map_err(io)? {
+        Line::Closed => {
             return Err(ConnectError::Closed {
                 path: uds.to_path_buf(),
                 port,
-            });
+            })
         }
-        if b[0] == b'\n' {
-            break;
-        }
-        line.push(b[0]);
-        if line.len() > MAX_REPLY {
-            break;
-        }
-    }
+        Line::Text(l) => l,
+        Line::TooLong => b"(a reply line longer than 64 bytes)".to_vec(),
+    };
     let reply = String::from_utf8_lossy(&line);
-    let ok = reply
+    if reply
         .strip_prefix("OK ")
-        .is_some_and(|n| line.len() <= MAX_REPLY && n.parse::<u32>().is_ok());
-    if !ok {
+        .is_none_or(|n| n.parse::<u32>().is_err())
+    {
         return Err(ConnectError::BadReply {
             path: uds.to_path_buf(),
             port,
@@ -131,6 +120,7 @@ async fn handshake(uds: &Path, port: u32) -> Result<UnixStream, ConnectError> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::AsyncReadExt;
     use tokio::net::UnixListener;
 
     use super::*;

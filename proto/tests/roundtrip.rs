@@ -479,6 +479,16 @@ fn network(c: &mut Checker) {
         routes: vec![route],
         ..Default::default()
     });
+    c.check(WatchListenersRequest {
+        generation: 0x8000_0000_0000_0001,
+        wait_ms: 30_000,
+        ..Default::default()
+    });
+    c.check(WatchListenersResponse {
+        generation: u64::MAX,
+        ports: vec![22, 8080, 65535],
+        ..Default::default()
+    });
 }
 
 fn events(c: &mut Checker) {

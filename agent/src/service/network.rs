@@ -15,6 +15,7 @@ use hull_net::{self as net, NetError};
 
 use super::handle;
 use crate::engine::{error::chain, EngineError};
+use crate::portfwd;
 
 /// Serves the Network service.
 #[derive(Debug, Clone, Default)]
@@ -116,6 +117,27 @@ impl Network for NetworkService {
                     .iter()
                     .map(route_to_wire)
                     .collect(),
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    async fn watch_listeners(
+        &self,
+        _c: &TtrpcContext,
+        r: WatchListenersRequest,
+    ) -> ttrpc::Result<WatchListenersResponse> {
+        handle("WatchListeners", async {
+            let wait = std::time::Duration::from_millis(u64::from(r.wait_ms));
+            let (generation, ports) = portfwd::watch(&portfwd::proc_net(), r.generation, wait)
+                .await
+                .map_err(|e| {
+                    EngineError::Internal(format!("read the guest's TCP listeners: {e}"))
+                })?;
+            Ok(WatchListenersResponse {
+                generation,
+                ports: ports.into_iter().map(u32::from).collect(),
                 ..Default::default()
             })
         })

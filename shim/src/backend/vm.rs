@@ -44,6 +44,8 @@ const VMM_STOP_GRACE: Duration = Duration::from_secs(10);
 const VIRTIOFSD_STOP_GRACE: Duration = Duration::from_secs(5);
 /// Per-attempt bound on the hybrid-vsock handshake and the health RPC while booting.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The VM's hybrid vsock socket, in the pod directory.
+const VSOCK_SOCKET: &str = "vsock.sock";
 /// Bytes of each log quoted in a boot failure.
 const LOG_TAIL: usize = 2000;
 
@@ -57,6 +59,8 @@ pub struct VmPod {
     client: ttrpc::asynchronous::Client,
     /// The pod's netns and the CNI links wired to taps in it, to unwire at shutdown.
     wired: Option<Wired>,
+    /// Loopback listeners in the netns for CRI PortForward; pods with a netns only.
+    portfwd: Option<net::PortForwarder>,
     stopping: AtomicBool,
 }
 
@@ -177,6 +181,13 @@ impl VmPod {
         };
         match Self::start(cfg, sid, &spec, size, &mut partial).await {
             Ok((vmm, virtiofsd, client)) => Ok(VmPod {
+                portfwd: partial.wired.as_ref().map(|w| {
+                    net::PortForwarder::start(
+                        client.clone(),
+                        w.netns.clone(),
+                        dir.join(VSOCK_SOCKET),
+                    )
+                }),
                 dir,
                 share: partial
                     .share
@@ -241,7 +252,7 @@ impl VmPod {
             None => None,
         };
 
-        let vsock = dir.join("vsock.sock");
+        let vsock = dir.join(VSOCK_SOCKET);
         let console = dir.join("console.log");
         let vmm_log = dir.join("vmm.log");
         let log = std::fs::File::create(&vmm_log).map_err(io_err("create vmm.log".into()))?;
@@ -490,6 +501,10 @@ impl PodBackend for VmPod {
 
     async fn shutdown(&self) -> Result<(), BackendError> {
         self.stopping.store(true, Ordering::Release);
+        // First: its listeners hold the netns, and its streams run through the VM.
+        if let Some(f) = &self.portfwd {
+            f.stop();
+        }
         let s = self.vmm.stop(VMM_STOP_GRACE).await;
         tracing::info!(status = %s, "hull-vmm stopped");
         self.virtiofsd.stop(VIRTIOFSD_STOP_GRACE).await;

@@ -7,8 +7,10 @@
 //! addresses, the netns' configured routes and static neighbours go to the agent, which
 //! configures the guest with them before any container starts. The link itself is never
 //! renamed or moved: containerd reads the pod's network stats from `eth0` in the netns.
+//! CRI PortForward reaches the guest's servers through [`PortForwarder`].
 
 mod netns;
+mod portfwd;
 mod tap;
 mod tc;
 pub mod wire;
@@ -19,6 +21,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 pub use netns::run_in;
+pub use portfwd::PortForwarder;
 
 /// What [`attach`] found and made.
 #[derive(Debug)]

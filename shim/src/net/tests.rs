@@ -14,10 +14,10 @@ use serde_json::json;
 use super::*;
 
 /// A process holding a fresh network namespace, killed on drop.
-struct Ns(Child);
+pub(super) struct Ns(Child);
 
 impl Ns {
-    fn new() -> Ns {
+    pub(super) fn new() -> Ns {
         let c = Command::new("unshare")
             .args(["--net", "sleep", "120"])
             .stdin(Stdio::null())
@@ -35,7 +35,7 @@ impl Ns {
         panic!("unshare did not make a network namespace");
     }
 
-    fn path(&self) -> PathBuf {
+    pub(super) fn path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/{}/ns/net", self.0.id()))
     }
 }

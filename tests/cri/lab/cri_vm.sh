@@ -12,8 +12,8 @@
 # UpdateContainerResources, an OOM-killed container (reason OOMKilled), a container whose
 # output lands in its CRI log file and whose exit code CRI reports, then stop and remove
 # everything and look for leftovers (processes, pod state, mounts, the pod's network
-# namespace, its cgroup). While both pods run, TCP between them both ways, and between the
-# hull pod and a second, small hull pod.
+# namespace, its cgroup). While both pods run, CRI PortForward to servers in each pod, TCP
+# between them both ways, and between the hull pod and a second, small hull pod.
 # Prints one PASS/FAIL line per check and INFO lines with timings; exits 1 on any FAIL.
 # usage: cri_vm.sh BINDIR HULL_CRI VMLINUX INITRD VIRTIOFSD OUTDIR
 #        (BINDIR holds the shim and hull-vmm; HULL_CRI is the CRI client binary)
@@ -524,11 +524,51 @@ reach() {
 	done
 }
 
+# port_forward KEY: CRI PortForward to c1 of pod KEY. containerd dials localhost in the pod's
+# netns, where with hull nothing of the pod listens (its servers run in the guest; the shim
+# mirrors the guest's localhost listeners there). 1 MiB of random bytes each way through an
+# echo server on the wildcard address, a page from a server bound to 127.0.0.1 only, and a
+# port nothing listens on refused. Servers start just before: with hull the mirror follows
+# within a second, so the first dials are retried.
+port_forward() {
+	local key=$1 rt=${podrt[$1]} pod=${pods[$1]} out=$r/pf-$1.out i t0 ms body
+	[[ -f $r/pf.in ]] || head -c 1048576 /dev/urandom >"$r/pf.in"
+	in_ctr "$rt" "${c1[$key]}" sh -c "mkdir -p /tmp/www && echo from-$key-pod >/tmp/www/f && { nc -ll -p 9000 -e head -c 1048576 </dev/null >/dev/null 2>&1 & } && httpd -p 127.0.0.1:8082 -h /tmp/www </dev/null >/dev/null 2>&1" 2>"$r/err" ||
+		flunk "$key: c1: start the port-forward servers: $(<"$r/err")"
+	for ((i = 0; i < 30; i++)); do
+		t0=$(date +%s%N)
+		cri port-forward "$pod" 9000 <"$r/pf.in" >"$out" 2>"$r/err" && cmp -s "$r/pf.in" "$out" && break
+		sleep 0.5
+	done
+	ms=$(ms_since "$t0")
+	if cmp -s "$r/pf.in" "$out"; then
+		pass "$key: PortForward carries 1 MiB both ways to an echo server in the pod (:9000, ${ms} ms)"
+	else
+		flunk "$key: PortForward to :9000: $(stat -c %s "$out" 2>&1) bytes back; $(<"$r/err")"
+	fi
+	for ((i = 0; i < 30; i++)); do
+		body=$(printf 'GET /f HTTP/1.0\r\n\r\n' | cri port-forward "$pod" 8082 2>"$r/err" | tail -n 1) &&
+			[[ $body == "from-$key-pod" ]] && break
+		sleep 0.5
+	done
+	check "$key: PortForward reaches a server bound to the pod's 127.0.0.1 only (:8082)" "from-$key-pod" "$body"
+	if cri port-forward "$pod" 9 </dev/null >/dev/null 2>"$r/err"; then
+		flunk "$key: PortForward to :9, where nothing listens, succeeded"
+	elif grep -q 'connection refused' "$r/err"; then
+		pass "$key: PortForward to a port nothing listens on is refused"
+	else
+		flunk "$key: PortForward to :9: $(<"$r/err")"
+	fi
+}
+
 # CRI_RUNTIMES narrows a run by hand (e.g. "runc"); the suite runs both. The pods stay up until
 # every scenario ran, so that pods of both runtimes (and two hull pods) can reach each other.
 rts=${CRI_RUNTIMES:-runc hull}
 for rt in $rts; do
 	scenario "$rt"
+done
+for rt in $rts; do
+	[[ -n ${c1[$rt]:-} ]] && port_forward "$rt"
 done
 if [[ -n ${c1[hull]:-} ]]; then
 	if [[ -n ${c1[runc]:-} ]]; then

@@ -223,6 +223,28 @@ impl Cri {
         Ok(())
     }
 
+    /// PortForward of `port` of pod `pod_id`: the URL of the runtime's streaming server to
+    /// open for it (see [`crate::portforward`]).
+    pub async fn port_forward(&mut self, pod_id: &str, port: u16) -> Result<String, CriError> {
+        const RPC: &str = "PortForward";
+        let r = self
+            .rt
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: pod_id.to_owned(),
+                port: vec![i32::from(port)],
+            })
+            .await
+            .map_err(rpc(RPC))?
+            .into_inner();
+        if r.url.is_empty() {
+            return Err(CriError::Incomplete {
+                rpc: RPC,
+                what: "a URL",
+            });
+        }
+        Ok(r.url)
+    }
+
     /// ContainerStats, flattened: cpu_usage_core_ns, memory_working_set_bytes,
     /// memory_usage_bytes, memory_rss_bytes, memory_available_bytes, page_faults,
     /// major_page_faults, writable_layer_used_bytes; a value the runtime left out is null.

@@ -17,14 +17,22 @@
 //!                                    CTR.json)
 //!   stop [--timeout S] ID | rm ID    StopContainer, RemoveContainer
 //!   stopp ID | rmp ID                StopPodSandbox, RemovePodSandbox
+//!   port-forward [--idle S] [--max-bytes N] POD_ID PORT
+//!                                    PortForward: our stdin goes to the pod's PORT and its
+//!                                    answer to our stdout, until the server closes the stream
+//!                                    (or N bytes came back); exits 1 with containerd's error
+//!                                    text, on stderr, if it sent one
 //! ```
 //!
 //! `-f KEY` prints one value of the JSON object as plain text (strings unquoted, null empty).
 //! The JSON files are described in [`config`]. A failed RPC prints
-//! `hull-cri: RPC failed: CODE: message` on stderr and exits 1.
+//! `hull-cri: RPC failed: CODE: message` on stderr and exits 1. The end of port-forward's
+//! stdin does not end the stream (WebSocket has no half-close): the server ends it, or
+//! `--max-bytes`; `--idle` seconds without traffic either way fail it.
 
 mod client;
 mod config;
+mod portforward;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,6 +44,7 @@ use serde_json::Value;
 
 use crate::client::Cri;
 use crate::config::{ContainerJson, PodJson, Resources};
+use crate::portforward::Limits;
 
 #[derive(Debug, Parser)]
 #[command(name = "hull-cri", about = "Small CRI v1 client for hull's CRI suite")]
@@ -116,18 +125,47 @@ enum Cmd {
     Stopp { id: String },
     /// RemovePodSandbox.
     Rmp { id: String },
+    /// PortForward: stdin to the pod's PORT, its answer to stdout.
+    PortForward {
+        /// Fail after this many seconds without traffic in either direction (and bound the
+        /// WebSocket upgrade).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        idle: u64,
+        /// Close the stream ourselves once this many bytes came back (for a server that never
+        /// closes).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        max_bytes: Option<u64>,
+        pod_id: String,
+        #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+    },
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
-        Ok(code) => code,
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
         Err(e) => {
-            eprintln!("hull-cri: {}", message(&e));
-            ExitCode::FAILURE
+            eprintln!("hull-cri: start the runtime: {e}");
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    let code = rt.block_on(async {
+        match run(args).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("hull-cri: {}", message(&e));
+                ExitCode::FAILURE
+            }
+        }
+    });
+    // tokio reads stdin with a blocking read(2) on a thread of its own that nothing can
+    // cancel; a port-forward that ends before its stdin must not wait for it on the way out.
+    rt.shutdown_background();
+    code
 }
 
 /// The error and its causes on one line; tonic's transport errors repeat their cause.
@@ -210,6 +248,27 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Cmd::Rm { id } => cri.remove(&id).await?,
         Cmd::Stopp { id } => cri.stop_pod(&id).await?,
         Cmd::Rmp { id } => cri.remove_pod(&id).await?,
+        Cmd::PortForward {
+            idle,
+            max_bytes,
+            pod_id,
+            port,
+        } => {
+            let idle = Duration::from_secs(idle);
+            let url = cri.port_forward(&pod_id, port).await?;
+            let ws = portforward::connect(&url, port, idle)
+                .await
+                .context("port-forward")?;
+            let limits = Limits { idle, max_bytes };
+            let out =
+                portforward::forward(ws, port, tokio::io::stdin(), tokio::io::stdout(), limits)
+                    .await
+                    .context("port-forward")?;
+            if let Some(text) = out.error {
+                eprintln!("hull-cri: port-forward: {}", text.trim_end());
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
