@@ -6,9 +6,11 @@
 //! `hullctl api --sock PATH METHOD PATH [JSON]` sends one request to the VMM API socket.
 //! `hullctl sandbox-create|run|exec|rm|sandbox-destroy` drive containers through the agent
 //! (see [`agent`]); `run` and `exec` stream the process's output and exit with its status.
+//! `hullctl task-stats --address ADDR ID` prints a shim's Task.Stats reply as JSON ([`task`]).
 
 mod agent;
 mod bench;
+mod task;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -126,6 +128,18 @@ enum Cmd {
         #[command(flatten)]
         to: AgentAddr,
         #[arg(long)]
+        id: String,
+    },
+    /// Task.Stats of a task, straight from its shim, as JSON (pids, CPU, memory, interfaces).
+    TaskStats {
+        /// The shim's socket: the content of the task's `address` file in containerd's state
+        /// directory (`unix:///run/containerd/s/...`).
+        #[arg(long)]
+        address: String,
+        /// Timeout of the RPC, in seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// The task (container) id.
         id: String,
     },
 }
@@ -299,7 +313,9 @@ async fn container_cmd(cmd: &Cmd) -> anyhow::Result<i32> {
             bench::run(unix, rootfs, (*n).max(1), *stdout_mib).await?;
             Ok(0)
         }
-        Cmd::AgentHealth { .. } | Cmd::Api { .. } => unreachable!("handled in main"),
+        Cmd::AgentHealth { .. } | Cmd::Api { .. } | Cmd::TaskStats { .. } => {
+            unreachable!("handled in main")
+        }
     }
 }
 
@@ -337,6 +353,16 @@ fn main() {
                 path,
                 body,
             } => api(sock, method, path, body.as_deref()).await.map(ok_code),
+            Cmd::TaskStats {
+                address,
+                timeout,
+                id,
+            } => task::stats(address, id, Duration::from_secs(*timeout))
+                .await
+                .map(|j| {
+                    println!("{j}");
+                    0
+                }),
             other => container_cmd(other).await,
         }
     });

@@ -87,8 +87,8 @@ pub fn virtiofsd() -> Result<PathBuf, SuiteError> {
     key_path(&cmd, &out, "virtiofsd")
 }
 
-/// What a pod in a VM needs on the host: the shim and hull-vmm (built, in one directory), the
-/// guest image and virtiofsd.
+/// What a pod in a VM needs on the host: the shim, hull-vmm and hullctl (built, in one
+/// directory), the guest image and virtiofsd.
 #[derive(Debug)]
 pub struct PodStack {
     pub bin_dir: PathBuf,
@@ -100,6 +100,8 @@ pub struct PodStack {
 pub fn pod_stack() -> Result<PodStack, SuiteError> {
     let shim = build_bin("containerd-shim-hull-v2")?;
     build_bin("hull-vmm")?;
+    // Lab scripts ask the shim and the agent directly with it (e.g. Task.Stats).
+    build_bin("hullctl")?;
     let bin_dir = shim.parent().unwrap_or(Path::new(".")).to_path_buf();
     Ok(PodStack {
         bin_dir,
