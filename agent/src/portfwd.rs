@@ -9,18 +9,21 @@
 //! `portfwd`), then the agent dials localhost:n in the guest and copies both ways.
 //!
 //! Listeners are found by reading `/proc/net/tcp{,6}`: Linux has no notification for a new
-//! listening socket, and the sock_diag netlink dump says nothing more for this. The poll runs
-//! only while a `WatchListeners` call waits.
+//! listening socket. A sock_diag dump filtered to listeners would walk fewer sockets; a pod's
+//! guest has few, and the text tables need no netlink code. The poll runs only while a
+//! `WatchListeners` call waits.
 
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hull_proto::portfwd;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
 
 use crate::config::ListenAddr;
@@ -34,6 +37,9 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on a host that connects and never sends its header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Port-forward streams open at once; more are closed at once (the host resets its client).
+/// Each holds two of the agent's fds, and the agent's must stay available to its containers.
+const MAX_STREAMS: usize = 256;
 /// `st` of a listening socket in `/proc/net/tcp` (TCP_LISTEN).
 const TCP_LISTEN: &str = "0A";
 
@@ -45,10 +51,10 @@ pub fn proc_net() -> PathBuf {
 /// The TCP ports listening on a wildcard or loopback address: exactly those a dial of
 /// `localhost` reaches (a server bound only to the pod IP is not reachable that way, as with
 /// runc). IPv4 and IPv6 together.
-pub fn listening_ports(proc_net: &Path) -> std::io::Result<BTreeSet<u16>> {
+pub async fn listening_ports(proc_net: &Path) -> std::io::Result<BTreeSet<u16>> {
     let mut ports = BTreeSet::new();
     for file in ["tcp", "tcp6"] {
-        match std::fs::read_to_string(proc_net.join(file)) {
+        match tokio::fs::read_to_string(proc_net.join(file)).await {
             Ok(text) => ports.extend(parse(&text)),
             // A kernel without IPv6 has no tcp6.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && file == "tcp6" => {}
@@ -75,7 +81,8 @@ fn parse(text: &str) -> impl Iterator<Item = u16> + '_ {
 }
 
 /// Whether a local address of the table (hex, in the kernel's in-memory byte order: each
-/// 32-bit word printed as a host-endian number) accepts a dial of 127.0.0.1 or ::1.
+/// 32-bit word printed as a host-endian number) accepts a dial of 127.0.0.1 or ::1, the two
+/// addresses the agent dials (a server on 127.0.0.2 would not be reached: not reported).
 fn reachable_from_localhost(hex: &str) -> bool {
     let words = match hex.len() {
         8 | 32 => hex
@@ -97,7 +104,7 @@ fn reachable_from_localhost(hex: &str) -> bool {
     match bytes.len() {
         4 => {
             let ip = Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]);
-            ip.is_unspecified() || ip.is_loopback()
+            ip.is_unspecified() || ip == Ipv4Addr::LOCALHOST
         }
         16 => {
             let mut b = [0u8; 16];
@@ -107,7 +114,7 @@ fn reachable_from_localhost(hex: &str) -> bool {
                 || ip.is_loopback()
                 || ip
                     .to_ipv4_mapped()
-                    .is_some_and(|v4| v4.is_loopback() || v4.is_unspecified())
+                    .is_some_and(|v4| v4 == Ipv4Addr::LOCALHOST || v4.is_unspecified())
         }
         _ => false,
     }
@@ -129,7 +136,7 @@ pub async fn watch(
 ) -> std::io::Result<(u64, BTreeSet<u16>)> {
     let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
     loop {
-        let ports = listening_ports(proc_net)?;
+        let ports = listening_ports(proc_net).await?;
         let generation = generation(&ports);
         if generation != known || tokio::time::Instant::now() >= deadline {
             return Ok((generation, ports));
@@ -156,7 +163,7 @@ where
             return;
         }
     };
-    let mut conn = match dial(port).await {
+    let conn = match dial(port).await {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(port, "port-forward: {e}");
@@ -167,40 +174,55 @@ where
     if portfwd::reply(&mut stream, Ok(())).await.is_err() {
         return;
     }
-    if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut conn).await {
-        tracing::debug!(port, "port-forward stream ended: {e}");
-    }
+    portfwd::splice(stream, conn).await;
 }
 
-/// Binds the port-forward listener and serves each stream in a task of its own. The
-/// listener's task runs until the runtime ends; an accept error other than a transient one
+/// Binds the port-forward listener and serves each stream in a task of its own, at most
+/// [`MAX_STREAMS`] at once. The listener's task runs until the runtime ends; an accept error
 /// is logged and retried after a pause rather than ending port-forward for the pod.
 pub fn start(addr: &ListenAddr) -> std::io::Result<()> {
+    let limit = Arc::new(Semaphore::new(MAX_STREAMS));
     match addr {
         ListenAddr::Vsock { port } => {
             let l = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, *port))?;
             tokio::spawn(async move {
                 loop {
-                    match l.accept().await {
-                        Ok((s, _)) => drop(tokio::spawn(serve(s))),
-                        Err(e) => accept_failed(e).await,
-                    }
+                    admit(l.accept().await.map(|(s, _)| s), &limit).await;
                 }
             });
         }
         ListenAddr::Unix(path) => {
+            // Host mode: a socket file left by a killed agent would fail the bind.
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             let l = tokio::net::UnixListener::bind(path)?;
             tokio::spawn(async move {
                 loop {
-                    match l.accept().await {
-                        Ok((s, _)) => drop(tokio::spawn(serve(s))),
-                        Err(e) => accept_failed(e).await,
-                    }
+                    admit(l.accept().await.map(|(s, _)| s), &limit).await;
                 }
             });
         }
     }
     Ok(())
+}
+
+/// Serves one accepted stream if the limit allows; closes it otherwise.
+async fn admit<S>(accepted: std::io::Result<S>, limit: &Arc<Semaphore>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match accepted {
+        Ok(s) => match limit.clone().try_acquire_owned() {
+            Ok(permit) => drop(tokio::spawn(async move {
+                serve(s).await;
+                drop(permit);
+            })),
+            Err(_) => tracing::warn!("port-forward: {MAX_STREAMS} streams open; closing a new one"),
+        },
+        Err(e) => accept_failed(e).await,
+    }
 }
 
 async fn accept_failed(e: std::io::Error) {
@@ -232,14 +254,15 @@ mod tests {
     use super::*;
 
     // Captured from a 6.12 kernel: 0.0.0.0:80 and 127.0.0.1:8080 listening, 10.88.0.5:9000
-    // listening (pod IP only), an established 127.0.0.1:8080 connection, and a socket in
-    // TIME_WAIT on 0.0.0.0:81.
+    // listening (pod IP only), an established 127.0.0.1:8080 connection, a socket in
+    // TIME_WAIT on 0.0.0.0:81, and 127.0.0.2:9001 listening (the agent dials 127.0.0.1 only).
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1001 1 0000000000000000 100 0 0 10 0
    1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1002 1 0000000000000000 100 0 0 10 0
    2: 0500580A:2328 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1003 1 0000000000000000 100 0 0 10 0
    3: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 1004 1 0000000000000000 20 4 30 10 -1
    4: 00000000:0051 00000000:0000 06 00000000:00000000 03:00000FA0 00000000     0        0 0 3 0000000000000000
+   5: 0200007F:2329 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1005 1 0000000000000000 100 0 0 10 0
 ";
     // [::]:443, [::1]:5000, [fd88::5]:6000 (pod IP only), [::ffff:127.0.0.1]:7000 listening.
     const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -260,20 +283,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn both_tables_together_and_generations_name_sets() {
+    #[tokio::test]
+    async fn both_tables_together_and_generations_name_sets() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("tcp"), TCP).expect("write");
         let v4: BTreeSet<u16> = [80, 8080].into();
-        assert_eq!(listening_ports(dir.path()).expect("read"), v4);
+        assert_eq!(listening_ports(dir.path()).await.expect("read"), v4);
         std::fs::write(dir.path().join("tcp6"), TCP6).expect("write");
         let both: BTreeSet<u16> = [80, 443, 5000, 7000, 8080].into();
-        assert_eq!(listening_ports(dir.path()).expect("read"), both);
+        assert_eq!(listening_ports(dir.path()).await.expect("read"), both);
         assert_eq!(generation(&both), generation(&both.clone()));
         assert_ne!(generation(&both), generation(&v4));
         assert_ne!(generation(&BTreeSet::new()), 0);
         std::fs::remove_file(dir.path().join("tcp")).expect("rm");
-        assert!(listening_ports(dir.path()).is_err());
+        assert!(listening_ports(dir.path()).await.is_err());
     }
 
     #[tokio::test]

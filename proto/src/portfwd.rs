@@ -2,9 +2,11 @@
 //! [`PORTFWD_VSOCK_PORT`]. For each TCP connection it forwards, the host opens one hybrid
 //! vsock connection to that port and writes `PORT <n>\n`; the agent dials localhost:n in the
 //! guest and answers `OK\n`, or `ERR <reason>\n` and closes. After `OK` the stream carries the
-//! TCP connection's bytes both ways.
+//! TCP connection's bytes both ways ([`splice`] on both ends).
 //!
 //! This is the only copy of the header's format: the agent serves it, the shim speaks it.
+
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -12,6 +14,13 @@ use crate::line::{read_line, Line};
 
 /// The guest vsock port the agent serves port-forward streams on.
 pub const PORTFWD_VSOCK_PORT: u32 = 1025;
+
+/// Once one direction of a forwarded connection has ended, how long the other may go on
+/// before both are closed. containerd gives a PortForward stream the same second; hull-vmm
+/// turns a host-side end of stream into a full vsock shutdown, so a longer half-closed life
+/// is not possible through the VM anyway, and a peer that never closes must not hold the
+/// stream (and its fds on both sides) for the pod's life.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Longest header line accepted (`ERR` reasons are cut to fit).
 const MAX_LINE: usize = 200;
@@ -78,6 +87,30 @@ pub async fn reply<S: AsyncWrite + Unpin>(
     s.flush().await
 }
 
+/// Copies both ways between `a` and `b` until both directions have ended, or one has and
+/// [`CLOSE_GRACE`] has passed since. An end of stream is passed on as a write shutdown.
+pub async fn splice<A, B>(a: A, b: B)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let a_to_b = async {
+        let _ = tokio::io::copy(&mut ar, &mut bw).await;
+        let _ = bw.shutdown().await;
+    };
+    let b_to_a = async {
+        let _ = tokio::io::copy(&mut br, &mut aw).await;
+        let _ = aw.shutdown().await;
+    };
+    tokio::pin!(a_to_b, b_to_a);
+    tokio::select! {
+        () = &mut a_to_b => { let _ = tokio::time::timeout(CLOSE_GRACE, &mut b_to_a).await; }
+        () = &mut b_to_a => { let _ = tokio::time::timeout(CLOSE_GRACE, &mut a_to_b).await; }
+    }
+}
+
 async fn header<S: AsyncRead + Unpin>(s: &mut S) -> Result<String, PortFwdError> {
     match read_line(s, MAX_LINE).await? {
         Line::Text(l) => Ok(String::from_utf8_lossy(&l).into_owned()),
@@ -122,6 +155,37 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn splice_passes_an_end_on_and_bounds_the_other_direction() {
+        // Client half-closes; the server answers within the grace and closes: all arrives.
+        let (client, mut c) = tokio::io::duplex(64);
+        let (server, mut s) = tokio::io::duplex(64);
+        let fwd = tokio::spawn(splice(client, server));
+        c.write_all(b"ping").await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"ping");
+        s.write_all(b"pong").await.unwrap();
+        drop(s);
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"pong");
+        fwd.await.unwrap();
+
+        // A server that never closes after the client's end: the splice ends after the grace.
+        let (client, mut c) = tokio::io::duplex(64);
+        let (server, _s) = tokio::io::duplex(64);
+        let t0 = std::time::Instant::now();
+        let fwd = tokio::spawn(splice(client, server));
+        c.shutdown().await.unwrap();
+        tokio::time::timeout(CLOSE_GRACE * 5, fwd)
+            .await
+            .expect("splice ended")
+            .unwrap();
+        assert!(t0.elapsed() >= CLOSE_GRACE);
     }
 
     #[tokio::test]

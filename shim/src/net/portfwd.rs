@@ -15,13 +15,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hull_proto::network::WatchListenersRequest;
 use hull_proto::network_ttrpc::NetworkClient;
 use hull_proto::portfwd;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::NetError;
@@ -38,6 +39,9 @@ const MIN_INTERVAL: Duration = Duration::from_millis(250);
 /// At most this many ports are mirrored (each costs two sockets in the shim); a guest that
 /// reports more gets its lowest ports mirrored and one warning.
 const MAX_PORTS: usize = 256;
+/// Forwarded connections open at once per pod; more are reset. Each holds a hull-vmm vsock
+/// connection and two agent fds.
+const MAX_CONNECTIONS: usize = 256;
 /// Bound on opening the vsock stream and the agent's answer to its header.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -84,6 +88,9 @@ impl Drop for Mirrored {
 async fn run(agent: NetworkClient, netns: PathBuf, vsock: PathBuf, stopped: watch::Receiver<bool>) {
     let mut generation = 0;
     let mut open: BTreeMap<u16, Mirrored> = BTreeMap::new();
+    // Ports whose bind failed, said once; they are tried again with each new answer.
+    let mut unbindable: BTreeSet<u16> = BTreeSet::new();
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut warned = false;
     loop {
         let next = tokio::time::Instant::now() + MIN_INTERVAL;
@@ -128,20 +135,40 @@ async fn run(agent: NetworkClient, netns: PathBuf, vsock: PathBuf, stopped: watc
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "port-forward listeners");
-                tokio::time::sleep(RETRY).await;
+                // Ask again soon instead of after a whole long poll.
+                generation = 0;
                 continue;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "port-forward listeners");
+                generation = 0;
                 continue;
             }
         };
+        let mut mirrored = Vec::new();
         for (port, listeners) in bound {
-            let tasks = listeners
-                .into_iter()
-                .map(|l| tokio::spawn(accept_loop(l, port, vsock.clone(), stopped.clone())))
-                .collect();
-            open.insert(port, Mirrored(tasks));
+            match listeners {
+                Ok(listeners) => {
+                    unbindable.remove(&port);
+                    mirrored.push(port);
+                    let tasks = listeners
+                        .into_iter()
+                        .map(|l| {
+                            let ctx = (vsock.clone(), stopped.clone(), limit.clone());
+                            tokio::spawn(accept_loop(l, port, ctx))
+                        })
+                        .collect();
+                    open.insert(port, Mirrored(tasks));
+                }
+                Err(why) => {
+                    if unbindable.insert(port) {
+                        tracing::warn!(port, %why, "port-forward: cannot mirror guest port (tried again when the guest's listeners change)");
+                    }
+                }
+            }
+        }
+        if !mirrored.is_empty() {
+            tracing::info!(ports = ?mirrored, "port-forward: mirroring guest ports");
         }
     }
 }
@@ -151,49 +178,47 @@ fn cap(ports: BTreeSet<u16>) -> BTreeSet<u16> {
     ports.into_iter().take(MAX_PORTS).collect()
 }
 
-/// Binds 127.0.0.1:P and [::1]:P for each port in the netns. An address that cannot be bound
-/// (the port taken in the netns, no ::1 there) is logged and left out; a port is tried again
-/// only after it left the guest's set and came back, so a bad port costs one line, not one per
-/// watch.
-fn bind_in(
-    netns: &Path,
-    ports: Vec<u16>,
-) -> Result<Vec<(u16, Vec<std::net::TcpListener>)>, NetError> {
+/// A port's listeners, or why 127.0.0.1:P could not be bound.
+type Bound = Result<Vec<std::net::TcpListener>, String>;
+
+/// Binds 127.0.0.1:P and [::1]:P for each port in the netns: `Ok` with the listeners made
+/// (IPv4 at least: containerd dials it first; ::1 is absent where IPv6 is off), `Err` with the
+/// reason when 127.0.0.1:P could not be bound (the port taken in the netns, no loopback).
+fn bind_in(netns: &Path, ports: Vec<u16>) -> Result<Vec<(u16, Bound)>, NetError> {
     super::run_in(netns, move || async move {
-        let mut out = Vec::new();
-        for port in ports {
-            let mut ls = Vec::new();
-            let mut failed = Vec::new();
-            for ip in [
-                std::net::IpAddr::from(Ipv4Addr::LOCALHOST),
-                Ipv6Addr::LOCALHOST.into(),
-            ] {
-                let addr = SocketAddr::new(ip, port);
-                match std::net::TcpListener::bind(addr).and_then(|l| {
-                    l.set_nonblocking(true)?;
-                    Ok(l)
-                }) {
-                    Ok(l) => ls.push(l),
-                    Err(e) => failed.push(format!("{addr}: {e}")),
-                }
-            }
-            if failed.is_empty() {
-                tracing::info!(port, "port-forward: mirroring guest port");
-            } else {
-                tracing::warn!(port, listeners = ls.len(), failed = %failed.join("; "), "port-forward: guest port mirrored in part or not at all");
-            }
-            out.push((port, ls));
-        }
-        Ok(out)
+        let bind = |addr: SocketAddr| {
+            std::net::TcpListener::bind(addr).and_then(|l| {
+                l.set_nonblocking(true)?;
+                Ok(l)
+            })
+        };
+        Ok(ports
+            .into_iter()
+            .map(|port| {
+                let v4 = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+                let v6 = SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port);
+                let r = match bind(v4) {
+                    Ok(l4) => {
+                        let mut ls = vec![l4];
+                        match bind(v6) {
+                            Ok(l6) => ls.push(l6),
+                            Err(e) => tracing::debug!(%v6, error = %e, "port-forward listener"),
+                        }
+                        Ok(ls)
+                    }
+                    Err(e) => Err(format!("{v4}: {e}")),
+                };
+                (port, r)
+            })
+            .collect())
     })
 }
 
-async fn accept_loop(
-    l: std::net::TcpListener,
-    port: u16,
-    vsock: PathBuf,
-    stopped: watch::Receiver<bool>,
-) {
+/// What every accepted connection of a pod needs: the VM's vsock socket, the stop signal and
+/// the pod's connection limit.
+type ConnCtx = (PathBuf, watch::Receiver<bool>, Arc<Semaphore>);
+
+async fn accept_loop(l: std::net::TcpListener, port: u16, (vsock, stopped, limit): ConnCtx) {
     let l = match TcpListener::from_std(l) {
         Ok(l) => l,
         Err(e) => {
@@ -204,12 +229,21 @@ async fn accept_loop(
     loop {
         match l.accept().await {
             Ok((c, _)) => {
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    tracing::warn!(
+                        port,
+                        "port-forward: {MAX_CONNECTIONS} connections open; resetting a new one"
+                    );
+                    let _ = c.set_zero_linger();
+                    continue;
+                };
                 let (vsock, mut stopped) = (vsock.clone(), stopped.clone());
                 tokio::spawn(async move {
                     tokio::select! {
-                        _ = forward(c, port, &vsock) => {}
+                        () = forward(c, port, &vsock) => {}
                         _ = stopped.wait_for(|s| *s) => {}
                     }
+                    drop(permit);
                 });
             }
             Err(e) => {
@@ -221,7 +255,7 @@ async fn accept_loop(
 }
 
 /// Forwards one accepted connection to the guest's localhost:`port`.
-async fn forward(mut c: TcpStream, port: u16, vsock: &Path) {
+async fn forward(c: TcpStream, port: u16, vsock: &Path) {
     let guest = async {
         let mut s =
             hull_proto::connect_stream(vsock, hull_proto::PORTFWD_VSOCK_PORT, CONNECT_TIMEOUT)
@@ -234,11 +268,7 @@ async fn forward(mut c: TcpStream, port: u16, vsock: &Path) {
         Ok::<_, String>(s)
     };
     match guest.await {
-        Ok(mut s) => {
-            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut s).await {
-                tracing::debug!(port, error = %e, "port-forward connection ended");
-            }
-        }
+        Ok(s) => portfwd::splice(c, s).await,
         Err(e) => {
             tracing::info!(port, error = %e, "port-forward: refused");
             // A reset, not an orderly close: the dialer learns the guest refused.
