@@ -41,7 +41,10 @@ pub async fn stats(address: &str, id: &str, timeout: Duration) -> anyhow::Result
     let any = reply.stats.into_option().context("Task.Stats: no stats")?;
     let kind = any.type_url.rsplit('/').next().unwrap_or_default();
     if kind != METRICS_V2 {
-        bail!("Task.Stats: stats of type {:?}, not {METRICS_V2}", any.type_url);
+        bail!(
+            "Task.Stats: stats of type {:?}, not {METRICS_V2}",
+            any.type_url
+        );
     }
     let m = Metrics::parse_from_bytes(&any.value).context("decode the metrics")?;
     Ok(to_json(&m))
