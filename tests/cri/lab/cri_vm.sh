@@ -601,6 +601,12 @@ for rt in $rts; do
 	[[ -n ${c1[$rt]:-} ]] && port_forward "$rt"
 done
 [[ -n ${c1[hull]:-} ]] && net_stats hull
+# bench/net/run: throughput and latency of both pods, measured while they are up.
+if [[ ${CRI_NET_BENCH:-0} == 1 && -n ${c1[hull]:-} && -n ${c1[runc]:-} ]]; then
+	# shellcheck source=../../../bench/net/measure.sh
+	source "$repo/bench/net/measure.sh"
+	net_bench
+fi
 if [[ -n ${c1[hull]:-} ]]; then
 	if [[ -n ${c1[runc]:-} ]]; then
 		reach hull runc

@@ -1,15 +1,18 @@
 //! The virtio-net device as the guest sees it (virtio spec 5.1): type 1, one RX and one TX
-//! queue, features MAC and MTU, a read-only config space. Activation happens on the vCPU
+//! queue, the features of [`offload::OFFERED`], a read-only config space. Activation happens on the vCPU
 //! thread that sets DRIVER_OK; it only hands over to the event loop through `activate_evt`, so
 //! every tap ioctl after the build runs on the VMM thread (and its seccomp filter).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU};
+use virtio_queue::QueueT;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::metrics::NetMetrics;
+use super::offload::{self, Negotiated};
+use super::rxtx::RxChain;
 use super::tap::Tap;
 use super::{NetError, ETH_HLEN, MAX_FRAME, VLAN_HLEN, VNET_HDR_LEN};
 use crate::config::NetConfig;
@@ -77,8 +80,12 @@ pub struct Net {
     /// The event loop has finished activation; until then neither queue is served.
     pub(super) started: bool,
     pub(super) watch: TapWatch,
-    /// One frame with its header, either way (M1 copies; zero copy comes with offloads).
-    pub(super) buf: Vec<u8>,
+    /// What the driver accepted; set when the device starts.
+    pub(super) neg: Negotiated,
+    /// RX chains taken from the ring, oldest first, waiting for frames: the device takes
+    /// every chain the guest posts, so the ring's avail event (event indices) always points
+    /// past the last one, and a frame needing several mergeable buffers can wait for them.
+    pub(super) rx_pending: VecDeque<RxChain>,
     pub(super) metrics: NetMetrics,
 }
 
@@ -101,35 +108,46 @@ impl Net {
         config[0..6].copy_from_slice(&mac);
         config[8..10].copy_from_slice(&1u16.to_le_bytes());
         config[10..12].copy_from_slice(&mtu.to_le_bytes());
-        let features = (1 << VIRTIO_NET_F_MAC) | (1 << VIRTIO_NET_F_MTU);
         Ok(Net {
-            state: DeviceState::new(2, QUEUE_SIZE, features)?,
+            state: DeviceState::new(2, QUEUE_SIZE, offload::OFFERED)?,
             tap,
             config,
             mtu,
             activate_evt: EventFd::new(EFD_NONBLOCK)?,
             started: false,
             watch: TapWatch::default(),
-            buf: vec![0u8; MAX_FRAME],
+            neg: Negotiated::default(),
+            rx_pending: VecDeque::new(),
             metrics: NetMetrics::default(),
         })
     }
 
-    /// Smallest RX buffer that holds any frame the tap may deliver: header, Ethernet header, a
-    /// VLAN tag and the MTU (1530 bytes at MTU 1500, the size of Linux's small buffers).
-    pub(super) fn min_rx_buffer(&self) -> u64 {
-        (VNET_HDR_LEN + ETH_HLEN + VLAN_HLEN + usize::from(self.mtu)) as u64
+    /// Room one received frame may need: header, Ethernet header, a VLAN tag and the MTU
+    /// (1530 bytes at MTU 1500, the size of Linux's small buffers), or a whole 64 KiB segment
+    /// when the guest takes TSO. Without mergeable buffers each RX chain must hold this much;
+    /// with them, the chains gathered for one frame together.
+    pub(super) fn rx_frame_room(&self) -> u64 {
+        if self.neg.guest_gso() {
+            MAX_FRAME as u64
+        } else {
+            (VNET_HDR_LEN + ETH_HLEN + VLAN_HLEN + usize::from(self.mtu)) as u64
+        }
     }
 
-    /// Event-loop half of activation: clear the tap's offloads (the guest accepted none, and
-    /// a tap handed over may carry an earlier user's settings), then serve both queues.
+    /// Event-loop half of activation: tell the tap which offloads the guest accepted (a tap
+    /// handed over may carry an earlier user's settings), switch the queues to event indices
+    /// if accepted, then serve both queues.
     pub(super) fn start(&mut self) {
         if self.started || self.state.active.is_none() {
             return;
         }
-        if let Err(e) = self.tap.set_offload(0) {
+        self.neg = Negotiated::from_acked(self.state.acked_features);
+        if let Err(e) = self.tap.set_offload(self.neg.tap_offload()) {
             self.fail(&format!("cannot set offloads: {e}"));
             return;
+        }
+        for q in &mut self.state.queues {
+            q.set_event_idx(self.neg.event_idx);
         }
         self.started = true;
         self.watch.rx_wanted = true;

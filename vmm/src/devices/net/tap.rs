@@ -1,14 +1,14 @@
 //! The host end of a virtio-net device: a tap file descriptor that carries virtio-net headers.
-//! This is the net device's only file with `unsafe`: the tap ioctls and taking over a file
-//! descriptor the caller handed to hull-vmm.
+//! This is the net device's only file with `unsafe`: the tap ioctls, taking over a file
+//! descriptor the caller handed to hull-vmm, and vectored I/O between the tap and guest memory.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use libc::{c_char, c_int, c_short, c_uint};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use vm_memory::VolatileSlice;
 
 /// `virtio_net_hdr_v1`: what VIRTIO_F_VERSION_1 makes every frame start with, `num_buffers`
 /// included (spec 5.1.6), so the tap and the guest use the same 12 bytes.
@@ -158,14 +158,83 @@ impl Tap {
         &self.name
     }
 
-    /// Reads one frame (header included); `WouldBlock` when the tap has none.
-    pub fn read_frame(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        (&self.file).read(buf)
+    /// Reads one frame (header included) straight into guest memory, spread over `bufs` in
+    /// order; `WouldBlock` when the tap has none. A frame longer than `bufs` is cut (the tap
+    /// drops the rest): callers offer room for the largest frame they accepted.
+    pub fn read_frame_into(&self, bufs: &[VolatileSlice<'_, ()>]) -> std::io::Result<usize> {
+        with_iovecs(&[], bufs, |iov, n| {
+            // SAFETY: `iov` holds `n` iovecs, each pointing at a live, writable part of guest
+            // memory (see `with_iovecs`); readv writes at most their lengths.
+            unsafe { libc::readv(self.file.as_raw_fd(), iov, n) }
+        })
     }
 
-    /// Writes one frame (header included) in one `write(2)`, as the tap requires.
-    pub fn write_frame(&self, buf: &[u8]) -> std::io::Result<usize> {
-        (&self.file).write(buf)
+    /// Writes one frame in one `writev(2)`, as the tap requires: `hdr` (the virtio-net header,
+    /// in our memory, so the guest cannot change it while the kernel parses it) and the frame
+    /// itself straight from guest memory.
+    pub fn write_frame_from(
+        &self,
+        hdr: &[u8; VNET_HDR_LEN],
+        bufs: &[VolatileSlice<'_, ()>],
+    ) -> std::io::Result<usize> {
+        with_iovecs(hdr, bufs, |iov, n| {
+            // SAFETY: `iov` holds `n` iovecs, each pointing at live memory (see `with_iovecs`);
+            // writev only reads them.
+            unsafe { libc::writev(self.file.as_raw_fd(), iov, n) }
+        })
+    }
+}
+
+/// Plain-buffer I/O for the device-model bench's peer (and tests): one frame, header included.
+#[cfg(any(test, feature = "bench"))]
+impl Tap {
+    pub fn read_frame_into_buf(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::io::Read::read(&mut &self.file, buf)
+    }
+
+    pub fn write_frame_from_buf(&self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::Write::write(&mut &self.file, buf)
+    }
+}
+
+/// Calls `f(iov, n)` with iovecs for `head` (our memory, may be empty) and then each guest
+/// memory slice; the pointers are valid for the call: `head` is borrowed and vm-memory's
+/// guards of the slices are held until `f` returns. The kernel copies to or from them during
+/// the call and keeps nothing after it.
+fn with_iovecs(
+    head: &[u8],
+    bufs: &[VolatileSlice<'_, ()>],
+    f: impl FnOnce(*const libc::iovec, c_int) -> isize,
+) -> std::io::Result<usize> {
+    if bufs.len() + 1 > IOV_MAX {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let guards: Vec<_> = bufs.iter().map(VolatileSlice::ptr_guard_mut).collect();
+    let mut iov = Vec::with_capacity(guards.len() + 1);
+    if !head.is_empty() {
+        iov.push(libc::iovec {
+            iov_base: head.as_ptr().cast_mut().cast(),
+            iov_len: head.len(),
+        });
+    }
+    iov.extend(guards.iter().map(|g| libc::iovec {
+        iov_base: g.as_ptr().cast(),
+        iov_len: g.len(),
+    }));
+    let n = c_int::try_from(iov.len()).unwrap_or(c_int::MAX);
+    let ret = f(iov.as_ptr(), n);
+    // errno before anything else can change it (the guards are dropped after).
+    let res = usize::try_from(ret).map_err(|_| std::io::Error::last_os_error());
+    drop(guards);
+    res
+}
+
+/// The kernel's limit on iovecs per call (UIO_MAXIOV).
+const IOV_MAX: usize = 1024;
+
+impl std::os::fd::AsFd for Tap {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
     }
 }
 

@@ -15,12 +15,13 @@ use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::offload::{self, GSO_NONE};
 use super::*;
 use crate::device_manager::bus::{lock, BusDevice};
 use crate::devices::virtio::chain::test_util::{desc, NEXT, WRITE};
 use crate::devices::virtio::mmio::{MmioTransport, STATUS_ACKNOWLEDGE, STATUS_DRIVER};
 use crate::devices::virtio::mmio::{STATUS_DRIVER_OK, STATUS_FEATURES_OK};
-use crate::devices::virtio::{IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::devices::virtio::{IrqTrigger, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1};
 use crate::vstate::memory::{self, GuestMemoryMmap};
 
 const TAP: &str = "hullnet0";
@@ -102,7 +103,13 @@ fn rig(mem: &GuestMemoryMmap) -> Rig<'_> {
 
 /// A started device: what the event loop does on the activation event.
 fn started(mem: &GuestMemoryMmap) -> Rig<'_> {
+    started_with(mem, 0)
+}
+
+/// A started device whose driver accepted `acked` (virtio-net feature bits).
+fn started_with(mem: &GuestMemoryMmap, acked: u64) -> Rig<'_> {
     let mut r = rig(mem);
+    r.dev.state.acked_features = acked | VIRTIO_F_VERSION_1;
     assert_eq!(r.dev.activate_evt.read().unwrap(), 1);
     r.dev.start();
     assert!(r.dev.started);
@@ -227,10 +234,12 @@ fn config_space_and_features() {
         assert_eq!(w, [0, 0], "status (no STATUS feature)");
         dev.read_config(11, &mut w);
         assert_eq!(w, [0, 0], "reads past the end are zero");
-        assert_eq!(dev.avail_features(), F_MAC | F_MTU);
+        assert_eq!(dev.avail_features(), offload::OFFERED);
+        assert_ne!(offload::OFFERED & F_MAC, 0);
+        assert_ne!(offload::OFFERED & F_MTU, 0);
 
-        // Through the transport: a driver taking everything offered gets MAC, MTU and
-        // VERSION_1, and DRIVER_OK hands activation to the event loop.
+        // Through the transport: a driver taking everything offered gets it and VERSION_1,
+        // and DRIVER_OK hands activation to the event loop.
         let dev = Arc::new(Mutex::new(dev));
         let irq = Arc::new(IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()));
         let mut t = MmioTransport::new(dev.clone(), mem.clone(), irq.clone());
@@ -246,7 +255,7 @@ fn config_space_and_features() {
         );
         {
             let d = lock(&dev);
-            assert_eq!(d.acked_features(), F_MAC | F_MTU | VIRTIO_F_VERSION_1);
+            assert_eq!(d.acked_features(), offload::OFFERED | VIRTIO_F_VERSION_1);
             assert!(d.is_activated());
             assert_eq!(d.activate_evt.read().unwrap(), 1);
             assert!(!d.started, "the vCPU thread never starts the tap");
@@ -259,7 +268,7 @@ fn config_space_and_features() {
         assert_eq!(lock(&dev).metrics.config_writes_ignored.get(), 1);
     });
     in_netns(|| {
-        // A driver acking an offload that was not offered (CSUM) fails FEATURES_OK.
+        // A driver acking an offload that was not offered (GUEST_UFO) fails FEATURES_OK.
         let mem = memory::create(16 << 20).unwrap();
         let dev = Arc::new(Mutex::new(Net::new(host_tap(), GUEST_MAC, 1500).unwrap()));
         let irq = Arc::new(IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()));
@@ -268,7 +277,7 @@ fn config_space_and_features() {
         w(&mut t, 0x70, STATUS_ACKNOWLEDGE);
         w(&mut t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
         w(&mut t, 0x24, 0);
-        w(&mut t, 0x20, 1 | (1 << 5));
+        w(&mut t, 0x20, (1 << 10) | (1 << 5));
         w(&mut t, 0x24, 1);
         w(&mut t, 0x20, 1);
         w(
@@ -487,5 +496,160 @@ fn deleted_tap_stops_the_device_not_the_vm() {
         r.dev.process_tx();
         r.dev.process_rx();
         assert_eq!(r.dev.metrics.tap_errors.get(), 1);
+    });
+}
+
+/// The `used_event` field of a mock queue (after the avail ring): with event indices, the
+/// driver's "interrupt me once the used index passes this".
+fn set_used_event(mem: &GuestMemoryMmap, vq: &MockSplitQueue<'_, GuestMemoryMmap>, v: u16) {
+    let at = vq.avail_addr().0 + 4 + 2 * u64::from(QSIZE);
+    mem.write_obj(v, GuestAddress(at)).unwrap();
+}
+
+#[test]
+fn offloads_pass_a_partial_checksum_and_merge_rx_buffers() {
+    in_netns(|| {
+        let mem = memory::create(32 << 20).unwrap();
+        let mut r = started_with(&mem, offload::OFFERED);
+        assert!(r.dev.neg.mrg_rxbuf && r.dev.neg.tso4 && r.dev.neg.guest_tso6);
+
+        // TX with NEEDS_CSUM: the UDP checksum is left to the host (csum_start 34, offset 6),
+        // the header goes to the tap as the guest wrote it, the frame arrives.
+        let sock = UdpSocket::bind((HOST_IP, 5557)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let frame = udp_frame(5557, b"checksum by the host");
+        let hdr_at = 0x10_0000;
+        let mut hdr = [0u8; 12];
+        hdr[0] = 1; // NEEDS_CSUM
+        hdr[1] = GSO_NONE;
+        hdr[6..8].copy_from_slice(&34u16.to_le_bytes());
+        hdr[8..10].copy_from_slice(&6u16.to_le_bytes());
+        mem.write_slice(&hdr, GuestAddress(hdr_at)).unwrap();
+        mem.write_slice(&frame, GuestAddress(hdr_at + 0x1000))
+            .unwrap();
+        let flen = u32::try_from(frame.len()).unwrap();
+        post(
+            &r.tx,
+            &mut r.tx_slot,
+            &[(hdr_at, 12, 0), (hdr_at + 0x1000, flen, 0)],
+        );
+        r.dev.process_tx();
+        let mut b = [0u8; 64];
+        let (n, _) = sock
+            .recv_from(&mut b)
+            .expect("frame with a partial checksum");
+        assert_eq!(&b[..n], b"checksum by the host");
+
+        // RX with everything accepted: the device gathers room for a 64 KiB segment (33 of
+        // these 2 KiB buffers) before it reads; a 1454-byte frame fills one, numbered 1 in
+        // its header; the others wait for the next frames.
+        for i in 0..60u64 {
+            post(
+                &r.rx,
+                &mut r.rx_slot,
+                &[(0x100_0000 + i * 0x1000, 2048, WRITE)],
+            );
+        }
+        let payload = vec![0x5a; 1400];
+        let s = UdpSocket::bind((HOST_IP, 0)).unwrap();
+        s.set_broadcast(true).unwrap();
+        s.send_to(&payload, (Ipv4Addr::new(10, 99, 0, 255), 7777))
+            .unwrap();
+        assert!(until(|| r.dev.process_rx(), || !used(&r.rx).is_empty()));
+        let u = used(&r.rx);
+        assert_eq!(u, vec![(0, 12 + 14 + 20 + 8 + 1400)]);
+        let mut h = [0u8; 12];
+        mem.read_slice(&mut h, GuestAddress(0x100_0000)).unwrap();
+        assert_eq!(usize::from(u16::from_le_bytes([h[10], h[11]])), u.len());
+        // The rest of the buffers wait for the next frames.
+        assert_eq!(r.dev.rx_pending.len(), 59);
+    });
+}
+
+#[test]
+fn mergeable_rx_spreads_a_frame_over_small_buffers() {
+    in_netns(|| {
+        let mem = memory::create(32 << 20).unwrap();
+        // Mergeable buffers without TSO: room for one MTU-sized frame is gathered.
+        let acked = 1 << virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+        let mut r = started_with(&mem, acked);
+        for i in 0..8u64 {
+            post(
+                &r.rx,
+                &mut r.rx_slot,
+                &[(0x100_0000 + i * 0x1000, 256, WRITE)],
+            );
+        }
+        let s = UdpSocket::bind((HOST_IP, 0)).unwrap();
+        s.set_broadcast(true).unwrap();
+        s.send_to(&[7u8; 1000], (Ipv4Addr::new(10, 99, 0, 255), 7777))
+            .unwrap();
+        assert!(until(|| r.dev.process_rx(), || !used(&r.rx).is_empty()));
+        let u = used(&r.rx);
+        let frame: usize = 12 + 14 + 20 + 8 + 1000;
+        assert_eq!(u.len(), frame.div_ceil(256));
+        assert!(u[..u.len() - 1].iter().all(|(_, l)| *l == 256));
+        assert_eq!(u.iter().map(|(_, l)| *l as usize).sum::<usize>(), frame);
+        let mut h = [0u8; 12];
+        mem.read_slice(&mut h, GuestAddress(0x100_0000)).unwrap();
+        assert_eq!(usize::from(u16::from_le_bytes([h[10], h[11]])), u.len());
+        assert_eq!(h[0], 0, "no GUEST_CSUM: no flags");
+        // 8 × 256 bytes cannot hold another MTU-sized frame (1530): the device waits for
+        // more buffers instead of cutting one.
+        s.send_to(&[8u8; 100], (Ipv4Addr::new(10, 99, 0, 255), 7777))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        r.dev.process_rx();
+        assert_eq!(used(&r.rx).len(), u.len());
+        assert!(!r.dev.watch.rx_wanted);
+    });
+}
+
+#[test]
+fn event_indices_suppress_interrupts_the_driver_did_not_ask_for() {
+    in_netns(|| {
+        let mem = memory::create(32 << 20).unwrap();
+        let acked = 1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+        let mut r = started_with(&mem, acked);
+        let irq = r.dev.state.active.as_ref().unwrap().irq.clone();
+        let sock = UdpSocket::bind((HOST_IP, 5558)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        // The driver wants an interrupt only after the 10th used TX buffer.
+        set_used_event(&mem, &r.tx, 9);
+        post_tx(&mem, &mut r, &udp_frame(5558, b"one"));
+        r.dev.process_tx();
+        sock.recv_from(&mut [0u8; 16]).expect("sent");
+        assert_eq!(irq.status(), 0, "no interrupt before used_event");
+        // Now after the next one.
+        set_used_event(&mem, &r.tx, 1);
+        post_tx(&mem, &mut r, &udp_frame(5558, b"two"));
+        r.dev.process_tx();
+        sock.recv_from(&mut [0u8; 16]).expect("sent");
+        assert_eq!(irq.status() & INT_VRING, INT_VRING);
+        // Kicks: after draining, the device asked for the next one at its position.
+        let avail_event_at = r.tx.used_addr().0 + 4 + 8 * u64::from(QSIZE);
+        let avail_event: u16 = mem.read_obj(GuestAddress(avail_event_at)).unwrap();
+        assert_eq!(avail_event, 2);
+    });
+}
+
+#[test]
+fn an_avail_index_too_far_ahead_does_not_hang_the_device() {
+    in_netns(|| {
+        let mem = memory::create(32 << 20).unwrap();
+        let r = started_with(&mem, offload::OFFERED);
+        // More than a queue's worth ahead: virtio-queue refuses to iterate such a ring, while
+        // "are there more?" keeps answering yes. The device must return, not spin.
+        r.tx.avail().idx().store(1000);
+        r.rx.avail().idx().store(1000);
+        let mut dev = r.dev;
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            dev.process_tx();
+            dev.process_rx();
+            let _ = done.send(());
+        });
+        wait.recv_timeout(Duration::from_secs(5))
+            .expect("process_tx and process_rx return on a broken ring");
     });
 }

@@ -4,7 +4,7 @@
 //! descriptors or bytes than the device allows. Rejection fails that request only.
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryBackend};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, VolatileSlice};
 
 use crate::vstate::memory::GuestMemoryMmap;
 
@@ -110,6 +110,42 @@ impl DescChain {
 
     pub fn writable_len(&self) -> u64 {
         self.writable.iter().map(|(_, l)| u64::from(*l)).sum()
+    }
+
+    /// The guest memory of the readable (`writable == false`) or writable buffers from byte
+    /// `skip` on, as slices for vectored I/O straight to or from guest RAM. A buffer that
+    /// crosses a memory region boundary becomes two slices. Every buffer was checked to lie in
+    /// guest memory by [`DescChain::parse`]; a failure here is still an error, not a panic.
+    pub fn slices<'m>(
+        &self,
+        mem: &'m GuestMemoryMmap,
+        writable: bool,
+        skip: u64,
+    ) -> Result<Vec<VolatileSlice<'m, ()>>, ChainError> {
+        let segs = if writable {
+            &self.writable
+        } else {
+            &self.readable
+        };
+        let mut out = Vec::with_capacity(segs.len());
+        let mut skip = skip;
+        for &(addr, len) in segs {
+            let len = u64::from(len);
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            let start = addr.checked_add(skip).ok_or(ChainError::OutOfRange {
+                addr: addr.0,
+                len: u32::try_from(len).unwrap_or(u32::MAX),
+            })?;
+            let count = usize::try_from(len - skip).map_err(|_| ChainError::TooLarge(len))?;
+            skip = 0;
+            for s in GuestMemoryBackend::get_slices(mem, start, count) {
+                out.push(s.map_err(|e| ChainError::Memory(e.to_string()))?);
+            }
+        }
+        Ok(out)
     }
 
     /// Copies readable bytes starting at `offset` into `buf` (all of it, or an error).
@@ -238,6 +274,13 @@ mod tests {
             c.write_at(&mem, 15, &[0, 0]),
             Err(ChainError::TooShort { .. })
         ));
+
+        // Slices for vectored I/O: skipping 6 of the writable bytes leaves 2 + 8.
+        let w = c.slices(&mem, true, 6).unwrap();
+        assert_eq!(w.iter().map(VolatileSlice::len).collect::<Vec<_>>(), [2, 8]);
+        let r = c.slices(&mem, false, 0).unwrap();
+        assert_eq!(r.iter().map(VolatileSlice::len).collect::<Vec<_>>(), [4]);
+        assert!(c.slices(&mem, false, 4).unwrap().is_empty());
     }
 
     #[test]

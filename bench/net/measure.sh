@@ -1,0 +1,83 @@
+# bench/net/measure.sh: pod network throughput and request/response latency, hull pod vs
+# runc pod, each against the lab host over the CNI bridge. Sourced by
+# tests/cri/lab/cri_vm.sh when CRI_NET_BENCH=1 (bench/net/run), so the pods are the ones the CRI
+# suite builds; it uses the suite's helpers (in_ctr, info, pods/podip/c1/podrt) and prints
+# `BENCH: ` lines: a Markdown table. Lab timings are emulated: only the ratios mean anything.
+
+# Bytes per transfer, and transfers per direction (the median is kept).
+NB_BYTES=$((16 << 20))
+NB_RUNS=3
+# Sequential HTTP request/responses per latency sample.
+NB_RR=30
+
+# median of the arguments (numbers).
+nb_median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+
+# nb_time_ms CMD...: runs CMD (stdout discarded), prints its wall time in ms, or "fail".
+nb_time_ms() {
+	local t0
+	t0=$(date +%s%N)
+	if "$@" >/dev/null 2>&1; then ms_since "$t0"; else echo fail; fi
+}
+
+# nb_pod KEY: prints "down_ms up_ms rr_ms" for pod KEY (medians; "fail" for a broken one).
+nb_pod() {
+	local key=$1 rt=${podrt[$1]:-$1} ip=${podip[$1]} id=${c1[$1]} i t got
+	local -a down=() up=() rr=()
+	# Pod -> host: the pod serves NB_BYTES of zeros per connection, the host reads them.
+	in_ctr "$rt" "$id" sh -c "{ nc -ll -p 9100 -e head -c $NB_BYTES /dev/zero </dev/null >/dev/null 2>&1 & }" ||
+		{ echo "fail fail fail"; return; }
+	sleep 1
+	for ((i = 0; i < NB_RUNS; i++)); do
+		t=$(date +%s%N)
+		got=$(timeout 300 busybox nc "$ip" 9100 </dev/null | wc -c)
+		((got == NB_BYTES)) && down+=("$(ms_since "$t")") || down+=(fail)
+	done
+	# Host -> pod: the host serves, the pod reads; the exec's own cost is measured apart and
+	# taken off.
+	local exec_ms
+	exec_ms=$(nb_time_ms in_ctr "$rt" "$id" true)
+	for ((i = 0; i < NB_RUNS; i++)); do
+		t=$(date +%s%N)
+		got=$(in_ctr "$rt" "$id" sh -c "timeout 300 nc 10.88.0.1 9101 </dev/null | wc -c" 2>/dev/null)
+		if [[ $got == "$NB_BYTES" && $exec_ms != fail ]]; then
+			up+=("$(($(ms_since "$t") - exec_ms))")
+		else
+			up+=(fail)
+		fi
+	done
+	# Request/response: NB_RR sequential HTTP GETs of a small file (a TCP connection each).
+	for ((i = 0; i < NB_RUNS; i++)); do
+		t=$(date +%s%N)
+		local j ok=1
+		for ((j = 0; j < NB_RR; j++)); do
+			[[ $(http_get "$ip" 8080 /f 2>/dev/null) == "from-$key-pod" ]] || ok=0
+		done
+		((ok)) && rr+=("$(($(ms_since "$t") / NB_RR))") || rr+=(fail)
+	done
+	echo "$(nb_median "${down[@]}") $(nb_median "${up[@]}") $(nb_median "${rr[@]}")"
+}
+
+# net_bench: both pods, then the table.
+net_bench() {
+	busybox nc -ll -p 9101 -e head -c "$NB_BYTES" /dev/zero </dev/null >/dev/null 2>&1 &
+	local server=$! r_runc r_hull
+	sleep 0.5
+	read -ra r_runc <<<"$(nb_pod runc)"
+	read -ra r_hull <<<"$(nb_pod hull)"
+	kill "$server" 2>/dev/null
+	local mib=$((NB_BYTES >> 20))
+	# MB/s from ms, and the ratio hull/runc (throughput: >1 is hull faster; latency: >1 is hull slower).
+	nb_rate() { [[ $1 =~ ^[0-9]+$ && $1 -gt 0 ]] && awk -v b="$NB_BYTES" -v ms="$1" 'BEGIN {printf "%.1f", b / 1e3 / ms}' || echo "-"; }
+	nb_ratio() { [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]] && awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}' || echo "-"; }
+	local dr dh ur uh
+	dr=$(nb_rate "${r_runc[0]}") dh=$(nb_rate "${r_hull[0]}")
+	ur=$(nb_rate "${r_runc[1]}") uh=$(nb_rate "${r_hull[1]}")
+	echo "BENCH: ## Pod network in the lab: hull pod vs runc pod, same run (median of $NB_RUNS)"
+	echo "BENCH: "
+	echo "BENCH: | measure | runc | hull | hull/runc |"
+	echo "BENCH: |---|---|---|---|"
+	echo "BENCH: | pod → host TCP, $mib MiB (MB/s) | $dr | $dh | $(nb_ratio "$dh" "$dr") |"
+	echo "BENCH: | host → pod TCP, $mib MiB (MB/s) | $ur | $uh | $(nb_ratio "$uh" "$ur") |"
+	echo "BENCH: | HTTP request/response host → pod, new connection each (ms) | ${r_runc[2]} | ${r_hull[2]} | $(nb_ratio "${r_hull[2]}" "${r_runc[2]}") |"
+}
