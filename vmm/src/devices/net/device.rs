@@ -12,9 +12,9 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::metrics::NetMetrics;
 use super::offload::{self, Negotiated};
-use super::rxtx::RxChain;
+use super::rx::RxChain;
 use super::tap::Tap;
-use super::{NetError, ETH_HLEN, MAX_FRAME, VLAN_HLEN, VNET_HDR_LEN};
+use super::NetError;
 use crate::config::NetConfig;
 use crate::devices::virtio::{
     read_config_bytes, ActivateError, DeviceState, IrqTrigger, VirtioDevice, TYPE_NET,
@@ -120,18 +120,6 @@ impl Net {
             rx_pending: VecDeque::new(),
             metrics: NetMetrics::default(),
         })
-    }
-
-    /// Room one received frame may need: header, Ethernet header, a VLAN tag and the MTU
-    /// (1530 bytes at MTU 1500, the size of Linux's small buffers), or a whole 64 KiB segment
-    /// when the guest takes TSO. Without mergeable buffers each RX chain must hold this much;
-    /// with them, the chains gathered for one frame together.
-    pub(super) fn rx_frame_room(&self) -> u64 {
-        if self.neg.guest_gso() {
-            MAX_FRAME as u64
-        } else {
-            (VNET_HDR_LEN + ETH_HLEN + VLAN_HLEN + usize::from(self.mtu)) as u64
-        }
     }
 
     /// Event-loop half of activation: tell the tap which offloads the guest accepted (a tap

@@ -69,13 +69,18 @@ impl MutEventSubscriber for Net {
             self.process_tx();
         } else if fd == self.tap.as_raw_fd() {
             let set = events.event_set();
-            if set.contains(EventSet::OUT) {
-                self.watch.tx_blocked = false;
-                self.process_tx();
-            }
-            if set.intersects(EventSet::IN | EventSet::ERROR | EventSet::HANG_UP) {
-                // An error or hang-up shows up as a failed read, which stops the device.
-                self.process_rx();
+            if set.intersects(EventSet::ERROR | EventSet::HANG_UP) {
+                // A tap reports an error only once its interface is gone (tun_chr_poll); epoll
+                // reports it whatever is watched, level-triggered: stop serving it now.
+                self.fail("the tap reports an error (its interface is gone)");
+            } else {
+                if set.contains(EventSet::OUT) {
+                    self.watch.tx_blocked = false;
+                    self.process_tx();
+                }
+                if set.contains(EventSet::IN) {
+                    self.process_rx();
+                }
             }
         }
         self.sync_tap(ops);

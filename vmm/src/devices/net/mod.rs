@@ -10,10 +10,11 @@ mod device;
 mod event_handler;
 mod metrics;
 mod offload;
-mod rxtx;
+mod rx;
 mod tap;
 #[cfg(test)]
 mod tests;
+mod tx;
 
 pub use device::Net;
 pub use tap::{Tap, TapError, MAX_NAME_LEN, VNET_HDR_LEN};

@@ -162,7 +162,7 @@ impl Tap {
     /// order; `WouldBlock` when the tap has none. A frame longer than `bufs` is cut (the tap
     /// drops the rest): callers offer room for the largest frame they accepted.
     pub fn read_frame_into(&self, bufs: &[VolatileSlice<'_, ()>]) -> std::io::Result<usize> {
-        with_iovecs(&[], bufs, |iov, n| {
+        with_iovecs(&[], bufs, true, |iov, n| {
             // SAFETY: `iov` holds `n` iovecs, each pointing at a live, writable part of guest
             // memory (see `with_iovecs`); readv writes at most their lengths.
             unsafe { libc::readv(self.file.as_raw_fd(), iov, n) }
@@ -177,7 +177,7 @@ impl Tap {
         hdr: &[u8; VNET_HDR_LEN],
         bufs: &[VolatileSlice<'_, ()>],
     ) -> std::io::Result<usize> {
-        with_iovecs(hdr, bufs, |iov, n| {
+        with_iovecs(hdr, bufs, false, |iov, n| {
             // SAFETY: `iov` holds `n` iovecs, each pointing at live memory (see `with_iovecs`);
             // writev only reads them.
             unsafe { libc::writev(self.file.as_raw_fd(), iov, n) }
@@ -204,28 +204,44 @@ impl Tap {
 fn with_iovecs(
     head: &[u8],
     bufs: &[VolatileSlice<'_, ()>],
+    into_guest: bool,
     f: impl FnOnce(*const libc::iovec, c_int) -> isize,
 ) -> std::io::Result<usize> {
     if bufs.len() + 1 > IOV_MAX {
         return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
     }
-    let guards: Vec<_> = bufs.iter().map(VolatileSlice::ptr_guard_mut).collect();
-    let mut iov = Vec::with_capacity(guards.len() + 1);
+    let mut iov = Vec::with_capacity(bufs.len() + 1);
     if !head.is_empty() {
         iov.push(libc::iovec {
             iov_base: head.as_ptr().cast_mut().cast(),
             iov_len: head.len(),
         });
     }
-    iov.extend(guards.iter().map(|g| libc::iovec {
-        iov_base: g.as_ptr().cast(),
-        iov_len: g.len(),
-    }));
+    // Guards for writing when the kernel writes guest memory, for reading otherwise (the
+    // difference matters to mappings that track access, e.g. Xen's).
+    let (mut read_guards, mut write_guards) = (Vec::new(), Vec::new());
+    for b in bufs {
+        let (ptr, len) = if into_guest {
+            let g = b.ptr_guard_mut();
+            let p = (g.as_ptr(), g.len());
+            write_guards.push(g);
+            p
+        } else {
+            let g = b.ptr_guard();
+            let p = (g.as_ptr().cast_mut(), g.len());
+            read_guards.push(g);
+            p
+        };
+        iov.push(libc::iovec {
+            iov_base: ptr.cast(),
+            iov_len: len,
+        });
+    }
     let n = c_int::try_from(iov.len()).unwrap_or(c_int::MAX);
     let ret = f(iov.as_ptr(), n);
     // errno before anything else can change it (the guards are dropped after).
     let res = usize::try_from(ret).map_err(|_| std::io::Error::last_os_error());
-    drop(guards);
+    drop((read_guards, write_guards));
     res
 }
 

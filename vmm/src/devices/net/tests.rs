@@ -653,3 +653,42 @@ fn an_avail_index_too_far_ahead_does_not_hang_the_device() {
             .expect("process_tx and process_rx return on a broken ring");
     });
 }
+
+#[test]
+fn rx_interrupts_follow_the_used_event_and_pending_chains_are_bounded() {
+    in_netns(|| {
+        let mem = memory::create(32 << 20).unwrap();
+        let acked = (1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX)
+            | (1 << virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF);
+        let mut r = started_with(&mem, acked);
+        let irq = r.dev.state.active.as_ref().unwrap().irq.clone();
+        for i in 0..4u64 {
+            post(
+                &r.rx,
+                &mut r.rx_slot,
+                &[(0x100_0000 + i * 0x1000, 2048, WRITE)],
+            );
+        }
+        // The driver wants an interrupt only after its 5th used buffer: one frame, none.
+        set_used_event(&mem, &r.rx, 4);
+        host_broadcast(b"quiet");
+        assert!(until(|| r.dev.process_rx(), || used(&r.rx).len() == 1));
+        assert_eq!(irq.status(), 0);
+        // After the next one.
+        set_used_event(&mem, &r.rx, 1);
+        host_broadcast(b"loud");
+        assert!(until(|| r.dev.process_rx(), || used(&r.rx).len() == 2));
+        assert_eq!(irq.status() & INT_VRING, INT_VRING);
+
+        // A guest that keeps moving its avail index a queue ahead (reusing heads) cannot make
+        // the device hold more than a queue's worth of chains.
+        let n = r.dev.rx_pending.len();
+        assert_eq!(n, 2);
+        for _ in 0..4 {
+            let idx: u16 = r.rx.avail().idx().load();
+            r.rx.avail().idx().store(idx.wrapping_add(QSIZE));
+            r.dev.process_rx();
+            assert!(r.dev.rx_pending.len() <= usize::from(QSIZE));
+        }
+    });
+}
