@@ -23,6 +23,51 @@ pub fn read(bundle: &Path) -> Result<Value, ShimError> {
         .map_err(|e| ShimError::InvalidArgument(format!("{}: {e}", path.display())))
 }
 
+/// The most a pod's resolv.conf or hosts file may hold: both are small text files, and the
+/// guest gets them inside one ttrpc message.
+const POD_FILE_MAX: u64 = 64 * 1024;
+
+/// The contents of the host file the sandbox spec binds at `dest` (`/etc/resolv.conf`,
+/// `/etc/hosts`). CRI writes those files per pod; the guest's own `/etc` gets the same, so
+/// the guest resolves names as the pod's containers do. `None` when nothing is bound there
+/// (a lone `ctr run`): the agent then writes its defaults. When several mounts name `dest`,
+/// the last wins, as in the container.
+pub fn pod_file(spec: &Value, dest: &str) -> Result<Option<Vec<u8>>, ShimError> {
+    let Some(m) = spec
+        .get("mounts")
+        .and_then(Value::as_array)
+        .and_then(|ms| {
+            ms.iter()
+                .rev()
+                .find(|m| m.get("destination").and_then(Value::as_str) == Some(dest))
+        })
+        .filter(|m| is_bind(m))
+    else {
+        return Ok(None);
+    };
+    let Some(source) = m.get("source").and_then(Value::as_str) else {
+        return Err(ShimError::InvalidArgument(format!(
+            "the bind mount at {dest} has no source"
+        )));
+    };
+    let io = |source| ShimError::Io {
+        context: format!("read {source:?}, the pod's {dest}"),
+        source,
+    };
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(source).map_err(io)?, POD_FILE_MAX + 1),
+        &mut data,
+    )
+    .map_err(io)?;
+    if data.len() as u64 > POD_FILE_MAX {
+        return Err(ShimError::InvalidArgument(format!(
+            "{source:?}, the pod's {dest}, is larger than {POD_FILE_MAX} bytes"
+        )));
+    }
+    Ok(Some(data))
+}
+
 /// Reads `<bundle>/config.json` and returns the JSON the agent gets.
 pub fn for_host_agent(bundle: &Path, rootfs: &Path) -> Result<Vec<u8>, ShimError> {
     let mut spec = read(bundle)?;
@@ -272,6 +317,37 @@ mod tests {
         assert_eq!(out, json!({"args": ["sh"], "cwd": "/"}));
         assert!(exec_process(b"[1]").is_err());
         assert!(exec_process(b"{").is_err());
+    }
+
+    #[test]
+    fn pod_files_come_from_the_last_bind_at_their_destination() {
+        let dir = std::env::temp_dir().join(format!("hull-podfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (old, new, big) = (dir.join("old"), dir.join("new"), dir.join("big"));
+        std::fs::write(&old, "nameserver 10.0.0.1\n").unwrap();
+        std::fs::write(&new, "nameserver 10.96.0.10\nsearch default.svc\n").unwrap();
+        std::fs::write(&big, vec![b'#'; 64 * 1024 + 1]).unwrap();
+        let bind = |dest: &str, src: &Path| json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "ro"]});
+        let spec = json!({"mounts": [
+            bind("/etc/resolv.conf", &old),
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            bind("/etc/resolv.conf", &new),
+            bind("/etc/hosts", &big),
+            bind("/etc/hostname", &dir.join("missing")),
+        ]});
+        assert_eq!(
+            pod_file(&spec, "/etc/resolv.conf").unwrap().unwrap(),
+            b"nameserver 10.96.0.10\nsearch default.svc\n"
+        );
+        assert!(pod_file(&spec, "/etc/shadow").unwrap().is_none());
+        assert!(pod_file(&json!({}), "/etc/hosts").unwrap().is_none());
+        let e = pod_file(&spec, "/etc/hosts").unwrap_err().to_string();
+        assert!(e.contains("larger than 65536 bytes"), "{e}");
+        let e = pod_file(&spec, "/etc/hostname").unwrap_err().to_string();
+        assert!(e.contains("the pod's /etc/hostname"), "{e}");
+        let no_source = json!({"mounts": [{"destination": "/etc/hosts", "type": "bind"}]});
+        assert!(pod_file(&no_source, "/etc/hosts").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -22,26 +22,14 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the agent and the shim with the host-agent backend; copies the shim away so a
-/// concurrent default-feature build cannot swap the binary under the test.
+/// The shim cargo built for this test (with the host-agent backend: the package's
+/// dev-dependency on itself turns it on) and the agent; copies the shim away so a concurrent
+/// build cannot swap the binary under the test.
 fn build(dir: &Path) -> (PathBuf, PathBuf) {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--locked", "-p", "hull-agent", "-p", "hull-shim"])
-        .args(["--features", "hull-shim/host-agent-backend"])
-        .current_dir(repo_root())
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build failed");
-    let target = std::env::current_exe()
-        .expect("current_exe")
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf();
+    let agent = hull_tests::build_bin("hull-agent").unwrap_or_else(|e| panic!("{e}"));
     let shim = dir.join("containerd-shim-hull-v2");
-    std::fs::copy(target.join("containerd-shim-hull-v2"), &shim).expect("copy shim");
-    (shim, target.join("hull-agent"))
+    std::fs::copy(env!("CARGO_BIN_EXE_containerd-shim-hull-v2"), &shim).expect("copy shim");
+    (shim, agent)
 }
 
 /// A private containerd under /tmp, stopped and removed on drop.

@@ -152,18 +152,30 @@ pub fn lab_script(
     Ok(status)
 }
 
-/// Builds the workspace binary `name` (debug profile) and returns its path: lab tests need
-/// other packages' binaries, which cargo does not build for a crate's tests. The test binary
-/// calling this lives in `target/debug/deps`; binaries are one level up.
+/// Returns the path of the workspace binary `name` (debug profile), building the workspace
+/// first: lab tests need other packages' binaries, which cargo does not build for a crate's
+/// tests. The build is the CI build step's own (`--workspace --all-targets`), so in CI it is
+/// a no-op: building one binary alone would resolve the dependencies' features differently
+/// and rebuild crates, and turn off the shim's test-only backend that its own tests use.
+/// The test binary calling this lives in `target/debug/deps`; binaries are one level up.
 pub fn build_bin(name: &str) -> Result<PathBuf, SuiteError> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let cmd = format!("cargo build --locked --bin {name}");
-    output(
-        &cmd,
-        Command::new(cargo)
-            .args(["build", "--locked", "--bin", name])
-            .current_dir(repo_root()),
-    )?;
+    static BUILT: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let cmd = String::from("cargo build --locked --workspace --all-targets");
+    {
+        let mut built = BUILT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !*built {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            output(
+                &cmd,
+                Command::new(cargo)
+                    .args(["build", "--locked", "--workspace", "--all-targets"])
+                    .current_dir(repo_root()),
+            )?;
+            *built = true;
+        }
+    }
     let exe = std::env::current_exe().map_err(|source| SuiteError::Spawn {
         cmd: cmd.clone(),
         source,

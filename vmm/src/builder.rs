@@ -139,6 +139,7 @@ fn io_bus(vm: &Vm, config: &VmConfig, exit: &Arc<VmExit>) -> Result<Bus, BuildEr
     let serial: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(SerialConsole::new(
         serial_irq,
         console_sink(&config.console)?,
+        exit.clone(),
     )));
     bus.insert(legacy::SERIAL_PORT, legacy::SERIAL_LEN, serial)?;
     let kbd_irq = EventFd::new(EFD_NONBLOCK)?;

@@ -1,6 +1,7 @@
 //! Why the VM stopped, reported once by whoever saw it (a vCPU, the i8042, a signal, the API)
 //! and read by the event loop, which then tears the VM down.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -9,7 +10,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 pub const STATUS_OK: i32 = 0;
 /// Process exit status when the VMM could not go on (boot failure, KVM or device error).
 pub const STATUS_ERROR: i32 = 1;
-/// Process exit status when the guest crashed (a vCPU triple-faulted). Its own value so a
+/// Process exit status when the guest crashed (a vCPU triple-faulted, or the kernel panicked
+/// and reset the machine). Its own value so a
 /// caller can tell a guest crash from a VMM failure by the status alone; 2 is taken by the
 /// command-line parser's usage errors, 31 by the seccomp handler.
 pub const STATUS_GUEST_CRASH: i32 = 3;
@@ -26,6 +28,9 @@ pub enum ExitReason {
     /// how a guest kernel that lost its IDT, stack or page tables dies without a panic
     /// message. A guest booted with `reboot=t` also reboots this way, indistinguishably.
     TripleFault { vcpu: u8 },
+    /// The guest kernel printed `Kernel panic - not syncing` on the serial console and then
+    /// reset the machine (hull's `panic=1`): a crash, not the reboot it looks like to KVM.
+    GuestPanic,
     /// SIGTERM/SIGINT or an API shutdown.
     Stopped,
     /// The VM could not go on.
@@ -34,11 +39,11 @@ pub enum ExitReason {
 
 impl ExitReason {
     /// Process exit status: [`STATUS_OK`] for an orderly end, [`STATUS_GUEST_CRASH`] for a
-    /// triple fault, [`STATUS_ERROR`] for an error.
+    /// triple fault or a panic, [`STATUS_ERROR`] for an error.
     pub fn status(&self) -> i32 {
         match self {
             ExitReason::GuestReset | ExitReason::GuestPoweroff | ExitReason::Stopped => STATUS_OK,
-            ExitReason::TripleFault { .. } => STATUS_GUEST_CRASH,
+            ExitReason::TripleFault { .. } | ExitReason::GuestPanic => STATUS_GUEST_CRASH,
             ExitReason::Error(_) => STATUS_ERROR,
         }
     }
@@ -48,6 +53,8 @@ impl ExitReason {
 #[derive(Debug)]
 pub struct VmExit {
     reason: Mutex<Option<ExitReason>>,
+    /// The serial console saw the kernel's panic line: a reset that follows is the panic's.
+    panicked: AtomicBool,
     evt: EventFd,
 }
 
@@ -55,17 +62,31 @@ impl VmExit {
     pub fn new() -> std::io::Result<Self> {
         Ok(VmExit {
             reason: Mutex::new(None),
+            panicked: AtomicBool::new(false),
             evt: EventFd::new(EFD_NONBLOCK)?,
         })
     }
 
     pub fn signal(&self, reason: ExitReason) {
+        let reason = match reason {
+            ExitReason::GuestReset if self.panicked.load(Ordering::Relaxed) => {
+                ExitReason::GuestPanic
+            }
+            r => r,
+        };
         let mut r = crate::device_manager::bus::lock(&self.reason);
         if r.is_none() {
             *r = Some(reason);
         }
         drop(r);
         let _ = self.evt.write(1);
+    }
+
+    /// Records that the guest kernel panicked. The VM keeps running: the kernel still prints
+    /// its backtrace, then resets (`panic=1`), and that reset ends the VM as [`ExitReason::GuestPanic`].
+    /// A guest that fakes the line only changes how its own VM's end is reported.
+    pub fn note_guest_panic(&self) {
+        self.panicked.store(true, Ordering::Relaxed);
     }
 
     pub fn reason(&self) -> Option<ExitReason> {
@@ -87,6 +108,7 @@ mod tests {
         assert_eq!(ExitReason::GuestPoweroff.status(), 0);
         assert_eq!(ExitReason::Stopped.status(), 0);
         assert_eq!(ExitReason::TripleFault { vcpu: 0 }.status(), 3);
+        assert_eq!(ExitReason::GuestPanic.status(), 3);
         assert_eq!(ExitReason::Error("x".into()).status(), 1);
     }
 
@@ -98,5 +120,17 @@ mod tests {
         e.signal(ExitReason::TripleFault { vcpu: 0 });
         assert_eq!(e.reason(), Some(ExitReason::GuestReset));
         assert_eq!(e.eventfd().read().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_reset_after_a_panic_is_the_panic() {
+        let e = VmExit::new().unwrap();
+        e.note_guest_panic();
+        e.signal(ExitReason::GuestReset);
+        assert_eq!(e.reason(), Some(ExitReason::GuestPanic));
+        let e = VmExit::new().unwrap();
+        e.note_guest_panic();
+        e.signal(ExitReason::Stopped);
+        assert_eq!(e.reason(), Some(ExitReason::Stopped));
     }
 }

@@ -244,6 +244,44 @@ fn halt_with_interrupts_off_is_poweroff() {
     }
 }
 
+/// A guest kernel that panics prints its panic line and, with hull's `panic=1`, resets the
+/// machine through the i8042 a second later. KVM sees a plain reset; hull-vmm must report a
+/// guest crash (status 3), with the console output intact, even with the console off.
+#[test]
+fn a_reset_after_a_panic_line_is_a_crash() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut code = serial_out16(b"[    0.4] Kernel panic - not syncing: VFS: test\n");
+    code.extend_from_slice(RESET);
+    let payload = write_payload(dir.path(), &code);
+    for console in ["stdout", "off"] {
+        let out = run(
+            &[
+                "--raw-payload",
+                payload.to_str().unwrap(),
+                "--console",
+                console,
+            ],
+            Duration::from_secs(20),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "console {console}; stderr: {stderr}"
+        );
+        assert!(stderr.contains("GuestPanic"), "stderr: {stderr}");
+        if console == "stdout" {
+            assert_eq!(
+                out.stdout,
+                b"[    0.4] Kernel panic - not syncing: VFS: test\n"
+            );
+        }
+    }
+}
+
 /// 32-bit code: `out` each byte of `text` to COM1.
 fn serial_out32(text: &[u8]) -> Vec<u8> {
     let mut c = vec![0x66, 0xba, 0xf8, 0x03]; // mov dx, 0x3f8

@@ -1,8 +1,8 @@
 //! Lab test: boots the real hull guest (kernel + initrd with hull-agent as PID 1) with
 //! `hull-vmm` inside the nested-KVM lab and checks, through `hullctl agent-health`, that the
 //! agent answers over hybrid vsock; console capture, boot timer, 1 and 2 vCPUs, bzImage and
-//! PVH, guest reboot and guest `poweroff -f` (1 and 2 vCPUs) → exit 0, SIGTERM → exit 0 with
-//! nothing left behind.
+//! PVH, guest `reboot -f` and `poweroff -f` (1 and 2 vCPUs) → exit 0, a guest kernel panic →
+//! exit 3, SIGTERM → exit 0 with nothing left behind.
 //!
 //! Slow (minutes); `make test` runs it after `cargo build --workspace` has built `hullctl`.
 //! Alone: `cargo build -p hullctl && cargo test -p hull-vmm --test lab_boot -- --nocapture`.

@@ -216,6 +216,20 @@ impl VmPod {
     ) -> Result<(Supervised, Supervised, ttrpc::asynchronous::Client), BackendError> {
         // Refuses hostNetwork before anything is made for the VM.
         let netns = net::netns_path(spec).map_err(BackendError::Network)?;
+        // Read before the VM boots: a pod file that cannot be read fails the pod at once.
+        let pod_file =
+            |dest| crate::spec::pod_file(spec, dest).map_err(|e| BackendError::Spec(e.to_string()));
+        let sandbox = CreateSandboxRequest {
+            sandbox_id: sid.to_owned(),
+            hostname: spec
+                .get("hostname")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            resolv_conf: pod_file("/etc/resolv.conf")?.unwrap_or_default(),
+            hosts: pod_file("/etc/hosts")?.unwrap_or_default(),
+            ..Default::default()
+        };
         let dir = p.dir.clone();
         let share = Share::at(&dir);
         share.create()?;
@@ -327,17 +341,8 @@ impl VmPod {
                 .await
                 .map_err(|e| BackendError::AgentStart(format!("guest network: {e}")))?;
         }
-        let req = CreateSandboxRequest {
-            sandbox_id: sid.to_owned(),
-            hostname: spec
-                .get("hostname")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            ..Default::default()
-        };
         SandboxClient::new(client.clone())
-            .create_sandbox(ttrpc::context::with_timeout(30_000_000_000), &req)
+            .create_sandbox(ttrpc::context::with_timeout(30_000_000_000), &sandbox)
             .await
             .map_err(|e| BackendError::AgentStart(format!("CreateSandbox: {e}")))?;
         Ok((vmm, virtiofsd, client))
