@@ -174,3 +174,64 @@ impl Sandbox {
         &self.storage
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(etc: &Path) -> Sandbox {
+        let storage = StorageConfig {
+            share_dir: etc.join("unused-share"),
+            share_premounted: true,
+        };
+        Sandbox::new(etc.to_path_buf(), storage)
+    }
+
+    #[tokio::test]
+    async fn the_pods_resolv_conf_and_hosts_are_written_verbatim() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sandbox(dir.path());
+        let resolv = b"nameserver 10.96.0.10\nsearch default.svc.cluster.local\noptions ndots:5\n";
+        let hosts = b"127.0.0.1\tlocalhost\n10.88.0.7\tweb-0\n";
+        let r = SandboxRequest {
+            id: "pod".into(),
+            // Ignored: the verbatim file wins over resolver fields.
+            dns_servers: vec!["1.1.1.1".into()],
+            resolv_conf: resolv.to_vec(),
+            hosts: hosts.to_vec(),
+            ..Default::default()
+        };
+        s.do_create(r).await.unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("resolv.conf")).unwrap(),
+            resolv
+        );
+        assert_eq!(std::fs::read(dir.path().join("hosts")).unwrap(), hosts);
+    }
+
+    #[tokio::test]
+    async fn without_pod_files_the_resolver_fields_and_a_localhost_hosts_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sandbox(dir.path());
+        let r = SandboxRequest {
+            id: "pod".into(),
+            dns_servers: vec!["10.0.0.2".into()],
+            dns_searches: vec!["svc.local".into()],
+            ..Default::default()
+        };
+        s.do_create(r).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("resolv.conf")).unwrap(),
+            "nameserver 10.0.0.2\nsearch svc.local\n"
+        );
+        let hosts = std::fs::read_to_string(dir.path().join("hosts")).unwrap();
+        assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"), "{hosts}");
+        let bad = SandboxRequest {
+            id: "pod2".into(),
+            dns_servers: vec!["not-an-ip".into()],
+            ..Default::default()
+        };
+        let e = sandbox(dir.path()).do_create(bad).await.unwrap_err();
+        assert!(matches!(e, EngineError::InvalidArgument(_)), "{e}");
+    }
+}
