@@ -9,7 +9,28 @@ VMM=$1 CTL=$2 VMLINUX=$3 INITRD=$4 OUT=$5
 mkdir -p "$OUT"
 fail=0
 pass() { echo "PASS: $*"; }
-flunk() { echo "FAIL: $*"; fail=1; }
+flunk() { echo "FAIL: $*"; fail=1; vmm_snapshot; }
+
+# At the first failure while the VM runs: each hull-vmm thread's state and CPU ticks, twice,
+# 2 s apart. vCPU threads that burn CPU mean a guest spinning (or stuck re-faulting under the
+# lab's emulated SVM); sleeping ones mean a guest waiting, e.g. for an interrupt. The VMM's
+# counters come with --metrics-on-exit in vmm.err.
+snapshot_taken=
+vmm_snapshot() {
+	[[ -z $snapshot_taken && -n ${vmm_pid:-} ]] || return 0
+	snapshot_taken=1
+	local n t st
+	for n in 1 2; do
+		for t in /proc/"$vmm_pid"/task/*; do
+			st=$(sed 's/.*) //' "$t/stat" 2>/dev/null) || continue
+			read -r -a f <<<"$st"
+			echo "sample $n: $(cat "$t/comm" 2>/dev/null) state=${f[0]} cpu_ticks=$((f[11] + f[12])) wchan=$(cat "$t/wchan" 2>/dev/null)"
+		done
+		((n == 2)) || sleep 2
+	done >"$OUT/vmm-threads.txt"
+	echo "INFO: hull-vmm threads at the first failure:"
+	sed 's/^/  /' "$OUT/vmm-threads.txt"
+}
 
 work=$(mktemp -d /tmp/hull-agent-lab.XXXXXX)
 vmm_pid=
@@ -39,7 +60,7 @@ echo "INFO: rootfs disk serial $serial"
 sock=$work/v.sock
 "$VMM" --kernel "$VMLINUX" --initrd "$INITRD" --vcpus 2 --mem-mib 512 \
 	--cmdline "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd quiet" \
-	--vsock-uds "$sock" --disk "$img" --console "$OUT/console.log" 2>"$OUT/vmm.err" &
+	--vsock-uds "$sock" --disk "$img" --console "$OUT/console.log" --metrics-on-exit 2>"$OUT/vmm.err" &
 vmm_pid=$!
 if "$CTL" agent-health --uds "$sock" --wait 240 >"$OUT/health.out" 2>&1; then
 	pass "agent healthy: $(head -1 "$OUT/health.out")"
