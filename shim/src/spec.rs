@@ -27,11 +27,12 @@ pub fn read(bundle: &Path) -> Result<Value, ShimError> {
 /// guest gets them inside one ttrpc message.
 const POD_FILE_MAX: u64 = 64 * 1024;
 
-/// The contents of the host file the sandbox spec binds at `dest` (`/etc/resolv.conf`,
-/// `/etc/hosts`). CRI writes those files per pod; the guest's own `/etc` gets the same, so
-/// the guest resolves names as the pod's containers do. `None` when nothing is bound there
-/// (a lone `ctr run`): the agent then writes its defaults. When several mounts name `dest`,
-/// the last wins, as in the container.
+/// The contents of the regular host file the sandbox spec binds at `dest`
+/// (`/etc/resolv.conf`, `/etc/hosts`), so the guest's own `/etc` matches its containers'.
+/// containerd's CRI binds the pod's resolv.conf into the sandbox spec (for VM runtimes) but
+/// its hosts file only into the app containers, so under CRI `/etc/hosts` is `None`; `None`
+/// too when nothing is bound (a lone `ctr run`): the agent then writes its defaults. When
+/// several mounts name `dest`, the last wins, as in the container.
 pub fn pod_file(spec: &Value, dest: &str) -> Result<Option<Vec<u8>>, ShimError> {
     let Some(m) = spec
         .get("mounts")
@@ -50,10 +51,16 @@ pub fn pod_file(spec: &Value, dest: &str) -> Result<Option<Vec<u8>>, ShimError> 
             "the bind mount at {dest} has no source"
         )));
     };
-    let io = |source| ShimError::Io {
+    let io = |e| ShimError::Io {
         context: format!("read {source:?}, the pod's {dest}"),
-        source,
+        source: e,
     };
+    // Not a FIFO or a device: opening one could block the shim for good.
+    if !std::fs::metadata(source).map_err(io)?.is_file() {
+        return Err(ShimError::InvalidArgument(format!(
+            "{source:?}, the pod's {dest}, is not a regular file"
+        )));
+    }
     let mut data = Vec::new();
     std::io::Read::read_to_end(
         &mut std::io::Read::take(std::fs::File::open(source).map_err(io)?, POD_FILE_MAX + 1),
@@ -321,8 +328,8 @@ mod tests {
 
     #[test]
     fn pod_files_come_from_the_last_bind_at_their_destination() {
-        let dir = std::env::temp_dir().join(format!("hull-podfile-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let (old, new, big) = (dir.join("old"), dir.join("new"), dir.join("big"));
         std::fs::write(&old, "nameserver 10.0.0.1\n").unwrap();
         std::fs::write(&new, "nameserver 10.96.0.10\nsearch default.svc\n").unwrap();
@@ -334,6 +341,7 @@ mod tests {
             bind("/etc/resolv.conf", &new),
             bind("/etc/hosts", &big),
             bind("/etc/hostname", &dir.join("missing")),
+            bind("/etc/motd", dir),
         ]});
         assert_eq!(
             pod_file(&spec, "/etc/resolv.conf").unwrap().unwrap(),
@@ -344,10 +352,12 @@ mod tests {
         let e = pod_file(&spec, "/etc/hosts").unwrap_err().to_string();
         assert!(e.contains("larger than 65536 bytes"), "{e}");
         let e = pod_file(&spec, "/etc/hostname").unwrap_err().to_string();
-        assert!(e.contains("the pod's /etc/hostname"), "{e}");
+        let missing = format!("{:?}, the pod's /etc/hostname", dir.join("missing"));
+        assert!(e.contains(&missing) && e.contains("No such file"), "{e}");
+        let e = pod_file(&spec, "/etc/motd").unwrap_err().to_string();
+        assert!(e.contains("is not a regular file"), "{e}");
         let no_source = json!({"mounts": [{"destination": "/etc/hosts", "type": "bind"}]});
         assert!(pod_file(&no_source, "/etc/hosts").is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

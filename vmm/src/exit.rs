@@ -29,7 +29,8 @@ pub enum ExitReason {
     /// message. A guest booted with `reboot=t` also reboots this way, indistinguishably.
     TripleFault { vcpu: u8 },
     /// The guest kernel printed `Kernel panic - not syncing` on the serial console and then
-    /// reset the machine (hull's `panic=1`): a crash, not the reboot it looks like to KVM.
+    /// reset the machine (hull's `panic=1`; or triple-faulted, with `reboot=t`): a crash, not
+    /// the reboot it looks like to KVM.
     GuestPanic,
     /// SIGTERM/SIGINT or an API shutdown.
     Stopped,
@@ -68,8 +69,12 @@ impl VmExit {
     }
 
     pub fn signal(&self, reason: ExitReason) {
+        // After the panic line, a reset (`reboot=k`) or a triple fault (`reboot=t`) is how
+        // the panic ends the machine.
         let reason = match reason {
-            ExitReason::GuestReset if self.panicked.load(Ordering::Relaxed) => {
+            ExitReason::GuestReset | ExitReason::TripleFault { .. }
+                if self.panicked.load(Ordering::Acquire) =>
+            {
                 ExitReason::GuestPanic
             }
             r => r,
@@ -86,7 +91,7 @@ impl VmExit {
     /// its backtrace, then resets (`panic=1`), and that reset ends the VM as [`ExitReason::GuestPanic`].
     /// A guest that fakes the line only changes how its own VM's end is reported.
     pub fn note_guest_panic(&self) {
-        self.panicked.store(true, Ordering::Relaxed);
+        self.panicked.store(true, Ordering::Release);
     }
 
     pub fn reason(&self) -> Option<ExitReason> {
@@ -127,6 +132,10 @@ mod tests {
         let e = VmExit::new().unwrap();
         e.note_guest_panic();
         e.signal(ExitReason::GuestReset);
+        assert_eq!(e.reason(), Some(ExitReason::GuestPanic));
+        let e = VmExit::new().unwrap();
+        e.note_guest_panic();
+        e.signal(ExitReason::TripleFault { vcpu: 1 });
         assert_eq!(e.reason(), Some(ExitReason::GuestPanic));
         let e = VmExit::new().unwrap();
         e.note_guest_panic();

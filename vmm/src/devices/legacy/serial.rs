@@ -48,17 +48,20 @@ impl SerialConsole {
 }
 
 /// The line every Linux panic prints (`panic()` in kernel/panic.c), at KERN_EMERG, so even a
-/// `quiet` console shows it. Its first byte occurs nowhere else in it, so a mismatch can
-/// restart the match at that byte without backtracking.
+/// `quiet` console shows it.
 const PANIC_LINE: &[u8] = b"Kernel panic - not syncing";
+/// Enough of a line for printk's `[ seconds.micros] ` prefix and [`PANIC_LINE`].
+const LINE_HEAD: usize = 64;
 
-/// Passes console bytes through and tells [`VmExit`] when [`PANIC_LINE`] went by, wherever the
-/// guest's writes split it. Scanning costs a compare per byte on a path that already costs a
-/// VM exit per byte.
+/// Passes console bytes through and tells [`VmExit`] when a line starts with [`PANIC_LINE`]
+/// (after printk's optional timestamp), wherever the guest's writes split it. Only line
+/// starts count: user-controlled text that the kernel or the agent echoes sits mid-line.
+/// Costs a push per byte on a path that already costs a VM exit per byte.
 struct PanicWatch {
     out: ConsoleSink,
     exit: Arc<VmExit>,
-    matched: usize,
+    /// The start of the current line, at most [`LINE_HEAD`] bytes.
+    head: Vec<u8>,
 }
 
 impl PanicWatch {
@@ -66,23 +69,37 @@ impl PanicWatch {
         PanicWatch {
             out,
             exit,
-            matched: 0,
+            head: Vec::with_capacity(LINE_HEAD),
         }
     }
 
     fn scan(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.matched = if PANIC_LINE.get(self.matched) == Some(&b) {
-                self.matched + 1
-            } else {
-                usize::from(b == PANIC_LINE[0])
-            };
-            if self.matched == PANIC_LINE.len() {
-                self.exit.note_guest_panic();
-                self.matched = 0;
+            if b == b'\n' || b == b'\r' {
+                self.head.clear();
+            } else if self.head.len() < LINE_HEAD {
+                self.head.push(b);
+                if is_panic_line(&self.head) {
+                    self.exit.note_guest_panic();
+                }
             }
         }
     }
+}
+
+/// Whether `head`, a line start, is exactly [`PANIC_LINE`] after an optional `[...] ` prefix.
+fn is_panic_line(head: &[u8]) -> bool {
+    let text = match head.strip_prefix(b"[") {
+        Some(rest) => match rest.iter().position(|&c| c == b']') {
+            Some(end) => {
+                let after = &rest[end + 1..];
+                after.strip_prefix(b" ").unwrap_or(after)
+            }
+            None => return false,
+        },
+        None => head,
+    };
+    text == PANIC_LINE
 }
 
 impl Write for PanicWatch {
@@ -160,16 +177,20 @@ mod tests {
 
     #[test]
     fn a_panic_line_turns_the_following_reset_into_a_panic() {
-        let panic = b"[    1.5] KKernel panic - not syncing: VFS: Unable to mount root fs\r\n";
+        let panic =
+            b"boot\r\n[    1.523456] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n";
         assert_eq!(reset_reason_after(panic), ExitReason::GuestPanic);
-        assert_eq!(
-            reset_reason_after(b"reboot: Restarting system\r\n"),
-            ExitReason::GuestReset
-        );
+        let untimed = b"Kernel panic - not syncing: Attempted to kill init!\n";
+        assert_eq!(reset_reason_after(untimed), ExitReason::GuestPanic);
+        let restart = b"reboot: Restarting system\r\n";
+        assert_eq!(reset_reason_after(restart), ExitReason::GuestReset);
         // Almost the line, broken by another byte, is not it.
-        assert_eq!(
-            reset_reason_after(b"Kernel panic - not sync\ning"),
-            ExitReason::GuestReset
-        );
+        let broken = b"Kernel panic - not sync\ning";
+        assert_eq!(reset_reason_after(broken), ExitReason::GuestReset);
+        // Text a process controls, echoed mid-line by the kernel or the agent, is not it.
+        let echoed = b"[    9.1] process 'Kernel panic - not syncing' launched '/x'\n";
+        assert_eq!(reset_reason_after(echoed), ExitReason::GuestReset);
+        let agent = b"2026-11-27T12:05:06Z ERROR container Kernel panic - not syncing\n";
+        assert_eq!(reset_reason_after(agent), ExitReason::GuestReset);
     }
 }
