@@ -321,6 +321,8 @@ async fn container_cmd(cmd: &Cmd) -> anyhow::Result<i32> {
 
 fn main() {
     let args = Args::parse();
+    // Like the shim it stands in for (agent-bench, run, exec).
+    hull_proto::heap::tune_for_stream_messages();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

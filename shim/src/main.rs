@@ -1,6 +1,7 @@
 //! `containerd-shim-hull-v2`: see `hull_shim::bootstrap`.
 
 fn main() -> anyhow::Result<()> {
+    hull_proto::heap::tune_for_stream_messages();
     // One thread: a shim per pod must stay small (≤ 3 MiB PSS goal), and it mostly waits.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

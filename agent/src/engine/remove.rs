@@ -15,9 +15,11 @@ impl Engine {
         } else {
             Duration::from_millis(u64::from(timeout_ms))
         };
-        // A frozen cgroup would keep SIGKILLed processes from dying.
+        // A frozen cgroup would keep SIGKILLed processes from dying. Thawing waits for the
+        // kernel, so it runs off the runtime's one thread.
         if c.cgroup.is_frozen() {
-            let _ = c.cgroup.freeze(false);
+            let cgroup = c.cgroup.clone();
+            let _ = tokio::task::spawn_blocking(move || cgroup.freeze(false)).await;
         }
         c.cgroup.kill_all();
         // Dropping the start socket lets a never-started init see EOF and exit.

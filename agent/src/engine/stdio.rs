@@ -2,10 +2,11 @@
 //! without blocking through tokio's reactor.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 /// Largest chunk one ReadStdout returns: well under ttrpc's 4 MiB message limit.
@@ -48,19 +49,21 @@ pub struct OutputStream {
     pending: Vec<u8>,
 }
 
-/// Largest read of the pump; also what a reply is made of when the process writes fast.
-const PUMP_CHUNK: usize = 256 << 10;
+/// Largest read of the pump. As large as a reply, so a fast writer's chunk becomes the reply
+/// as it is, without being copied into a larger one.
+const PUMP_CHUNK: usize = MAX_CHUNK;
 /// Chunks queued per stream before the pump stops reading (then the pipe fills, then the
-/// process blocks): at most 2 MiB held by the agent per stream.
-const QUEUE_CHUNKS: usize = 8;
+/// process blocks): at most 2 MiB held by the agent per stream, besides the pipe's 1 MiB.
+const QUEUE_CHUNKS: usize = 2;
 
 impl OutputStream {
     /// Starts the pump; call inside the tokio runtime.
     pub fn new(fd: OwnedFd, tty: bool) -> io::Result<Self> {
         set_nonblocking(&fd)?;
-        let fd = new_async_fd(fd)?;
+        // Not only pipes: a terminal master is read the same way, hence "unchecked".
+        let reader = pipe::Receiver::from_owned_fd_unchecked(fd)?;
         let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
-        tokio::spawn(pump(fd, tty, tx));
+        tokio::spawn(pump(reader, tty, tx));
         Ok(OutputStream {
             rx: Some(rx),
             pending: Vec::new(),
@@ -88,6 +91,9 @@ impl OutputStream {
                 Some(Err(e)) => return Err(e),
                 None => {
                     self.rx = None;
+                    // Every earlier reply has reached the reader by now (it asks for the
+                    // next only after the last): give back what the stream's buffers held.
+                    hull_proto::heap::release_free_memory();
                     return Ok((Vec::new(), true));
                 }
             }
@@ -96,7 +102,13 @@ impl OutputStream {
         while out.len() < max {
             let Some(rx) = self.rx.as_mut() else { break };
             match rx.try_recv() {
-                Ok(Ok(chunk)) => out.extend_from_slice(&chunk),
+                Ok(Ok(chunk)) => {
+                    // One reallocation for the whole reply rather than one per doubling.
+                    if out.capacity() < max {
+                        out.reserve_exact(max - out.len());
+                    }
+                    out.extend_from_slice(&chunk);
+                }
                 // Report the data now and the error on the next call.
                 Ok(Err(e)) => {
                     self.rx = None;
@@ -117,60 +129,45 @@ impl OutputStream {
     }
 }
 
-/// Reads `fd` until end of file into `tx`. Ends early when the stream's reader is gone.
-async fn pump(fd: AsyncFd<OwnedFd>, tty: bool, tx: mpsc::Sender<io::Result<Vec<u8>>>) {
-    let mut buf = vec![0u8; PUMP_CHUNK];
+/// Reads `rx` until end of file into `tx`. Ends early when the stream's reader is gone.
+///
+/// Each chunk is read into the spare capacity of a fresh `Vec` (tokio's `try_read_buf`), so
+/// nothing is zeroed first: at full speed that memset cost as much as the kernel's copy.
+async fn pump(rx: pipe::Receiver, tty: bool, tx: mpsc::Sender<io::Result<Vec<u8>>>) {
+    let mut buf = Vec::with_capacity(PUMP_CHUNK);
     loop {
-        let mut filled = 0;
         let mut eof = false;
         let res = loop {
             // Stop (and close the descriptor) when the stream is dropped, even if a
             // leftover writer keeps the pipe open.
             let ready = tokio::select! {
-                r = fd.readable() => r,
+                r = rx.readable() => r,
                 () = tx.closed() => return,
             };
-            let mut guard = match ready {
-                Ok(g) => g,
-                Err(e) => break Err(e),
-            };
-            let r = guard.try_io(|inner| loop {
-                match nix::unistd::read(inner.get_ref().as_fd(), &mut buf[filled..]) {
-                    Ok(0) => return Ok(true),
-                    Ok(n) => {
-                        filled += n;
-                        if filled == buf.len() {
-                            return Ok(false);
-                        }
-                    }
-                    Err(nix::errno::Errno::EAGAIN) if filled > 0 => return Ok(false),
-                    // A terminal master reports EIO once the last slave closes: its EOF.
-                    Err(nix::errno::Errno::EIO) if tty => return Ok(true),
-                    Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return Err(io::Error::from(e)),
-                }
-            });
-            match r {
-                Ok(Ok(at_eof)) => {
+            if let Err(e) = ready {
+                break Err(e);
+            }
+            match fill(&rx, tty, &mut buf) {
+                Ok(Some(at_eof)) => {
                     eof = at_eof;
                     break Ok(());
                 }
-                Ok(Err(e)) => break Err(e),
-                Err(_would_block) => continue,
+                Ok(None) => continue,
+                Err(e) => break Err(e),
             }
         };
         if let Err(e) = res {
             let _ = tx.send(Err(e)).await;
             return;
         }
-        if filled > 0 {
+        if !buf.is_empty() {
             // A small read gets an exact copy so a queued chunk never pins a large buffer.
-            let chunk = if filled < PUMP_CHUNK / 4 {
-                buf[..filled].to_vec()
+            let chunk = if buf.len() < PUMP_CHUNK / 4 {
+                let c = buf.clone();
+                buf.clear();
+                c
             } else {
-                let mut full = std::mem::replace(&mut buf, vec![0u8; PUMP_CHUNK]);
-                full.truncate(filled);
-                full
+                std::mem::replace(&mut buf, Vec::with_capacity(PUMP_CHUNK))
             };
             if tx.send(Ok(chunk)).await.is_err() {
                 return;
@@ -180,6 +177,26 @@ async fn pump(fd: AsyncFd<OwnedFd>, tty: bool, tx: mpsc::Sender<io::Result<Vec<u
             return;
         }
     }
+}
+
+/// Reads what `rx` has now into `buf`, up to its capacity: `Some(eof)` once something was read
+/// or the stream ended, `None` when nothing was there (a spurious wake-up).
+fn fill(rx: &pipe::Receiver, tty: bool, buf: &mut Vec<u8>) -> io::Result<Option<bool>> {
+    while buf.len() < buf.capacity() {
+        // `try_read_buf` reads into `buf`'s spare capacity and grows its length.
+        match rx.try_read_buf(buf) {
+            Ok(0) => return Ok(Some(true)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok((!buf.is_empty()).then_some(false));
+            }
+            // A terminal master reports EIO once the last slave closes: its EOF.
+            Err(e) if tty && e.raw_os_error() == Some(libc::EIO) => return Ok(Some(true)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(false))
 }
 
 /// Input stream of a process.

@@ -45,6 +45,8 @@ pub async fn output<W: AsyncWrite + Unpin>(
                 }
                 if r.eof {
                     let _ = tx.shutdown().await;
+                    // An idle pod should not keep what a burst of output needed.
+                    hull_proto::heap::release_free_memory();
                     return;
                 }
             }
