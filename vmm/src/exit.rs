@@ -11,9 +11,9 @@ pub const STATUS_OK: i32 = 0;
 /// Process exit status when the VMM could not go on (boot failure, KVM or device error).
 pub const STATUS_ERROR: i32 = 1;
 /// Process exit status when the guest crashed (a vCPU triple-faulted, or the kernel panicked
-/// and reset the machine). Its own value so a
-/// caller can tell a guest crash from a VMM failure by the status alone; 2 is taken by the
-/// command-line parser's usage errors, 31 by the seccomp handler.
+/// and reset the machine). Its own value so a caller can tell a guest crash from a VMM failure
+/// by the status alone; 2 is taken by the command-line parser's usage errors, 31 by the
+/// seccomp handler.
 pub const STATUS_GUEST_CRASH: i32 = 3;
 
 /// Why the VM stopped.

@@ -19,7 +19,7 @@ snapshot_taken=
 vmm_snapshot() {
 	[[ -z $snapshot_taken && -n ${vmm_pid:-} ]] || return 0
 	snapshot_taken=1
-	local n t st
+	local n t st f
 	for n in 1 2; do
 		for t in /proc/"$vmm_pid"/task/*; do
 			st=$(sed 's/.*) //' "$t/stat" 2>/dev/null) || continue

@@ -40,6 +40,19 @@ stop_vmm() {
 	wait "$pid"
 }
 
+# thread_ticks PID: each thread's state and CPU ticks, sampled twice 2 s apart.
+thread_ticks() {
+	local pid=$1 n t st f
+	for n in 1 2; do
+		for t in /proc/"$pid"/task/*; do
+			st=$(sed 's/.*) //' "$t/stat" 2>/dev/null) || continue
+			read -r -a f <<<"$st"
+			echo "sample $n: $(cat "$t/comm" 2>/dev/null) state=${f[0]} cpu_ticks=$((f[11] + f[12]))"
+		done
+		((n == 2)) || sleep 2
+	done
+}
+
 # boot_agent TAG KERNEL VCPUS [extra vmm args...]: boot to the agent, check health, SIGTERM.
 boot_agent() {
 	local tag=$1 kernel=$2 n=$3
@@ -181,24 +194,44 @@ INIT
 	rm -rf "$r"
 fi
 
-# Repeated boots leave no process or file behind.
+# Repeated boots leave no process or file behind. Every boot above asserts its health; here
+# the point is the leftovers, so one boot of the series may miss its health deadline without
+# failing the run: about one nested guest boot in a hundred stalls in this lab (QEMU's TCG
+# emulation of nested paging, lab/README.md), and 20 boots would otherwise turn that into
+# a CI failure one run in five. Such a boot is reported with its console and the VMM's
+# threads, still stopped and checked for leftovers; a second one fails the check.
 before=$(ls /tmp | wc -l)
+stalled=0
 for i in $(seq "$REPEAT"); do
 	d=$(mktemp -d /tmp/hull-rep.XXXXXX)
 	t0=$(now_ms)
 	"$VMM" --kernel "$VMLINUX" --initrd "$INITRD" --mem-mib 256 --cmdline "$CMDLINE" \
 		--vsock-uds "$d/v.sock" --console "$OUT/console-repeat.log" 2>"$OUT/vmm-repeat.err" &
 	pid=$!
-	"$CTL" agent-health --uds "$d/v.sock" --wait 180 >"$OUT/health-repeat.out" 2>&1 ||
-		flunk "repeat $i: no health: $(tail -2 "$OUT/health-repeat.out")"
+	# 60 s: ten times a boot here, even under CI's load.
+	if ! "$CTL" agent-health --uds "$d/v.sock" --wait 60 >"$OUT/health-repeat.out" 2>&1; then
+		stalled=$((stalled + 1))
+		if ((stalled > 1)); then
+			flunk "repeat $i: no health (the second in this series): $(tail -2 "$OUT/health-repeat.out")"
+		else
+			echo "INFO: repeat $i: no health, first in this series (tolerated once): $(tail -2 "$OUT/health-repeat.out")"
+		fi
+		# The next boot overwrites the console: keep this one, and where the VMM's threads
+		# are (vCPUs burning CPU: a guest spinning or re-faulting; asleep: a guest waiting).
+		cp "$OUT/console-repeat.log" "$OUT/console-repeat-$i-failed.log"
+		thread_ticks "$pid" >"$OUT/threads-repeat-$i-failed.txt"
+		echo "INFO: repeat $i: console tail and hull-vmm threads (CPU ticks, 2 s apart):"
+		tail -3 "$OUT/console-repeat.log" | sed 's/^/  /'
+		sed 's/^/  /' "$OUT/threads-repeat-$i-failed.txt"
+	fi
 	t1=$(now_ms)
 	stop_vmm "$pid" "repeat $i" || flunk "repeat $i: exit $? after SIGTERM: $(tail -2 "$OUT/vmm-repeat.err")"
-	echo "INFO: repeat $i: healthy after $((t1 - t0)) ms, stopped after $(($(now_ms) - t1)) ms"
+	echo "INFO: repeat $i: health check done after $((t1 - t0)) ms, stopped after $(($(now_ms) - t1)) ms"
 	rmdir "$d" || flunk "repeat $i: files left in $d: $(ls -A "$d")"
 done
 after=$(ls /tmp | wc -l)
 left=$(pgrep -c hull-vmm || true)
-[[ $before == "$after" && $left == 0 ]] && pass "$REPEAT boots in a row: no process or file left" ||
+[[ $before == "$after" && $left == 0 ]] && pass "$REPEAT boots in a row ($stalled without health): no process or file left" ||
 	flunk "repeat: /tmp entries $before -> $after, hull-vmm processes left: $left"
 
 echo "--- boot phases (µs since hull-vmm start; emulated lab, compare only as ratios) ---"
