@@ -36,6 +36,16 @@ pub fn tune_for_stream_messages() {
     }
 }
 
+/// Makes every thread allocate from the main heap. glibc otherwise gives each new thread that
+/// allocates its own arena (a 64 MiB reservation whose touched pages stay), which a process
+/// that runs its work on one thread, with a few short-lived helpers, pays for and never uses
+/// again. Call first thing in `main`, before any thread starts.
+pub fn use_one_arena() {
+    // As above: fails only for an unknown parameter, and a refusal only costs memory.
+    // SAFETY: mallopt only changes allocator tuning; M_ARENA_MAX with 1 is valid.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+}
+
 /// Returns free heap memory to the kernel, in every arena (`malloc_trim(0)`).
 pub fn release_free_memory() {
     // SAFETY: malloc_trim takes no pointers; it only walks glibc's own arenas under their

@@ -27,6 +27,11 @@ pub enum ShimError {
         context: String,
         source: std::io::Error,
     },
+    #[error("encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        source: protobuf::Error,
+    },
     #[error("{context}: {source}")]
     Shim {
         context: String,
@@ -52,7 +57,9 @@ impl ShimError {
                 crate::net::NetError::HostNetwork,
             )) => Code::INVALID_ARGUMENT,
             ShimError::Backend(_) | ShimError::Agent { .. } => Code::UNAVAILABLE,
-            ShimError::Io { .. } | ShimError::Shim { .. } => Code::INTERNAL,
+            ShimError::Io { .. } | ShimError::Encode { .. } | ShimError::Shim { .. } => {
+                Code::INTERNAL
+            }
         }
     }
 

@@ -1,36 +1,51 @@
 //! Task events to containerd, in the order they were sent: one queue feeding one task that
-//! hands each event to the crate's `RemotePublisher` (which reconnects after a containerd
-//! restart). Ordering matters: `/tasks/exit` must follow `/tasks/start`, and `ctr run --rm`
-//! deletes on exit.
+//! forwards each envelope to containerd's ttrpc `Events` service. Ordering matters:
+//! `/tasks/exit` must follow `/tasks/start`, and `ctr run --rm` deletes on exit.
+//!
+//! Not the crate's `RemotePublisher`: it types each event through protobuf reflection (see
+//! `typeurl`), and after a failure it requeues the event behind later ones, so a containerd
+//! restart could deliver `/tasks/exit` before `/tasks/start`. Here a failed event is retried in
+//! place (reconnecting when containerd closed the connection) and later ones wait for it.
+
+use std::time::Duration;
 
 use containerd_shim::event::Event;
-use containerd_shim::publisher::RemotePublisher;
-use protobuf::MessageDyn;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::Message;
+use containerd_shim::protos::shim::event::Envelope;
+use containerd_shim::protos::shim::events::ForwardRequest;
+use containerd_shim::protos::shim::events_ttrpc_async::EventsClient;
 use tokio::sync::mpsc;
 
-/// Per-event deadline, as runc-shim: a stuck containerd must not pile up forever.
+use crate::typeurl;
+
+/// Per-attempt deadline, as runc's shim: a stuck containerd must not hold the queue forever.
 const PUBLISH_TIMEOUT_NS: i64 = 5_000_000_000;
+/// Attempts per event; attempt n waits n seconds before the next, so an event survives a
+/// containerd restart of up to ~10 s (what the crate's publisher allowed too).
+const ATTEMPTS: u32 = 5;
+
+#[derive(Debug, thiserror::Error)]
+#[error("connect to containerd's event service at {address}: {source}")]
+pub struct EventsError {
+    address: String,
+    source: ttrpc::Error,
+}
 
 #[derive(Debug, Clone)]
 pub struct Events {
-    tx: mpsc::UnboundedSender<(String, Box<dyn MessageDyn>)>,
+    tx: mpsc::UnboundedSender<Envelope>,
     namespace: String,
 }
 
 impl Events {
-    /// Starts the forwarding task; events go to `namespace` through `publisher`.
-    pub fn start(publisher: RemotePublisher, namespace: String) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(String, Box<dyn MessageDyn>)>();
-        let ns = namespace.clone();
-        tokio::spawn(async move {
-            while let Some((topic, ev)) = rx.recv().await {
-                let ctx = ttrpc::context::with_timeout(PUBLISH_TIMEOUT_NS);
-                if let Err(e) = publisher.publish(ctx, &topic, &ns, ev).await {
-                    tracing::error!(%topic, "publish: {e}");
-                }
-            }
-        });
-        Events { tx, namespace }
+    /// Connects to containerd's ttrpc `address` (`TTRPC_ADDRESS`) and starts the forwarding
+    /// task; events go to `namespace`.
+    pub async fn connect(address: &str, namespace: String) -> Result<Self, EventsError> {
+        let client = dial(address).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(forward_all(address.to_owned(), client, rx));
+        Ok(Events { tx, namespace })
     }
 
     /// A sender whose events go nowhere, for tests of the task logic.
@@ -47,9 +62,164 @@ impl Events {
         &self.namespace
     }
 
-    pub fn send<E: Event + MessageDyn + 'static>(&self, ev: E) {
+    /// Queues `ev` (a message of containerd's `containerd.events` package).
+    pub fn send<E: Event + Message>(&self, ev: E) {
         let topic = ev.topic();
         tracing::debug!(%topic, "event");
-        let _ = self.tx.send((topic, Box::new(ev)));
+        let event = match typeurl::pack(typeurl::EVENTS, &ev) {
+            Ok(any) => any,
+            Err(e) => {
+                tracing::error!(%topic, "event not sent: encode: {e}");
+                return;
+            }
+        };
+        let envelope = Envelope {
+            timestamp: Some(Timestamp::now()).into(),
+            namespace: self.namespace.clone(),
+            topic,
+            event: Some(event).into(),
+            ..Default::default()
+        };
+        // Fails only when the forwarding task has ended: the runtime is shutting down.
+        let _ = self.tx.send(envelope);
+    }
+}
+
+async fn dial(address: &str) -> Result<EventsClient, EventsError> {
+    let path = address.strip_prefix("unix://").unwrap_or(address);
+    ttrpc::asynchronous::Client::connect(&format!("unix://{path}"))
+        .await
+        .map(EventsClient::new)
+        .map_err(|source| EventsError {
+            address: address.to_owned(),
+            source,
+        })
+}
+
+async fn forward_all(
+    address: String,
+    mut client: EventsClient,
+    mut rx: mpsc::UnboundedReceiver<Envelope>,
+) {
+    while let Some(envelope) = rx.recv().await {
+        let topic = envelope.topic.clone();
+        let req = ForwardRequest {
+            envelope: Some(envelope).into(),
+            ..Default::default()
+        };
+        for attempt in 1..=ATTEMPTS {
+            let ctx = ttrpc::context::with_timeout(PUBLISH_TIMEOUT_NS);
+            let Err(e) = client.forward(ctx, &req).await else {
+                break;
+            };
+            if attempt == ATTEMPTS {
+                tracing::error!(%topic, "event dropped after {ATTEMPTS} attempts: {e}");
+                break;
+            }
+            tracing::warn!(%topic, attempt, "publish: {e}; retrying");
+            tokio::time::sleep(Duration::from_secs(attempt.into())).await;
+            // Anything but an answer from containerd: the connection is gone or broken.
+            if !matches!(e, ttrpc::Error::RpcStatus(_)) {
+                match dial(&address).await {
+                    Ok(c) => client = c,
+                    Err(e) => tracing::warn!(%topic, "{e}"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use containerd_shim::api::Empty;
+    use containerd_shim::protos::events::task::{TaskExit, TaskStart};
+    use containerd_shim::protos::shim::events_ttrpc_async::{create_events, Events as EventsSvc};
+    use ttrpc::asynchronous::{Server, TtrpcContext};
+
+    use super::*;
+
+    /// What containerd's event service received.
+    type Sink = Mutex<Vec<Envelope>>;
+
+    struct Service(Arc<Sink>);
+
+    #[async_trait]
+    impl EventsSvc for Service {
+        async fn forward(&self, _: &TtrpcContext, req: ForwardRequest) -> ttrpc::Result<Empty> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(req.envelope.unwrap_or_default());
+            Ok(Empty::new())
+        }
+    }
+
+    fn serve(path: &std::path::Path, sink: Arc<Sink>) -> Server {
+        Server::new()
+            .bind(&format!("unix://{}", path.display()))
+            .unwrap()
+            .register_service(create_events(Arc::new(Service(sink))))
+    }
+
+    async fn wait_for(sink: &Sink, n: usize) -> Vec<Envelope> {
+        for _ in 0..500 {
+            let got = sink.lock().unwrap().clone();
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("fewer than {n} events arrived");
+    }
+
+    /// Events arrive in order, typed and enveloped as containerd decodes them, and the queue
+    /// survives the event service going away and coming back on the same address (a
+    /// containerd restart).
+    #[tokio::test(flavor = "current_thread")]
+    async fn in_order_typed_and_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("ttrpc.sock");
+        let sink = Arc::new(Sink::default());
+        let mut server = serve(&sock, Arc::clone(&sink));
+        server.start().await.unwrap();
+        let events = Events::connect(sock.to_str().unwrap(), "ns1".into())
+            .await
+            .unwrap();
+        events.send(TaskStart {
+            container_id: "c".into(),
+            pid: 7,
+            ..Default::default()
+        });
+        events.send(TaskExit {
+            container_id: "c".into(),
+            exit_status: 3,
+            ..Default::default()
+        });
+        let got = wait_for(&sink, 2).await;
+        assert_eq!(got[0].topic, "/tasks/start");
+        assert_eq!(got[1].topic, "/tasks/exit");
+        assert_eq!(got[1].namespace, "ns1");
+        assert_eq!(got[1].event.type_url, "containerd.events.TaskExit");
+        let exit = TaskExit::parse_from_bytes(&got[1].event.value).unwrap();
+        assert_eq!(exit.exit_status, 3);
+        assert!(got[1].timestamp.seconds > 0);
+
+        server.shutdown().await.unwrap();
+        drop(server);
+        let _ = std::fs::remove_file(&sock);
+        events.send(TaskExit {
+            container_id: "after-restart".into(),
+            ..Default::default()
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut server = serve(&sock, Arc::clone(&sink));
+        server.start().await.unwrap();
+        let got = wait_for(&sink, 3).await;
+        let exit = TaskExit::parse_from_bytes(&got[2].event.value).unwrap();
+        assert_eq!(exit.container_id, "after-restart");
+        server.shutdown().await.unwrap();
     }
 }

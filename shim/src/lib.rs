@@ -17,3 +17,4 @@ pub mod spec;
 pub mod stats;
 pub mod stdio;
 pub mod task;
+pub mod typeurl;

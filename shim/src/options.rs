@@ -6,11 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::protobuf::{Message, MessageFull};
+use containerd_shim::protos::protobuf::Message;
 use hull_proto::runtimeoptions::Options;
 
 use crate::config::{ConfigError, HullConfig};
 use crate::config_path::{self, ConfigPathError, ConfigSources, INSTALLED_DEFAULT, SYSTEM_CONFIG};
+use crate::typeurl;
 
 /// Where the serving shim finds the config path chosen at `start` (in the bundle), because
 /// containerd passes runtime options to `start` only.
@@ -39,9 +40,7 @@ pub fn config_path_option(stdin: &[u8]) -> Result<Option<PathBuf>, OptionsError>
     let Ok(any) = Any::parse_from_bytes(stdin) else {
         return Ok(None);
     };
-    // containerd's typeurl registers bare names; other encoders prefix a host.
-    let name = Options::descriptor().full_name().to_owned();
-    if !(any.type_url == name || any.type_url.ends_with(&format!("/{name}"))) {
+    if !typeurl::is::<Options>(typeurl::RUNTIME_OPTIONS, &any.type_url) {
         return Ok(None);
     }
     let opts = Options::parse_from_bytes(&any.value).map_err(|source| OptionsError::Decode {

@@ -22,6 +22,7 @@ use crate::errors::ShimError;
 use crate::pod::{timestamp, CreateSpec, Exit, Pod, ProcStatus};
 use crate::stats;
 use crate::stdio::StdioPaths;
+use crate::typeurl;
 
 #[derive(Debug, Clone)]
 pub struct TaskService {
@@ -88,6 +89,10 @@ impl Task for TaskService {
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
         tracing::info!(id = %req.id, exec = %req.exec_id, "start");
         let pid = self.pod.do_start(&req.id, &req.exec_id).await?;
+        // A process now runs and the shim mostly waits: hand back what setting it up (the VM,
+        // the spec, the mounts) left free in the heap, which the stream-sized trim threshold
+        // (`hull_proto::heap`) would otherwise keep for the life of the pod.
+        hull_proto::heap::release_free_memory();
         Ok(StartResponse {
             pid,
             ..Default::default()
@@ -138,6 +143,7 @@ impl Task for TaskService {
     async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
         tracing::info!(id = %req.id, exec = %req.exec_id, "delete");
         let c = self.pod.do_delete(&req.id, &req.exec_id).await?;
+        hull_proto::heap::release_free_memory();
         Ok(DeleteResponse {
             pid: c.pid,
             exit_status: c.exit.map_or(0, |e| e.status),
@@ -213,10 +219,12 @@ impl Task for TaskService {
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
         let stats = self.pod.do_stats(&req.id).await?;
-        let any = containerd_shim::util::convert_to_any(Box::new(stats::to_metrics(&stats)))
-            .map_err(|source| ShimError::Shim {
-                context: "encode metrics".into(),
-                source,
+        let any =
+            typeurl::pack(typeurl::CGROUPS_V2, &stats::to_metrics(&stats)).map_err(|source| {
+                ShimError::Encode {
+                    what: "metrics",
+                    source,
+                }
             })?;
         Ok(StatsResponse {
             stats: Some(any).into(),

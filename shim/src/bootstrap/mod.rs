@@ -34,6 +34,8 @@ pub enum BootstrapError {
     },
     #[error(transparent)]
     Options(#[from] crate::options::OptionsError),
+    #[error(transparent)]
+    Events(#[from] crate::events::EventsError),
     #[error("container of sandbox {sid}: its pod shim at {address} does not answer")]
     NoPodShim { sid: String, address: String },
     #[error("unknown action {0:?} (expected start, delete, or none to serve)")]

@@ -10,12 +10,11 @@ use std::sync::Arc;
 
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::protos::shim_async::create_task;
-use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::Flags;
 use ttrpc::asynchronous::transport::Listener;
 use ttrpc::asynchronous::Server;
 
-use super::{io_err, shim_err, BootstrapError, CONFIG_OPTION_ENV, SANDBOX_ID_ENV};
+use super::{io_err, BootstrapError, CONFIG_OPTION_ENV, SANDBOX_ID_ENV};
 use crate::events::Events;
 use crate::pod::Pod;
 use crate::task::TaskService;
@@ -43,12 +42,7 @@ pub(crate) async fn run(flags: Flags) -> Result<(), BootstrapError> {
     };
     let ttrpc_address =
         std::env::var("TTRPC_ADDRESS").map_err(|_| BootstrapError::Env("TTRPC_ADDRESS"))?;
-    let publisher = RemotePublisher::new(&ttrpc_address)
-        .await
-        .map_err(shim_err(format!(
-            "connect to containerd at {ttrpc_address}"
-        )))?;
-    let events = Events::start(publisher, flags.namespace.clone());
+    let events = Events::connect(&ttrpc_address, flags.namespace.clone()).await?;
     let exit = Arc::new(ExitSignal::default());
     let pod = Arc::new(Pod::new(sandbox_id, cfg, events, Arc::clone(&exit)));
 
@@ -132,20 +126,24 @@ fn signal_started() {
 /// tracing to containerd's `log` FIFO in the bundle, which containerd 1.6 copies into its own
 /// log. Without the FIFO (a test), logs go nowhere rather than to stdout, which is `start`'s.
 fn init_logging(fifo: &Path, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::new(level);
+    // One level for everything, as `log.level` says (validated by the config). Not an
+    // `EnvFilter`: its directive parser brings a regex engine into every pod's shim.
+    let filter = level
+        .parse::<tracing_subscriber::filter::LevelFilter>()
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
     // Opening a FIFO for writing blocks until containerd reads it; containerd opens it first.
     match std::fs::OpenOptions::new().write(true).open(fifo) {
         Ok(f) => {
             let f = Arc::new(f);
             let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter)
+                .with_max_level(filter)
                 .with_ansi(false)
                 .with_writer(f)
                 .try_init();
         }
         Err(_) => {
             let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter)
+                .with_max_level(filter)
                 .with_writer(std::io::sink)
                 .try_init();
         }

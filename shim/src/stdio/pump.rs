@@ -61,13 +61,16 @@ pub async fn output<W: AsyncWrite + Unpin>(
 /// `rx` → agent stdin; at EOF (CloseIO and containerd's writer gone) closes the process's
 /// stdin.
 pub async fn input<R: AsyncRead + Unpin>(agent: ProcessesClient, p: ProcRef, mut rx: R) {
-    let mut buf = vec![0u8; CHUNK as usize];
+    // Spare capacity, not zeroes: a process whose stdin stays idle (most of them) never
+    // touches these pages, and every pod's shim holds one such buffer per open stdin.
+    let mut buf = Vec::with_capacity(CHUNK as usize);
     loop {
-        let n = match rx.read(&mut buf).await {
+        buf.clear();
+        match rx.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let mut data = &buf[..n];
+            Ok(_) => {}
+        }
+        let mut data = &buf[..];
         // The agent may take part of a write; resend the rest.
         while !data.is_empty() {
             let req = WriteStdinRequest {
