@@ -86,7 +86,8 @@ impl Events {
 }
 
 async fn dial(address: &str) -> Result<EventsClient, EventsError> {
-    let path = address.strip_prefix("unix://").unwrap_or(address);
+    // ttrpc wants the scheme; containerd's TTRPC_ADDRESS is a bare path.
+    let path = crate::bootstrap::socket_path(address);
     ttrpc::asynchronous::Client::connect(&format!("unix://{path}"))
         .await
         .map(EventsClient::new)

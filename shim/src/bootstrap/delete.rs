@@ -13,7 +13,7 @@ use std::io::Write;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::{DeleteResponse, Flags};
 
-use super::{io_err, BootstrapError, SANDBOX_FILE};
+use super::{io_err, socket_path, BootstrapError, SANDBOX_FILE};
 use crate::backend::cleanup;
 use crate::pod::{timestamp, unmount};
 
@@ -34,7 +34,7 @@ pub(crate) async fn run(flags: Flags) -> Result<(), BootstrapError> {
             cleanup::dead_pod(sid, &record).await;
             // The dead shim's socket (shared by the pod's tasks, so only once it is dead).
             if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
-                let path = address.trim().trim_start_matches("unix://");
+                let path = socket_path(address.trim());
                 if path.starts_with("/run/containerd/s/") {
                     let _ = std::fs::remove_file(path);
                 }

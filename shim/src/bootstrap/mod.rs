@@ -44,6 +44,11 @@ pub enum BootstrapError {
     Env(&'static str),
 }
 
+/// The path of a Unix socket address as containerd passes them: `unix://PATH` or a bare path.
+pub(crate) fn socket_path(address: &str) -> &str {
+    address.strip_prefix("unix://").unwrap_or(address)
+}
+
 pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BootstrapError {
     let context = context.into();
     move |source| BootstrapError::Io { context, source }

@@ -14,7 +14,7 @@ use containerd_shim::Flags;
 use ttrpc::asynchronous::transport::Listener;
 use ttrpc::asynchronous::Server;
 
-use super::{io_err, BootstrapError, CONFIG_OPTION_ENV, SANDBOX_ID_ENV};
+use super::{io_err, socket_path, BootstrapError, CONFIG_OPTION_ENV, SANDBOX_ID_ENV};
 use crate::events::Events;
 use crate::pod::Pod;
 use crate::task::TaskService;
@@ -80,10 +80,6 @@ fn task_services(
         services.insert(TASK_V2.to_owned(), v2);
     }
     services
-}
-
-fn socket_path(address: &str) -> &str {
-    address.strip_prefix("unix://").unwrap_or(address)
 }
 
 /// Binds `address`; `None` if a live server already holds it. A stale socket is replaced.

@@ -11,7 +11,9 @@ use std::time::Duration;
 use containerd_shim::{Flags, StartOpts};
 use serde_json::Value;
 
-use super::{io_err, shim_err, BootstrapError, CONFIG_OPTION_ENV, SANDBOX_FILE, SANDBOX_ID_ENV};
+use super::{
+    io_err, shim_err, socket_path, BootstrapError, CONFIG_OPTION_ENV, SANDBOX_FILE, SANDBOX_ID_ENV,
+};
 
 const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
@@ -93,7 +95,7 @@ fn write_file(path: &Path, text: &str) -> Result<(), BootstrapError> {
 
 /// Whether a shim listens at `address` (`unix://PATH`).
 pub(crate) async fn answers(address: &str) -> bool {
-    let path = address.strip_prefix("unix://").unwrap_or(address);
+    let path = socket_path(address);
     tokio::time::timeout(
         Duration::from_secs(2),
         tokio::net::UnixStream::connect(path),
