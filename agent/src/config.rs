@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use crate::AGENT_VSOCK_PORT;
+use hull_contract::vsock::AGENT_PORT;
 
 /// Errors in the agent's command line.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,9 +27,7 @@ pub enum ListenAddr {
 
 impl Default for ListenAddr {
     fn default() -> Self {
-        ListenAddr::Vsock {
-            port: AGENT_VSOCK_PORT,
-        }
+        ListenAddr::Vsock { port: AGENT_PORT }
     }
 }
 

@@ -12,15 +12,15 @@ use crate::engine::{EngineError, Result};
 
 /// One chunk of a file copy, free of wire types.
 #[derive(Debug, Clone, Default)]
-pub struct CopyChunk {
-    pub path: String,
-    pub file_size: u64,
-    pub offset: u64,
-    pub data: Vec<u8>,
-    pub file_mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub dir_mode: u32,
+pub(crate) struct CopyChunk {
+    pub(crate) path: String,
+    pub(crate) file_size: u64,
+    pub(crate) offset: u64,
+    pub(crate) data: Vec<u8>,
+    pub(crate) file_mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) dir_mode: u32,
 }
 
 fn invalid(msg: String) -> EngineError {
@@ -28,7 +28,7 @@ fn invalid(msg: String) -> EngineError {
 }
 
 /// Writes one chunk under `root`.
-pub fn do_copy_file(root: &Path, c: &CopyChunk) -> Result<()> {
+pub(crate) fn do_copy_file(root: &Path, c: &CopyChunk) -> Result<()> {
     let path = clean_absolute(Path::new(&c.path), "copy path")?;
     if !path.starts_with(root) || path == root {
         return Err(invalid(format!("copy path {path:?} is outside {root:?}")));

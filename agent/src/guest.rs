@@ -7,7 +7,7 @@ use hull_proto::stats::NetworkInterfaceStats;
 use crate::AGENT_VERSION;
 
 /// Features this agent reports.
-pub const FEATURES: &[&str] = &[
+pub(crate) const FEATURES: &[&str] = &[
     "cgroup-v2",
     "virtiofs",
     "block",
@@ -17,7 +17,7 @@ pub const FEATURES: &[&str] = &[
 ];
 
 /// Memory hotplug block size, kernel release, agent version, features.
-pub fn details() -> (u64, String, String, Vec<String>) {
+pub(crate) fn details() -> (u64, String, String, Vec<String>) {
     let block = fs::read_to_string("/sys/devices/system/memory/block_size_bytes")
         .ok()
         .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
@@ -34,7 +34,7 @@ pub fn details() -> (u64, String, String, Vec<String>) {
 }
 
 /// Counters of every interface but loopback, from /sys/class/net.
-pub fn network_stats() -> Vec<NetworkInterfaceStats> {
+pub(crate) fn network_stats() -> Vec<NetworkInterfaceStats> {
     let Ok(dir) = fs::read_dir("/sys/class/net") else {
         return Vec::new();
     };

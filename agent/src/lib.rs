@@ -7,8 +7,8 @@
 
 pub mod config;
 pub mod engine;
-pub mod files;
-pub mod guest;
+pub(crate) mod files;
+pub(crate) mod guest;
 pub mod init;
 pub mod logbuf;
 pub mod portfwd;
@@ -22,6 +22,3 @@ pub mod sys;
 
 /// The agent's version, reported over the health service.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// The guest vsock port the agent listens on: the wire contract's, from hull-proto.
-pub use hull_proto::AGENT_VSOCK_PORT;

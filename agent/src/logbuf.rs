@@ -17,16 +17,16 @@ use tracing_subscriber::Layer;
 /// How many lines the log keeps by default.
 pub const DEFAULT_CAPACITY: usize = 4096;
 /// Most lines one `GetLogs` call returns by default.
-pub const DEFAULT_MAX_LINES: usize = 1000;
+pub(crate) const DEFAULT_MAX_LINES: usize = 1000;
 
 /// One kept line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEntry {
-    pub seq: u64,
-    pub timestamp_ns: i64,
-    pub level: Level,
-    pub target: String,
-    pub message: String,
+pub(crate) struct LogEntry {
+    pub(crate) seq: u64,
+    pub(crate) timestamp_ns: i64,
+    pub(crate) level: Level,
+    pub(crate) target: String,
+    pub(crate) message: String,
 }
 
 #[derive(Debug)]
@@ -44,10 +44,10 @@ pub struct LogBuffer {
 
 /// What a read returns: lines, the next cursor and how many wanted lines were already dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogRead {
-    pub lines: Vec<LogEntry>,
-    pub next_cursor: u64,
-    pub dropped: u64,
+pub(crate) struct LogRead {
+    pub(crate) lines: Vec<LogEntry>,
+    pub(crate) next_cursor: u64,
+    pub(crate) dropped: u64,
 }
 
 impl LogBuffer {
@@ -61,7 +61,7 @@ impl LogBuffer {
         }
     }
 
-    pub fn push(&self, level: Level, target: &str, message: String) {
+    pub(crate) fn push(&self, level: Level, target: &str, message: String) {
         let timestamp_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
@@ -82,7 +82,7 @@ impl LogBuffer {
     }
 
     /// Lines with `seq >= cursor`, oldest first, at most `max_lines` (0 = default).
-    pub fn read(&self, cursor: u64, max_lines: usize) -> LogRead {
+    pub(crate) fn read(&self, cursor: u64, max_lines: usize) -> LogRead {
         let max = if max_lines == 0 {
             DEFAULT_MAX_LINES
         } else {

@@ -74,7 +74,7 @@ fn main() {
         "hull-agent {AGENT_VERSION} starting{}",
         if is_init { " as PID 1" } else { "" }
     );
-    hull_proto::heap::tune_for_stream_messages();
+    hull_heap::tune_for_stream_messages();
     let logs = LogBuffer::new(hull_agent::logbuf::DEFAULT_CAPACITY);
     init_tracing(&logs);
 
@@ -179,7 +179,7 @@ async fn run(args: Args, is_init: bool, logs: LogBuffer) -> anyhow::Result<()> {
     };
     let portfwd = args.portfwd_listen.clone().or(match args.listen {
         ListenAddr::Vsock { .. } => Some(ListenAddr::Vsock {
-            port: hull_proto::PORTFWD_VSOCK_PORT,
+            port: hull_contract::vsock::PORTFWD_PORT,
         }),
         ListenAddr::Unix(_) => None,
     });

@@ -32,7 +32,7 @@ use crate::config::ListenAddr;
 /// `listen()` and a port-forward that can reach it.
 const POLL: Duration = Duration::from_millis(250);
 /// The longest wait a caller may ask for.
-pub const MAX_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Bound on dialing the guest server; a loopback dial answers at once unless the backlog is full.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on a host that connects and never sends its header.
@@ -44,14 +44,14 @@ const MAX_STREAMS: usize = 256;
 const TCP_LISTEN: &str = "0A";
 
 /// Where the kernel lists the TCP sockets of the agent's network namespace.
-pub fn proc_net() -> PathBuf {
+pub(crate) fn proc_net() -> PathBuf {
     PathBuf::from("/proc/net")
 }
 
 /// The TCP ports listening on a wildcard or loopback address: exactly those a dial of
 /// `localhost` reaches (a server bound only to the pod IP is not reachable that way, as with
 /// runc). IPv4 and IPv6 together.
-pub async fn listening_ports(proc_net: &Path) -> std::io::Result<BTreeSet<u16>> {
+pub(crate) async fn listening_ports(proc_net: &Path) -> std::io::Result<BTreeSet<u16>> {
     let mut ports = BTreeSet::new();
     for file in ["tcp", "tcp6"] {
         match tokio::fs::read_to_string(proc_net.join(file)).await {
@@ -121,7 +121,7 @@ fn reachable_from_localhost(hex: &str) -> bool {
 }
 
 /// A name for a port set: equal sets, equal generations; never 0 (the caller's "none yet").
-pub fn generation(ports: &BTreeSet<u16>) -> u64 {
+pub(crate) fn generation(ports: &BTreeSet<u16>) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     ports.hash(&mut h);
     h.finish().max(1)
@@ -129,7 +129,7 @@ pub fn generation(ports: &BTreeSet<u16>) -> u64 {
 
 /// Waits until the listener set's generation differs from `known` or `wait` has passed, and
 /// returns the set as it is then.
-pub async fn watch(
+pub(crate) async fn watch(
     proc_net: &Path,
     known: u64,
     wait: Duration,
@@ -147,7 +147,7 @@ pub async fn watch(
 
 /// Serves one port-forward stream: reads the header, dials the guest port, answers, then
 /// copies both ways until both directions are done. Errors end this stream only.
-pub async fn serve<S>(mut stream: S)
+pub(crate) async fn serve<S>(mut stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

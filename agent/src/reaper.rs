@@ -27,10 +27,10 @@ pub enum ReaperError {
 
 /// How a registered process ended, and when it was reaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExitInfo {
-    pub status: WaitStatus,
+pub(crate) struct ExitInfo {
+    pub(crate) status: WaitStatus,
     /// Unix time in nanoseconds of the reap.
-    pub exited_at_ns: i64,
+    pub(crate) exited_at_ns: i64,
 }
 
 type Registration = (Pid, oneshot::Sender<ExitInfo>);
@@ -44,7 +44,7 @@ pub struct ReaperHandle {
 impl ReaperHandle {
     /// Delivers the exit of `pid` on the returned channel. The channel closes without a value
     /// only if the reaper stops.
-    pub fn register(&self, pid: Pid) -> oneshot::Receiver<ExitInfo> {
+    pub(crate) fn register(&self, pid: Pid) -> oneshot::Receiver<ExitInfo> {
         let (tx, rx) = oneshot::channel();
         // A send error means the reaper is gone; the receiver then sees a closed channel.
         let _ = self.tx.send((pid, tx));

@@ -12,16 +12,16 @@ use crate::storage::{self, StorageConfig};
 
 /// What CreateSandbox asks for, free of wire types.
 #[derive(Debug, Clone, Default)]
-pub struct SandboxRequest {
-    pub id: String,
-    pub hostname: String,
-    pub dns_servers: Vec<String>,
-    pub dns_searches: Vec<String>,
-    pub dns_options: Vec<String>,
-    pub resolv_conf: Vec<u8>,
-    pub hosts: Vec<u8>,
-    pub storages: Vec<Storage>,
-    pub sysctls: Vec<(String, String)>,
+pub(crate) struct SandboxRequest {
+    pub(crate) id: String,
+    pub(crate) hostname: String,
+    pub(crate) dns_servers: Vec<String>,
+    pub(crate) dns_searches: Vec<String>,
+    pub(crate) dns_options: Vec<String>,
+    pub(crate) resolv_conf: Vec<u8>,
+    pub(crate) hosts: Vec<u8>,
+    pub(crate) storages: Vec<Storage>,
+    pub(crate) sysctls: Vec<(String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -80,11 +80,7 @@ impl Sandbox {
         }
     }
 
-    pub fn etc_dir(&self) -> &Path {
-        &self.etc_dir
-    }
-
-    pub async fn do_create(&self, r: SandboxRequest) -> Result<()> {
+    pub(crate) async fn do_create(&self, r: SandboxRequest) -> Result<()> {
         if r.id.is_empty() {
             return Err(EngineError::InvalidArgument(
                 "sandbox_id must not be empty".into(),
@@ -144,7 +140,7 @@ impl Sandbox {
         Ok(())
     }
 
-    pub async fn do_destroy(&self, engine: &Engine, id: &str) -> Result<()> {
+    pub(crate) async fn do_destroy(&self, engine: &Engine, id: &str) -> Result<()> {
         let mut st = self.state.lock().await;
         match &st.id {
             Some(cur) if cur == id => {}
@@ -170,7 +166,7 @@ impl Sandbox {
     }
 
     /// Storage config for container storages.
-    pub fn storage_config(&self) -> &StorageConfig {
+    pub(crate) fn storage_config(&self) -> &StorageConfig {
         &self.storage
     }
 }

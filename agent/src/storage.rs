@@ -13,7 +13,7 @@ use crate::engine::paths::{clean_absolute, secure_join};
 use crate::engine::{mountopt, EngineError, Result};
 
 /// virtio-fs tag of the pod share the VMM exposes.
-pub const SHARE_TAG: &str = "hull";
+pub(crate) use hull_contract::SHARE_FS_TAG as SHARE_TAG;
 
 /// Where storages come from.
 #[derive(Debug, Clone)]
@@ -107,7 +107,7 @@ fn mounted() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, (Storage, usize
 /// Mounts one storage, or takes one more reference to the same storage already mounted at
 /// its mount point; returns the mount point. A different storage at a mount point in use is
 /// an error: stacking it would hide the first owner's files.
-pub fn mount(cfg: &StorageConfig, s: &Storage) -> Result<PathBuf> {
+pub(crate) fn mount(cfg: &StorageConfig, s: &Storage) -> Result<PathBuf> {
     let target = clean_absolute(Path::new(&s.mount_point), "storage mount_point")?;
     // Held across the mount: two Creates naming one storage must not both mount it.
     let mut table = mounted();
@@ -230,7 +230,7 @@ fn mount_new(cfg: &StorageConfig, s: &Storage, target: &Path) -> Result<()> {
 }
 
 /// Mounts every storage in order; on failure unmounts those already done.
-pub fn mount_all(cfg: &StorageConfig, storages: &[Storage]) -> Result<Vec<PathBuf>> {
+pub(crate) fn mount_all(cfg: &StorageConfig, storages: &[Storage]) -> Result<Vec<PathBuf>> {
     let mut done = Vec::new();
     for s in storages {
         match mount(cfg, s) {
@@ -248,7 +248,7 @@ pub fn mount_all(cfg: &StorageConfig, storages: &[Storage]) -> Result<Vec<PathBu
 
 /// Drops one reference to the storage at `path`; the last one detaches the mount. Errors are
 /// logged, not returned (cleanup must go on).
-pub fn unmount(path: &Path) {
+pub(crate) fn unmount(path: &Path) {
     let mut table = mounted();
     if let Some((_, users)) = table.get_mut(path) {
         if *users > 1 {

@@ -22,7 +22,7 @@ use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
 /// crate does not export it for this target.
 const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
 /// Set in the environment of the re-executed agent so it does not switch again.
-pub const SWITCHED_ENV: &str = "HULL_ROOT_SWITCHED";
+pub(crate) const SWITCHED_ENV: &str = "HULL_ROOT_SWITCHED";
 const NEW_ROOT: &str = "/hull-root";
 /// Directories the agent and containers expect at the new root (as in guest/build's cpio).
 const SKELETON: &[(&str, u32)] = &[

@@ -8,11 +8,9 @@ use std::process::Command;
 
 use nix::unistd::{fork, ForkResult};
 
-/// The I/O port the VMM's boot timer device watches, and the value that marks "agent ready".
-const BOOT_TIMER_PORT: u16 = 0x3f0;
-const BOOT_TIMER_VALUE: u8 = 123;
+use hull_contract::boot_timer::{AGENT_READY, PORT as BOOT_TIMER_PORT};
 
-/// Writes the boot-timer mark: one byte of value 123 to port 0x3f0. Only meaningful as PID 1
+/// Writes the boot-timer mark ([`hull_contract::boot_timer`]). Only meaningful as PID 1
 /// inside a hull VM, where the VMM traps the port; on a host it is never called.
 pub fn boot_timer_mark() -> io::Result<()> {
     // SAFETY: ioperm only changes this thread's I/O permission bitmap for one port; it has no
@@ -24,7 +22,7 @@ pub fn boot_timer_mark() -> io::Result<()> {
     // SAFETY: the ioperm above granted access to exactly this port on this thread, so `out`
     // cannot fault; the instruction touches no memory and clobbers only the named registers.
     unsafe {
-        std::arch::asm!("out dx, al", in("dx") BOOT_TIMER_PORT, in("al") BOOT_TIMER_VALUE,
+        std::arch::asm!("out dx, al", in("dx") BOOT_TIMER_PORT, in("al") AGENT_READY,
             options(nomem, nostack, preserves_flags));
     }
     Ok(())
@@ -59,7 +57,7 @@ pub fn loopback_up() -> io::Result<()> {
 }
 
 /// Sets a terminal's window size.
-pub fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+pub(crate) fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
     let ws = libc::winsize {
         ws_row: rows,
         ws_col: cols,
@@ -75,7 +73,7 @@ pub fn set_winsize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
 }
 
 /// Makes the terminal on `fd` the controlling terminal of the calling session leader.
-pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
+pub(crate) fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
     // SAFETY: TIOCSCTTY takes an integer argument and touches no user memory.
     if unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } != 0 {
         return Err(io::Error::last_os_error());
@@ -86,7 +84,7 @@ pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
 /// Opens the slave of the pseudo-terminal whose master is `master` (TIOCGPTPEER, Linux 4.13),
 /// close-on-exec and without making it the controlling terminal. Unlike opening the path
 /// `ptsname` names, this cannot pick up a terminal of another devpts instance.
-pub fn open_pty_peer(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+pub(crate) fn open_pty_peer(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
     // SAFETY: TIOCGPTPEER takes open(2) flags as an integer argument and touches no user
     // memory; `master` is live for the call.
@@ -104,7 +102,7 @@ const MAX_RECV_FDS: usize = 4;
 /// Reads from a Unix stream socket like read(2), and also takes the descriptors sent along
 /// with the bytes (SCM_RIGHTS), close-on-exec, appending them to `fds`; a plain read would
 /// make the kernel close them. Returns 0 at end of stream.
-pub fn recv_with_fds(
+pub(crate) fn recv_with_fds(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
@@ -136,7 +134,7 @@ pub fn recv_with_fds(
 }
 
 /// Closes every descriptor from `first` up, so nothing the agent holds leaks into a container.
-pub fn close_fds_from(first: u32) {
+pub(crate) fn close_fds_from(first: u32) {
     // SAFETY: close_range only closes descriptors; the caller (the single-threaded init helper)
     // owns no Rust object backed by a descriptor >= `first`.
     unsafe {
@@ -146,7 +144,7 @@ pub fn close_fds_from(first: u32) {
 
 /// Forks the calling process. Only the init helper calls it, and it is single-threaded (a
 /// fresh exec of the agent binary that never starts a runtime), so the child may allocate.
-pub fn fork_single_threaded() -> nix::Result<ForkResult> {
+pub(crate) fn fork_single_threaded() -> nix::Result<ForkResult> {
     // SAFETY: the caller is single-threaded (see above), so no lock can be held by a thread
     // that does not exist in the child.
     unsafe { fork() }
@@ -154,7 +152,7 @@ pub fn fork_single_threaded() -> nix::Result<ForkResult> {
 
 /// Arranges for `fd` to be descriptor 3 of the process `cmd` spawns (the init helper's sync
 /// socket), without the close-on-exec flag.
-pub fn pass_fd_as_3(cmd: &mut Command, fd: RawFd) {
+pub(crate) fn pass_fd_as_3(cmd: &mut Command, fd: RawFd) {
     #[allow(clippy::multiple_unsafe_ops_per_block)]
     // SAFETY: the closure runs between fork and exec and calls only dup2 and fcntl, which are
     // async-signal-safe; it allocates nothing and touches no lock. Those libc calls are the
@@ -175,7 +173,7 @@ pub fn pass_fd_as_3(cmd: &mut Command, fd: RawFd) {
 }
 
 /// Takes ownership of descriptor 3, the init helper's sync socket, if it is open.
-pub fn adopt_fd3() -> Option<OwnedFd> {
+pub(crate) fn adopt_fd3() -> Option<OwnedFd> {
     // SAFETY: F_GETFD only queries the descriptor table.
     if unsafe { libc::fcntl(3, libc::F_GETFD) } < 0 {
         return None;
@@ -185,14 +183,16 @@ pub fn adopt_fd3() -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(3) })
 }
 
-/// One eBPF instruction, laid out as the kernel's `struct bpf_insn`.
+/// One eBPF instruction, laid out as the kernel's `struct bpf_insn` (the device cgroup's
+/// emitter, `engine::devices`, builds them).
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct BpfInsn {
-    pub code: u8,
-    pub regs: u8,
-    pub off: i16,
-    pub imm: i32,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BpfInsn {
+    pub(crate) code: u8,
+    /// dst register in the low nibble, src in the high one.
+    pub(crate) regs: u8,
+    pub(crate) off: i16,
+    pub(crate) imm: i32,
 }
 
 /// The BPF_PROG_LOAD part of `union bpf_attr` (fields the kernel does not know of yet are
@@ -251,7 +251,7 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
 
 /// Loads a BPF_PROG_TYPE_CGROUP_DEVICE program. On failure, returns the error and the
 /// verifier's log (from a second attempt with logging on).
-pub fn bpf_load_cgroup_device(insns: &[BpfInsn]) -> Result<OwnedFd, (io::Error, String)> {
+pub(crate) fn bpf_load_cgroup_device(insns: &[BpfInsn]) -> Result<OwnedFd, (io::Error, String)> {
     let license = c"Apache-2.0";
     let mut log = vec![0u8; 1 << 16];
     let mut attempt = |with_log: bool| {
@@ -283,25 +283,31 @@ pub fn bpf_load_cgroup_device(insns: &[BpfInsn]) -> Result<OwnedFd, (io::Error, 
     }
 }
 
-/// Attaches a device program to the cgroup open as `cgroup`.
-pub fn bpf_attach_cgroup_device(cgroup: &impl AsRawFd, prog: &impl AsRawFd) -> io::Result<()> {
-    let mut attr = BpfAttachAttr {
-        target_fd: u32::try_from(cgroup.as_raw_fd()).unwrap_or(u32::MAX),
-        attach_bpf_fd: u32::try_from(prog.as_raw_fd()).unwrap_or(u32::MAX),
-        attach_type: BPF_CGROUP_DEVICE,
-        attach_flags: BPF_F_ALLOW_MULTI,
-        ..Default::default()
-    };
-    bpf(BPF_PROG_ATTACH, &mut attr).map(drop)
+/// What [`bpf_cgroup_device`] does with a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BpfLink {
+    /// BPF_PROG_ATTACH, next to the programs already attached.
+    Attach,
+    /// BPF_PROG_DETACH.
+    Detach,
 }
 
-/// Detaches a device program from the cgroup open as `cgroup`.
-pub fn bpf_detach_cgroup_device(cgroup: &impl AsRawFd, prog: &impl AsRawFd) -> io::Result<()> {
+/// Attaches a device program to, or detaches it from, the cgroup open as `cgroup`.
+pub(crate) fn bpf_cgroup_device(
+    op: BpfLink,
+    cgroup: &impl AsRawFd,
+    prog: &impl AsRawFd,
+) -> io::Result<()> {
+    let (cmd, attach_flags) = match op {
+        BpfLink::Attach => (BPF_PROG_ATTACH, BPF_F_ALLOW_MULTI),
+        BpfLink::Detach => (BPF_PROG_DETACH, 0),
+    };
     let mut attr = BpfAttachAttr {
         target_fd: u32::try_from(cgroup.as_raw_fd()).unwrap_or(u32::MAX),
         attach_bpf_fd: u32::try_from(prog.as_raw_fd()).unwrap_or(u32::MAX),
         attach_type: BPF_CGROUP_DEVICE,
+        attach_flags,
         ..Default::default()
     };
-    bpf(BPF_PROG_DETACH, &mut attr).map(drop)
+    bpf(cmd, &mut attr).map(drop)
 }

@@ -3,12 +3,14 @@
 //! lab and drives CreateSandbox, run (create, start, stdout/stderr, exit status, remove), exec
 //! and remove through the hybrid vsock socket with `hullctl`; see `lab/guest_container.sh`.
 //!
-//! Slow (minutes: lab boot, then the guest under nested KVM). Alone:
-//! `cargo test -p hull-agent --test lab_guest -- --nocapture`.
+//! Slow (minutes: lab boot, then the guest under nested KVM), so `#[ignore = "lab"]`:
+//! `scripts/run-tests` includes it. Alone:
+//! `cargo test -p hull-agent --test lab_guest -- --include-ignored --nocapture`.
 
 mod common;
 
 #[test]
+#[ignore = "lab"]
 fn agent_as_pid1_runs_a_container_in_the_guest() {
     let root = common::repo_root();
     let hullctl = common::build_bin("hullctl");

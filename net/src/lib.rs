@@ -1,5 +1,5 @@
 //! hull-net: links, addresses, routes and neighbours over rtnetlink, in the calling thread's
-//! network namespace (issue 6, DESIGN §1). The shim reads what CNI made in the pod's netns on
+//! network namespace (DESIGN.md §1, §2 net/). The shim reads what CNI made in the pod's netns on
 //! the host with the `list_*` functions and sends it to the agent, which applies it to the
 //! guest (its only netns: containers join it) with `update_*`/`add_*`. One reader and one
 //! writer for both sides, so what the shim reads is exactly what the agent can write.
@@ -69,8 +69,8 @@ impl Mac {
 /// An address with its prefix length, prefix checked against the family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
+    pub(crate) addr: IpAddr,
+    pub(crate) prefix: u8,
 }
 
 impl Cidr {

@@ -10,11 +10,11 @@ use super::{connect, Cidr, Link, Mac, NetError};
 /// What a dump says about one link.
 #[derive(Debug, Clone)]
 pub(super) struct Found {
-    pub index: u32,
-    pub name: String,
-    pub mac: Option<Mac>,
-    pub mtu: u32,
-    pub ether: bool,
+    pub(super) index: u32,
+    pub(super) name: String,
+    pub(super) mac: Option<Mac>,
+    pub(super) mtu: u32,
+    pub(super) ether: bool,
 }
 
 fn found(m: &LinkMessage) -> Found {

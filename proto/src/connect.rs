@@ -1,7 +1,8 @@
 //! The host side of hull-vmm's hybrid vsock (DESIGN.md §1): connect to the VMM's Unix socket,
 //! write `CONNECT <port>\n`, read `OK <n>\n`; from then on the stream is the guest connection.
 //!
-//! This is the only copy of the handshake (DESIGN.md §7): the shim and hullctl both call it.
+//! The handshake's text is `hull_contract::vsock`'s (the VMM parses it from there); this is
+//! the only async host side of it: the shim and hullctl both call it.
 //! Every step is bounded by one deadline, because a VMM that accepted the connection but whose
 //! guest never answers must not hang a containerd task RPC.
 
@@ -15,11 +16,7 @@ use ttrpc::asynchronous::Client;
 
 use crate::line::{read_line, Line};
 
-/// The guest vsock port hull-agent serves ttrpc on (DESIGN §1).
-pub const AGENT_VSOCK_PORT: u32 = 1024;
-
-/// Longest reply line accepted; `OK 4294967295` fits with room to spare.
-const MAX_REPLY: usize = 64;
+use hull_contract::vsock;
 
 /// Why the hybrid vsock connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,10 +88,10 @@ async fn handshake(uds: &Path, port: u32) -> Result<UnixStream, ConnectError> {
         port,
         source,
     };
-    s.write_all(format!("CONNECT {port}\n").as_bytes())
+    s.write_all(vsock::connect_request(port).as_bytes())
         .await
         .map_err(io)?;
-    let line = match read_line(&mut s, MAX_REPLY).await.map_err(io)? {
+    let line = match read_line(&mut s, vsock::MAX_REPLY_LINE).await.map_err(io)? {
         Line::Closed => {
             return Err(ConnectError::Closed {
                 path: uds.to_path_buf(),
@@ -104,15 +101,11 @@ async fn handshake(uds: &Path, port: u32) -> Result<UnixStream, ConnectError> {
         Line::Text(l) => l,
         Line::TooLong => b"(a reply line longer than 64 bytes)".to_vec(),
     };
-    let reply = String::from_utf8_lossy(&line);
-    if reply
-        .strip_prefix("OK ")
-        .is_none_or(|n| n.parse::<u32>().is_err())
-    {
+    if vsock::parse_ok(&line).is_none() {
         return Err(ConnectError::BadReply {
             path: uds.to_path_buf(),
             port,
-            reply: reply.into_owned(),
+            reply: String::from_utf8_lossy(&line).into_owned(),
         });
     }
     Ok(s)

@@ -19,11 +19,10 @@
 //! | [`files_ttrpc::Files`] | chunked file copy into the guest |
 //! | [`guest_ttrpc::Guest`] | guest facts and the agent's log |
 //!
-//! [`connect::connect_agent`] is the one implementation of the host side of the hybrid vsock
+//! [`connect_agent`] is the one implementation of the host side of the hybrid vsock
 //! handshake (`CONNECT <port>\n` → `OK <n>\n`), shared by the shim and hullctl;
 //! [`portfwd`] is the header of the port-forward streams on vsock port 1025 (`PORT <n>\n` →
-//! `OK\n`), shared by the agent and the shim. [`heap`] holds the glibc heap settings every
-//! process at either end uses for the 1 MiB stdio messages.
+//! `OK\n`), shared by the agent and the shim.
 //!
 //! OCI structures (runtime spec, process, resources) travel as JSON bytes and are parsed with
 //! `oci-spec` by the agent; they are deliberately not re-modelled in protobuf.
@@ -39,12 +38,10 @@
 pub use protobuf;
 pub use ttrpc;
 
-pub mod connect;
-pub mod heap;
+mod connect;
 mod line;
 pub mod portfwd;
-pub use connect::{connect_agent, connect_stream, ConnectError, AGENT_VSOCK_PORT};
-pub use portfwd::PORTFWD_VSOCK_PORT;
+pub use connect::{connect_agent, connect_stream, ConnectError};
 
 /// Version of the wire protocol defined here; see the crate docs for when it changes.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,8 +1,8 @@
 //! The port-forward stream (DESIGN §1, CRI PortForward): guest vsock port
-//! [`PORTFWD_VSOCK_PORT`]. For each TCP connection it forwards, the host opens one hybrid
-//! vsock connection to that port and writes `PORT <n>\n`; the agent dials localhost:n in the
-//! guest and answers `OK\n`, or `ERR <reason>\n` and closes. After `OK` the stream carries the
-//! TCP connection's bytes both ways ([`splice`] on both ends).
+//! [`hull_contract::vsock::PORTFWD_PORT`]. For each TCP connection it forwards, the host
+//! opens one hybrid vsock connection to that port and writes `PORT <n>\n`; the agent dials
+//! localhost:n in the guest and answers `OK\n`, or `ERR <reason>\n` and closes. After `OK` the
+//! stream carries the TCP connection's bytes both ways ([`splice`] on both ends).
 //!
 //! This is the only copy of the header's format: the agent serves it, the shim speaks it.
 
@@ -12,15 +12,12 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::line::{read_line, Line};
 
-/// The guest vsock port the agent serves port-forward streams on.
-pub const PORTFWD_VSOCK_PORT: u32 = 1025;
-
 /// Once one direction of a forwarded connection has ended, how long the other may go on
 /// before both are closed. containerd gives a PortForward stream the same second; hull-vmm
 /// turns a host-side end of stream into a full vsock shutdown, so a longer half-closed life
 /// is not possible through the VM anyway, and a peer that never closes must not hold the
 /// stream (and its fds on both sides) for the pod's life.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Longest header line accepted (`ERR` reasons are cut to fit).
 const MAX_LINE: usize = 200;

@@ -19,14 +19,14 @@ const CONTROLLERS: &[&str] = &["cpu", "cpuset", "io", "memory", "pids", "hugetlb
 
 /// The agent's parent cgroup: prepared once, then containers are created under it.
 #[derive(Debug, Clone)]
-pub struct CgroupParent {
+pub(crate) struct CgroupParent {
     path: PathBuf,
 }
 
 impl CgroupParent {
     /// Creates `path` and enables every available controller for its children (and on the
     /// way down from the cgroup2 root).
-    pub fn prepare(path: &Path) -> Result<Self> {
+    pub(crate) fn prepare(path: &Path) -> Result<Self> {
         fs::create_dir_all(path)
             .map_err(|e| EngineError::io(format!("create cgroup parent {path:?}"), e))?;
         if let Some(up) = path.parent() {
@@ -38,12 +38,8 @@ impl CgroupParent {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Creates the cgroup of container `id` (already validated as a file name).
-    pub fn create(&self, id: &str) -> Result<Cgroup> {
+    pub(crate) fn create(&self, id: &str) -> Result<Cgroup> {
         let path = self.path.join(id);
         match fs::create_dir(&path) {
             Ok(()) => Ok(Cgroup {
@@ -70,7 +66,7 @@ fn enable_controllers(dir: &Path) {
 
 /// One container's cgroup.
 #[derive(Debug, Clone)]
-pub struct Cgroup {
+pub(crate) struct Cgroup {
     path: PathBuf,
     /// The device program attached by the last apply with device rules, detached when an
     /// update replaces it.
@@ -85,7 +81,7 @@ fn read_u64(path: &Path) -> u64 {
 }
 
 /// `key value` lines of a flat-keyed file.
-pub fn read_keyed(path: &Path) -> Vec<(String, u64)> {
+pub(crate) fn read_keyed(path: &Path) -> Vec<(String, u64)> {
     fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -109,11 +105,7 @@ fn limit(v: i64) -> String {
 }
 
 impl Cgroup {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn procs_file(&self) -> PathBuf {
+    pub(crate) fn procs_file(&self) -> PathBuf {
         self.path.join("cgroup.procs")
     }
 
@@ -131,7 +123,7 @@ impl Cgroup {
     }
 
     /// Applies the resources that are set; absent ones are left as they are.
-    pub fn apply(&self, r: &LinuxResources) -> Result<()> {
+    pub(crate) fn apply(&self, r: &LinuxResources) -> Result<()> {
         if let Some(cpu) = r.cpu() {
             if let Some(shares) = cpu.shares() {
                 // The OCI -> cgroup v2 conversion runc and crun use.
@@ -215,7 +207,7 @@ impl Cgroup {
     }
 
     /// Pids of every process in the cgroup, ascending.
-    pub fn pids(&self) -> Vec<u32> {
+    pub(crate) fn pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = fs::read_to_string(self.procs_file())
             .unwrap_or_default()
             .lines()
@@ -226,7 +218,7 @@ impl Cgroup {
     }
 
     /// Freezes or thaws, and waits until the kernel reports the new state.
-    pub fn freeze(&self, frozen: bool) -> Result<()> {
+    pub(crate) fn freeze(&self, frozen: bool) -> Result<()> {
         self.write("cgroup.freeze", if frozen { "1" } else { "0" })?;
         let want = if frozen { 1 } else { 0 };
         let start = Instant::now();
@@ -242,12 +234,12 @@ impl Cgroup {
         Ok(())
     }
 
-    pub fn is_frozen(&self) -> bool {
+    pub(crate) fn is_frozen(&self) -> bool {
         keyed(&read_keyed(&self.path.join("cgroup.events")), "frozen") == 1
     }
 
     /// SIGKILLs every process (cgroup.kill, or one by one on kernels without it).
-    pub fn kill_all(&self) {
+    pub(crate) fn kill_all(&self) {
         if fs::write(self.path.join("cgroup.kill"), "1").is_err() {
             for pid in self.pids() {
                 if let Ok(pid) = i32::try_from(pid) {
@@ -261,7 +253,7 @@ impl Cgroup {
     }
 
     /// Removes the directory once it is empty; waits up to `timeout` for the last exits.
-    pub fn remove(&self, timeout: Duration) -> Result<()> {
+    pub(crate) fn remove(&self, timeout: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
             match fs::remove_dir(&self.path) {
@@ -279,12 +271,12 @@ impl Cgroup {
         }
     }
 
-    pub fn memory_events(&self) -> PathBuf {
+    pub(crate) fn memory_events(&self) -> PathBuf {
         self.path.join("memory.events")
     }
 
     /// Counters for StatsContainer.
-    pub fn stats(&self) -> hull_proto::stats::ContainerStats {
+    pub(crate) fn stats(&self) -> hull_proto::stats::ContainerStats {
         use hull_proto::stats::{ContainerStats, CpuStats, IoDeviceStats, MemoryStats, PidsStats};
         let p = &self.path;
         let cpu = read_keyed(&p.join("cpu.stat"));

@@ -14,19 +14,19 @@ use super::{spec, validate_id, Engine};
 
 /// What CreateContainer asks for, free of wire types.
 #[derive(Debug, Clone, Default)]
-pub struct CreateRequest {
-    pub id: String,
-    pub exec_id: String,
-    pub spec_json: Vec<u8>,
-    pub terminal: bool,
-    pub stdin: bool,
+pub(crate) struct CreateRequest {
+    pub(crate) id: String,
+    pub(crate) exec_id: String,
+    pub(crate) spec_json: Vec<u8>,
+    pub(crate) terminal: bool,
+    pub(crate) stdin: bool,
     /// Storages already mounted for this container (unmounted again on failure or remove).
-    pub storages: Vec<PathBuf>,
+    pub(crate) storages: Vec<PathBuf>,
 }
 
 impl Engine {
     /// Creates a container; returns its init pid.
-    pub async fn create(&self, req: CreateRequest) -> Result<u32> {
+    pub(crate) async fn create(&self, req: CreateRequest) -> Result<u32> {
         validate_id(&req.id, "container id")?;
         let exec_id = if req.exec_id.is_empty() {
             req.id.clone()

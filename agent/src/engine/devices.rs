@@ -18,6 +18,7 @@ use std::path::Path;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
 
 use super::error::{EngineError, Result};
+use crate::sys::{BpfInsn as Insn, BpfLink};
 
 /// `bpf_cgroup_dev_ctx.access_type`: low 16 bits device type, high 16 bits access.
 const DEV_BLOCK: i32 = 1;
@@ -27,16 +28,7 @@ const ACC_READ: i32 = 2;
 const ACC_WRITE: i32 = 4;
 const ACC_ALL: i32 = ACC_MKNOD | ACC_READ | ACC_WRITE;
 
-/// One eBPF instruction (struct bpf_insn).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Insn {
-    pub code: u8,
-    /// dst register in the low nibble, src in the high one.
-    pub regs: u8,
-    pub off: i16,
-    pub imm: i32,
-}
-
+/// The instructions the emitter uses.
 impl Insn {
     const fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Self {
         Insn {
@@ -81,12 +73,12 @@ impl Insn {
 
 /// A rule in the form the program checks: None = any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rule {
-    pub allow: bool,
-    pub kind: Option<i32>,
-    pub major: Option<i32>,
-    pub minor: Option<i32>,
-    pub access: i32,
+pub(crate) struct Rule {
+    pub(crate) allow: bool,
+    pub(crate) kind: Option<i32>,
+    pub(crate) major: Option<i32>,
+    pub(crate) minor: Option<i32>,
+    pub(crate) access: i32,
 }
 
 fn invalid(msg: String) -> EngineError {
@@ -104,7 +96,7 @@ fn number(v: Option<i64>, what: &str) -> Result<Option<i32>> {
 }
 
 /// Converts one spec rule; a type of `a` (or none) matches both block and char devices.
-pub fn rule(d: &LinuxDeviceCgroup) -> Result<Rule> {
+pub(crate) fn rule(d: &LinuxDeviceCgroup) -> Result<Rule> {
     let kind = match d.typ() {
         None | Some(LinuxDeviceType::A) => None,
         Some(LinuxDeviceType::C) | Some(LinuxDeviceType::U) => Some(DEV_CHAR),
@@ -134,7 +126,7 @@ pub fn rule(d: &LinuxDeviceCgroup) -> Result<Rule> {
 }
 
 /// What every container may use whatever its spec says (appended last, so they win).
-pub fn default_rules() -> Vec<Rule> {
+pub(crate) fn default_rules() -> Vec<Rule> {
     let c = |major, minor: Option<i32>, access| Rule {
         allow: true,
         kind: Some(DEV_CHAR),
@@ -163,7 +155,7 @@ pub fn default_rules() -> Vec<Rule> {
 }
 
 /// Compiles rules (last match wins, default deny) into a program.
-pub fn compile(rules: &[Rule]) -> Vec<Insn> {
+pub(crate) fn compile(rules: &[Rule]) -> Vec<Insn> {
     // r2 = type, r3 = access, r4 = major, r5 = minor; r1 (the context) is then free.
     let mut p = vec![
         Insn::ldx_w(2, 1, 0),
@@ -220,7 +212,7 @@ pub fn compile(rules: &[Rule]) -> Vec<Insn> {
 }
 
 /// The program for a spec's rules: theirs, then [`default_rules`].
-pub fn program(spec_rules: &[LinuxDeviceCgroup]) -> Result<Vec<Insn>> {
+pub(crate) fn program(spec_rules: &[LinuxDeviceCgroup]) -> Result<Vec<Insn>> {
     let mut rules = spec_rules.iter().map(rule).collect::<Result<Vec<_>>>()?;
     rules.extend(default_rules());
     Ok(compile(&rules))
@@ -229,22 +221,13 @@ pub fn program(spec_rules: &[LinuxDeviceCgroup]) -> Result<Vec<Insn>> {
 /// Loads `insns` and attaches them to the cgroup at `cgroup_dir`; returns the program's
 /// descriptor (it stays attached after the descriptor is closed, until detached or the
 /// cgroup is removed).
-pub fn attach(cgroup_dir: &Path, insns: &[Insn]) -> Result<OwnedFd> {
-    let raw: Vec<crate::sys::BpfInsn> = insns
-        .iter()
-        .map(|i| crate::sys::BpfInsn {
-            code: i.code,
-            regs: i.regs,
-            off: i.off,
-            imm: i.imm,
-        })
-        .collect();
-    let prog = crate::sys::bpf_load_cgroup_device(&raw).map_err(|(e, log)| {
+pub(crate) fn attach(cgroup_dir: &Path, insns: &[Insn]) -> Result<OwnedFd> {
+    let prog = crate::sys::bpf_load_cgroup_device(insns).map_err(|(e, log)| {
         EngineError::Internal(format!("load device cgroup program: {e}; verifier: {log}"))
     })?;
     let dir = std::fs::File::open(cgroup_dir)
         .map_err(|e| EngineError::io(format!("open cgroup {cgroup_dir:?}"), e))?;
-    crate::sys::bpf_attach_cgroup_device(&dir, &prog).map_err(|e| {
+    crate::sys::bpf_cgroup_device(BpfLink::Attach, &dir, &prog).map_err(|e| {
         EngineError::FailedPrecondition(format!(
             "attach device cgroup program to {cgroup_dir:?}: {e}"
         ))
@@ -253,10 +236,10 @@ pub fn attach(cgroup_dir: &Path, insns: &[Insn]) -> Result<OwnedFd> {
 }
 
 /// Detaches a program attached by [`attach`] (replacing it on update).
-pub fn detach(cgroup_dir: &Path, prog: &OwnedFd) -> Result<()> {
+pub(crate) fn detach(cgroup_dir: &Path, prog: &OwnedFd) -> Result<()> {
     let dir = std::fs::File::open(cgroup_dir)
         .map_err(|e| EngineError::io(format!("open cgroup {cgroup_dir:?}"), e))?;
-    crate::sys::bpf_detach_cgroup_device(&dir, prog)
+    crate::sys::bpf_cgroup_device(BpfLink::Detach, &dir, prog)
         .map_err(|e| EngineError::io(format!("detach device program from {cgroup_dir:?}"), e))
 }
 

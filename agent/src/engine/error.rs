@@ -30,7 +30,7 @@ pub enum EngineError {
 
 /// The ttrpc code of an error, as a plain enum so the engine does not depend on ttrpc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     InvalidArgument,
     NotFound,
     AlreadyExists,
@@ -41,7 +41,7 @@ pub enum ErrorCode {
 }
 
 impl EngineError {
-    pub fn code(&self) -> ErrorCode {
+    pub(crate) fn code(&self) -> ErrorCode {
         match self {
             EngineError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             EngineError::NotFound(_) => ErrorCode::NotFound,
@@ -58,7 +58,7 @@ impl EngineError {
     }
 
     /// `Io` with a context.
-    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         EngineError::Io {
             context: context.into(),
             source,
@@ -66,7 +66,7 @@ impl EngineError {
     }
 
     /// Prefixes the message with `context`, keeping the code.
-    pub fn context(self, context: impl std::fmt::Display) -> Self {
+    pub(crate) fn context(self, context: impl std::fmt::Display) -> Self {
         let msg = format!("{context}: {}", chain(&self));
         match self.code() {
             ErrorCode::InvalidArgument => EngineError::InvalidArgument(msg),

@@ -12,16 +12,16 @@ use super::{spec, Engine};
 
 /// What ExecProcess asks for, free of wire types.
 #[derive(Debug, Clone, Default)]
-pub struct ExecRequest {
-    pub id: String,
-    pub exec_id: String,
-    pub process_json: Vec<u8>,
-    pub terminal: bool,
-    pub stdin: bool,
+pub(crate) struct ExecRequest {
+    pub(crate) id: String,
+    pub(crate) exec_id: String,
+    pub(crate) process_json: Vec<u8>,
+    pub(crate) terminal: bool,
+    pub(crate) stdin: bool,
 }
 
 impl Engine {
-    pub async fn exec(&self, req: ExecRequest) -> Result<u32> {
+    pub(crate) async fn exec(&self, req: ExecRequest) -> Result<u32> {
         if req.exec_id.is_empty() {
             return Err(EngineError::InvalidArgument(
                 "exec_id must not be empty".into(),

@@ -6,12 +6,12 @@ use super::process::Exit;
 use super::Engine;
 
 impl Engine {
-    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
+    pub(crate) async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
         let p = self.registry().process(id, exec_id).await?;
         p.wait().await
     }
 
-    pub async fn write_stdin(&self, id: &str, exec_id: &str, data: &[u8]) -> Result<usize> {
+    pub(crate) async fn write_stdin(&self, id: &str, exec_id: &str, data: &[u8]) -> Result<usize> {
         self.registry()
             .process(id, exec_id)
             .await?
@@ -19,7 +19,7 @@ impl Engine {
             .await
     }
 
-    pub async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
+    pub(crate) async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
         self.registry()
             .process(id, exec_id)
             .await?
@@ -27,7 +27,7 @@ impl Engine {
             .await
     }
 
-    pub async fn read_output(
+    pub(crate) async fn read_output(
         &self,
         id: &str,
         exec_id: &str,
@@ -41,7 +41,7 @@ impl Engine {
             .await
     }
 
-    pub async fn resize(&self, id: &str, exec_id: &str, rows: u32, cols: u32) -> Result<()> {
+    pub(crate) async fn resize(&self, id: &str, exec_id: &str, rows: u32, cols: u32) -> Result<()> {
         self.registry()
             .process(id, exec_id)
             .await?

@@ -21,14 +21,14 @@ use crate::reaper::{ExitInfo, ReaperHandle};
 
 /// Descriptors the child gets as 0, 1, 2, and the agent's ends.
 #[derive(Debug)]
-pub struct StdioSetup {
-    pub child: [OwnedFd; 3],
-    pub io: AgentIo,
+pub(crate) struct StdioSetup {
+    pub(crate) child: [OwnedFd; 3],
+    pub(crate) io: AgentIo,
 }
 
 /// The agent's ends of a process's stdio, before launch.
 #[derive(Debug)]
-pub enum AgentIo {
+pub(crate) enum AgentIo {
     Pipes(ProcessIo),
     /// The container process makes the terminal and sends its master during launch
     /// ([`Launched::terminal`]; see [`super::init::console`] for why).
@@ -36,7 +36,7 @@ pub enum AgentIo {
 }
 
 impl StdioSetup {
-    pub fn new(terminal: bool, stdin: bool) -> Result<Self> {
+    pub(crate) fn new(terminal: bool, stdin: bool) -> Result<Self> {
         let err = |what: &str| {
             let what = what.to_owned();
             move |e: std::io::Error| EngineError::io(what, e)
@@ -79,7 +79,7 @@ impl StdioSetup {
 impl AgentIo {
     /// The agent's ends once the process is launched: the pipes, or streams on the terminal
     /// master the process sent. Call inside the tokio runtime.
-    pub fn finish(self, master: Option<OwnedFd>) -> Result<ProcessIo> {
+    pub(crate) fn finish(self, master: Option<OwnedFd>) -> Result<ProcessIo> {
         let err = |what: &'static str| move |e: std::io::Error| EngineError::io(what, e);
         match (self, master) {
             (AgentIo::Pipes(io), None) => Ok(io),
@@ -104,13 +104,13 @@ impl AgentIo {
 
 /// A launched process, stopped at the step its plan says (Ready for Create).
 #[derive(Debug)]
-pub struct Launched {
-    pub pid: Pid,
-    pub exit_rx: oneshot::Receiver<ExitInfo>,
+pub(crate) struct Launched {
+    pub(crate) pid: Pid,
+    pub(crate) exit_rx: oneshot::Receiver<ExitInfo>,
     /// For Create: the socket the `start` word goes to.
-    pub sync: Option<SyncSocket>,
+    pub(crate) sync: Option<SyncSocket>,
     /// The terminal master the process sent, if the plan asked for a terminal.
-    pub terminal: Option<OwnedFd>,
+    pub(crate) terminal: Option<OwnedFd>,
 }
 
 fn setup_failed(msg: String) -> EngineError {
@@ -119,7 +119,7 @@ fn setup_failed(msg: String) -> EngineError {
 
 /// Runs the helper and the protocol up to Ready (Create) or the exec (Exec). Blocking: call
 /// it from `spawn_blocking`.
-pub fn launch(
+pub(crate) fn launch(
     init_exe: &Path,
     plan: &InitPlan,
     child_fds: [OwnedFd; 3],
@@ -205,7 +205,7 @@ pub fn launch(
 }
 
 /// Lets a created container exec its entrypoint; returns when the exec happened or failed.
-pub fn release(mut sync: SyncSocket) -> Result<()> {
+pub(crate) fn release(mut sync: SyncSocket) -> Result<()> {
     sync.send(b"start\n", "send start")?;
     match sync.read_reply()? {
         None => Ok(()),

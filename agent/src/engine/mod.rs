@@ -12,35 +12,35 @@
 //! operation (one file each: [`create`], [`start`], [`exec`], [`signal`], [`remove`],
 //! [`update`], [`pause`], [`io`], [`pids`]) looks up `Arc` handles there and works outside it.
 
-pub mod cgroup;
-pub mod create;
-pub mod devices;
+pub(crate) mod cgroup;
+pub(crate) mod create;
+pub(crate) mod devices;
 pub mod error;
-pub mod exec;
+pub(crate) mod exec;
 pub mod init;
-pub mod io;
-pub mod launch;
-pub mod mountopt;
-pub mod oom;
-pub mod paths;
-pub mod pause;
-pub mod pids;
-pub mod plan;
-pub mod process;
-pub mod registry;
-pub mod remove;
-pub mod seccomp;
-pub mod signal;
-pub mod spec;
-pub mod start;
-pub mod stdio;
-pub mod sync_socket;
-pub mod update;
+pub(crate) mod io;
+pub(crate) mod launch;
+pub(crate) mod mountopt;
+pub(crate) mod oom;
+pub(crate) mod paths;
+pub(crate) mod pause;
+pub(crate) mod pids;
+pub(crate) mod plan;
+pub(crate) mod process;
+pub(crate) mod registry;
+pub(crate) mod remove;
+pub(crate) mod seccomp;
+pub(crate) mod signal;
+pub(crate) mod spec;
+pub(crate) mod start;
+pub(crate) mod stdio;
+pub(crate) mod sync_socket;
+pub(crate) mod update;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use error::{EngineError, ErrorCode, Result};
+pub(crate) use error::{EngineError, ErrorCode, Result};
 
 use self::cgroup::CgroupParent;
 use self::registry::Registry;
@@ -71,7 +71,7 @@ struct Inner {
 }
 
 /// Container ids become cgroup directory names: keep them to a safe alphabet.
-pub fn validate_id(id: &str, what: &str) -> Result<()> {
+pub(crate) fn validate_id(id: &str, what: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id != "."
@@ -103,7 +103,7 @@ impl Engine {
         })
     }
 
-    pub fn config(&self) -> &EngineConfig {
+    pub(crate) fn config(&self) -> &EngineConfig {
         &self.inner.config
     }
 
@@ -119,12 +119,12 @@ impl Engine {
         &self.inner.cgroups
     }
 
-    pub fn oom_events(&self) -> &oom::OomEvents {
+    pub(crate) fn oom_events(&self) -> &oom::OomEvents {
         &self.inner.oom
     }
 
     /// Ids of every container.
-    pub async fn container_ids(&self) -> Vec<String> {
+    pub(crate) async fn container_ids(&self) -> Vec<String> {
         self.registry()
             .list()
             .await

@@ -5,10 +5,10 @@ use nix::mount::MsFlags;
 
 /// Parsed mount options.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountOptions {
-    pub flags: MsFlags,
-    pub propagation: MsFlags,
-    pub data: Vec<String>,
+pub(crate) struct MountOptions {
+    pub(crate) flags: MsFlags,
+    pub(crate) propagation: MsFlags,
+    pub(crate) data: Vec<String>,
 }
 
 impl Default for MountOptions {
@@ -23,7 +23,7 @@ impl Default for MountOptions {
 
 /// Parses `options`; unknown words without "=" that look like flags are kept as data, as
 /// mount(8) would pass them to the file system.
-pub fn parse(options: &[String]) -> MountOptions {
+pub(crate) fn parse(options: &[String]) -> MountOptions {
     let mut out = MountOptions::default();
     for opt in options {
         let (set, clear, prop) = match opt.as_str() {
@@ -93,7 +93,7 @@ pub fn parse(options: &[String]) -> MountOptions {
 }
 
 /// Propagation flags named by `linux.rootfsPropagation`.
-pub fn propagation_by_name(name: &str) -> Option<MsFlags> {
+pub(crate) fn propagation_by_name(name: &str) -> Option<MsFlags> {
     let p = parse(&[name.to_owned()]);
     (p.flags.is_empty() && p.data.is_empty() && !p.propagation.is_empty()).then_some(p.propagation)
 }

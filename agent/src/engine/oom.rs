@@ -17,7 +17,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// The queue of OOM events.
 #[derive(Debug)]
-pub struct OomEvents {
+pub(crate) struct OomEvents {
     tx: mpsc::UnboundedSender<String>,
     rx: Mutex<mpsc::UnboundedReceiver<String>>,
 }
@@ -32,7 +32,7 @@ fn oom_kills(path: &Path) -> Option<u64> {
 }
 
 impl OomEvents {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         OomEvents {
             tx,
@@ -41,7 +41,7 @@ impl OomEvents {
     }
 
     /// Watches `memory_events` for container `id` until `stop` fires or is dropped.
-    pub fn watch(&self, id: String, memory_events: PathBuf) -> oneshot::Sender<()> {
+    pub(crate) fn watch(&self, id: String, memory_events: PathBuf) -> oneshot::Sender<()> {
         let (stop_tx, mut stop_rx) = oneshot::channel();
         let tx = self.tx.clone();
         tokio::spawn(async move {
@@ -68,7 +68,7 @@ impl OomEvents {
     }
 
     /// Waits for the next OOM event.
-    pub async fn next(&self) -> Option<String> {
+    pub(crate) async fn next(&self) -> Option<String> {
         self.rx.lock().await.recv().await
     }
 }
@@ -82,7 +82,7 @@ impl Default for OomEvents {
 /// The `oom_kill` counter of a container's cgroup just before one of its processes was
 /// started, to tell at the process's reap whether the OOM killer is what killed it.
 #[derive(Debug, Clone)]
-pub struct OomBaseline {
+pub(crate) struct OomBaseline {
     memory_events: PathBuf,
     at_start: Option<u64>,
 }
@@ -90,7 +90,7 @@ pub struct OomBaseline {
 impl OomBaseline {
     /// Reads the counter now. Taken before the process exists, so an OOM kill of the process
     /// however early is counted after this read.
-    pub fn take(memory_events: PathBuf) -> Self {
+    pub(crate) fn take(memory_events: PathBuf) -> Self {
         let at_start = oom_kills(&memory_events);
         OomBaseline {
             memory_events,
@@ -104,7 +104,7 @@ impl OomBaseline {
     /// signal: task reaper must see this"), so the growth is visible by then. The counter is
     /// per cgroup, not per process: a process SIGKILLed by someone else while another process
     /// of the same container is OOM-killed also counts as OOM-killed.
-    pub fn killed_by_oom(&self, status: WaitStatus) -> bool {
+    pub(crate) fn killed_by_oom(&self, status: WaitStatus) -> bool {
         if !matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _)) {
             return false;
         }

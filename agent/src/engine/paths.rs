@@ -7,7 +7,7 @@ use super::error::{EngineError, Result};
 
 /// Normalises an absolute path lexically: drops `.` and repeated slashes and refuses `..`, so
 /// the result is a plain sequence of names under "/".
-pub fn clean_absolute(path: &Path, what: &str) -> Result<PathBuf> {
+pub(crate) fn clean_absolute(path: &Path, what: &str) -> Result<PathBuf> {
     if !path.is_absolute() {
         return Err(EngineError::InvalidArgument(format!(
             "{what} {path:?} must be an absolute path"
@@ -36,7 +36,7 @@ pub fn clean_absolute(path: &Path, what: &str) -> Result<PathBuf> {
 /// Joins `unsafe_path` (read as relative to `root`) onto `root`, resolving symlinks found
 /// inside `root` as if `root` were "/", so the result never escapes `root` (the scheme of
 /// filepath-securejoin). Components that do not exist are appended as they are.
-pub fn secure_join(root: &Path, unsafe_path: &Path) -> std::io::Result<PathBuf> {
+pub(crate) fn secure_join(root: &Path, unsafe_path: &Path) -> std::io::Result<PathBuf> {
     let mut pending: Vec<std::ffi::OsString> = unsafe_path
         .components()
         .rev()

@@ -4,7 +4,7 @@ use super::error::{EngineError, Result};
 use super::Engine;
 
 impl Engine {
-    pub async fn pause(&self, id: &str, frozen: bool) -> Result<()> {
+    pub(crate) async fn pause(&self, id: &str, frozen: bool) -> Result<()> {
         let c = self.registry().get(id).await?;
         if c.init.exited().is_some() {
             return Err(EngineError::FailedPrecondition(format!(

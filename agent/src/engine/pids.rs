@@ -8,11 +8,11 @@ use super::Engine;
 
 /// One process of a container's cgroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerPid {
-    pub pid: u32,
+pub(crate) struct ContainerPid {
+    pub(crate) pid: u32,
     /// Exec id of the ExecProcess that started this pid; empty for the init process and for
     /// processes the agent did not start (their children).
-    pub exec_id: String,
+    pub(crate) exec_id: String,
 }
 
 /// Labels `pids` (ascending, from cgroup.procs) with the exec ids of `execs` (pid, exec id),
@@ -28,7 +28,7 @@ fn label(pids: Vec<u32>, execs: &[(u32, String)]) -> Vec<ContainerPid> {
 }
 
 impl Engine {
-    pub async fn pids(&self, id: &str) -> Result<Vec<ContainerPid>> {
+    pub(crate) async fn pids(&self, id: &str) -> Result<Vec<ContainerPid>> {
         let c = self.registry().get(id).await?;
         // An exited exec's pid may since belong to another process: only live execs count.
         let execs: Vec<(u32, String)> = self

@@ -16,28 +16,28 @@ use crate::reaper::ExitInfo;
 
 /// The agent's ends of a process's stdio.
 #[derive(Debug)]
-pub struct ProcessIo {
-    pub stdin: Option<InputStream>,
-    pub stdout: OutputStream,
-    pub stderr: OutputStream,
+pub(crate) struct ProcessIo {
+    pub(crate) stdin: Option<InputStream>,
+    pub(crate) stdout: OutputStream,
+    pub(crate) stderr: OutputStream,
     /// The terminal master, kept for resizes.
-    pub tty: Option<OwnedFd>,
+    pub(crate) tty: Option<OwnedFd>,
 }
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exit {
-    pub info: ExitInfo,
+pub(crate) struct Exit {
+    pub(crate) info: ExitInfo,
     /// The OOM killer killed it (see [`OomBaseline::killed_by_oom`]).
-    pub oom_killed: bool,
+    pub(crate) oom_killed: bool,
 }
 
 /// One process of a container.
 #[derive(Debug)]
-pub struct Process {
-    pub container_id: String,
-    pub exec_id: String,
-    pub pid: Pid,
+pub(crate) struct Process {
+    pub(crate) container_id: String,
+    pub(crate) exec_id: String,
+    pub(crate) pid: Pid,
     exit: watch::Receiver<Option<Exit>>,
     stdin: Mutex<Option<InputStream>>,
     stdout: Mutex<OutputStream>,
@@ -48,7 +48,7 @@ pub struct Process {
 impl Process {
     /// Wraps a registered pid; a task turns the reaper's oneshot into a watch all waiters share.
     /// `oom` was taken before the process was launched.
-    pub fn new(
+    pub(crate) fn new(
         container_id: &str,
         exec_id: &str,
         pid: Pid,
@@ -77,11 +77,11 @@ impl Process {
         }
     }
 
-    pub fn exited(&self) -> Option<Exit> {
+    pub(crate) fn exited(&self) -> Option<Exit> {
         *self.exit.borrow()
     }
 
-    pub async fn wait(&self) -> Result<Exit> {
+    pub(crate) async fn wait(&self) -> Result<Exit> {
         let mut rx = self.exit.clone();
         let r = rx.wait_for(Option::is_some).await.map_err(|_| {
             EngineError::Internal(format!("process {}: the reaper stopped", self.pid))
@@ -89,7 +89,7 @@ impl Process {
         r.ok_or_else(|| EngineError::Internal("exit status vanished".into()))
     }
 
-    pub fn signal(&self, sig: Signal) -> Result<()> {
+    pub(crate) fn signal(&self, sig: Signal) -> Result<()> {
         if self.exited().is_some() {
             return Err(EngineError::NotFound(format!(
                 "process {}/{} has already exited",
@@ -100,7 +100,7 @@ impl Process {
             .map_err(|e| EngineError::Internal(format!("kill {} {sig}: {e}", self.pid)))
     }
 
-    pub async fn write_stdin(&self, data: &[u8]) -> Result<usize> {
+    pub(crate) async fn write_stdin(&self, data: &[u8]) -> Result<usize> {
         let mut guard = self.stdin.lock().await;
         let stdin = guard.as_mut().ok_or_else(|| {
             EngineError::FailedPrecondition(format!(
@@ -114,7 +114,7 @@ impl Process {
             .map_err(|e| EngineError::io("write stdin", e))
     }
 
-    pub async fn close_stdin(&self) -> Result<()> {
+    pub(crate) async fn close_stdin(&self) -> Result<()> {
         let mut guard = self.stdin.lock().await;
         if self.tty.is_some() {
             // A terminal has no half-close: send the EOF character, as a typed ^D would.
@@ -126,7 +126,7 @@ impl Process {
         Ok(())
     }
 
-    pub async fn read(&self, stderr: bool, max: usize) -> Result<(Vec<u8>, bool)> {
+    pub(crate) async fn read(&self, stderr: bool, max: usize) -> Result<(Vec<u8>, bool)> {
         let stream = if stderr { &self.stderr } else { &self.stdout };
         stream
             .lock()
@@ -136,7 +136,7 @@ impl Process {
             .map_err(|e| EngineError::io("read output", e))
     }
 
-    pub fn resize(&self, rows: u32, cols: u32) -> Result<()> {
+    pub(crate) fn resize(&self, rows: u32, cols: u32) -> Result<()> {
         let tty = self.tty.as_ref().ok_or_else(|| {
             EngineError::FailedPrecondition(format!(
                 "process {}/{} has no terminal",

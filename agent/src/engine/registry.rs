@@ -18,19 +18,19 @@ use super::sync_socket::SyncSocket;
 
 /// A container: its cgroup, init process and what exec needs to join it.
 #[derive(Debug)]
-pub struct Container {
-    pub id: String,
-    pub cgroup: Cgroup,
-    pub init: Arc<Process>,
-    pub namespaces: Namespaces,
-    pub seccomp: Vec<Program>,
+pub(crate) struct Container {
+    pub(crate) id: String,
+    pub(crate) cgroup: Cgroup,
+    pub(crate) init: Arc<Process>,
+    pub(crate) namespaces: Namespaces,
+    pub(crate) seccomp: Vec<Program>,
     /// The sync socket of the init process until Start takes it.
-    pub start_sync: Mutex<Option<SyncSocket>>,
-    pub started: AtomicBool,
+    pub(crate) start_sync: Mutex<Option<SyncSocket>>,
+    pub(crate) started: AtomicBool,
     /// Storages mounted for this container, unmounted on remove (in reverse).
-    pub storages: Vec<PathBuf>,
+    pub(crate) storages: Vec<PathBuf>,
     /// Stops the OOM watcher when dropped.
-    pub oom_stop: Mutex<Option<oneshot::Sender<()>>>,
+    pub(crate) oom_stop: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 #[derive(Debug, Default)]
@@ -56,7 +56,7 @@ enum Cmd {
 
 /// Handle to the registry task.
 #[derive(Debug, Clone)]
-pub struct Registry {
+pub(crate) struct Registry {
     tx: mpsc::UnboundedSender<Cmd>,
 }
 
@@ -166,7 +166,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>) {
 }
 
 impl Registry {
-    pub fn spawn() -> Self {
+    pub(crate) fn spawn() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(rx));
         Registry { tx }
@@ -185,43 +185,43 @@ impl Registry {
         let _ = self.tx.send(cmd);
     }
 
-    pub async fn reserve(&self, id: &str) -> Result<()> {
+    pub(crate) async fn reserve(&self, id: &str) -> Result<()> {
         self.ask(|tx| Cmd::Reserve(id.to_owned(), tx)).await?
     }
-    pub fn commit(&self, c: Arc<Container>) {
+    pub(crate) fn commit(&self, c: Arc<Container>) {
         self.tell(Cmd::Commit(c));
     }
-    pub fn release(&self, id: &str) {
+    pub(crate) fn release(&self, id: &str) {
         self.tell(Cmd::Release(id.to_owned()));
     }
-    pub async fn get(&self, id: &str) -> Result<Arc<Container>> {
+    pub(crate) async fn get(&self, id: &str) -> Result<Arc<Container>> {
         self.ask(|tx| Cmd::Get(id.to_owned(), tx))
             .await?
             .ok_or_else(|| not_found(id))
     }
-    pub async fn reserve_exec(&self, id: &str, exec: &str) -> Result<()> {
+    pub(crate) async fn reserve_exec(&self, id: &str, exec: &str) -> Result<()> {
         self.ask(|tx| Cmd::ReserveExec(id.to_owned(), exec.to_owned(), tx))
             .await?
     }
-    pub fn commit_exec(&self, id: &str, exec: &str, p: Arc<Process>) {
+    pub(crate) fn commit_exec(&self, id: &str, exec: &str, p: Arc<Process>) {
         self.tell(Cmd::CommitExec(id.to_owned(), exec.to_owned(), p));
     }
-    pub fn release_exec(&self, id: &str, exec: &str) {
+    pub(crate) fn release_exec(&self, id: &str, exec: &str) {
         self.tell(Cmd::ReleaseExec(id.to_owned(), exec.to_owned()));
     }
-    pub async fn process(&self, id: &str, exec: &str) -> Result<Arc<Process>> {
+    pub(crate) async fn process(&self, id: &str, exec: &str) -> Result<Arc<Process>> {
         self.ask(|tx| Cmd::GetProcess(id.to_owned(), exec.to_owned(), tx))
             .await?
     }
     /// The exec processes of container `id` (not its init), exited ones included.
-    pub async fn execs(&self, id: &str) -> Result<Vec<Arc<Process>>> {
+    pub(crate) async fn execs(&self, id: &str) -> Result<Vec<Arc<Process>>> {
         self.ask(|tx| Cmd::Execs(id.to_owned(), tx)).await?
     }
-    pub async fn remove(&self, id: &str) -> Result<()> {
+    pub(crate) async fn remove(&self, id: &str) -> Result<()> {
         self.tell(Cmd::Remove(id.to_owned()));
         Ok(())
     }
-    pub async fn list(&self) -> Vec<Arc<Container>> {
+    pub(crate) async fn list(&self) -> Vec<Arc<Container>> {
         self.ask(Cmd::List).await.unwrap_or_default()
     }
 }

@@ -8,7 +8,7 @@ use super::Engine;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Engine {
-    pub async fn remove(&self, id: &str, timeout_ms: u32) -> Result<()> {
+    pub(crate) async fn remove(&self, id: &str, timeout_ms: u32) -> Result<()> {
         let c = self.registry().get(id).await?;
         let timeout = if timeout_ms == 0 {
             DEFAULT_TIMEOUT

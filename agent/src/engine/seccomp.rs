@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::error::{EngineError, Result};
 
 /// A compiled filter: BPF instructions as (code, jt, jf, k).
-pub type Program = Vec<(u16, u8, u8, u32)>;
+pub(crate) type Program = Vec<(u16, u8, u8, u32)>;
 
 const EPERM: u32 = 1;
 
@@ -73,7 +73,7 @@ fn known_syscall(name: &str) -> bool {
 }
 
 /// Compiles `profile` into the filters to install, in order. Empty when nothing is filtered.
-pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<Program>> {
+pub(crate) fn compile(profile: &LinuxSeccomp) -> Result<Vec<Program>> {
     let default = action_json(profile.default_action(), profile.default_errno_ret())?;
     // action (as JSON text) -> syscall -> rules (None = unconditional)
     let mut by_action: BTreeMap<String, BTreeMap<String, Option<Vec<Value>>>> = BTreeMap::new();
@@ -170,7 +170,7 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<Program>> {
 }
 
 /// Installs compiled filters on the calling thread.
-pub fn install(programs: &[Program]) -> std::result::Result<(), seccompiler::Error> {
+pub(crate) fn install(programs: &[Program]) -> std::result::Result<(), seccompiler::Error> {
     for p in programs {
         let bpf: seccompiler::BpfProgram = p
             .iter()

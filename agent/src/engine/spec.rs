@@ -18,25 +18,25 @@ fn invalid(msg: impl Into<String>) -> EngineError {
     EngineError::InvalidArgument(msg.into())
 }
 
-pub fn parse_spec(json: &[u8]) -> Result<Spec> {
+pub(crate) fn parse_spec(json: &[u8]) -> Result<Spec> {
     serde_json::from_slice(json).map_err(|e| invalid(format!("parse OCI runtime spec: {e}")))
 }
 
-pub fn parse_process(json: &[u8]) -> Result<Process> {
+pub(crate) fn parse_process(json: &[u8]) -> Result<Process> {
     serde_json::from_slice(json).map_err(|e| invalid(format!("parse OCI process: {e}")))
 }
 
-pub fn parse_resources(json: &[u8]) -> Result<LinuxResources> {
+pub(crate) fn parse_resources(json: &[u8]) -> Result<LinuxResources> {
     serde_json::from_slice(json).map_err(|e| invalid(format!("parse OCI LinuxResources: {e}")))
 }
 
 /// A container's namespaces: which are new (flags) and which are joined (name, path).
 #[derive(Debug, Clone)]
-pub struct Namespaces {
-    pub new_flags: CloneFlags,
-    pub join: Vec<(String, PathBuf)>,
+pub(crate) struct Namespaces {
+    pub(crate) new_flags: CloneFlags,
+    pub(crate) join: Vec<(String, PathBuf)>,
     /// Names (as in /proc/PID/ns) of every namespace the container has apart from the agent's.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
 }
 
 impl Default for Namespaces {
@@ -68,7 +68,7 @@ fn ns_flag(t: LinuxNamespaceType) -> Result<CloneFlags> {
     })
 }
 
-pub fn namespaces(spec: &Spec) -> Result<Namespaces> {
+pub(crate) fn namespaces(spec: &Spec) -> Result<Namespaces> {
     let mut ns = Namespaces::default();
     let list = spec
         .linux()
@@ -139,7 +139,7 @@ fn cap_names(set: &Option<oci_spec::runtime::Capabilities>) -> Result<Vec<String
 }
 
 /// The process part of a plan, shared by Create and Exec.
-pub fn process_plan(p: &Process, seccomp: Vec<seccomp::Program>) -> Result<ProcessPlan> {
+pub(crate) fn process_plan(p: &Process, seccomp: Vec<seccomp::Program>) -> Result<ProcessPlan> {
     let args = p.args().clone().unwrap_or_default();
     if args.is_empty() || args[0].is_empty() {
         return Err(invalid("process.args must name a program"));
@@ -214,7 +214,7 @@ pub fn process_plan(p: &Process, seccomp: Vec<seccomp::Program>) -> Result<Proce
 }
 
 /// Compiled seccomp filters of a spec (also applied to its exec processes).
-pub fn seccomp_of(spec: &Spec) -> Result<Vec<seccomp::Program>> {
+pub(crate) fn seccomp_of(spec: &Spec) -> Result<Vec<seccomp::Program>> {
     match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(profile) => seccomp::compile(profile),
         None => Ok(Vec::new()),
@@ -314,7 +314,7 @@ fn sysctl_is_namespaced(key: &str, new_net: bool) -> bool {
 }
 
 /// Checks a sysctl key and returns its /proc/sys-relative path.
-pub fn sysctl_path(key: &str) -> Result<String> {
+pub(crate) fn sysctl_path(key: &str) -> Result<String> {
     if key.is_empty()
         || key.contains("..")
         || !key
@@ -327,7 +327,7 @@ pub fn sysctl_path(key: &str) -> Result<String> {
 }
 
 /// The full plan for a container's init process.
-pub fn create_plan(spec: &Spec, ns: &Namespaces, terminal: bool) -> Result<InitPlan> {
+pub(crate) fn create_plan(spec: &Spec, ns: &Namespaces, terminal: bool) -> Result<InitPlan> {
     let process = spec
         .process()
         .as_ref()

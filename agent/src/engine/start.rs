@@ -7,7 +7,7 @@ use super::launch::release;
 use super::Engine;
 
 impl Engine {
-    pub async fn start(&self, id: &str) -> Result<()> {
+    pub(crate) async fn start(&self, id: &str) -> Result<()> {
         let c = self.registry().get(id).await?;
         let sync = c
             .start_sync

@@ -10,7 +10,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 /// Largest chunk one ReadStdout returns: well under ttrpc's 4 MiB message limit.
-pub const MAX_CHUNK: usize = 1 << 20;
+pub(crate) const MAX_CHUNK: usize = 1 << 20;
 /// Pipe capacity asked for, so a fast writer does not stall between two reads.
 const PIPE_SIZE: i32 = 1 << 20;
 
@@ -29,7 +29,7 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 }
 
 /// A pipe pair with close-on-exec set and a large buffer: (read end, write end).
-pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let _ = fcntl(&w, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
     Ok((r, w))
@@ -43,7 +43,7 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// whole round trip; the bound ([`QUEUE_CHUNKS`] x [`PUMP_CHUNK`]) is what applies
 /// back-pressure when nobody reads.
 #[derive(Debug)]
-pub struct OutputStream {
+pub(crate) struct OutputStream {
     rx: Option<mpsc::Receiver<io::Result<Vec<u8>>>>,
     /// The unread tail of a chunk larger than the last read asked for.
     pending: Vec<u8>,
@@ -58,7 +58,7 @@ const QUEUE_CHUNKS: usize = 2;
 
 impl OutputStream {
     /// Starts the pump; call inside the tokio runtime.
-    pub fn new(fd: OwnedFd, tty: bool) -> io::Result<Self> {
+    pub(crate) fn new(fd: OwnedFd, tty: bool) -> io::Result<Self> {
         set_nonblocking(&fd)?;
         // Not only pipes: a terminal master is read the same way, hence "unchecked".
         let reader = pipe::Receiver::from_owned_fd_unchecked(fd)?;
@@ -71,7 +71,7 @@ impl OutputStream {
     }
 
     /// A stream that is at end of file from the start (stderr of a terminal process).
-    pub fn closed() -> Self {
+    pub(crate) fn closed() -> Self {
         OutputStream {
             rx: None,
             pending: Vec::new(),
@@ -79,7 +79,7 @@ impl OutputStream {
     }
 
     /// Waits for data; returns up to `max` bytes, or (empty, true) at end of file.
-    pub async fn read_chunk(&mut self, max: usize) -> io::Result<(Vec<u8>, bool)> {
+    pub(crate) async fn read_chunk(&mut self, max: usize) -> io::Result<(Vec<u8>, bool)> {
         let max = max.clamp(1, MAX_CHUNK);
         let mut out = std::mem::take(&mut self.pending);
         if out.is_empty() {
@@ -93,7 +93,7 @@ impl OutputStream {
                     self.rx = None;
                     // Every earlier reply has reached the reader by now (it asks for the
                     // next only after the last): give back what the stream's buffers held.
-                    hull_proto::heap::release_free_memory();
+                    hull_heap::release_free_memory();
                     return Ok((Vec::new(), true));
                 }
             }
@@ -201,12 +201,12 @@ fn fill(rx: &pipe::Receiver, tty: bool, buf: &mut Vec<u8>) -> io::Result<Option<
 
 /// Input stream of a process.
 #[derive(Debug)]
-pub struct InputStream {
+pub(crate) struct InputStream {
     fd: AsyncFd<OwnedFd>,
 }
 
 impl InputStream {
-    pub fn new(fd: OwnedFd) -> io::Result<Self> {
+    pub(crate) fn new(fd: OwnedFd) -> io::Result<Self> {
         set_nonblocking(&fd)?;
         Ok(InputStream {
             fd: new_async_fd(fd)?,
@@ -214,7 +214,7 @@ impl InputStream {
     }
 
     /// Writes as much of `data` as fits now (at least one byte, waiting if needed).
-    pub async fn write_some(&mut self, data: &[u8]) -> io::Result<usize> {
+    pub(crate) async fn write_some(&mut self, data: &[u8]) -> io::Result<usize> {
         if data.is_empty() {
             return Ok(0);
         }

@@ -15,7 +15,7 @@ use crate::sys;
 const MAX_LINE: usize = 1 << 20;
 
 #[derive(Debug)]
-pub struct SyncSocket {
+pub(crate) struct SyncSocket {
     sock: UnixStream,
     /// Bytes received past the last complete line.
     buf: Vec<u8>,
@@ -24,7 +24,7 @@ pub struct SyncSocket {
 }
 
 impl SyncSocket {
-    pub fn new(sock: UnixStream) -> Self {
+    pub(crate) fn new(sock: UnixStream) -> Self {
         SyncSocket {
             sock,
             buf: Vec::new(),
@@ -33,14 +33,14 @@ impl SyncSocket {
     }
 
     /// Sends one line (`line` ends with a newline).
-    pub fn send(&mut self, line: &[u8], what: &str) -> Result<()> {
+    pub(crate) fn send(&mut self, line: &[u8], what: &str) -> Result<()> {
         self.sock
             .write_all(line)
             .map_err(|e| EngineError::io(what.to_owned(), e))
     }
 
     /// The next reply, or None at end of stream (the process exec'd, or died).
-    pub fn read_reply(&mut self) -> Result<Option<InitReply>> {
+    pub(crate) fn read_reply(&mut self) -> Result<Option<InitReply>> {
         loop {
             if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=end).collect();
@@ -73,7 +73,7 @@ impl SyncSocket {
     }
 
     /// The oldest descriptor received and not yet taken.
-    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+    pub(crate) fn take_fd(&mut self) -> Option<OwnedFd> {
         (!self.fds.is_empty()).then(|| self.fds.remove(0))
     }
 }

@@ -11,7 +11,7 @@ use crate::storage;
 
 /// Serves the Containers service.
 #[derive(Debug, Clone)]
-pub struct ContainersService(pub AgentState);
+pub(crate) struct ContainersService(pub(crate) AgentState);
 
 #[async_trait]
 impl Containers for ContainersService {

@@ -10,7 +10,7 @@ use crate::engine::EngineError;
 
 /// Serves the Events service.
 #[derive(Debug, Clone)]
-pub struct EventsService(pub AgentState);
+pub(crate) struct EventsService(pub(crate) AgentState);
 
 #[async_trait]
 impl Events for EventsService {

@@ -10,7 +10,7 @@ use crate::files::{do_copy_file, CopyChunk};
 
 /// Serves the Files service.
 #[derive(Debug, Clone)]
-pub struct FilesService(pub AgentState);
+pub(crate) struct FilesService(pub(crate) AgentState);
 
 #[async_trait]
 impl Files for FilesService {

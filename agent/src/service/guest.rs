@@ -11,7 +11,7 @@ use super::AgentState;
 
 /// Serves the Guest service.
 #[derive(Debug, Clone)]
-pub struct GuestService(pub AgentState);
+pub(crate) struct GuestService(pub(crate) AgentState);
 
 fn level(l: Level) -> WireLevel {
     match l {

@@ -11,12 +11,12 @@ use crate::AGENT_VERSION;
 /// Answers health checks. The agent serves as soon as its listener is up; deeper checks
 /// (engine state) will join when the engine has state worth checking.
 #[derive(Debug, Clone)]
-pub struct HealthService {
+pub(crate) struct HealthService {
     kernel_release: String,
 }
 
 impl HealthService {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let kernel_release = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -24,7 +24,7 @@ impl HealthService {
     }
 
     /// The version reply, independent of ttrpc.
-    pub fn do_version(&self) -> VersionResponse {
+    pub(crate) fn do_version(&self) -> VersionResponse {
         VersionResponse {
             agent_version: AGENT_VERSION.to_owned(),
             protocol_version: hull_proto::PROTOCOL_VERSION,

@@ -1,14 +1,14 @@
 //! The agent's ttrpc services, one module per proto service. Each handler only validates,
 //! traces and maps errors; the work happens in `do_*`/engine functions testable without ttrpc.
 
-pub mod containers;
-pub mod events;
-pub mod files;
-pub mod guest;
-pub mod health;
-pub mod network;
-pub mod processes;
-pub mod sandbox;
+pub(crate) mod containers;
+pub(crate) mod events;
+pub(crate) mod files;
+pub(crate) mod guest;
+pub(crate) mod health;
+pub(crate) mod network;
+pub(crate) mod processes;
+pub(crate) mod sandbox;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,7 +28,7 @@ pub struct AgentState {
 }
 
 /// An engine error as a ttrpc status, code kept, cause chain in the message.
-pub fn to_ttrpc(e: EngineError) -> ttrpc::Error {
+pub(crate) fn to_ttrpc(e: EngineError) -> ttrpc::Error {
     use ttrpc::Code;
     let code = match e.code() {
         ErrorCode::InvalidArgument => Code::INVALID_ARGUMENT,
@@ -43,7 +43,7 @@ pub fn to_ttrpc(e: EngineError) -> ttrpc::Error {
 }
 
 /// Runs a handler body, logs failures with the method name, converts the error.
-pub async fn handle<T>(
+pub(crate) async fn handle<T>(
     method: &'static str,
     fut: impl std::future::Future<Output = crate::engine::Result<T>>,
 ) -> ttrpc::Result<T> {

@@ -19,7 +19,7 @@ use crate::portfwd;
 
 /// Serves the Network service.
 #[derive(Debug, Clone, Default)]
-pub struct NetworkService;
+pub(crate) struct NetworkService;
 
 impl From<NetError> for EngineError {
     fn from(e: NetError) -> EngineError {

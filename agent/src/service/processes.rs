@@ -13,10 +13,10 @@ use crate::engine::stdio::MAX_CHUNK;
 
 /// Serves the Processes service.
 #[derive(Debug, Clone)]
-pub struct ProcessesService(pub AgentState);
+pub(crate) struct ProcessesService(pub(crate) AgentState);
 
 /// The wire form of an exit: code, or signal with status 128+n.
-pub fn exit_status(exit: &Exit) -> ExitStatus {
+pub(crate) fn exit_status(exit: &Exit) -> ExitStatus {
     let mut s = ExitStatus {
         exited_at_ns: exit.info.exited_at_ns,
         oom_killed: exit.oom_killed,

@@ -10,7 +10,7 @@ use crate::sandbox::SandboxRequest;
 
 /// Serves the Sandbox service.
 #[derive(Debug, Clone)]
-pub struct SandboxService(pub AgentState);
+pub(crate) struct SandboxService(pub(crate) AgentState);
 
 #[async_trait]
 impl Sandbox for SandboxService {

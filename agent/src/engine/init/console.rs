@@ -32,7 +32,7 @@ use crate::sys;
 
 /// Why a process could not get its terminal.
 #[derive(Debug, thiserror::Error)]
-pub enum ConsoleError {
+pub(crate) enum ConsoleError {
     #[error("terminal: {step}: {source}")]
     Step {
         step: String,
@@ -63,16 +63,16 @@ fn fail_io(step: &str) -> impl FnOnce(std::io::Error) -> ConsoleError + '_ {
 
 /// A terminal whose slave is already the process's stdio.
 #[derive(Debug)]
-pub struct Terminal {
+pub(crate) struct Terminal {
     master: PtyMaster,
     /// The slave's path inside the container (`/dev/pts/N`).
-    pub slave: PathBuf,
+    pub(crate) slave: PathBuf,
 }
 
 /// Opens a terminal from the container's `/dev/ptmx` and makes its slave descriptors 0, 1
 /// and 2 and the controlling terminal of the calling session leader, owned by `uid` (the
 /// process's user, as a login terminal is).
-pub fn open(uid: u32) -> Result<Terminal, ConsoleError> {
+pub(crate) fn open(uid: u32) -> Result<Terminal, ConsoleError> {
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(fail(
             "open /dev/ptmx (a terminal needs a devpts mounted on the container's /dev/pts)",
@@ -110,7 +110,7 @@ pub fn open(uid: u32) -> Result<Terminal, ConsoleError> {
 
 /// Sends the master to the agent as an [`InitReply::Terminal`] line with the descriptor
 /// attached, then closes this process's copy: the agent's is the only one left.
-pub fn send_master(sock: &mut UnixStream, terminal: Terminal) -> Result<(), ConsoleError> {
+pub(crate) fn send_master(sock: &mut UnixStream, terminal: Terminal) -> Result<(), ConsoleError> {
     let mut line = serde_json::to_vec(&InitReply::Terminal)
         .map_err(|e| fail_io("encode the terminal reply")(e.into()))?;
     line.push(b'\n');

@@ -17,10 +17,10 @@
 //!
 //! With a terminal the helper's stdio is /dev/null until the child replaces it with the slave.
 
-pub mod console;
-pub mod process;
-pub mod rootfs;
-pub mod syscall;
+pub(crate) mod console;
+pub(crate) mod process;
+pub(crate) mod rootfs;
+pub(crate) mod syscall;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

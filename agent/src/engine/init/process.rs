@@ -14,7 +14,7 @@ use crate::engine::seccomp;
 /// A failed step, with the step named.
 #[derive(Debug, thiserror::Error)]
 #[error("{step}: {detail}")]
-pub struct ProcessError {
+pub(crate) struct ProcessError {
     step: &'static str,
     detail: String,
 }
@@ -33,7 +33,7 @@ fn cap_set(names: &[String]) -> CapsHashSet {
 /// Steps that need privilege: limits, oom score, bounding set, user switch. Seccomp is
 /// installed here too when no_new_privileges is off (it then needs CAP_SYS_ADMIN, which the
 /// capability drop below may remove).
-pub fn setup_privileged(p: &ProcessPlan) -> Result<(), ProcessError> {
+pub(crate) fn setup_privileged(p: &ProcessPlan) -> Result<(), ProcessError> {
     for &(resource, soft, hard) in &p.rlimits {
         let rl = libc::rlimit {
             rlim_cur: soft,
@@ -145,7 +145,7 @@ fn resolve(prog: &str, env: &[String]) -> PathBuf {
 }
 
 /// cwd, late seccomp, execve. Returns only on failure.
-pub fn exec(p: &ProcessPlan) -> ProcessError {
+pub(crate) fn exec(p: &ProcessPlan) -> ProcessError {
     if let Err(e) = nix::unistd::chdir(&p.cwd) {
         return fail("chdir")(format!("{:?}: {e}", p.cwd));
     }

@@ -9,14 +9,14 @@ use nix::errno::Errno;
 use nix::mount::MsFlags;
 use nix::sys::stat::{makedev, Mode, SFlag};
 
-use super::syscall::Syscall;
+use super::syscall::{Mount, Syscall};
 use crate::engine::paths::secure_join;
 use crate::engine::plan::{DevicePlan, MountPlan, RootfsPlan};
 
 /// A setup step that failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{step}: {source}")]
-pub struct RootfsError {
+pub(crate) struct RootfsError {
     step: String,
     #[source]
     source: std::io::Error,
@@ -36,19 +36,13 @@ fn io_err(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> RootfsError
 }
 
 /// Everything before pivot_root; `sys` performs the mounts.
-pub fn prepare(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), RootfsError> {
+pub(crate) fn prepare(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), RootfsError> {
     let prop = MsFlags::from_bits_truncate(plan.propagation);
-    sys.mount(None, Path::new("/"), None, prop, None)
+    sys.mount(&Mount::change(Path::new("/"), prop))
         .map_err(err("set propagation of /"))?;
     // pivot_root needs the new root to be a mount point.
-    sys.mount(
-        Some(&plan.root),
-        &plan.root,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )
-    .map_err(err(format!("bind rootfs {:?}", plan.root)))?;
+    sys.mount(&Mount::bind(&plan.root, &plan.root, MsFlags::MS_REC))
+        .map_err(err(format!("bind rootfs {:?}", plan.root)))?;
     for m in &plan.mounts {
         mount_one(sys, &plan.root, m)?;
     }
@@ -85,57 +79,51 @@ fn mount_one(sys: &dyn Syscall, root: &Path, m: &MountPlan) -> Result<(), Rootfs
                 fs::write(&target, b"").map_err(io_err(&step))?;
             }
         }
-        let base = MsFlags::MS_BIND | (flags & MsFlags::MS_REC);
-        sys.mount(Some(&source), &target, None, base, data)
-            .map_err(err(&step))?;
+        sys.mount(&Mount {
+            data,
+            ..Mount::bind(&source, &target, flags & MsFlags::MS_REC)
+        })
+        .map_err(err(&step))?;
         // Bind mounts ignore other flags on the first call: remount to apply ro, nosuid...
         let rest = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !rest.is_empty() {
-            sys.mount(
-                None,
+            sys.mount(&Mount::change(
                 &target,
-                None,
                 rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
-                None,
-            )
+            ))
             .map_err(err(format!("{step} (remount)")))?;
         }
     } else {
         fs::create_dir_all(&target).map_err(io_err(&step))?;
         let source = m.source.clone().unwrap_or_else(|| PathBuf::from(&m.fstype));
-        match sys.mount(Some(&source), &target, Some(&m.fstype), flags, data) {
+        let fresh = Mount {
+            source: Some(&source),
+            target: &target,
+            fstype: Some(&m.fstype),
+            flags,
+            data,
+        };
+        match sys.mount(&fresh) {
             Ok(()) => {}
             // Without its own network namespace a container may not mount a fresh sysfs;
             // runc binds the agent's instead.
             Err(Errno::EPERM) if m.fstype == "sysfs" => {
-                sys.mount(
-                    Some(Path::new("/sys")),
+                sys.mount(&Mount::bind(Path::new("/sys"), &target, MsFlags::MS_REC))
+                    .map_err(err(&step))?;
+                sys.mount(&Mount::change(
                     &target,
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None,
-                )
-                .map_err(err(&step))?;
-                sys.mount(
-                    None,
-                    &target,
-                    None,
                     flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
-                    None,
-                )
+                ))
                 .map_err(err(&step))?;
             }
             Err(e) => return Err(err(step)(e)),
         }
     }
     if m.propagation != 0 {
-        sys.mount(
-            None,
+        sys.mount(&Mount::change(
             &target,
-            None,
             MsFlags::from_bits_truncate(m.propagation),
-            None,
-        )
+        ))
         .map_err(err(format!("set propagation of {:?}", m.destination)))?;
     }
     Ok(())
@@ -191,23 +179,23 @@ fn dev_links(root: &Path) {
 }
 
 /// Makes the prepared root the process's `/`.
-pub fn pivot(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), RootfsError> {
+pub(crate) fn pivot(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), RootfsError> {
     sys.pivot_root(&plan.root).map_err(err("pivot_root"))
 }
 
 /// Binds the terminal's slave (a path in the container's /dev/pts) on /dev/console, as runc
 /// does; after [`pivot`], before [`finalize`] may make / read-only.
-pub fn bind_console(sys: &dyn Syscall, slave: &Path) -> Result<(), RootfsError> {
+pub(crate) fn bind_console(sys: &dyn Syscall, slave: &Path) -> Result<(), RootfsError> {
     let target = Path::new("/dev/console");
     if fs::symlink_metadata(target).is_err() {
         fs::write(target, b"").map_err(io_err("create /dev/console"))?;
     }
-    sys.mount(Some(slave), target, None, MsFlags::MS_BIND, None)
+    sys.mount(&Mount::bind(slave, target, MsFlags::empty()))
         .map_err(err("bind the terminal on /dev/console"))
 }
 
 /// What must happen inside the new root, last: masked and read-only paths, read-only /.
-pub fn finalize(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), RootfsError> {
+pub(crate) fn finalize(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), RootfsError> {
     for p in &plan.masked_paths {
         mask(sys, p)?;
     }
@@ -215,13 +203,10 @@ pub fn finalize(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), RootfsError>
         make_readonly(sys, p)?;
     }
     if plan.readonly {
-        sys.mount(
-            None,
+        sys.mount(&Mount::change(
             Path::new("/"),
-            None,
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None,
-        )
+        ))
         .map_err(err("remount / read-only"))?;
     }
     Ok(())
@@ -232,22 +217,14 @@ fn mask(sys: &dyn Syscall, p: &Path) -> Result<(), RootfsError> {
     match fs::metadata(p) {
         Err(_) => Ok(()),
         Ok(m) if m.is_dir() => sys
-            .mount(
-                Some(Path::new("tmpfs")),
-                p,
-                Some("tmpfs"),
-                MsFlags::MS_RDONLY,
-                None,
-            )
+            .mount(&Mount {
+                source: Some(Path::new("tmpfs")),
+                fstype: Some("tmpfs"),
+                ..Mount::change(p, MsFlags::MS_RDONLY)
+            })
             .map_err(err(step)),
         Ok(_) => sys
-            .mount(
-                Some(Path::new("/dev/null")),
-                p,
-                None,
-                MsFlags::MS_BIND,
-                None,
-            )
+            .mount(&Mount::bind(Path::new("/dev/null"), p, MsFlags::empty()))
             .map_err(err(step)),
     }
 }
@@ -257,15 +234,12 @@ fn make_readonly(sys: &dyn Syscall, p: &Path) -> Result<(), RootfsError> {
         return Ok(());
     }
     let step = format!("make {p:?} read-only");
-    sys.mount(Some(p), p, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+    sys.mount(&Mount::bind(p, p, MsFlags::MS_REC))
         .map_err(err(&step))?;
-    sys.mount(
-        None,
+    sys.mount(&Mount::change(
         p,
-        None,
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-        None,
-    )
+    ))
     .map_err(err(step))
 }
 
@@ -273,35 +247,20 @@ fn make_readonly(sys: &dyn Syscall, p: &Path) -> Result<(), RootfsError> {
 mod tests {
     use std::cell::RefCell;
 
-    use nix::mount::MntFlags;
-
     use super::*;
 
     #[derive(Default)]
     struct Recorder(RefCell<Vec<String>>);
 
     impl Syscall for Recorder {
-        fn mount(
-            &self,
-            source: Option<&Path>,
-            target: &Path,
-            fstype: Option<&str>,
-            flags: MsFlags,
-            _data: Option<&str>,
-        ) -> nix::Result<()> {
+        fn mount(&self, m: &Mount<'_>) -> nix::Result<()> {
             self.0.borrow_mut().push(format!(
                 "mount {:?} {} {:?} {:?}",
-                source.map(|s| s.display().to_string()),
-                target.display(),
-                fstype,
-                flags
+                m.source.map(|s| s.display().to_string()),
+                m.target.display(),
+                m.fstype,
+                m.flags
             ));
-            Ok(())
-        }
-        fn umount(&self, target: &Path, _flags: MntFlags) -> nix::Result<()> {
-            self.0
-                .borrow_mut()
-                .push(format!("umount {}", target.display()));
             Ok(())
         }
         fn pivot_root(&self, new_root: &Path) -> nix::Result<()> {

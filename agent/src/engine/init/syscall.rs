@@ -6,17 +6,41 @@ use std::path::Path;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
 
+/// The arguments of one mount(2) call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mount<'a> {
+    pub(crate) source: Option<&'a Path>,
+    pub(crate) target: &'a Path,
+    pub(crate) fstype: Option<&'a str>,
+    pub(crate) flags: MsFlags,
+    pub(crate) data: Option<&'a str>,
+}
+
+impl<'a> Mount<'a> {
+    /// Changes the existing mount at `target` (its propagation, or a remount): no source,
+    /// type or data.
+    pub(crate) fn change(target: &'a Path, flags: MsFlags) -> Self {
+        Mount {
+            source: None,
+            target,
+            fstype: None,
+            flags,
+            data: None,
+        }
+    }
+
+    /// Binds `source` on `target`: `MS_BIND` plus `flags`.
+    pub(crate) fn bind(source: &'a Path, target: &'a Path, flags: MsFlags) -> Self {
+        Mount {
+            source: Some(source),
+            ..Mount::change(target, MsFlags::MS_BIND | flags)
+        }
+    }
+}
+
 /// File-system and identity operations of container setup.
-pub trait Syscall {
-    fn mount(
-        &self,
-        source: Option<&Path>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> nix::Result<()>;
-    fn umount(&self, target: &Path, flags: MntFlags) -> nix::Result<()>;
+pub(crate) trait Syscall {
+    fn mount(&self, m: &Mount<'_>) -> nix::Result<()>;
     fn pivot_root(&self, new_root: &Path) -> nix::Result<()>;
     fn mknod(&self, path: &Path, kind: SFlag, mode: Mode, dev: u64) -> nix::Result<()>;
     fn sethostname(&self, name: &str) -> nix::Result<()>;
@@ -24,22 +48,11 @@ pub trait Syscall {
 
 /// The real kernel.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Linux;
+pub(crate) struct Linux;
 
 impl Syscall for Linux {
-    fn mount(
-        &self,
-        source: Option<&Path>,
-        target: &Path,
-        fstype: Option<&str>,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> nix::Result<()> {
-        nix::mount::mount(source, target, fstype, flags, data)
-    }
-
-    fn umount(&self, target: &Path, flags: MntFlags) -> nix::Result<()> {
-        nix::mount::umount2(target, flags)
+    fn mount(&self, m: &Mount<'_>) -> nix::Result<()> {
+        nix::mount::mount(m.source, m.target, m.fstype, m.flags, m.data)
     }
 
     /// pivot_root(".", ".") then detach the old root, which now sits on top: no temporary

@@ -1,5 +1,6 @@
-//! glibc heap settings for the processes at either end of this API (the agent, the shim,
-//! hullctl), which move stdout and stderr as ttrpc messages of up to 1 MiB.
+//! glibc heap settings for the processes at either end of the agent API (the agent, the
+//! shim, hullctl), which move stdout and stderr as ttrpc messages of up to 1 MiB. Its own
+//! crate, not part of the wire types: it is process tuning, and only those three link it.
 //!
 //! With glibc's defaults each such message, and each buffer behind it, costs fresh pages: a
 //! buffer above the mmap threshold gets its own mapping, and a freed one below it is trimmed

@@ -1,0 +1,25 @@
+//! The one home of every contract between hull's processes (DESIGN.md §7: one home for each
+//! cross-process contract). Each value or format here is written by one process and read by
+//! another; a copy in either would let the two drift apart without a compiler noticing.
+//!
+//! | module | between | what |
+//! |---|---|---|
+//! | [`vsock`] | shim, hullctl ↔ hull-vmm ↔ agent | guest CID, ports, the hybrid-vsock handshake |
+//! | [`boot_timer`] | agent → hull-vmm | the "agent ready" port write |
+//! | [`vmm_args`] | shim, tests → hull-vmm | hull-vmm's command line, as a typed builder |
+//! | this module | shim ↔ hull-vmm ↔ agent | VM limits and the virtio-fs tag |
+//!
+//! The crate has no dependencies (the static guest agent links it too) and no I/O: callers
+//! bring their own sockets and runtimes.
+
+pub mod boot_timer;
+pub mod vmm_args;
+pub mod vsock;
+
+/// Most vCPUs a hull VM has: hull-vmm refuses more, and the shim caps a pod's request here
+/// (the MP table and the in-kernel irqchip are sized for it).
+pub const MAX_VCPUS: u8 = 32;
+
+/// The virtio-fs tag of the pod share: the shim's hull-vmm serves virtiofsd under it and the
+/// agent mounts it.
+pub const SHARE_FS_TAG: &str = "hull";

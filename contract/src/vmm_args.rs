@@ -1,0 +1,264 @@
+//! hull-vmm's command line as a typed builder. The shim (and the tests that start hull-vmm)
+//! fill a [`VmmArgs`] and pass [`VmmArgs::to_args`] to the process; hull-vmm parses the same
+//! flags with clap, and its tests round-trip every field through this builder, so the flag
+//! names and value formats live here and nowhere else.
+//!
+//! ```
+//! use hull_contract::vmm_args::{Console, NetArg, VmmArgs};
+//!
+//! let mut a = VmmArgs::new("/usr/share/hull/vmlinux", 2, 512);
+//! a.console = Console::Off;
+//! a.net.push(NetArg::fd(3, "02:00:00:00:00:01", 1500));
+//! let argv = a.to_args();
+//! assert!(argv.windows(2).any(|w| w[0] == "--net" && w[1] == "fd=3,mac=02:00:00:00:00:01,mtu=1500"));
+//! ```
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Flag names, shared with hull-vmm's clap definitions (`#[arg(long = flag::KERNEL)]`).
+pub mod flag {
+    pub const KERNEL: &str = "kernel";
+    pub const INITRD: &str = "initrd";
+    pub const CMDLINE: &str = "cmdline";
+    pub const CMDLINE_APPEND: &str = "cmdline-append";
+    pub const VCPUS: &str = "vcpus";
+    pub const MEM_MIB: &str = "mem-mib";
+    pub const VSOCK_UDS: &str = "vsock-uds";
+    pub const CID: &str = "cid";
+    pub const DISK: &str = "disk";
+    pub const FS: &str = "fs";
+    pub const NET: &str = "net";
+    pub const CONSOLE: &str = "console";
+    pub const BOOT_TIMER: &str = "boot-timer";
+    pub const NO_RNG: &str = "no-rng";
+    pub const ALLOW_SOFTWARE_KVM: &str = "allow-software-kvm";
+    pub const METRICS_ON_EXIT: &str = "metrics-on-exit";
+    pub const API_SOCK: &str = "api-sock";
+    pub const NO_SECCOMP: &str = "no-seccomp";
+    /// Test payloads only (hull-vmm's own tests and benchmarks): flat code entered at 0x1000
+    /// instead of a kernel, and whether it starts in 32-bit protected mode.
+    pub const RAW_PAYLOAD: &str = "raw-payload";
+    pub const RAW_PAYLOAD_32BIT: &str = "raw-payload-32bit";
+}
+
+/// Where the guest's serial console goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Console {
+    /// hull-vmm's standard output.
+    #[default]
+    Stdout,
+    /// Discarded.
+    Off,
+    /// Appended to this file.
+    File(PathBuf),
+}
+
+impl Console {
+    /// The value of `--console`. A relative file named like a keyword gets `./` so it stays
+    /// a file.
+    pub fn to_arg(&self) -> OsString {
+        match self {
+            Console::Stdout => "stdout".into(),
+            Console::Off => "off".into(),
+            Console::File(p) if p == Path::new("stdout") || p == Path::new("off") => {
+                Path::new(".").join(p).into_os_string()
+            }
+            Console::File(p) => p.clone().into_os_string(),
+        }
+    }
+}
+
+/// A raw disk image (`--disk PATH[,ro]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskArg {
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+impl DiskArg {
+    pub fn to_arg(&self) -> OsString {
+        let mut s = self.path.clone().into_os_string();
+        s.push(if self.read_only { ",ro" } else { ",rw" });
+        s
+    }
+}
+
+/// virtio-fs served by a vhost-user back end on `socket`, mounted by `tag`
+/// (`--fs SOCKET,tag=TAG`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsArg {
+    pub socket: PathBuf,
+    pub tag: String,
+}
+
+impl FsArg {
+    pub fn to_arg(&self) -> OsString {
+        let mut s = self.socket.clone().into_os_string();
+        s.push(",tag=");
+        s.push(&self.tag);
+        s
+    }
+}
+
+/// The host end of a virtio-net NIC: an open tap passed as an fd, or a tap name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TapArg {
+    Fd(i32),
+    Name(String),
+}
+
+/// A virtio-net NIC (`--net fd=N|tap=NAME,mac=MAC[,mtu=N]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetArg {
+    pub tap: TapArg,
+    pub mac: String,
+    pub mtu: Option<u16>,
+}
+
+impl NetArg {
+    /// A NIC on tap fd `fd` (open in hull-vmm at that number) with the guest MAC and MTU.
+    pub fn fd(fd: i32, mac: &str, mtu: u16) -> Self {
+        NetArg {
+            tap: TapArg::Fd(fd),
+            mac: mac.to_string(),
+            mtu: Some(mtu),
+        }
+    }
+
+    pub fn to_arg(&self) -> String {
+        let mut s = match &self.tap {
+            TapArg::Fd(fd) => format!("fd={fd}"),
+            TapArg::Name(n) => format!("tap={n}"),
+        };
+        s.push_str(",mac=");
+        s.push_str(&self.mac);
+        if let Some(mtu) = self.mtu {
+            s.push_str(&format!(",mtu={mtu}"));
+        }
+        s
+    }
+}
+
+/// Everything a caller sets on hull-vmm's command line. Fields left at their defaults are not
+/// passed, so hull-vmm's own defaults apply.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VmmArgs {
+    /// ELF vmlinux (PVH entry preferred) or bzImage.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    /// Replaces hull-vmm's default kernel command line.
+    pub cmdline: Option<String>,
+    /// Appended to the command line (an operator's `kernel_params`).
+    pub cmdline_append: Option<String>,
+    pub vcpus: Option<u8>,
+    pub mem_mib: Option<u32>,
+    /// The hybrid-vsock host socket; the guest gets [`crate::vsock::GUEST_CID`] unless `cid`
+    /// says otherwise.
+    pub vsock_uds: Option<PathBuf>,
+    pub cid: Option<u32>,
+    pub disks: Vec<DiskArg>,
+    pub fs: Vec<FsArg>,
+    pub net: Vec<NetArg>,
+    pub console: Console,
+    pub boot_timer: bool,
+    pub no_rng: bool,
+    pub allow_software_kvm: bool,
+    pub metrics_on_exit: bool,
+    pub api_sock: Option<PathBuf>,
+    pub no_seccomp: bool,
+}
+
+impl VmmArgs {
+    /// A VM of `vcpus` and `mem_mib` booting `kernel`; everything else at its default.
+    pub fn new(kernel: impl Into<PathBuf>, vcpus: u8, mem_mib: u32) -> Self {
+        VmmArgs {
+            kernel: Some(kernel.into()),
+            vcpus: Some(vcpus),
+            mem_mib: Some(mem_mib),
+            ..VmmArgs::default()
+        }
+    }
+
+    /// The arguments to pass after the program name.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut v = Vec::new();
+        let mut opt = |name: &str, value: Option<OsString>| {
+            if let Some(value) = value {
+                v.push(OsString::from(format!("--{name}")));
+                v.push(value);
+            }
+        };
+        let path = |p: &Option<PathBuf>| p.clone().map(PathBuf::into_os_string);
+        opt(flag::KERNEL, path(&self.kernel));
+        opt(flag::INITRD, path(&self.initrd));
+        opt(flag::CMDLINE, self.cmdline.clone().map(OsString::from));
+        opt(
+            flag::CMDLINE_APPEND,
+            self.cmdline_append
+                .as_deref()
+                .filter(|s| !s.trim().is_empty())
+                .map(OsString::from),
+        );
+        opt(flag::VCPUS, self.vcpus.map(|n| n.to_string().into()));
+        opt(flag::MEM_MIB, self.mem_mib.map(|n| n.to_string().into()));
+        opt(flag::VSOCK_UDS, path(&self.vsock_uds));
+        opt(flag::CID, self.cid.map(|n| n.to_string().into()));
+        for d in &self.disks {
+            opt(flag::DISK, Some(d.to_arg()));
+        }
+        for f in &self.fs {
+            opt(flag::FS, Some(f.to_arg()));
+        }
+        for n in &self.net {
+            opt(flag::NET, Some(n.to_arg().into()));
+        }
+        if self.console != Console::Stdout {
+            opt(flag::CONSOLE, Some(self.console.to_arg()));
+        }
+        opt(flag::API_SOCK, path(&self.api_sock));
+        for (on, name) in [
+            (self.boot_timer, flag::BOOT_TIMER),
+            (self.no_rng, flag::NO_RNG),
+            (self.allow_software_kvm, flag::ALLOW_SOFTWARE_KVM),
+            (self.metrics_on_exit, flag::METRICS_ON_EXIT),
+            (self.no_seccomp, flag::NO_SECCOMP),
+        ] {
+            if on {
+                v.push(OsString::from(format!("--{name}")));
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass_nothing() {
+        assert!(VmmArgs::default().to_args().is_empty());
+    }
+
+    #[test]
+    fn console_file_named_like_a_keyword_stays_a_file() {
+        assert_eq!(
+            Console::File("off".into()).to_arg(),
+            OsString::from("./off")
+        );
+        assert_eq!(
+            Console::File("/run/x/console.log".into()).to_arg(),
+            OsString::from("/run/x/console.log")
+        );
+    }
+
+    #[test]
+    fn blank_cmdline_append_is_not_passed() {
+        let a = VmmArgs {
+            cmdline_append: Some("  ".into()),
+            ..VmmArgs::default()
+        };
+        assert!(a.to_args().is_empty());
+    }
+}
