@@ -1,10 +1,10 @@
 //! Lab test: the agent as PID 1 of the real hull guest runs containers. Boots the guest
 //! (kernel + initrd from guest/build, hull-agent as /init) with hull-vmm inside the nested-KVM
 //! lab and drives CreateSandbox, run (create, start, stdout/stderr, exit status, remove), exec
-//! and remove through the hybrid vsock socket with `hullctl`; see `lab/guest_container.sh`.
+//! and remove through the hybrid vsock socket with `hullctl`; see `agent/tests/lab/guest_container.sh`.
 //!
 //! Slow (minutes: lab boot, then the guest under nested KVM), so `#[ignore = "lab"]`:
-//! `scripts/run-tests` includes it. Alone:
+//! `scripts/run-tests` runs the lab tier. Alone:
 //! `cargo test -p hull-agent --test lab_guest -- --include-ignored --nocapture`.
 
 mod common;
@@ -12,12 +12,11 @@ mod common;
 #[test]
 #[ignore = "lab"]
 fn agent_as_pid1_runs_a_container_in_the_guest() {
-    let root = common::repo_root();
     let hullctl = common::build_bin("hullctl");
     let vmm = common::build_bin("hull-vmm");
     let image = hull_tests::guest_image().expect("guest/build");
-    let out_dir = root.join("target/lab-out/agent-guest");
-    let status = hull_tests::lab_script(
+    let out_dir = hull_tests::lab_out_dir("agent-guest");
+    hull_tests::assert_lab_script(
         600,
         "agent/tests/lab/guest_container.sh",
         &[
@@ -27,11 +26,6 @@ fn agent_as_pid1_runs_a_container_in_the_guest() {
             image.initrd.as_os_str(),
             out_dir.as_os_str(),
         ],
-    )
-    .expect("lab/run");
-    assert!(
-        status.success(),
-        "lab checks failed ({status}); logs in {}",
-        out_dir.display()
+        &out_dir,
     );
 }

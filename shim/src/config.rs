@@ -1,18 +1,16 @@
 //! `hull.toml`: what a node operator sets for every hull pod on the node (DESIGN §3). The
-//! documented reference is `deploy/hull.toml`; a test parses it so the two cannot drift.
+//! documented reference is `deploy/hull.toml`; a test compares its keys with the ones these
+//! structs have, so the two cannot drift.
 //!
 //! Unknown keys are errors: a misspelt key that is silently ignored leaves a node running with
 //! settings its operator believes are different.
 
 use std::path::{Path, PathBuf};
 
+use hull_contract::MAX_VCPUS;
 use serde::Deserialize;
-
-/// Most vCPUs a pod VM may get; matches the guest kernel's headroom (NR_CPUS=64, 32 usable)
-/// and hull-vmm's `--vcpus` limit.
-pub const MAX_VCPUS: u8 = 32;
 /// Below this the guest kernel and agent do not fit with room for a container.
-pub const MIN_MEMORY_MIB: u32 = 64;
+pub(crate) const MIN_MEMORY_MIB: u32 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -36,72 +34,76 @@ pub enum ConfigError {
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
-pub struct HullConfig {
-    pub vm: VmSection,
+pub(crate) struct HullConfig {
+    pub(crate) vm: VmSection,
     #[serde(default)]
-    pub log: LogSection,
+    pub(crate) log: LogSection,
     #[serde(default)]
-    pub virtiofs: VirtiofsSection,
+    pub(crate) virtiofs: VirtiofsSection,
     /// Test only: run pods with hull-agent on the host instead of a VM. Honoured only by a
     /// shim built with the `host-agent-backend` feature; see `deploy/hull.toml`.
     #[serde(default)]
-    pub host_agent: Option<HostAgentSection>,
+    pub(crate) host_agent: Option<HostAgentSection>,
 }
 
 /// `[host_agent]`: the test-only backend without a VM (no isolation from the host kernel).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
-pub struct HostAgentSection {
+pub(crate) struct HostAgentSection {
     /// The `hull-agent` binary to run with `--listen unix:PATH` on the host.
-    pub agent: PathBuf,
+    pub(crate) agent: PathBuf,
 }
 
 /// `[vm]`: what every pod VM is booted from and how big it is.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
-pub struct VmSection {
+pub(crate) struct VmSection {
     /// The `hull-vmm` binary.
-    pub vmm: PathBuf,
+    pub(crate) vmm: PathBuf,
     /// Guest kernel (ELF vmlinux for PVH boot, or bzImage).
-    pub kernel: PathBuf,
+    pub(crate) kernel: PathBuf,
     /// Guest initrd holding hull-agent as /init.
-    pub initrd: PathBuf,
+    pub(crate) initrd: PathBuf,
     /// Appended to hull's own kernel command line (e.g. `"loglevel=7"`).
     #[serde(default)]
-    pub kernel_params: String,
+    pub(crate) kernel_params: String,
     /// vCPUs of a pod that asks for no CPU limit.
     #[serde(default = "default_vcpus")]
-    pub default_vcpus: u8,
+    pub(crate) default_vcpus: u8,
     /// Guest memory of a pod that asks for no memory limit.
     #[serde(default = "default_memory_mib")]
-    pub default_memory_mib: u32,
+    pub(crate) default_memory_mib: u32,
     /// Added to the pod's memory limit: the guest kernel, the agent and page cache headroom.
     #[serde(default = "default_overhead_memory_mib")]
-    pub overhead_memory_mib: u32,
+    pub(crate) overhead_memory_mib: u32,
     /// Seconds from exec of hull-vmm until the agent must answer its health check.
     #[serde(default = "default_boot_timeout_secs")]
-    pub boot_timeout_secs: u32,
+    pub(crate) boot_timeout_secs: u32,
 }
 
 /// `[virtiofs]`: the per-pod virtiofsd that serves the pod's share (DESIGN §1).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
-pub struct VirtiofsSection {
+pub(crate) struct VirtiofsSection {
     /// The `virtiofsd` binary (vhost-user back end).
     #[serde(default = "default_virtiofsd")]
-    pub virtiofsd: PathBuf,
+    pub(crate) virtiofsd: PathBuf,
     /// virtiofsd `--cache`: `auto`, `always`, `metadata` or `never`.
     #[serde(default = "default_cache")]
-    pub cache: String,
+    pub(crate) cache: String,
     /// virtiofsd `--sandbox`: `namespace` (its own pid/mount/net namespaces, pivot_root into
     /// the share) or `chroot` (where namespaces are unavailable). `none` is refused.
     #[serde(default = "default_sandbox")]
-    pub sandbox: String,
+    pub(crate) sandbox: String,
     /// virtiofsd `--thread-pool-size`; 0 serves requests on the vring thread, which uses
     /// the least memory per pod.
     #[serde(default)]
-    pub thread_pool_size: u32,
+    pub(crate) thread_pool_size: u32,
 }
 
 impl Default for VirtiofsSection {
@@ -127,11 +129,12 @@ fn default_sandbox() -> String {
 
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(deny_unknown_fields)]
-pub struct LogSection {
+pub(crate) struct LogSection {
     /// `error`, `warn`, `info`, `debug` or `trace`.
     #[serde(default = "default_log_level")]
-    pub level: String,
+    pub(crate) level: String,
 }
 
 impl Default for LogSection {
@@ -162,7 +165,7 @@ const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
 impl HullConfig {
     /// Reads and validates `path`.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -171,7 +174,7 @@ impl HullConfig {
     }
 
     /// Parses and validates `text`; `path` only names the file in errors.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let cfg: HullConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
             source: Box::new(source),
@@ -281,6 +284,8 @@ impl HullConfig {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use super::*;
 
     const MINIMAL: &str = r#"
@@ -305,35 +310,85 @@ initrd = "/usr/local/share/hull/initrd.cpio.gz"
         assert!(c.vm.kernel_params.is_empty());
     }
 
+    /// `section.key` of every field of `v` (a config as JSON), sections that are `None`
+    /// left out.
+    fn keys_of(v: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
+        let Some(fields) = v.as_object() else {
+            return;
+        };
+        for (k, v) in fields {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                serde_json::Value::Null => {}
+                serde_json::Value::Object(_) => keys_of(v, &key, out),
+                _ => {
+                    out.insert(key);
+                }
+            }
+        }
+    }
+
+    /// The keys `deploy/hull.toml` lists as `key = value` lines under their `[section]`, and
+    /// whether each is commented out (an optional section is documented commented).
+    fn documented_keys(text: &str) -> BTreeMap<String, bool> {
+        let is_name =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c == '_' || c.is_ascii_lowercase());
+        let mut section = String::new();
+        let mut keys = BTreeMap::new();
+        for line in text.lines() {
+            let commented = line.trim_start().starts_with('#');
+            let bare = line.trim_start_matches(['#', ' ']);
+            if let Some(name) = bare.strip_prefix('[').and_then(|b| b.strip_suffix(']')) {
+                if is_name(name) {
+                    section = name.to_owned();
+                }
+            } else if let Some((key, _)) = bare.split_once(" = ") {
+                if is_name(key) {
+                    keys.insert(format!("{section}.{key}"), commented);
+                }
+            }
+        }
+        keys
+    }
+
+    /// deploy/hull.toml documents exactly the keys the structs have (derived from them, not
+    /// listed by hand), each uncommented with its default, optional sections commented out.
     #[test]
-    fn documented_reference_parses_and_sets_every_key() {
+    fn documented_reference_has_every_key_of_the_structs_with_its_default() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/hull.toml");
         let text = std::fs::read_to_string(&path).unwrap();
+        // deny_unknown_fields: an uncommented key the structs lack fails here.
         let c = HullConfig::parse(&text, &path).unwrap();
-        // Every key appears in the reference (uncommented), so a key added to the struct but
-        // not documented fails here: deny_unknown_fields covers the other direction.
-        for key in [
-            "vmm",
-            "kernel",
-            "initrd",
-            "kernel_params",
-            "default_vcpus",
-            "default_memory_mib",
-            "overhead_memory_mib",
-            "boot_timeout_secs",
-            "level",
-            "virtiofsd",
-            "cache",
-            "sandbox",
-            "thread_pool_size",
-        ] {
-            assert!(
-                text.lines()
-                    .any(|l| l.trim_start().starts_with(&format!("{key} ="))),
-                "deploy/hull.toml does not document {key}"
-            );
+        assert_eq!(
+            c,
+            parse(MINIMAL).unwrap(),
+            "deploy/hull.toml must set each key to its default"
+        );
+        let mut every = c.clone();
+        every.host_agent = Some(HostAgentSection {
+            agent: PathBuf::from("/a"),
+        });
+        let mut want = BTreeSet::new();
+        keys_of(&serde_json::to_value(&every).unwrap(), "", &mut want);
+        let documented = documented_keys(&text);
+        let have: BTreeSet<String> = documented.keys().cloned().collect();
+        assert_eq!(
+            have, want,
+            "deploy/hull.toml (left) and the config structs (right) disagree"
+        );
+        let mut set = BTreeSet::new();
+        keys_of(&serde_json::to_value(&c).unwrap(), "", &mut set);
+        for key in set {
+            assert!(!documented[&key], "deploy/hull.toml comments {key} out");
         }
-        assert_eq!(c.vm.vmm, Path::new("/usr/local/bin/hull-vmm"));
+        assert!(
+            want.contains("host_agent.agent") && want.contains("vm.kernel"),
+            "{want:?}"
+        );
     }
 
     #[test]

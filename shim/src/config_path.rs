@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 
 /// The system-wide configuration file.
-pub const SYSTEM_CONFIG: &str = "/etc/hull/hull.toml";
+pub(crate) const SYSTEM_CONFIG: &str = "/etc/hull/hull.toml";
 /// The default shipped by `make install`.
-pub const INSTALLED_DEFAULT: &str = "/usr/local/share/hull/hull.toml";
+pub(crate) const INSTALLED_DEFAULT: &str = "/usr/local/share/hull/hull.toml";
 
 /// A configuration file that was named but cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -22,17 +22,17 @@ pub enum ConfigPathError {
 
 /// Inputs of the search, so that tests need not touch the real environment.
 #[derive(Debug, Clone, Default)]
-pub struct ConfigSources<'a> {
+pub(crate) struct ConfigSources<'a> {
     /// `ConfigPath` from containerd's runtime options.
-    pub runtime_option: Option<&'a Path>,
+    pub(crate) runtime_option: Option<&'a Path>,
     /// The value of `$HULL_CONFIG`.
-    pub env: Option<&'a Path>,
+    pub(crate) env: Option<&'a Path>,
     /// The fall-backs, in order; [`SYSTEM_CONFIG`] then [`INSTALLED_DEFAULT`] in production.
-    pub fallbacks: &'a [&'a Path],
+    pub(crate) fallbacks: &'a [&'a Path],
 }
 
 /// Picks the configuration file to read.
-pub fn resolve(sources: &ConfigSources<'_>) -> Result<PathBuf, ConfigPathError> {
+pub(crate) fn resolve(sources: &ConfigSources<'_>) -> Result<PathBuf, ConfigPathError> {
     let named = [
         (sources.runtime_option, "runtime option ConfigPath"),
         (sources.env, "$HULL_CONFIG"),

@@ -33,7 +33,7 @@ pub struct EventsError {
 }
 
 #[derive(Debug, Clone)]
-pub struct Events {
+pub(crate) struct Events {
     tx: mpsc::UnboundedSender<Envelope>,
     namespace: String,
 }
@@ -41,29 +41,20 @@ pub struct Events {
 impl Events {
     /// Connects to containerd's ttrpc `address` (`TTRPC_ADDRESS`) and starts the forwarding
     /// task; events go to `namespace`.
-    pub async fn connect(address: &str, namespace: String) -> Result<Self, EventsError> {
+    pub(crate) async fn connect(address: &str, namespace: String) -> Result<Self, EventsError> {
         let client = dial(address).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(forward_all(address.to_owned(), client, rx));
         Ok(Events { tx, namespace })
     }
 
-    /// A sender whose events go nowhere, for tests of the task logic.
-    pub fn discard() -> Self {
-        let (tx, _) = mpsc::unbounded_channel();
-        Events {
-            tx,
-            namespace: String::new(),
-        }
-    }
-
     /// The containerd namespace the pod's tasks live in.
-    pub fn namespace(&self) -> &str {
+    pub(crate) fn namespace(&self) -> &str {
         &self.namespace
     }
 
     /// Queues `ev` (a message of containerd's `containerd.events` package).
-    pub fn send<E: Event + Message>(&self, ev: E) {
+    pub(crate) fn send<E: Event + Message>(&self, ev: E) {
         let topic = ev.topic();
         tracing::debug!(%topic, "event");
         let event = match typeurl::pack(typeurl::EVENTS, &ev) {
@@ -87,7 +78,7 @@ impl Events {
 
 async fn dial(address: &str) -> Result<EventsClient, EventsError> {
     // ttrpc wants the scheme; containerd's TTRPC_ADDRESS is a bare path.
-    let path = crate::bootstrap::socket_path(address);
+    let path = crate::address::socket_path(address);
     ttrpc::asynchronous::Client::connect(&format!("unix://{path}"))
         .await
         .map(EventsClient::new)

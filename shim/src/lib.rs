@@ -1,20 +1,25 @@
 //! hull-shim: `containerd-shim-hull-v2`, the only crate that talks to containerd
-//! (DESIGN §2 shim/).
+//! (DESIGN §2 shim/). The library exists for the binary (`bootstrap::run`) and its unit tests;
+//! everything else is crate-private.
 
-pub mod backend;
+mod address;
+mod backend;
 pub mod bootstrap;
-pub mod config;
-pub mod config_path;
-pub mod errors;
-pub mod events;
-pub mod memvol;
-pub mod net;
-pub mod options;
-pub mod pod;
-pub mod share;
-pub mod sizing;
-pub mod spec;
-pub mod stats;
-pub mod stdio;
-pub mod task;
-pub mod typeurl;
+mod child;
+mod config;
+mod config_path;
+mod errors;
+mod events;
+mod memvol;
+mod mount;
+mod net;
+mod options;
+mod pod;
+mod share;
+mod sizing;
+mod spec;
+mod stats;
+mod stdio;
+mod task;
+mod timestamp;
+mod typeurl;

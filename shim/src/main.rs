@@ -1,8 +1,8 @@
 //! `containerd-shim-hull-v2`: see `hull_shim::bootstrap`.
 
 fn main() -> anyhow::Result<()> {
-    hull_proto::heap::tune_for_stream_messages();
-    hull_proto::heap::use_one_arena();
+    hull_heap::tune_for_stream_messages();
+    hull_heap::use_one_arena();
     // One thread: a shim per pod must stay small (≤ 3 MiB PSS goal), and it mostly waits.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

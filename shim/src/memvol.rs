@@ -14,22 +14,22 @@ use nix::sys::statfs::{statfs, TMPFS_MAGIC};
 use nix::sys::statvfs::statvfs;
 
 /// Parent of the guest mount points of memory-backed volumes.
-pub const GUEST_VOLUMES_DIR: &str = "/run/hull/volumes";
+pub(crate) const GUEST_VOLUMES_DIR: &str = "/run/hull/volumes";
 
 /// A pod volume that lives in a guest tmpfs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemoryVolume {
+pub(crate) struct MemoryVolume {
     /// Where the agent mounts the tmpfs; the container's bind source.
-    pub guest_path: PathBuf,
+    pub(crate) guest_path: PathBuf,
     /// The host tmpfs's size.
-    pub size_bytes: u64,
+    pub(crate) size_bytes: u64,
     /// The host directory's permission bits (emptyDir: 0777, containerd's shm: 01777).
-    pub mode: u32,
+    pub(crate) mode: u32,
 }
 
 impl MemoryVolume {
     /// Options of the guest tmpfs, as for mount(8) `-o`.
-    pub fn tmpfs_options(&self) -> Vec<String> {
+    pub(crate) fn tmpfs_options(&self) -> Vec<String> {
         vec![
             "nosuid".into(),
             "nodev".into(),
@@ -42,7 +42,7 @@ impl MemoryVolume {
 /// The memory-backed volume behind a bind mount of host `source` at `destination`, if it is
 /// one: a kubelet emptyDir or containerd's sandbox shm by its path, and on the host a tmpfs
 /// mounted exactly there (a disk-backed emptyDir is a plain directory and stays on the share).
-pub fn detect(source: &Path, destination: &str) -> Option<MemoryVolume> {
+pub(crate) fn detect(source: &Path, destination: &str) -> Option<MemoryVolume> {
     if !(is_empty_dir(source) || is_sandbox_shm(source, destination)) {
         return None;
     }

@@ -13,10 +13,6 @@ use crate::config::{ConfigError, HullConfig};
 use crate::config_path::{self, ConfigPathError, ConfigSources, INSTALLED_DEFAULT, SYSTEM_CONFIG};
 use crate::typeurl;
 
-/// Where the serving shim finds the config path chosen at `start` (in the bundle), because
-/// containerd passes runtime options to `start` only.
-pub const CONFIG_PATH_FILE: &str = "hull-config-path";
-
 #[derive(Debug, thiserror::Error)]
 pub enum OptionsError {
     #[error("runtime options: cannot decode {type_url}: {source}")]
@@ -32,7 +28,7 @@ pub enum OptionsError {
 
 /// `ConfigPath` from the runtime options containerd wrote on stdin, if any. Other option
 /// types (e.g. runc's, when a runtime entry is misconfigured) are ignored: they carry no path.
-pub fn config_path_option(stdin: &[u8]) -> Result<Option<PathBuf>, OptionsError> {
+pub(crate) fn config_path_option(stdin: &[u8]) -> Result<Option<PathBuf>, OptionsError> {
     if stdin.is_empty() {
         return Ok(None);
     }
@@ -53,7 +49,7 @@ pub fn config_path_option(stdin: &[u8]) -> Result<Option<PathBuf>, OptionsError>
 }
 
 /// Resolves and loads `hull.toml` given the runtime option and `$HULL_CONFIG`.
-pub fn load_config(
+pub(crate) fn load_config(
     option: Option<&Path>,
     env: Option<&Path>,
 ) -> Result<(PathBuf, HullConfig), OptionsError> {

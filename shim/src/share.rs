@@ -1,5 +1,6 @@
-//! The pod's virtio-fs share on the host (plan §3, after Kata's `share_fs`): what virtiofsd
-//! serves to the guest, and how container rootfs and bind-mount sources get into it.
+//! The pod's virtio-fs share on the host (DESIGN §1 Rootfs and volumes, after Kata's
+//! `share_fs`): what virtiofsd serves to the guest, and how container rootfs and bind-mount
+//! sources get into it.
 //!
 //! ```text
 //! <pod dir>/share-rw    bind-mounted onto itself, made a shared peer group; the shim mounts
@@ -19,15 +20,17 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{mount, MsFlags};
+
+use crate::mount::detach;
 
 /// Where the agent mounts the share in the guest (agent's `--root`/shared default).
-pub const GUEST_SHARE_DIR: &str = "/run/hull/shared";
+pub(crate) const GUEST_SHARE_DIR: &str = "/run/hull/shared";
 /// Parent of the container rootfs mount points in the guest.
-pub const GUEST_CONTAINERS_DIR: &str = "/run/hull/containers";
+pub(crate) const GUEST_CONTAINERS_DIR: &str = "/run/hull/containers";
 
 #[derive(Debug, thiserror::Error)]
-pub enum ShareError {
+pub(crate) enum ShareError {
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -62,17 +65,9 @@ fn do_mount(
     })
 }
 
-/// Detaches `path` and everything below it; "not mounted" and "gone" are fine.
-fn detach(path: &Path) {
-    match umount2(path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
-        Err(e) => tracing::warn!(path = %path.display(), "unmount: {e}"),
-    }
-}
-
 /// One pod's share directories.
 #[derive(Debug, Clone)]
-pub struct Share {
+pub(crate) struct Share {
     rw: PathBuf,
     ro: PathBuf,
     staging: PathBuf,
@@ -80,7 +75,7 @@ pub struct Share {
 
 impl Share {
     /// The share of the pod whose state lives in `pod_dir` (no filesystem access).
-    pub fn at(pod_dir: &Path) -> Self {
+    pub(crate) fn at(pod_dir: &Path) -> Self {
         Share {
             rw: pod_dir.join("share-rw"),
             ro: pod_dir.join("shared"),
@@ -89,12 +84,12 @@ impl Share {
     }
 
     /// What virtiofsd serves.
-    pub fn served_dir(&self) -> &Path {
+    pub(crate) fn served_dir(&self) -> &Path {
         &self.ro
     }
 
     /// Creates both directories and their mounts; undone by [`Share::destroy`].
-    pub fn create(&self) -> Result<(), ShareError> {
+    pub(crate) fn create(&self) -> Result<(), ShareError> {
         for d in [&self.rw, &self.ro, &self.staging] {
             fs::create_dir_all(d).map_err(io("create", d))?;
         }
@@ -120,7 +115,7 @@ impl Share {
     }
 
     /// Unmounts everything in the share and removes its directories.
-    pub fn destroy(&self) {
+    pub(crate) fn destroy(&self) {
         detach(&self.ro);
         // The self-bind may carry submounts of containers that were never released.
         detach(&self.rw);
@@ -140,7 +135,7 @@ impl Share {
 
     /// Binds the container's host rootfs into the share; returns its path relative to the
     /// share root (the VIRTIOFS storage source).
-    pub fn bind_rootfs(&self, cid: &str, rootfs: &Path) -> Result<String, ShareError> {
+    pub(crate) fn bind_rootfs(&self, cid: &str, rootfs: &Path) -> Result<String, ShareError> {
         let target = self.container_dir(cid).join("rootfs");
         fs::create_dir_all(&target).map_err(io("create", &target))?;
         do_mount(
@@ -154,7 +149,7 @@ impl Share {
 
     /// Binds the host path `source` (file or directory) as the container's `n`-th shared
     /// mount, read-only on the host when `read_only`; returns its path in the guest.
-    pub fn bind_mount(
+    pub(crate) fn bind_mount(
         &self,
         cid: &str,
         n: usize,
@@ -202,7 +197,7 @@ impl Share {
     }
 
     /// Undoes every bind of container `cid` and removes its directory.
-    pub fn release(&self, cid: &str) {
+    pub(crate) fn release(&self, cid: &str) {
         let dir = self.container_dir(cid);
         if let Ok(rd) = fs::read_dir(dir.join("mounts")) {
             for e in rd.flatten() {
@@ -219,7 +214,7 @@ impl Share {
 }
 
 /// The guest path where container `cid`'s rootfs storage is mounted.
-pub fn guest_rootfs(cid: &str) -> PathBuf {
+pub(crate) fn guest_rootfs(cid: &str) -> PathBuf {
     Path::new(GUEST_CONTAINERS_DIR).join(cid).join("rootfs")
 }
 

@@ -9,11 +9,13 @@
 
 use std::collections::HashMap;
 
-use crate::config::{VmSection, MAX_VCPUS};
+use hull_contract::MAX_VCPUS;
 
-pub const ANNOTATION_CPU_PERIOD: &str = "io.kubernetes.cri.sandbox-cpu-period";
-pub const ANNOTATION_CPU_QUOTA: &str = "io.kubernetes.cri.sandbox-cpu-quota";
-pub const ANNOTATION_MEMORY: &str = "io.kubernetes.cri.sandbox-memory";
+use crate::config::VmSection;
+
+pub(crate) const ANNOTATION_CPU_PERIOD: &str = "io.kubernetes.cri.sandbox-cpu-period";
+pub(crate) const ANNOTATION_CPU_QUOTA: &str = "io.kubernetes.cri.sandbox-cpu-quota";
+pub(crate) const ANNOTATION_MEMORY: &str = "io.kubernetes.cri.sandbox-memory";
 
 const MIB: u64 = 1024 * 1024;
 /// The largest guest hull-vmm will create (its `--mem-mib` is a u32 MiB count, and one pod
@@ -21,7 +23,7 @@ const MIB: u64 = 1024 * 1024;
 const MAX_MEMORY_MIB: u64 = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SizingError {
+pub(crate) enum SizingError {
     #[error("annotation {key}={value:?} is not a non-negative integer")]
     NotANumber { key: &'static str, value: String },
     #[error("pod memory limit of {mib} MiB (with overhead) exceeds hull's maximum of {MAX_MEMORY_MIB} MiB")]
@@ -30,11 +32,11 @@ pub enum SizingError {
 
 /// The VM a pod gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VmSize {
-    pub vcpus: u8,
-    pub memory_mib: u32,
+pub(crate) struct VmSize {
+    pub(crate) vcpus: u8,
+    pub(crate) memory_mib: u32,
     /// The pod asked for more vCPUs than hull supports and got [`MAX_VCPUS`].
-    pub vcpus_clamped: bool,
+    pub(crate) vcpus_clamped: bool,
 }
 
 fn number(annotations: &HashMap<String, String>, key: &'static str) -> Result<u64, SizingError> {
@@ -52,7 +54,7 @@ fn number(annotations: &HashMap<String, String>, key: &'static str) -> Result<u6
 }
 
 /// Sizes the VM of the pod whose sandbox spec carries `annotations`.
-pub fn vm_size(
+pub(crate) fn vm_size(
     annotations: &HashMap<String, String>,
     vm: &VmSection,
 ) -> Result<VmSize, SizingError> {

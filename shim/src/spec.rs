@@ -1,31 +1,68 @@
 //! The bundle's OCI spec, rewritten for the agent. What the agent places itself (cgroups) or
 //! must never run (host hooks) is dropped in both modes. In host-agent mode the agent sees the
-//! host filesystem, so the rootfs stays the bundle's. For a VM (plan §3) every host path is
-//! replaced by its guest path in the pod's virtio-fs share (or, for a memory-backed volume,
-//! its guest tmpfs: `memvol`), and host namespace paths go.
+//! host filesystem, so the rootfs stays the bundle's. For a VM (DESIGN §1 Rootfs and volumes)
+//! every host path is replaced by its guest path in the pod's virtio-fs share (or, for a
+//! memory-backed volume, its guest tmpfs: `memvol`), and host namespace paths go.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::errors::ShimError;
 use crate::memvol::{self, MemoryVolume};
-use crate::share::{guest_rootfs, Share};
-
-/// Reads `<bundle>/config.json`.
-pub fn read(bundle: &Path) -> Result<Value, ShimError> {
-    let path = bundle.join("config.json");
-    let text = std::fs::read(&path).map_err(|source| ShimError::Io {
-        context: format!("read {}", path.display()),
-        source,
-    })?;
-    serde_json::from_slice(&text)
-        .map_err(|e| ShimError::InvalidArgument(format!("{}: {e}", path.display())))
-}
+use crate::share::{guest_rootfs, Share, ShareError};
 
 /// The most a pod's resolv.conf or hosts file may hold: both are small text files, and the
 /// guest gets them inside one ttrpc message.
 const POD_FILE_MAX: u64 = 64 * 1024;
+
+/// What is wrong with a bundle's spec, an exec's process spec, or a file or mount they name.
+/// `errors.rs` gives each its ttrpc code.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SpecError {
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("OCI spec is not a JSON object")]
+    NotObject,
+    #[error("exec process spec: {0}")]
+    ExecProcess(#[source] serde_json::Error),
+    #[error("exec process spec is not a JSON object")]
+    ExecNotObject,
+    #[error("encode the spec for the agent: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// `what`: "the bind mount at /etc/hosts", "bind mount 3".
+    #[error("{what} has no source")]
+    NoSource { what: String },
+    #[error("read {path:?}, the pod's {dest}: {source}")]
+    PodFileRead {
+        path: String,
+        dest: String,
+        source: std::io::Error,
+    },
+    #[error("{path:?}, the pod's {dest}, is not a regular file")]
+    PodFileNotRegular { path: String, dest: String },
+    #[error("{path:?}, the pod's {dest}, is larger than {POD_FILE_MAX} bytes")]
+    PodFileTooLarge { path: String, dest: String },
+    #[error("mount {n}: {source}")]
+    Share { n: usize, source: ShareError },
+}
+
+/// Reads `<bundle>/config.json`.
+pub(crate) fn read(bundle: &Path) -> Result<Value, SpecError> {
+    let path = bundle.join("config.json");
+    let text = std::fs::read(&path).map_err(|source| SpecError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_slice(&text).map_err(|source| SpecError::Parse { path, source })
+}
 
 /// The contents of the regular host file the sandbox spec binds at `dest`
 /// (`/etc/resolv.conf`, `/etc/hosts`), so the guest's own `/etc` matches its containers'.
@@ -33,7 +70,7 @@ const POD_FILE_MAX: u64 = 64 * 1024;
 /// its hosts file only into the app containers, so under CRI `/etc/hosts` is `None`; `None`
 /// too when nothing is bound (a lone `ctr run`): the agent then writes its defaults. When
 /// several mounts name `dest`, the last wins, as in the container.
-pub fn pod_file(spec: &Value, dest: &str) -> Result<Option<Vec<u8>>, ShimError> {
+pub(crate) fn pod_file(spec: &Value, dest: &str) -> Result<Option<Vec<u8>>, SpecError> {
     let Some(m) = spec
         .get("mounts")
         .and_then(Value::as_array)
@@ -47,19 +84,21 @@ pub fn pod_file(spec: &Value, dest: &str) -> Result<Option<Vec<u8>>, ShimError> 
         return Ok(None);
     };
     let Some(source) = m.get("source").and_then(Value::as_str) else {
-        return Err(ShimError::InvalidArgument(format!(
-            "the bind mount at {dest} has no source"
-        )));
+        return Err(SpecError::NoSource {
+            what: format!("the bind mount at {dest}"),
+        });
     };
-    let io = |e| ShimError::Io {
-        context: format!("read {source:?}, the pod's {dest}"),
+    let io = |e| SpecError::PodFileRead {
+        path: source.to_owned(),
+        dest: dest.to_owned(),
         source: e,
     };
     // Not a FIFO or a device: opening one could block the shim for good.
     if !std::fs::metadata(source).map_err(io)?.is_file() {
-        return Err(ShimError::InvalidArgument(format!(
-            "{source:?}, the pod's {dest}, is not a regular file"
-        )));
+        return Err(SpecError::PodFileNotRegular {
+            path: source.to_owned(),
+            dest: dest.to_owned(),
+        });
     }
     let mut data = Vec::new();
     std::io::Read::read_to_end(
@@ -68,23 +107,26 @@ pub fn pod_file(spec: &Value, dest: &str) -> Result<Option<Vec<u8>>, ShimError> 
     )
     .map_err(io)?;
     if data.len() as u64 > POD_FILE_MAX {
-        return Err(ShimError::InvalidArgument(format!(
-            "{source:?}, the pod's {dest}, is larger than {POD_FILE_MAX} bytes"
-        )));
+        return Err(SpecError::PodFileTooLarge {
+            path: source.to_owned(),
+            dest: dest.to_owned(),
+        });
     }
     Ok(Some(data))
 }
 
 /// Reads `<bundle>/config.json` and returns the JSON the agent gets.
-pub fn for_host_agent(bundle: &Path, rootfs: &Path) -> Result<Vec<u8>, ShimError> {
+#[cfg(feature = "host-agent-backend")]
+pub(crate) fn for_host_agent(bundle: &Path, rootfs: &Path) -> Result<Vec<u8>, SpecError> {
     let mut spec = read(bundle)?;
     rewrite(&mut spec, rootfs)?;
     host_only_resources(&mut spec);
-    serde_json::to_vec(&spec).map_err(|e| ShimError::InvalidArgument(e.to_string()))
+    serde_json::to_vec(&spec).map_err(SpecError::Encode)
 }
 
 /// Host mode only: a hybrid (v1) host's cgroup v2 tree has no cpu/memory controllers to
 /// enforce limits with, and host-mode pods are test fixtures. A VM enforces them.
+#[cfg(feature = "host-agent-backend")]
 fn host_only_resources(spec: &mut Value) {
     if let Some(linux) = spec.get_mut("linux").and_then(Value::as_object_mut) {
         linux.remove("resources");
@@ -93,33 +135,33 @@ fn host_only_resources(spec: &mut Value) {
 
 /// A container's spec for the guest agent and the memory-backed volumes it binds from.
 #[derive(Debug)]
-pub struct VmSpec {
-    pub json: Vec<u8>,
+pub(crate) struct VmSpec {
+    pub(crate) json: Vec<u8>,
     /// Guest tmpfs volumes the agent must mount before the container (each once per pod).
-    pub memory_volumes: Vec<MemoryVolume>,
+    pub(crate) memory_volumes: Vec<MemoryVolume>,
 }
 
 /// The spec for container `cid` in a VM: the rootfs at its guest mount point, every bind
 /// mount's host source bound into `share` or, for a memory-backed volume, pointed at its
 /// guest tmpfs (the caller releases the container's share entries if this fails).
-pub fn for_vm(
+pub(crate) fn for_vm(
     bundle: &Path,
     cid: &str,
     share: &Share,
     sandbox_pid: Option<u32>,
-) -> Result<VmSpec, ShimError> {
+) -> Result<VmSpec, SpecError> {
     let mut spec = read(bundle)?;
     rewrite(&mut spec, &guest_rootfs(cid))?;
     let memory_volumes = share_binds(&mut spec, cid, share)?;
     guest_namespaces(&mut spec, sandbox_pid);
-    let obj = spec.as_object_mut().ok_or_else(not_object)?;
+    let obj = spec.as_object_mut().ok_or(SpecError::NotObject)?;
     if let Some(p) = obj.get_mut("process").and_then(Value::as_object_mut) {
         drop_lsm_labels(p);
     }
     if let Some(linux) = obj.get_mut("linux").and_then(Value::as_object_mut) {
         linux.remove("mountLabel");
     }
-    let json = serde_json::to_vec(&spec).map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
+    let json = serde_json::to_vec(&spec).map_err(SpecError::Encode)?;
     Ok(VmSpec {
         json,
         memory_volumes,
@@ -134,18 +176,11 @@ fn drop_lsm_labels(process: &mut serde_json::Map<String, Value>) {
 }
 
 /// The OCI Process of an exec (JSON, as containerd sends it) for the agent.
-pub fn exec_process(json: &[u8]) -> Result<Vec<u8>, ShimError> {
-    let mut p: Value = serde_json::from_slice(json)
-        .map_err(|e| ShimError::InvalidArgument(format!("exec process spec: {e}")))?;
-    let obj = p.as_object_mut().ok_or_else(|| {
-        ShimError::InvalidArgument("exec process spec is not a JSON object".into())
-    })?;
+pub(crate) fn exec_process(json: &[u8]) -> Result<Vec<u8>, SpecError> {
+    let mut p: Value = serde_json::from_slice(json).map_err(SpecError::ExecProcess)?;
+    let obj = p.as_object_mut().ok_or(SpecError::ExecNotObject)?;
     drop_lsm_labels(obj);
-    serde_json::to_vec(&p).map_err(|e| ShimError::InvalidArgument(e.to_string()))
-}
-
-fn not_object() -> ShimError {
-    ShimError::InvalidArgument("OCI spec is not a JSON object".into())
+    serde_json::to_vec(&p).map_err(SpecError::Encode)
 }
 
 fn is_bind(m: &Value) -> bool {
@@ -164,7 +199,7 @@ fn is_read_only(m: &Value) -> bool {
 
 /// Bind mounts name host paths: each source is bound into the share and the spec points at
 /// its guest path, except memory-backed volumes, which point at their guest tmpfs (returned).
-fn share_binds(spec: &mut Value, cid: &str, share: &Share) -> Result<Vec<MemoryVolume>, ShimError> {
+fn share_binds(spec: &mut Value, cid: &str, share: &Share) -> Result<Vec<MemoryVolume>, SpecError> {
     let mut volumes = Vec::new();
     let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) else {
         return Ok(volumes);
@@ -176,7 +211,9 @@ fn share_binds(spec: &mut Value, cid: &str, share: &Share) -> Result<Vec<MemoryV
         let source = m
             .get("source")
             .and_then(Value::as_str)
-            .ok_or_else(|| ShimError::InvalidArgument(format!("bind mount {n} has no source")))?
+            .ok_or_else(|| SpecError::NoSource {
+                what: format!("bind mount {n}"),
+            })?
             .to_owned();
         let destination = m.get("destination").and_then(Value::as_str).unwrap_or("");
         if let Some(v) = memvol::detect(Path::new(&source), destination) {
@@ -188,7 +225,7 @@ fn share_binds(spec: &mut Value, cid: &str, share: &Share) -> Result<Vec<MemoryV
         }
         let guest = share
             .bind_mount(cid, n, Path::new(&source), is_read_only(m))
-            .map_err(|e| ShimError::InvalidArgument(format!("mount {n}: {e}")))?;
+            .map_err(|source| SpecError::Share { n, source })?;
         m["source"] = Value::String(guest.display().to_string());
     }
     Ok(volumes)
@@ -224,8 +261,8 @@ fn guest_namespaces(spec: &mut Value, sandbox_pid: Option<u32>) {
     });
 }
 
-fn rewrite(spec: &mut Value, rootfs: &Path) -> Result<(), ShimError> {
-    let obj = spec.as_object_mut().ok_or_else(not_object)?;
+fn rewrite(spec: &mut Value, rootfs: &Path) -> Result<(), SpecError> {
+    let obj = spec.as_object_mut().ok_or(SpecError::NotObject)?;
     // containerd writes a relative "rootfs"; the agent runs elsewhere.
     let root = obj
         .entry("root")

@@ -17,7 +17,7 @@ fn limit(v: u64) -> u64 {
     }
 }
 
-pub fn to_metrics(s: &ContainerStats) -> Metrics {
+pub(crate) fn to_metrics(s: &ContainerStats) -> Metrics {
     let mut m = Metrics::new();
     if let Some(c) = s.cpu.as_ref() {
         m.cpu = Some(CPUStat {

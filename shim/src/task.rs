@@ -19,24 +19,24 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::{Task, TtrpcContext, TtrpcResult};
 
 use crate::errors::ShimError;
-use crate::pod::{timestamp, CreateSpec, Exit, Pod, ProcStatus};
-use crate::stats;
+use crate::pod::{CreateSpec, Exit, Pod, ProcStatus};
 use crate::stdio::StdioPaths;
 use crate::typeurl;
+use crate::{stats, timestamp};
 
 #[derive(Debug, Clone)]
-pub struct TaskService {
+pub(crate) struct TaskService {
     pod: Arc<Pod>,
 }
 
 impl TaskService {
-    pub fn new(pod: Arc<Pod>) -> Self {
+    pub(crate) fn new(pod: Arc<Pod>) -> Self {
         TaskService { pod }
     }
 }
 
 fn ts(exit: Option<Exit>) -> MessageField<Timestamp> {
-    exit.map(|e| timestamp(e.at)).into()
+    exit.map(|e| timestamp::of(e.at)).into()
 }
 
 #[async_trait]
@@ -91,8 +91,8 @@ impl Task for TaskService {
         let pid = self.pod.do_start(&req.id, &req.exec_id).await?;
         // A process now runs and the shim mostly waits: hand back what setting it up (the VM,
         // the spec, the mounts) left free in the heap, which the stream-sized trim threshold
-        // (`hull_proto::heap`) would otherwise keep for the life of the pod.
-        hull_proto::heap::release_free_memory();
+        // (`hull_heap`) would otherwise keep for the life of the pod.
+        hull_heap::release_free_memory();
         Ok(StartResponse {
             pid,
             ..Default::default()
@@ -143,7 +143,7 @@ impl Task for TaskService {
     async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
         tracing::info!(id = %req.id, exec = %req.exec_id, "delete");
         let c = self.pod.do_delete(&req.id, &req.exec_id).await?;
-        hull_proto::heap::release_free_memory();
+        hull_heap::release_free_memory();
         Ok(DeleteResponse {
             pid: c.pid,
             exit_status: c.exit.map_or(0, |e| e.status),

@@ -13,19 +13,19 @@ use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::Message;
 
 /// Package of containerd's task events (`api/events/task.proto`).
-pub const EVENTS: &str = "containerd.events";
+pub(crate) const EVENTS: &str = "containerd.events";
 /// Package of containerd's cgroup v2 metrics (`cgroups/v2/stats/metrics.proto`).
-pub const CGROUPS_V2: &str = "io.containerd.cgroups.v2";
+pub(crate) const CGROUPS_V2: &str = "io.containerd.cgroups.v2";
 /// Package of the runtime options hull reads (`proto/protos/runtimeoptions.proto`).
-pub const RUNTIME_OPTIONS: &str = "runtimeoptions.v1";
+pub(crate) const RUNTIME_OPTIONS: &str = "runtimeoptions.v1";
 
 /// The full name of `M`, a top-level message of `package`.
-pub fn name<M: Message>(package: &str) -> String {
+pub(crate) fn name<M: Message>(package: &str) -> String {
     format!("{package}.{}", M::NAME)
 }
 
 /// `msg` in an `Any` typed as `package`'s `M`.
-pub fn pack<M: Message>(package: &str, msg: &M) -> Result<Any, protobuf::Error> {
+pub(crate) fn pack<M: Message>(package: &str, msg: &M) -> Result<Any, protobuf::Error> {
     Ok(Any {
         type_url: name::<M>(package),
         value: msg.write_to_bytes()?,
@@ -35,7 +35,7 @@ pub fn pack<M: Message>(package: &str, msg: &M) -> Result<Any, protobuf::Error> 
 
 /// Whether `type_url` names `package`'s `M`: containerd's bare name, or with a host prefix as
 /// other encoders write it (`type.googleapis.com/…`).
-pub fn is<M: Message>(package: &str, type_url: &str) -> bool {
+pub(crate) fn is<M: Message>(package: &str, type_url: &str) -> bool {
     let name = name::<M>(package);
     type_url == name
         || type_url

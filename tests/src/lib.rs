@@ -115,7 +115,8 @@ pub fn pod_stack() -> Result<PodStack, SuiteError> {
 pub const LAB_LOCKED_UP: i32 = 125;
 
 /// Runs `bash SCRIPT ARGS...` inside the lab (`lab/run --timeout SECS`, DESIGN §5) from the
-/// repo root, its output going to ours; returns its exit status.
+/// repo root, its output going to ours; returns its exit status. The scripts source
+/// `lab/lib.sh`: one `PASS:`/`FAIL:` line per check, exit 1 on any FAIL.
 ///
 /// The lab host's kernel can crash or lock up under QEMU's SVM emulation (lab/README.md): then
 /// `lab/run` exits [`LAB_LOCKED_UP`] and the script runs once more, saying so. Only that code is
@@ -150,6 +151,30 @@ pub fn lab_script(
         return run();
     }
     Ok(status)
+}
+
+/// `<repo>/target/lab-out/NAME`: a lab script's log directory (`target/lab-out` is the lab's
+/// read-write way back to the host, lab/README.md).
+pub fn lab_out_dir(name: &str) -> PathBuf {
+    repo_root().join("target/lab-out").join(name)
+}
+
+/// The whole check of a lab test: runs `script` inside the lab with [`lab_script`] and panics
+/// unless it exits 0 (every check passed), naming the exit status and `out_dir`, where the
+/// script leaves its logs. A lab that cannot run (no `lab/run`, no KVM inside) fails too.
+pub fn assert_lab_script(
+    timeout_secs: u32,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    out_dir: &Path,
+) {
+    let status = lab_script(timeout_secs, script, args)
+        .unwrap_or_else(|e| panic!("lab/run -- bash {script}: {e}"));
+    assert!(
+        status.success(),
+        "lab checks of {script} failed ({status}); logs in {}",
+        out_dir.display()
+    );
 }
 
 /// Returns the path of the workspace binary `name` (debug profile), building the workspace

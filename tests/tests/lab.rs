@@ -1,6 +1,7 @@
 //! Lab suite: tests that need a real (nested) KVM host. Each call boots the lab (QEMU TCG,
 //! emulated SVM) through `lab/run`; boots are serialised because two lab VMs on a 2-core
-//! machine would only slow each other down.
+//! machine would only slow each other down. Marked `#[ignore = "lab"]`: `scripts/run-tests`
+//! runs them; alone, `cargo test -p hull-tests --test lab -- --include-ignored`.
 
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -24,6 +25,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[test]
+#[ignore = "lab"]
 fn lab_host_has_svm_kvm_and_passes_exit_codes_through() {
     let ok = lab_run(&[
         "sh",
@@ -52,6 +54,7 @@ fn lab_host_has_svm_kvm_and_passes_exit_codes_through() {
 }
 
 #[test]
+#[ignore = "lab"]
 fn guest_image_boots_to_a_serving_agent_under_qemu_microvm() {
     let image = guest_image().expect("guest/build");
     let smoke = repo_root().join("tests/lab/guest-smoke.sh");

@@ -6,31 +6,23 @@
 # usage: guest_container.sh VMM HULLCTL VMLINUX INITRD OUTDIR
 set -u
 VMM=$1 CTL=$2 VMLINUX=$3 INITRD=$4 OUT=$5
+# shellcheck source-path=SCRIPTDIR source=../../../lab/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/../../../lab/lib.sh" || exit 1
 mkdir -p "$OUT"
-fail=0
-pass() { echo "PASS: $*"; }
-flunk() { echo "FAIL: $*"; fail=1; vmm_snapshot; }
 
 # At the first failure while the VM runs: each hull-vmm thread's state and CPU ticks, twice,
-# 2 s apart. vCPU threads that burn CPU mean a guest spinning (or stuck re-faulting under the
-# lab's emulated SVM); sleeping ones mean a guest waiting, e.g. for an interrupt. The VMM's
-# counters come with --metrics-on-exit in vmm.err.
+# 2 s apart (lab/lib.sh thread_ticks). The VMM's counters come with --metrics-on-exit in
+# vmm.err.
 snapshot_taken=
+# shellcheck disable=SC2317 # called through on_flunk
 vmm_snapshot() {
 	[[ -z $snapshot_taken && -n ${vmm_pid:-} ]] || return 0
 	snapshot_taken=1
-	local n t st f
-	for n in 1 2; do
-		for t in /proc/"$vmm_pid"/task/*; do
-			st=$(sed 's/.*) //' "$t/stat" 2>/dev/null) || continue
-			read -r -a f <<<"$st"
-			echo "sample $n: $(cat "$t/comm" 2>/dev/null) state=${f[0]} cpu_ticks=$((f[11] + f[12])) wchan=$(cat "$t/wchan" 2>/dev/null)"
-		done
-		((n == 2)) || sleep 2
-	done >"$OUT/vmm-threads.txt"
+	thread_ticks "$vmm_pid" >"$OUT/vmm-threads.txt"
 	echo "INFO: hull-vmm threads at the first failure:"
 	sed 's/^/  /' "$OUT/vmm-threads.txt"
 }
+on_flunk=vmm_snapshot
 
 work=$(mktemp -d /tmp/hull-agent-lab.XXXXXX)
 vmm_pid=
@@ -59,7 +51,7 @@ echo "INFO: rootfs disk serial $serial"
 
 sock=$work/v.sock
 "$VMM" --kernel "$VMLINUX" --initrd "$INITRD" --vcpus 2 --mem-mib 512 \
-	--cmdline "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd quiet" \
+	--cmdline "$guest_cmdline_quiet" \
 	--vsock-uds "$sock" --disk "$img" --console "$OUT/console.log" --metrics-on-exit 2>"$OUT/vmm.err" &
 vmm_pid=$!
 if "$CTL" agent-health --uds "$sock" --wait 240 >"$OUT/health.out" 2>&1; then
@@ -111,8 +103,7 @@ ctl sandbox-destroy --id pod && pass "DestroySandbox" || flunk "DestroySandbox"
 "$CTL" agent-health --uds "$sock" >/dev/null 2>&1 && pass "agent still healthy" || flunk "agent not healthy at the end"
 
 kill -TERM "$vmm_pid"
-for _ in $(seq 300); do kill -0 "$vmm_pid" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$vmm_pid" 2>/dev/null; then flunk "hull-vmm did not stop on SIGTERM"; else wait "$vmm_pid"; fi
+if wait_gone "$vmm_pid" 30; then wait "$vmm_pid"; else flunk "hull-vmm did not stop on SIGTERM"; fi
 vmm_pid=
 grep -iE "panic|fatal" "$OUT/console.log" && flunk "guest console shows a panic/fatal line"
 exit $fail

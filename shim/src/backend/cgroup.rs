@@ -1,6 +1,7 @@
-//! The pod's host cgroup (issue 5 §4: hull-vmm and virtiofsd are accounted to the pod). The
-//! sandbox spec's `linux.cgroupsPath` names it, as it would name runc's pause container:
-//! cgroupfs style (`/kubepods/burstable/pod<uid>/<id>`) or systemd style
+//! The pod's host cgroup (DESIGN §2 shim/: the VMM lives in the pod's cgroup, so the node
+//! accounts hull-vmm's and virtiofsd's memory to the pod). The sandbox spec's
+//! `linux.cgroupsPath` names it, as it would name runc's pause container: cgroupfs style
+//! (`/kubepods/burstable/pod<uid>/<id>`) or systemd style
 //! (`kubepods-burstable-pod<uid>.slice:cri-containerd:<id>`, which systemd would turn into
 //! `…/kubepods-burstable-pod<uid>.slice/cri-containerd-<id>.scope`). hull creates that leaf
 //! directly in the cgroup v2 tree and removes it at pod teardown; the kubelet owns the parents.
@@ -12,11 +13,23 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::BackendError;
+/// Why the pod's cgroup cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CgroupError {
+    /// The spec's `linux.cgroupsPath` names no cgroup hull may create.
+    #[error("cgroupsPath {path:?}: {why}")]
+    BadPath { path: String, why: &'static str },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// The unified hierarchy: `/sys/fs/cgroup` on a v2 host, `/sys/fs/cgroup/unified` on a
 /// hybrid one (where it has no controllers, but still groups processes).
-pub fn cgroup2_root() -> Option<PathBuf> {
+pub(crate) fn cgroup2_root() -> Option<PathBuf> {
     ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
         .iter()
         .map(PathBuf::from)
@@ -24,8 +37,11 @@ pub fn cgroup2_root() -> Option<PathBuf> {
 }
 
 /// `cgroupsPath` → path relative to the cgroup v2 root.
-pub fn relative_path(cgroups_path: &str) -> Result<PathBuf, BackendError> {
-    let bad = |why: &str| BackendError::Cgroup(format!("cgroupsPath {cgroups_path:?}: {why}"));
+fn relative_path(cgroups_path: &str) -> Result<PathBuf, CgroupError> {
+    let bad = |why: &'static str| CgroupError::BadPath {
+        path: cgroups_path.to_owned(),
+        why,
+    };
     let rel = if let Some((slice, rest)) = cgroups_path.split_once(':') {
         let (prefix, name) = rest
             .split_once(':')
@@ -69,7 +85,7 @@ pub fn relative_path(cgroups_path: &str) -> Result<PathBuf, BackendError> {
 
 /// The pod's cgroup, created by hull.
 #[derive(Debug)]
-pub struct PodCgroup {
+pub(crate) struct PodCgroup {
     dir: PathBuf,
     procs: File,
 }
@@ -77,7 +93,7 @@ pub struct PodCgroup {
 impl PodCgroup {
     /// Creates (or reuses) the cgroup `cgroups_path` names; `None` on a host without a
     /// usable cgroup v2 hierarchy or when the spec names none.
-    pub fn create(cgroups_path: &str) -> Result<Option<Self>, BackendError> {
+    pub(crate) fn create(cgroups_path: &str) -> Result<Option<Self>, CgroupError> {
         if cgroups_path.is_empty() {
             return Ok(None);
         }
@@ -91,22 +107,28 @@ impl PodCgroup {
             );
         }
         let dir = root.join(relative_path(cgroups_path)?);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| BackendError::Cgroup(format!("create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|source| CgroupError::Io {
+            what: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        let procs_path = dir.join("cgroup.procs");
         let procs = OpenOptions::new()
             .write(true)
-            .open(dir.join("cgroup.procs"))
-            .map_err(|e| {
-                BackendError::Cgroup(format!("open {}/cgroup.procs: {e}", dir.display()))
+            .open(&procs_path)
+            .map_err(|source| CgroupError::Io {
+                what: "open",
+                path: procs_path,
+                source,
             })?;
         Ok(Some(PodCgroup { dir, procs }))
     }
 
-    pub fn procs_fd(&self) -> std::os::fd::RawFd {
+    pub(crate) fn procs_fd(&self) -> std::os::fd::RawFd {
         self.procs.as_raw_fd()
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 }

@@ -14,7 +14,7 @@ const CGROUP_DRAIN: Duration = Duration::from_secs(3);
 
 /// Pod `sid`'s record, unless its shim still runs (then its own Shutdown cleans the pod and
 /// there is nothing for `shim delete` to do). A pod without a readable record counts as dead.
-pub fn dead_pod_record(sid: &str) -> Option<PodRecord> {
+pub(crate) fn dead_pod_record(sid: &str) -> Option<PodRecord> {
     let record = record::read(&pod_dir(sid)).unwrap_or_default();
     match record.shim {
         Some(s) if s.alive() => None,
@@ -25,7 +25,7 @@ pub fn dead_pod_record(sid: &str) -> Option<PodRecord> {
 /// Kills everything pod `sid` started (`record`), then removes its cgroups, its share mounts
 /// (every container's binds with them) and its directory. Safe to run twice, or on a pod that
 /// is gone.
-pub async fn dead_pod(sid: &str, record: &PodRecord) {
+pub(crate) async fn dead_pod(sid: &str, record: &PodRecord) {
     let dir = pod_dir(sid);
     kill_all(record);
     for cg in &record.cgroups {
@@ -52,7 +52,7 @@ fn kill_all(r: &PodRecord) {
 /// `cgroup.kill` the whole subtree, wait until it is empty, then remove it bottom-up. Used by
 /// every teardown: a plain rmdir right after the pod's processes were reaped can still find
 /// virtiofsd's sandbox child in the cgroup (EBUSY).
-pub async fn remove_cgroup(dir: &Path) {
+pub(crate) async fn remove_cgroup(dir: &Path) {
     if !dir.is_dir() {
         return;
     }

@@ -1,5 +1,5 @@
 //! Test-only backend: the real `hull-agent --listen unix:PATH` runs on the host in place of a
-//! VM, so the task API is exercised against a real containerd in seconds (plan §5 M2).
+//! VM, so the task API is exercised against a real containerd in seconds (DESIGN §2 shim/).
 //! Containers then share the host kernel: never enable this on a node.
 //!
 //! The agent gets a private cgroup v2 parent (`<cgroup2>/hull-host-<sid>`) and state under
@@ -12,16 +12,15 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::process::Command;
 
-use super::child::Supervised;
 use super::{io_err, BackendError, PodBackend, Prepared};
-use crate::errors::ShimError;
+use crate::child::Supervised;
 
 /// How long the agent may take to listen; it is a local process, so this is generous.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the agent may take to stop on SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub struct HostAgent {
+pub(super) struct HostAgent {
     dir: PathBuf,
     cgroup_parent: PathBuf,
     child: Supervised,
@@ -43,7 +42,7 @@ fn cgroup2_root() -> Result<PathBuf, BackendError> {
 }
 
 impl HostAgent {
-    pub async fn launch(agent: &Path, sid: &str, dir: &Path) -> Result<Self, BackendError> {
+    pub(super) async fn launch(agent: &Path, sid: &str, dir: &Path) -> Result<Self, BackendError> {
         let cgroup_parent = cgroup2_root()?.join(format!("hull-host-{sid}"));
         tokio::fs::create_dir_all(dir)
             .await
@@ -68,11 +67,11 @@ impl HostAgent {
             .stdout(log)
             .stderr(log2)
             .kill_on_drop(true);
-        let setup = super::child::ChildSetup {
+        let setup = crate::child::ChildSetup {
             die_with_parent: true,
             ..Default::default()
         };
-        let child = super::child::spawn(&mut cmd, setup)
+        let child = crate::child::spawn(&mut cmd, setup)
             .map_err(io_err(format!("spawn {}", agent.display())))?;
         let child = Supervised::new("hull-agent", child);
         let start = Instant::now();
@@ -126,7 +125,7 @@ impl PodBackend for HostAgent {
         rootfs: &Path,
         // The host agent sees the host's /proc: CRI's namespace paths work as they are.
         _sandbox_pid: Option<u32>,
-    ) -> Result<Prepared, ShimError> {
+    ) -> Result<Prepared, BackendError> {
         Ok(Prepared {
             spec_json: crate::spec::for_host_agent(bundle, rootfs)?,
             storages: vec![],

@@ -10,22 +10,30 @@ use async_trait::async_trait;
 use hull_proto::common::Storage;
 
 use crate::config::HullConfig;
+use crate::net::NetError;
+use crate::share::ShareError;
 use crate::sizing::SizingError;
+use crate::spec::SpecError;
 
-pub mod cgroup;
-pub mod child;
-pub mod cleanup;
+mod cgroup;
+pub(crate) mod cleanup;
 #[cfg(feature = "host-agent-backend")]
-pub mod host_agent;
-pub mod record;
-pub mod virtiofsd;
-pub mod vm;
+mod host_agent;
+mod record;
+mod virtiofsd;
+mod vm;
+
+pub(crate) use cgroup::CgroupError;
 
 /// State directories of pods, one per sandbox id.
-pub const POD_STATE_ROOT: &str = "/run/hull/pods";
+const POD_STATE_ROOT: &str = "/run/hull/pods";
 
+/// Why a pod could not be launched, a container not be prepared, or a pod not be removed.
+/// Each cause keeps its type: `errors.rs` maps them to ttrpc codes (a spec that asks for too
+/// much is INVALID_ARGUMENT, a VM that did not boot UNAVAILABLE, a host failure INTERNAL).
 #[derive(Debug, thiserror::Error)]
-pub enum BackendError {
+pub(crate) enum BackendError {
+    #[cfg(not(feature = "host-agent-backend"))]
     #[error("hull.toml sets [host_agent], but this shim was built without the `host-agent-backend` feature")]
     HostAgentNotBuilt,
     #[error("{context}: {source}")]
@@ -38,33 +46,37 @@ pub enum BackendError {
     #[error("pod sizing: {0}")]
     Sizing(#[from] SizingError),
     #[error("pod share: {0}")]
-    Share(#[from] crate::share::ShareError),
+    Share(#[from] ShareError),
     #[error("pod cgroup: {0}")]
-    Cgroup(String),
-    #[error("virtiofsd: {0}")]
-    Virtiofsd(String),
-    #[error("hull-vmm: {0}")]
-    Vmm(String),
-    #[error("sandbox spec: {0}")]
-    Spec(String),
+    Cgroup(#[from] CgroupError),
+    #[error("virtiofsd: {what}: {source}")]
+    Virtiofsd {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("OCI spec: {0}")]
+    Spec(#[from] SpecError),
     #[error("pod network: {0}")]
-    Network(#[source] crate::net::NetError),
+    Network(#[from] NetError),
+    /// Work moved off the runtime thread ended without an answer (it panicked).
+    #[error("{0}: the blocking task failed")]
+    Blocking(&'static str),
 }
 
-pub(crate) fn io_err(context: String) -> impl FnOnce(std::io::Error) -> BackendError {
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> BackendError {
     move |source| BackendError::Io { context, source }
 }
 
 /// A container made visible to the agent: the spec it gets and the storages to mount first.
 #[derive(Debug, Clone)]
-pub struct Prepared {
-    pub spec_json: Vec<u8>,
-    pub storages: Vec<Storage>,
+pub(crate) struct Prepared {
+    pub(crate) spec_json: Vec<u8>,
+    pub(crate) storages: Vec<Storage>,
 }
 
 /// A running pod: the agent's ttrpc client and how to stop everything the pod owns.
 #[async_trait]
-pub trait PodBackend: Send + Sync + Debug {
+pub(crate) trait PodBackend: Send + Sync + Debug {
     /// The connection to the pod's agent; clones share it.
     fn agent(&self) -> ttrpc::asynchronous::Client;
     /// The pid containerd shows for a task whose process has `guest_pid` in the agent: the
@@ -79,7 +91,7 @@ pub trait PodBackend: Send + Sync + Debug {
         bundle: &Path,
         rootfs: &Path,
         sandbox_pid: Option<u32>,
-    ) -> Result<Prepared, crate::errors::ShimError>;
+    ) -> Result<Prepared, BackendError>;
     /// Undoes [`PodBackend::prepare_container`]; idempotent.
     async fn release_container(&self, cid: &str);
     /// Whether the VM (or host agent) still runs.
@@ -93,13 +105,13 @@ pub trait PodBackend: Send + Sync + Debug {
 }
 
 /// Where pod `sid` keeps its state.
-pub fn pod_dir(sid: &str) -> PathBuf {
+fn pod_dir(sid: &str) -> PathBuf {
     PathBuf::from(POD_STATE_ROOT).join(sid)
 }
 
 /// Starts pod `sid`, whose sandbox (first) container has `bundle`, with the backend `cfg`
 /// selects.
-pub async fn launch(
+pub(crate) async fn launch(
     cfg: &HullConfig,
     sid: &str,
     bundle: &Path,

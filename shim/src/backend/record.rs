@@ -16,16 +16,16 @@ const FILE: &str = "pod.json";
 
 /// One process, identified so that pid reuse cannot fool a later kill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcId {
-    pub pid: u32,
+pub(crate) struct ProcId {
+    pub(crate) pid: u32,
     /// Clock ticks after boot at which the process started.
-    pub start_time: u64,
+    pub(crate) start_time: u64,
 }
 
 impl ProcId {
     /// The process `pid` as it is now, if it exists and has not exited: a zombie (a killed
     /// shim its new parent has not reaped yet) counts as gone.
-    pub fn of(pid: u32) -> Option<ProcId> {
+    pub(crate) fn of(pid: u32) -> Option<ProcId> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // `pid (comm) state ...`: comm may hold spaces and parentheses, so fields are counted
         // from the last ')'; state is field 3, starttime field 22 (the 20th after ')').
@@ -38,16 +38,16 @@ impl ProcId {
     }
 
     /// This process, for the record.
-    pub fn current() -> Option<ProcId> {
+    pub(crate) fn current() -> Option<ProcId> {
         ProcId::of(std::process::id())
     }
 
-    pub fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         ProcId::of(self.pid) == Some(*self)
     }
 
     /// SIGKILL, only if the pid still names this very process.
-    pub fn kill(&self) {
+    pub(crate) fn kill(&self) {
         if !self.alive() {
             return;
         }
@@ -62,23 +62,23 @@ impl ProcId {
 
 /// Everything `shim delete` needs to clean a pod whose shim is gone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PodRecord {
+pub(crate) struct PodRecord {
     /// The pod's shim; `None` if its start time could not be read.
-    pub shim: Option<ProcId>,
+    pub(crate) shim: Option<ProcId>,
     /// hull-vmm and virtiofsd (or the test-only host agent).
-    pub children: Vec<ProcId>,
+    pub(crate) children: Vec<ProcId>,
     /// cgroup directories hull made for the pod, each removed with everything below it.
-    pub cgroups: Vec<PathBuf>,
+    pub(crate) cgroups: Vec<PathBuf>,
     /// The pod's network namespace and its CNI links that carry hull's tc redirects (their
     /// taps die with hull-vmm; the links' ingress qdiscs stay until unwired or deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netns: Option<PathBuf>,
+    pub(crate) netns: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub links: Vec<String>,
+    pub(crate) links: Vec<String>,
 }
 
 /// Writes `dir/pod.json` atomically (temporary file, then rename).
-pub fn write(dir: &Path, record: &PodRecord) -> Result<(), BackendError> {
+pub(crate) fn write(dir: &Path, record: &PodRecord) -> Result<(), BackendError> {
     let json = serde_json::to_vec_pretty(record).map_err(|e| BackendError::Io {
         context: "encode pod.json".into(),
         source: std::io::Error::other(e),
@@ -90,7 +90,7 @@ pub fn write(dir: &Path, record: &PodRecord) -> Result<(), BackendError> {
 }
 
 /// Reads `dir/pod.json`; `None` if it is missing or unreadable (nothing to go by).
-pub fn read(dir: &Path) -> Option<PodRecord> {
+pub(crate) fn read(dir: &Path) -> Option<PodRecord> {
     let bytes = std::fs::read(dir.join(FILE)).ok()?;
     match serde_json::from_slice(&bytes) {
         Ok(r) => Some(r),

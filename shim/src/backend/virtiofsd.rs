@@ -10,23 +10,24 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
-use super::child::{spawn, ChildSetup, Supervised};
 use super::BackendError;
+use crate::child::{spawn, ChildSetup, Supervised};
 use crate::config::VirtiofsSection;
 
 /// Starts virtiofsd serving `shared_dir` on a socket bound at `socket`; logs go to `log`.
-pub fn start(
+pub(crate) fn start(
     cfg: &VirtiofsSection,
     shared_dir: &Path,
     socket: &Path,
     log: &Path,
     cgroup_procs: Option<std::os::fd::RawFd>,
 ) -> Result<Supervised, BackendError> {
-    let err = |what: &str, e: std::io::Error| BackendError::Virtiofsd(format!("{what}: {e}"));
+    let err = |what: String, source| BackendError::Virtiofsd { what, source };
     let _ = std::fs::remove_file(socket);
     let listener = std::os::unix::net::UnixListener::bind(socket)
-        .map_err(|e| err(&format!("bind {}", socket.display()), e))?;
-    let log_file = std::fs::File::create(log).map_err(|e| err("create log", e))?;
+        .map_err(|e| err(format!("bind {}", socket.display()), e))?;
+    let log_file =
+        std::fs::File::create(log).map_err(|e| err(format!("create {}", log.display()), e))?;
     let mut cmd = Command::new(&cfg.virtiofsd);
     cmd.arg("--fd=3")
         .arg(format!("--shared-dir={}", shared_dir.display()))
@@ -53,7 +54,7 @@ pub fn start(
             die_with_parent: true,
         },
     )
-    .map_err(|e| err(&format!("spawn {}", cfg.virtiofsd.display()), e))?;
+    .map_err(|e| err(format!("spawn {}", cfg.virtiofsd.display()), e))?;
     // The child has its copy as fd 3; the shim's is closed here.
     drop(listener);
     Ok(Supervised::new("virtiofsd", child))

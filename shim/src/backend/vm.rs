@@ -1,12 +1,12 @@
-//! The VM backend: one hull-vmm and one virtiofsd per pod (DESIGN §1–§3, plan §3).
+//! The VM backend: one hull-vmm and one virtiofsd per pod (DESIGN §1–§3).
 //!
 //! Launch order: pod directory → share (mounts) → pod cgroup → virtiofsd (listening socket
 //! passed as fd 3) → pod network (a tap per CNI link in the pod's netns, tc-wired; DESIGN §1)
-//! → hull-vmm (flags, taps as fds 3…; it connects to virtiofsd while building the VM) →
-//! hybrid-vsock connection to the agent, retried until `Health.Check` says SERVING or
-//! `boot_timeout_secs` passes → the guest's interfaces, routes and neighbours →
-//! `CreateSandbox`. Any failure tears down what was made, in reverse, and the error carries
-//! the tails of the VMM log and guest console.
+//! → hull-vmm (its command line built only by `hull_contract::vmm_args`, taps as fds 3…; it
+//! connects to virtiofsd while building the VM) → hybrid-vsock connection to the agent,
+//! retried until `Health.Check` says SERVING or `boot_timeout_secs` passes → the guest's
+//! interfaces, routes and neighbours → `CreateSandbox`. Any failure tears down what was made,
+//! in reverse, and the error carries the tails of the VMM log and guest console.
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use hull_contract::vmm_args::{Console, FsArg, NetArg, VmmArgs};
 use hull_proto::common::storage::Driver;
 use hull_proto::common::Storage;
 use hull_proto::health::check_response::ServingStatus;
@@ -28,16 +29,13 @@ use serde_json::Value;
 use tokio::process::Command;
 
 use super::cgroup::PodCgroup;
-use super::child::{spawn, ChildSetup, Supervised};
 use super::{io_err, pod_dir, BackendError, PodBackend, Prepared};
+use crate::child::{spawn, ChildSetup, Supervised};
 use crate::config::HullConfig;
-use crate::errors::ShimError;
-use crate::net::{self, PodNetwork};
+use crate::net::{self, NetError, PodNetwork};
 use crate::share::{guest_rootfs, Share};
 use crate::sizing::{self, ANNOTATION_CPU_PERIOD, ANNOTATION_CPU_QUOTA, ANNOTATION_MEMORY};
 
-/// Guest CID of every pod VM: each VM has its own hybrid-vsock socket, so CIDs never meet.
-const GUEST_CID: u32 = 3;
 /// How long hull-vmm gets to stop after SIGTERM (it stops vCPUs and exits in well under 1 s).
 const VMM_STOP_GRACE: Duration = Duration::from_secs(10);
 /// virtiofsd exits when hull-vmm disconnects; this bounds the wait before SIGKILL.
@@ -50,7 +48,7 @@ const VSOCK_SOCKET: &str = "vsock.sock";
 const LOG_TAIL: usize = 2000;
 
 /// A running pod VM.
-pub struct VmPod {
+pub(super) struct VmPod {
     dir: PathBuf,
     share: Share,
     cgroup: Option<PodCgroup>,
@@ -157,12 +155,17 @@ impl Partial {
 }
 
 impl VmPod {
-    pub async fn launch(cfg: &HullConfig, sid: &str, bundle: &Path) -> Result<Self, BackendError> {
-        let spec = crate::spec::read(bundle).map_err(|e| BackendError::Spec(e.to_string()))?;
+    pub(super) async fn launch(
+        cfg: &HullConfig,
+        sid: &str,
+        bundle: &Path,
+    ) -> Result<Self, BackendError> {
+        let spec = crate::spec::read(bundle)?;
         let size = sizing::vm_size(&sizing_inputs(&spec), &cfg.vm)?;
         let dir = pod_dir(sid);
         if dir.exists() {
-            // A previous shim of this pod died without cleaning up (plan §3, crash cleanup).
+            // A previous shim of this pod died without cleaning up (DESIGN §2 shim/: nothing
+            // outlives its pod).
             tracing::warn!(dir = %dir.display(), "stale pod directory; cleaning it");
             Share::at(&dir).destroy();
             let _ = tokio::fs::remove_dir_all(&dir).await;
@@ -215,10 +218,9 @@ impl VmPod {
         p: &mut Partial,
     ) -> Result<(Supervised, Supervised, ttrpc::asynchronous::Client), BackendError> {
         // Refuses hostNetwork before anything is made for the VM.
-        let netns = net::netns_path(spec).map_err(BackendError::Network)?;
+        let netns = net::netns_path(spec)?;
         // Read before the VM boots: a pod file that cannot be read fails the pod at once.
-        let pod_file =
-            |dest| crate::spec::pod_file(spec, dest).map_err(|e| BackendError::Spec(e.to_string()));
+        let pod_file = |dest| crate::spec::pod_file(spec, dest);
         let sandbox = CreateSandboxRequest {
             sandbox_id: sid.to_owned(),
             hostname: spec
@@ -255,8 +257,7 @@ impl VmPod {
                 let path = ns.clone();
                 let n = tokio::task::spawn_blocking(move || net::attach(&path))
                     .await
-                    .map_err(|e| BackendError::Vmm(format!("pod network: {e}")))?
-                    .map_err(BackendError::Network)?;
+                    .map_err(|_| NetError::Panicked)??;
                 p.wired = Some(Wired {
                     netns: ns,
                     links: n.nics.iter().map(|n| n.link.name.clone()).collect(),
@@ -270,40 +271,33 @@ impl VmPod {
         let console = dir.join("console.log");
         let vmm_log = dir.join("vmm.log");
         let log = std::fs::File::create(&vmm_log).map_err(io_err("create vmm.log".into()))?;
-        let mut cmd = Command::new(&cfg.vm.vmm);
-        cmd.arg("--kernel")
-            .arg(&cfg.vm.kernel)
-            .arg("--initrd")
-            .arg(&cfg.vm.initrd)
-            .arg("--vcpus")
-            .arg(size.vcpus.to_string())
-            .arg("--mem-mib")
-            .arg(size.memory_mib.to_string())
-            .arg("--vsock-uds")
-            .arg(&vsock)
-            .arg("--cid")
-            .arg(GUEST_CID.to_string())
-            .arg("--fs")
-            .arg(&fs_sock)
-            .arg("--console")
-            .arg(&console)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true);
-        if !cfg.vm.kernel_params.trim().is_empty() {
-            cmd.arg("--cmdline-append").arg(&cfg.vm.kernel_params);
-        }
+        let mut args = VmmArgs::new(&cfg.vm.kernel, size.vcpus, size.memory_mib);
+        args.initrd = Some(cfg.vm.initrd.clone());
+        args.vsock_uds = Some(vsock.clone());
+        args.cid = Some(hull_contract::vsock::GUEST_CID);
+        args.fs.push(FsArg {
+            socket: fs_sock,
+            tag: hull_contract::SHARE_FS_TAG.to_owned(),
+        });
+        args.console = Console::File(console.clone());
+        // Blank parameters are not passed (`VmmArgs::to_args`).
+        args.cmdline_append = Some(cfg.vm.kernel_params.clone());
         let mut fds = [None; 3];
         if let Some(n) = &pod_net {
             for ((slot, fd_no), nic) in fds.iter_mut().zip(3..).zip(&n.nics) {
                 *slot = Some(std::os::fd::AsRawFd::as_raw_fd(&nic.tap));
-                cmd.arg("--net").arg(format!(
-                    "fd={fd_no},mac={},mtu={}",
-                    nic.link.mac, nic.link.mtu
-                ));
+                // A link's MTU is at most ETH_MAX_MTU (65535): the saturation never bites.
+                let mtu = u16::try_from(nic.link.mtu).unwrap_or(u16::MAX);
+                args.net
+                    .push(NetArg::fd(fd_no, &nic.link.mac.to_string(), mtu));
             }
         }
+        let mut cmd = Command::new(&cfg.vm.vmm);
+        cmd.args(args.to_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
         let child = spawn(
             &mut cmd,
             ChildSetup {
@@ -391,7 +385,8 @@ async fn connect_when_ready(
                 "the agent did not answer within {deadline:?} (last: {last})"
             ));
         }
-        match hull_proto::connect_agent(vsock, hull_proto::AGENT_VSOCK_PORT, ATTEMPT_TIMEOUT).await
+        match hull_proto::connect_agent(vsock, hull_contract::vsock::AGENT_PORT, ATTEMPT_TIMEOUT)
+            .await
         {
             Ok(client) => {
                 let ns = i64::try_from(ATTEMPT_TIMEOUT.as_nanos()).unwrap_or(i64::MAX);
@@ -429,14 +424,12 @@ impl PodBackend for VmPod {
         bundle: &Path,
         rootfs: &Path,
         sandbox_pid: Option<u32>,
-    ) -> Result<Prepared, ShimError> {
+    ) -> Result<Prepared, BackendError> {
         let share = self.share.clone();
         let (cid2, bundle, rootfs) = (cid.to_owned(), bundle.to_owned(), rootfs.to_owned());
         // Mounts and file reads: keep them off the runtime thread.
-        let r = tokio::task::spawn_blocking(move || -> Result<Prepared, ShimError> {
-            let source = share
-                .bind_rootfs(&cid2, &rootfs)
-                .map_err(|e| ShimError::FailedPrecondition(format!("share rootfs: {e}")))?;
+        let r = tokio::task::spawn_blocking(move || -> Result<Prepared, BackendError> {
+            let source = share.bind_rootfs(&cid2, &rootfs)?;
             let spec = crate::spec::for_vm(&bundle, &cid2, &share, sandbox_pid)?;
             let rootfs = Storage {
                 driver: Driver::VIRTIOFS.into(),
@@ -459,7 +452,7 @@ impl PodBackend for VmPod {
             })
         })
         .await
-        .map_err(|e| ShimError::FailedPrecondition(format!("prepare container: {e}")))?;
+        .map_err(|_| BackendError::Blocking("prepare container"))?;
         if r.is_err() {
             self.release_container(cid).await;
         }

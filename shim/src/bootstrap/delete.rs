@@ -13,16 +13,17 @@ use std::io::Write;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::{DeleteResponse, Flags};
 
-use super::{io_err, socket_path, BootstrapError, SANDBOX_FILE};
+use super::{io_err, BootstrapError, SANDBOX_FILE};
+use crate::address::socket_path;
 use crate::backend::cleanup;
-use crate::pod::{timestamp, unmount};
+use crate::{mount, timestamp};
 
 /// What a task killed with its shim reports: 128 + SIGKILL, as Kata.
 const KILLED_STATUS: u32 = 137;
 
 pub(crate) async fn run(flags: Flags) -> Result<(), BootstrapError> {
     let bundle = super::bundle_dir(&flags)?;
-    unmount(&bundle.join("rootfs"));
+    mount::detach(&bundle.join("rootfs"));
     // No sandbox file: `start` never got that far, and no pod exists for this task.
     if let Ok(sid) = std::fs::read_to_string(bundle.join(SANDBOX_FILE)) {
         let sid = sid.trim();
@@ -43,7 +44,7 @@ pub(crate) async fn run(flags: Flags) -> Result<(), BootstrapError> {
     }
     let resp = DeleteResponse {
         exit_status: KILLED_STATUS,
-        exited_at: Some(timestamp(std::time::SystemTime::now())).into(),
+        exited_at: Some(timestamp::of(std::time::SystemTime::now())).into(),
         ..Default::default()
     };
     let bytes = resp.write_to_bytes().map_err(|e| BootstrapError::Io {

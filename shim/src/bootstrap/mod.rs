@@ -1,8 +1,8 @@
-//! The shim v2 process protocol as containerd 1.6–2.2 speak it (plan §0/§1): `start` forks the
-//! server and prints its bare address, the server serves the task API as both
-//! `containerd.task.v2.Task` and `containerd.task.v3.Task`, `delete` cleans up after a dead
-//! shim. Built from the containerd-shim crate's public pieces, not its `run()`, which writes a
-//! JSON reply 1.6 cannot read and registers only v3.
+//! The shim v2 process protocol as containerd 1.6–2.2 speak it (DESIGN §1 Shim bootstrap):
+//! `start` forks the server and prints its bare address, the server serves the task API as
+//! both `containerd.task.v2.Task` and `containerd.task.v3.Task`, `delete` cleans up after a
+//! dead shim. Built from the containerd-shim crate's public pieces, not its `run()`, which
+//! writes a JSON reply 1.6 cannot read and registers only v3.
 
 use std::path::PathBuf;
 
@@ -12,11 +12,11 @@ mod start;
 
 /// Env var carrying the runtime options' `ConfigPath` from `start` to the server it forks,
 /// because containerd hands the options to `start` only.
-pub const CONFIG_OPTION_ENV: &str = "HULL_SHIM_CONFIG_OPTION";
+pub(crate) const CONFIG_OPTION_ENV: &str = "HULL_SHIM_CONFIG_OPTION";
 /// Env var carrying the pod's sandbox id to the server (its `-id` is the first container's).
-pub const SANDBOX_ID_ENV: &str = "HULL_SHIM_SANDBOX_ID";
+pub(crate) const SANDBOX_ID_ENV: &str = "HULL_SHIM_SANDBOX_ID";
 /// Bundle file naming the pod a container belongs to, for `delete`.
-pub const SANDBOX_FILE: &str = "hull-sandbox";
+pub(crate) const SANDBOX_FILE: &str = "hull-sandbox";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
@@ -42,11 +42,6 @@ pub enum BootstrapError {
     Action(String),
     #[error("{0} is not set")]
     Env(&'static str),
-}
-
-/// The path of a Unix socket address as containerd passes them: `unix://PATH` or a bare path.
-pub(crate) fn socket_path(address: &str) -> &str {
-    address.strip_prefix("unix://").unwrap_or(address)
 }
 
 pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BootstrapError {

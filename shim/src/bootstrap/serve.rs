@@ -14,7 +14,8 @@ use containerd_shim::Flags;
 use ttrpc::asynchronous::transport::Listener;
 use ttrpc::asynchronous::Server;
 
-use super::{io_err, socket_path, BootstrapError, CONFIG_OPTION_ENV, SANDBOX_ID_ENV};
+use super::{io_err, BootstrapError, CONFIG_OPTION_ENV, SANDBOX_ID_ENV};
+use crate::address::socket_path;
 use crate::events::Events;
 use crate::pod::Pod;
 use crate::task::TaskService;

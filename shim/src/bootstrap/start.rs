@@ -11,9 +11,9 @@ use std::time::Duration;
 use containerd_shim::{Flags, StartOpts};
 use serde_json::Value;
 
-use super::{
-    io_err, shim_err, socket_path, BootstrapError, CONFIG_OPTION_ENV, SANDBOX_FILE, SANDBOX_ID_ENV,
-};
+use crate::address::socket_path;
+
+use super::{io_err, shim_err, BootstrapError, CONFIG_OPTION_ENV, SANDBOX_FILE, SANDBOX_ID_ENV};
 
 const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
@@ -21,8 +21,8 @@ const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 /// The pod a task belongs to and whether it is the one that starts the pod.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Grouping {
-    pub sandbox_id: String,
-    pub joins: bool,
+    pub(crate) sandbox_id: String,
+    pub(crate) joins: bool,
 }
 
 pub(crate) fn grouping(id: &str, spec: &Value) -> Grouping {

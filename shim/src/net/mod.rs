@@ -1,4 +1,4 @@
-//! Pod networking on the host (issue 6, DESIGN §1): what CNI made in the pod's network
+//! Pod networking on the host (DESIGN §1 Networking): what CNI made in the pod's network
 //! namespace becomes the guest's.
 //!
 //! For each Ethernet link CNI put in the netns (normally one veth, `eth0`): a tap
@@ -13,30 +13,30 @@ mod netns;
 mod portfwd;
 mod tap;
 mod tc;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub use netns::run_in;
-pub use portfwd::PortForwarder;
+pub(crate) use netns::run_in;
+pub(crate) use portfwd::PortForwarder;
 
 /// What [`attach`] found and made.
 #[derive(Debug)]
-pub struct PodNetwork {
+pub(crate) struct PodNetwork {
     /// Each CNI link with its tap, in the order the VM gets them (`--net` flags).
-    pub nics: Vec<Nic>,
+    pub(crate) nics: Vec<Nic>,
     /// Configured routes of the netns (the kernel's prefix routes are left out).
-    pub routes: Vec<hull_net::Route>,
+    pub(crate) routes: Vec<hull_net::Route>,
     /// Static neighbour entries of the netns.
-    pub neighbors: Vec<hull_net::Neighbor>,
+    pub(crate) neighbors: Vec<hull_net::Neighbor>,
 }
 
 impl PodNetwork {
     /// What the guest must copy, without the taps (closing them: hull-vmm holds its own).
-    pub fn without_taps(self) -> PodLinks {
+    pub(crate) fn without_taps(self) -> PodLinks {
         PodLinks {
             links: self.nics.into_iter().map(|n| n.link).collect(),
             routes: self.routes,
@@ -47,31 +47,30 @@ impl PodNetwork {
 
 /// The pod network's description for the agent.
 #[derive(Debug, Clone)]
-pub struct PodLinks {
-    pub links: Vec<hull_net::Link>,
-    pub routes: Vec<hull_net::Route>,
-    pub neighbors: Vec<hull_net::Neighbor>,
+pub(crate) struct PodLinks {
+    pub(crate) links: Vec<hull_net::Link>,
+    pub(crate) routes: Vec<hull_net::Route>,
+    pub(crate) neighbors: Vec<hull_net::Neighbor>,
 }
 
 /// One CNI link and the tap wired to it.
 #[derive(Debug)]
-pub struct Nic {
+pub(crate) struct Nic {
     /// The link as CNI made it: name, MAC, MTU, addresses; the guest NIC copies it.
-    pub link: hull_net::Link,
-    pub tap_name: String,
+    pub(crate) link: hull_net::Link,
     /// The tap, for hull-vmm (`--net fd=N`); the shim closes its copy once hull-vmm runs.
-    pub tap: OwnedFd,
+    pub(crate) tap: OwnedFd,
 }
 
 /// More than this many CNI links is refused: hull-vmm gets each tap as one of the three fds
 /// a child can be given.
-pub const MAX_NICS: usize = 3;
+pub(crate) const MAX_NICS: usize = 3;
 /// The prefix of the taps this module makes; links with it are never taken for CNI's.
 const TAP_PREFIX: &str = "hulltap";
 
 /// Pod networking failures.
 #[derive(Debug, thiserror::Error)]
-pub enum NetError {
+pub(crate) enum NetError {
     #[error(
         "hostNetwork pods cannot run with runtime hull: each hull pod has its own VM and guest \
          kernel, whose network stack cannot join the node's network namespace; use another \
@@ -109,7 +108,7 @@ pub enum NetError {
 /// The pod's network namespace from the sandbox spec: `None` for a namespace without a path
 /// (a lone `ctr run` gets a fresh empty one: no NIC, as with runc), [`NetError::HostNetwork`]
 /// when the spec has no network namespace at all (CRI's hostNetwork, `ctr run --net-host`).
-pub fn netns_path(spec: &Value) -> Result<Option<PathBuf>, NetError> {
+pub(crate) fn netns_path(spec: &Value) -> Result<Option<PathBuf>, NetError> {
     let ns = spec
         .pointer("/linux/namespaces")
         .and_then(Value::as_array)
@@ -128,7 +127,7 @@ pub fn netns_path(spec: &Value) -> Result<Option<PathBuf>, NetError> {
 /// Makes a tap for each Ethernet link of the netns at `path`, wires them, and reads what the
 /// guest must copy. On failure whatever was wired is unwired again; the taps close with
 /// their fds.
-pub fn attach(path: &Path) -> Result<PodNetwork, NetError> {
+pub(crate) fn attach(path: &Path) -> Result<PodNetwork, NetError> {
     run_in(path, || async {
         let links: Vec<hull_net::Link> = hull_net::list_links()
             .await?
@@ -146,11 +145,7 @@ pub fn attach(path: &Path) -> Result<PodNetwork, NetError> {
             let tap_name = format!("{TAP_PREFIX}{i}");
             let r = wire_one(&h, &link, &tap_name).await;
             match r {
-                Ok(tap) => nics.push(Nic {
-                    link,
-                    tap_name,
-                    tap,
-                }),
+                Ok(tap) => nics.push(Nic { link, tap }),
                 Err(e) => {
                     for n in &nics {
                         unwire_one(&h, &n.link.name).await;
@@ -217,7 +212,7 @@ async fn unwire_one(h: &rtnetlink::Handle, link: &str) {
 
 /// Removes the tc wiring from `links` in the netns at `path`. Everything already gone (the
 /// netns unmounted, the link deleted by CNI DEL) counts as done.
-pub fn detach(path: &Path, links: Vec<String>) {
+pub(crate) fn detach(path: &Path, links: Vec<String>) {
     if !path.exists() {
         return;
     }

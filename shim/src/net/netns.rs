@@ -14,7 +14,7 @@ use super::NetError;
 
 /// Runs `f` in the network namespace at `path` (a bind mount from CNI, or `/proc/PID/ns/net`)
 /// and returns its result.
-pub fn run_in<F, Fut, T>(path: &Path, f: F) -> Result<T, NetError>
+pub(crate) fn run_in<F, Fut, T>(path: &Path, f: F) -> Result<T, NetError>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, NetError>>,

@@ -47,7 +47,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Mirrors the guest's localhost listeners into a pod's netns while it lives.
 #[derive(Debug)]
-pub struct PortForwarder {
+pub(crate) struct PortForwarder {
     run: JoinHandle<()>,
     stop: watch::Sender<bool>,
 }
@@ -55,14 +55,18 @@ pub struct PortForwarder {
 impl PortForwarder {
     /// Starts mirroring: `netns` is the pod's network namespace path, `vsock` the VM's hybrid
     /// vsock socket, `agent` a client of its agent.
-    pub fn start(agent: ttrpc::asynchronous::Client, netns: PathBuf, vsock: PathBuf) -> Self {
+    pub(crate) fn start(
+        agent: ttrpc::asynchronous::Client,
+        netns: PathBuf,
+        vsock: PathBuf,
+    ) -> Self {
         let (stop, stopped) = watch::channel(false);
         let run = tokio::spawn(run(NetworkClient::new(agent), netns, vsock, stopped));
         PortForwarder { run, stop }
     }
 
     /// Closes every listener and forwarded connection. Idempotent.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stop.send_replace(true);
         self.run.abort();
     }
@@ -258,7 +262,7 @@ async fn accept_loop(l: std::net::TcpListener, port: u16, (vsock, stopped, limit
 async fn forward(c: TcpStream, port: u16, vsock: &Path) {
     let guest = async {
         let mut s =
-            hull_proto::connect_stream(vsock, hull_proto::PORTFWD_VSOCK_PORT, CONNECT_TIMEOUT)
+            hull_proto::connect_stream(vsock, hull_contract::vsock::PORTFWD_PORT, CONNECT_TIMEOUT)
                 .await
                 .map_err(|e| e.to_string())?;
         tokio::time::timeout(CONNECT_TIMEOUT, portfwd::request(&mut s, port))

@@ -46,7 +46,7 @@ async fn fake_vsock(l: tokio::net::UnixListener) {
             s.read_line(&mut line).await.expect("read CONNECT");
             assert_eq!(
                 line,
-                format!("CONNECT {}\n", hull_proto::PORTFWD_VSOCK_PORT)
+                hull_contract::vsock::connect_request(hull_contract::vsock::PORTFWD_PORT)
             );
             s.get_mut().write_all(b"OK 1\n").await.expect("write");
             let port = portfwd::read_request(&mut s).await.expect("PORT");

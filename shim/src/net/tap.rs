@@ -20,7 +20,7 @@ use super::NetError;
 const FLAGS: c_short = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as c_short;
 
 /// Creates the tap `name` in the calling thread's network namespace.
-pub fn create(name: &str) -> Result<OwnedFd, NetError> {
+pub(crate) fn create(name: &str) -> Result<OwnedFd, NetError> {
     let bad = |cause: std::io::Error| NetError::Tap {
         name: name.to_owned(),
         cause,

@@ -56,7 +56,7 @@ async fn redirect(h: &Handle, from: u32, to: u32, what: String) -> Result<(), Ne
 /// Wires `link` (index `link_ix`) and `tap` both ways. The link's ingress must be free: a
 /// qdisc already there (EEXIST) belongs to someone else and is an error, not something to
 /// replace.
-pub async fn wire(h: &Handle, link: (&str, u32), tap: (&str, u32)) -> Result<(), NetError> {
+pub(crate) async fn wire(h: &Handle, link: (&str, u32), tap: (&str, u32)) -> Result<(), NetError> {
     add_ingress(h, link.1, link.0).await?;
     add_ingress(h, tap.1, tap.0).await?;
     redirect(
@@ -77,7 +77,7 @@ pub async fn wire(h: &Handle, link: (&str, u32), tap: (&str, u32)) -> Result<(),
 
 /// Removes the link's ingress qdisc (its filter goes with it; the tap's dies with the tap).
 /// A link or qdisc already gone — CNI DEL may have run first — is not an error.
-pub async fn unwire(h: &Handle, link: (&str, u32)) -> Result<(), NetError> {
+pub(crate) async fn unwire(h: &Handle, link: (&str, u32)) -> Result<(), NetError> {
     let mut req = h.qdisc().del(i32::try_from(link.1).unwrap_or(i32::MAX));
     req.message_mut().header.parent = TcHandle::INGRESS;
     req.message_mut().header.handle = TcHandle::from(INGRESS_HANDLE);

@@ -210,7 +210,7 @@ fn attach_wires_each_cni_link_to_a_tap_both_ways_and_detach_undoes_it() {
         nic.link.addrs,
         [hull_net::Cidr::new("10.1.2.3".parse().unwrap(), 24).unwrap()]
     );
-    assert_eq!(nic.tap_name, "hulltap0");
+    assert!(has_ingress(&pod, "hulltap0"));
     assert_eq!(net.routes.len(), 1, "{:?}", net.routes);
     assert_eq!(net.routes[0].gateway, Some("10.1.2.1".parse().unwrap()));
     assert_eq!(net.neighbors.len(), 1, "{:?}", net.neighbors);

@@ -7,7 +7,7 @@ use hull_proto::network::{AddNeighborsRequest, UpdateInterfacesRequest, UpdateRo
 use super::PodLinks;
 
 /// Each CNI link as the guest NIC with the same MAC must become: same name, MTU, addresses.
-pub fn interfaces(n: &PodLinks) -> UpdateInterfacesRequest {
+pub(crate) fn interfaces(n: &PodLinks) -> UpdateInterfacesRequest {
     UpdateInterfacesRequest {
         interfaces: n.links.iter().map(link_to_wire).collect(),
         ..Default::default()
@@ -15,7 +15,7 @@ pub fn interfaces(n: &PodLinks) -> UpdateInterfacesRequest {
 }
 
 /// The netns' configured routes; the guest adds the prefix routes of its addresses itself.
-pub fn routes(n: &PodLinks) -> UpdateRoutesRequest {
+pub(crate) fn routes(n: &PodLinks) -> UpdateRoutesRequest {
     UpdateRoutesRequest {
         routes: n.routes.iter().map(route_to_wire).collect(),
         ..Default::default()
@@ -23,7 +23,7 @@ pub fn routes(n: &PodLinks) -> UpdateRoutesRequest {
 }
 
 /// The netns' static neighbour entries.
-pub fn neighbors(n: &PodLinks) -> AddNeighborsRequest {
+pub(crate) fn neighbors(n: &PodLinks) -> AddNeighborsRequest {
     AddNeighborsRequest {
         neighbors: n.neighbors.iter().map(neighbor_to_wire).collect(),
         ..Default::default()

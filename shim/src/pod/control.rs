@@ -29,7 +29,7 @@ impl Pod {
         Ok(())
     }
 
-    pub async fn do_pause(&self, id: &str) -> Result<(), ShimError> {
+    pub(crate) async fn do_pause(&self, id: &str) -> Result<(), ShimError> {
         self.running(id)?;
         let (containers, _) = self.clients()?;
         let req = PauseContainerRequest {
@@ -48,7 +48,7 @@ impl Pod {
         Ok(())
     }
 
-    pub async fn do_resume(&self, id: &str) -> Result<(), ShimError> {
+    pub(crate) async fn do_resume(&self, id: &str) -> Result<(), ShimError> {
         self.running(id)?;
         let (containers, _) = self.clients()?;
         let req = ResumeContainerRequest {
@@ -69,7 +69,11 @@ impl Pod {
 
     /// Applies new `linux.resources` (OCI LinuxResources as JSON) to the container's cgroup
     /// in the guest. The VM itself keeps its size: vCPU and memory hotplug are not there yet.
-    pub async fn do_update(&self, id: &str, resources_json: Vec<u8>) -> Result<(), ShimError> {
+    pub(crate) async fn do_update(
+        &self,
+        id: &str,
+        resources_json: Vec<u8>,
+    ) -> Result<(), ShimError> {
         self.running(id)?;
         let (containers, _) = self.clients()?;
         let req = UpdateContainerRequest {
@@ -84,7 +88,7 @@ impl Pod {
         Ok(())
     }
 
-    pub async fn do_stats(&self, id: &str) -> Result<ContainerStats, ShimError> {
+    pub(crate) async fn do_stats(&self, id: &str) -> Result<ContainerStats, ShimError> {
         self.running(id)?;
         let (containers, _) = self.clients()?;
         let req = StatsContainerRequest {
@@ -99,7 +103,7 @@ impl Pod {
     }
 
     /// Pids of the container's processes, as the guest numbers them.
-    pub async fn do_pids(&self, id: &str) -> Result<Vec<u32>, ShimError> {
+    pub(crate) async fn do_pids(&self, id: &str) -> Result<Vec<u32>, ShimError> {
         self.info(id, "")?;
         let (containers, _) = self.clients()?;
         let req = ListPidsRequest {

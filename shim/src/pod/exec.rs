@@ -15,7 +15,7 @@ use crate::stdio::{ProcRef, Stdio, StdioPaths};
 impl Pod {
     /// Records exec `exec_id` of container `id`: `process_json` is the OCI Process containerd
     /// sent (JSON in an `Any`).
-    pub fn do_exec(
+    pub(crate) fn do_exec(
         &self,
         id: &str,
         exec_id: &str,
@@ -113,7 +113,7 @@ impl Pod {
     }
 
     /// Resizes the terminal of a process (`width` × `height` character cells).
-    pub async fn do_resize_pty(
+    pub(crate) async fn do_resize_pty(
         &self,
         id: &str,
         exec_id: &str,

@@ -7,11 +7,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::protos::events::task::{TaskDelete, TaskExit, TaskStart};
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use hull_proto::containers::{
     CreateContainerRequest, RemoveContainerRequest, StartContainerRequest,
 };
@@ -25,6 +24,7 @@ use crate::config::HullConfig;
 use crate::errors::ShimError;
 use crate::events::Events;
 use crate::stdio::{ProcRef, Stdio, StdioPaths};
+use crate::{mount, timestamp};
 
 mod control;
 mod exec;
@@ -32,10 +32,10 @@ mod oom;
 mod process;
 
 use process::{Container, Process};
-pub use process::{Exit, ProcInfo, ProcStatus};
+pub(crate) use process::{Exit, ProcInfo, ProcStatus};
 
 /// Exit status of a process whose fate is unknown (agent or VM gone), as Kata.
-pub const UNKNOWN_EXIT_STATUS: u32 = 255;
+pub(crate) const UNKNOWN_EXIT_STATUS: u32 = 255;
 /// Bound on the pod teardown at Shutdown (VMM stop 10 s + virtiofsd 5 s + unmounts).
 const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long a failed wait gives the VMM to exit, so its reason reaches the log.
@@ -49,14 +49,14 @@ fn ctx() -> ttrpc::context::Context {
 
 /// What Create needs, free of wire types.
 #[derive(Debug, Clone)]
-pub struct CreateSpec {
-    pub id: String,
-    pub bundle: PathBuf,
-    pub stdio: StdioPaths,
+pub(crate) struct CreateSpec {
+    pub(crate) id: String,
+    pub(crate) bundle: PathBuf,
+    pub(crate) stdio: StdioPaths,
 }
 
 /// The pod this shim serves.
-pub struct Pod {
+pub(crate) struct Pod {
     sandbox_id: String,
     cfg: HullConfig,
     events: Events,
@@ -85,16 +85,6 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
-/// `t` as the wire timestamp of containerd's events and replies.
-pub fn timestamp(t: SystemTime) -> Timestamp {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    Timestamp {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-        ..Default::default()
-    }
-}
-
 fn not_found(id: &str, exec_id: &str) -> ShimError {
     if exec_id.is_empty() {
         ShimError::NotFound(format!("container {id}"))
@@ -104,7 +94,12 @@ fn not_found(id: &str, exec_id: &str) -> ShimError {
 }
 
 impl Pod {
-    pub fn new(sandbox_id: String, cfg: HullConfig, events: Events, exit: Arc<ExitSignal>) -> Self {
+    pub(crate) fn new(
+        sandbox_id: String,
+        cfg: HullConfig,
+        events: Events,
+        exit: Arc<ExitSignal>,
+    ) -> Self {
         Pod {
             sandbox_id,
             cfg,
@@ -118,7 +113,7 @@ impl Pod {
         }
     }
 
-    pub fn events(&self) -> &Events {
+    pub(crate) fn events(&self) -> &Events {
         &self.events
     }
 
@@ -154,7 +149,7 @@ impl Pod {
         Ok((ContainersClient::new(c.clone()), ProcessesClient::new(c)))
     }
 
-    pub fn info(&self, id: &str, exec_id: &str) -> Result<ProcInfo, ShimError> {
+    pub(crate) fn info(&self, id: &str, exec_id: &str) -> Result<ProcInfo, ShimError> {
         self.lock()
             .get(id)
             .and_then(|c| c.info(id, exec_id))
@@ -162,12 +157,12 @@ impl Pod {
     }
 
     /// The pid containerd shows for the pod (Connect's task pid when no id matches).
-    pub fn any_pid(&self) -> u32 {
+    pub(crate) fn any_pid(&self) -> u32 {
         self.lock().values().map(|c| c.init.pid).next().unwrap_or(0)
     }
 
     /// Mounts the rootfs, creates the container in the agent, wires its stdio.
-    pub async fn do_create(
+    pub(crate) async fn do_create(
         &self,
         spec: CreateSpec,
         rootfs: &[containerd_shim::protos::api::Mount],
@@ -186,7 +181,7 @@ impl Pod {
         }
         let result = self.create_in_agent(&spec, &root).await;
         if result.is_err() && !rootfs.is_empty() {
-            unmount(&root);
+            mount::detach(&root);
         }
         let (pid, io) = result?;
         let init = Process::new(pid, spec.stdio, Some(Arc::new(io)), Vec::new());
@@ -283,7 +278,11 @@ impl Pod {
     }
 
     /// Starts a process (the init process, or an exec) and the task that reports its exit.
-    pub async fn do_start(self: &Arc<Self>, id: &str, exec_id: &str) -> Result<u32, ShimError> {
+    pub(crate) async fn do_start(
+        self: &Arc<Self>,
+        id: &str,
+        exec_id: &str,
+    ) -> Result<u32, ShimError> {
         let exit_tx = self.take_exit_tx(id, exec_id)?;
         let started = if exec_id.is_empty() {
             self.start_init(id).await
@@ -381,13 +380,13 @@ impl Pod {
             id: id.to_owned(),
             pid,
             exit_status: status,
-            exited_at: Some(timestamp(exit.at)).into(),
+            exited_at: Some(timestamp::of(exit.at)).into(),
             ..Default::default()
         });
     }
 
     /// Waits until the process has exited and its output is delivered.
-    pub async fn do_wait(&self, id: &str, exec_id: &str) -> Result<Exit, ShimError> {
+    pub(crate) async fn do_wait(&self, id: &str, exec_id: &str) -> Result<Exit, ShimError> {
         let mut rx = self
             .lock()
             .get(id)
@@ -403,7 +402,7 @@ impl Pod {
         }))
     }
 
-    pub async fn do_kill(
+    pub(crate) async fn do_kill(
         &self,
         id: &str,
         exec_id: &str,
@@ -431,7 +430,7 @@ impl Pod {
 
     /// Lets go of the shim's hold on stdin, so the process sees EOF once containerd's writer
     /// is gone too (`ctr run` without a terminal sends this when its stdin ends).
-    pub fn do_close_io(&self, id: &str, exec_id: &str) -> Result<(), ShimError> {
+    pub(crate) fn do_close_io(&self, id: &str, exec_id: &str) -> Result<(), ShimError> {
         let io = self
             .lock()
             .get(id)
@@ -446,7 +445,7 @@ impl Pod {
 
     /// Removes a stopped (or never started) process; for the init process, the container
     /// and its rootfs mount as well.
-    pub async fn do_delete(&self, id: &str, exec_id: &str) -> Result<ProcInfo, ShimError> {
+    pub(crate) async fn do_delete(&self, id: &str, exec_id: &str) -> Result<ProcInfo, ShimError> {
         let info = self.info(id, exec_id)?;
         if matches!(info.status, ProcStatus::Running | ProcStatus::Paused) {
             return Err(ShimError::FailedPrecondition(format!(
@@ -486,13 +485,13 @@ impl Pod {
             }
         }
         b.release_container(id).await;
-        unmount(&info.bundle.join("rootfs"));
+        mount::detach(&info.bundle.join("rootfs"));
         self.events.send(TaskDelete {
             container_id: id.to_owned(),
             id: id.to_owned(),
             pid: info.pid,
             exit_status: exit.status,
-            exited_at: Some(timestamp(exit.at)).into(),
+            exited_at: Some(timestamp::of(exit.at)).into(),
             ..Default::default()
         });
         Ok(ProcInfo {
@@ -507,7 +506,7 @@ impl Pod {
     /// only signals its exit): containerd gives Shutdown a few seconds, then drops the
     /// connection, and the ttrpc server drops the request's future with it. A VM stop torn
     /// down inside that future left a shim serving nothing, forever.
-    pub fn do_shutdown(self: &Arc<Self>) {
+    pub(crate) fn do_shutdown(self: &Arc<Self>) {
         if !self.lock().is_empty() {
             return;
         }
@@ -558,15 +557,5 @@ async fn remove_in_agent(containers: &ContainersClient, id: &str) -> Result<(), 
         // Already gone in the agent: the shim's record is what remains to clean.
         Err(ttrpc::Error::RpcStatus(s)) if s.code() == ttrpc::Code::NOT_FOUND => Ok(()),
         Err(e) => Err(ShimError::agent(format!("remove container {id}"))(e)),
-    }
-}
-
-/// Lazy unmount: containerd unmounts `<bundle>/rootfs` too, and a busy mount must not fail
-/// the delete.
-pub fn unmount(path: &Path) {
-    if let Err(e) = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
-        if e != nix::errno::Errno::EINVAL && e != nix::errno::Errno::ENOENT {
-            tracing::warn!(path = %path.display(), "unmount: {e}");
-        }
     }
 }

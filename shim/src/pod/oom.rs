@@ -13,7 +13,10 @@ use crate::events::Events;
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Starts polling `agent`; the pod aborts the task at Shutdown.
-pub fn spawn(agent: ttrpc::asynchronous::Client, events: Events) -> tokio::task::JoinHandle<()> {
+pub(crate) fn spawn(
+    agent: ttrpc::asynchronous::Client,
+    events: Events,
+) -> tokio::task::JoinHandle<()> {
     let client = EventsClient::new(agent);
     tokio::spawn(async move {
         loop {

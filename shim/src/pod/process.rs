@@ -12,13 +12,13 @@ use crate::stdio::{Stdio, StdioPaths};
 
 /// When and how a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exit {
-    pub status: u32,
-    pub at: SystemTime,
+pub(crate) struct Exit {
+    pub(crate) status: u32,
+    pub(crate) at: SystemTime,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProcStatus {
+pub(crate) enum ProcStatus {
     Created,
     Running,
     Paused,
@@ -27,28 +27,28 @@ pub enum ProcStatus {
 
 /// A snapshot of one process for State/Connect/Delete.
 #[derive(Debug, Clone)]
-pub struct ProcInfo {
+pub(crate) struct ProcInfo {
     /// The container's id for its init process, else the exec id.
-    pub id: String,
-    pub exec_id: String,
-    pub bundle: PathBuf,
-    pub pid: u32,
-    pub status: ProcStatus,
-    pub stdio: StdioPaths,
-    pub exit: Option<Exit>,
+    pub(crate) id: String,
+    pub(crate) exec_id: String,
+    pub(crate) bundle: PathBuf,
+    pub(crate) pid: u32,
+    pub(crate) status: ProcStatus,
+    pub(crate) stdio: StdioPaths,
+    pub(crate) exit: Option<Exit>,
 }
 
 pub(super) struct Process {
-    pub pid: u32,
-    pub stdio: StdioPaths,
+    pub(crate) pid: u32,
+    pub(crate) stdio: StdioPaths,
     /// The init process's is opened at Create, an exec's at its Start.
-    pub io: Option<Arc<Stdio>>,
+    pub(crate) io: Option<Arc<Stdio>>,
     /// An exec's OCI Process as JSON until Start sends it to the agent.
-    pub spec: Vec<u8>,
-    pub started: bool,
-    pub exit: watch::Receiver<Option<Exit>>,
+    pub(crate) spec: Vec<u8>,
+    pub(crate) started: bool,
+    pub(crate) exit: watch::Receiver<Option<Exit>>,
     /// Taken by Start, handed to the task that reports the exit.
-    pub exit_tx: Option<watch::Sender<Option<Exit>>>,
+    pub(crate) exit_tx: Option<watch::Sender<Option<Exit>>>,
 }
 
 impl std::fmt::Debug for Process {
@@ -61,7 +61,7 @@ impl std::fmt::Debug for Process {
 }
 
 impl Process {
-    pub fn new(pid: u32, stdio: StdioPaths, io: Option<Arc<Stdio>>, spec: Vec<u8>) -> Self {
+    pub(crate) fn new(pid: u32, stdio: StdioPaths, io: Option<Arc<Stdio>>, spec: Vec<u8>) -> Self {
         let (tx, rx) = watch::channel(None);
         Process {
             pid,
@@ -74,11 +74,11 @@ impl Process {
         }
     }
 
-    pub fn exit(&self) -> Option<Exit> {
+    pub(crate) fn exit(&self) -> Option<Exit> {
         *self.exit.borrow()
     }
 
-    pub fn status(&self, container_paused: bool) -> ProcStatus {
+    pub(crate) fn status(&self, container_paused: bool) -> ProcStatus {
         match (self.exit(), self.started) {
             (Some(_), _) => ProcStatus::Stopped,
             (None, true) if container_paused => ProcStatus::Paused,
@@ -91,14 +91,14 @@ impl Process {
 /// A container: its bundle, its init process and its execs.
 #[derive(Debug)]
 pub(super) struct Container {
-    pub bundle: PathBuf,
-    pub paused: bool,
-    pub init: Process,
-    pub execs: std::collections::HashMap<String, Process>,
+    pub(crate) bundle: PathBuf,
+    pub(crate) paused: bool,
+    pub(crate) init: Process,
+    pub(crate) execs: std::collections::HashMap<String, Process>,
 }
 
 impl Container {
-    pub fn process(&self, exec_id: &str) -> Option<&Process> {
+    pub(crate) fn process(&self, exec_id: &str) -> Option<&Process> {
         if exec_id.is_empty() {
             Some(&self.init)
         } else {
@@ -106,7 +106,7 @@ impl Container {
         }
     }
 
-    pub fn process_mut(&mut self, exec_id: &str) -> Option<&mut Process> {
+    pub(crate) fn process_mut(&mut self, exec_id: &str) -> Option<&mut Process> {
         if exec_id.is_empty() {
             Some(&mut self.init)
         } else {
@@ -114,7 +114,7 @@ impl Container {
         }
     }
 
-    pub fn info(&self, id: &str, exec_id: &str) -> Option<ProcInfo> {
+    pub(crate) fn info(&self, id: &str, exec_id: &str) -> Option<ProcInfo> {
         let p = self.process(exec_id)?;
         Some(ProcInfo {
             id: if exec_id.is_empty() { id } else { exec_id }.to_owned(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
-use crate::backend::child::{spawn, ChildSetup, Supervised};
+use crate::child::{spawn, ChildSetup, Supervised};
 use crate::errors::ShimError;
 
 /// How long a logger may take to say it is ready (containerd waits without a bound; a hung
@@ -23,15 +23,15 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
-pub struct Logger {
+pub(crate) struct Logger {
     child: Supervised,
 }
 
 /// The write ends of the logger's stdout and stderr pipes.
 #[derive(Debug)]
-pub struct Sinks {
-    pub stdout: pipe::Sender,
-    pub stderr: pipe::Sender,
+pub(crate) struct Sinks {
+    pub(crate) stdout: pipe::Sender,
+    pub(crate) stderr: pipe::Sender,
 }
 
 fn io_err(context: String) -> impl FnOnce(std::io::Error) -> ShimError {
@@ -47,7 +47,7 @@ fn pipe_pair(what: &str) -> Result<(OwnedFd, OwnedFd), ShimError> {
 
 impl Logger {
     /// Starts `path args…` for container `id` of `namespace` and waits until it is ready.
-    pub async fn start(
+    pub(crate) async fn start(
         path: &Path,
         args: &[String],
         id: &str,
@@ -114,7 +114,7 @@ impl Logger {
     }
 
     /// Waits for the logger to finish its work after its pipes were closed, then stops it.
-    pub async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         if tokio::time::timeout(EXIT_GRACE, self.child.exited())
             .await
             .is_err()

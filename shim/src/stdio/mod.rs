@@ -17,9 +17,9 @@ use tokio::task::JoinHandle;
 
 use crate::errors::ShimError;
 
-pub mod binary;
+pub(crate) mod binary;
 mod pump;
-pub mod uri;
+pub(crate) mod uri;
 
 use uri::Target;
 
@@ -31,13 +31,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which process of which container.
 #[derive(Debug, Clone)]
-pub struct ProcRef {
-    pub container_id: String,
-    pub exec_id: String,
+pub(crate) struct ProcRef {
+    pub(crate) container_id: String,
+    pub(crate) exec_id: String,
 }
 
 impl ProcRef {
-    pub fn new(container_id: &str, exec_id: &str) -> Self {
+    pub(crate) fn new(container_id: &str, exec_id: &str) -> Self {
         ProcRef {
             container_id: container_id.to_owned(),
             exec_id: exec_id.to_owned(),
@@ -45,7 +45,7 @@ impl ProcRef {
     }
 
     /// The id containerd uses for the process: the container's for its init process.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         if self.exec_id.is_empty() {
             &self.container_id
         } else {
@@ -56,17 +56,17 @@ impl ProcRef {
 
 /// Stdio as containerd asked for it.
 #[derive(Debug, Clone, Default)]
-pub struct StdioPaths {
-    pub stdin: String,
-    pub stdout: String,
-    pub stderr: String,
-    pub terminal: bool,
+pub(crate) struct StdioPaths {
+    pub(crate) stdin: String,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) terminal: bool,
 }
 
 type Sink = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// The running copies of one process's stdio.
-pub struct Stdio {
+pub(crate) struct Stdio {
     fifos: IoTasks,
     outputs: Mutex<Vec<JoinHandle<()>>>,
     input: Mutex<Option<JoinHandle<()>>>,
@@ -139,7 +139,7 @@ async fn sink(
 
 impl Stdio {
     /// Opens what `paths` name and starts copying between them and process `p` in the agent.
-    pub async fn open(
+    pub(crate) async fn open(
         agent: &ProcessesClient,
         p: &ProcRef,
         paths: &StdioPaths,
@@ -222,12 +222,12 @@ impl Stdio {
 
     /// Lets go of the shim's hold on stdin (CloseIO): the process reads EOF once
     /// containerd's writer is gone too.
-    pub fn close_input(&self) {
+    pub(crate) fn close_input(&self) {
         self.fifos.close_input();
     }
 
     /// After the process exited: lets the output reach its destination, bounded.
-    pub async fn drain(&self) {
+    pub(crate) async fn drain(&self) {
         let mut outputs = take(&self.outputs);
         let all = async {
             for h in &mut outputs {
@@ -244,7 +244,7 @@ impl Stdio {
     }
 
     /// Ends every copy and the logger (Delete, a failed start).
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         for h in take(&self.outputs).iter().chain(take(&self.input).iter()) {
             h.abort();
         }

@@ -14,7 +14,7 @@ fn no_deadline() -> ttrpc::context::Context {
 
 /// Agent stream → `tx` until EOF; then `tx` is shut down and dropped, which ends a FIFO copy
 /// or gives a logger EOF.
-pub async fn output<W: AsyncWrite + Unpin>(
+pub(crate) async fn output<W: AsyncWrite + Unpin>(
     agent: ProcessesClient,
     p: ProcRef,
     stderr: bool,
@@ -46,7 +46,7 @@ pub async fn output<W: AsyncWrite + Unpin>(
                 if r.eof {
                     let _ = tx.shutdown().await;
                     // An idle pod should not keep what a burst of output needed.
-                    hull_proto::heap::release_free_memory();
+                    hull_heap::release_free_memory();
                     return;
                 }
             }
@@ -60,7 +60,7 @@ pub async fn output<W: AsyncWrite + Unpin>(
 
 /// `rx` → agent stdin; at EOF (CloseIO and containerd's writer gone) closes the process's
 /// stdin.
-pub async fn input<R: AsyncRead + Unpin>(agent: ProcessesClient, p: ProcRef, mut rx: R) {
+pub(crate) async fn input<R: AsyncRead + Unpin>(agent: ProcessesClient, p: ProcRef, mut rx: R) {
     // Spare capacity, not zeroes: a process whose stdin stays idle (most of them) never
     // touches these pages, and every pod's shim holds one such buffer per open stdin.
     let mut buf = Vec::with_capacity(CHUNK as usize);

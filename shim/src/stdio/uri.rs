@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::errors::ShimError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     None,
     Fifo(PathBuf),
     File(PathBuf),
@@ -21,7 +21,7 @@ pub enum Target {
 
 /// Parses one stdio string. Relative paths and unknown schemes are refused: containerd never
 /// sends them, and guessing would write somewhere nobody reads.
-pub fn parse(s: &str) -> Result<Target, ShimError> {
+pub(crate) fn parse(s: &str) -> Result<Target, ShimError> {
     if s.is_empty() {
         return Ok(Target::None);
     }

@@ -8,16 +8,9 @@
 # usage: ctr_vm.sh BINDIR VMLINUX INITRD VIRTIOFSD OUTDIR   (BINDIR holds the shim and hull-vmm)
 set -u
 BIN=$1 VMLINUX=$2 INITRD=$3 VIRTIOFSD=$4 OUT=$5
-repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../../.." && pwd -P)
-# Stale files of an earlier run would satisfy the waits below.
-rm -rf "$OUT"
-mkdir -p "$OUT"
-fail=0
-pass() { echo "PASS: $*"; }
-flunk() { echo "FAIL: $*"; fail=1; }
-check() { # check NAME EXPECTED ACTUAL
-	if [[ $2 == "$3" ]]; then pass "$1"; else flunk "$1: expected '$2', got '$3'"; fi
-}
+# shellcheck source-path=SCRIPTDIR source=../../../lab/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/../../../lab/lib.sh" || exit 1
+fresh_dir "$OUT"
 # vm_diag: why hull VMs ended, from the shims' lines in containerd's log (CI shows only this
 # script's output, not $OUT).
 vm_diag() {
@@ -29,42 +22,13 @@ r=/tmp/hull-ctr-lab
 rm -rf "$r"
 mkdir -p "$r"
 A=$r/containerd.sock
-cat >"$r/hull.toml" <<TOML
-[vm]
-vmm = "$BIN/hull-vmm"
-kernel = "$VMLINUX"
-initrd = "$INITRD"
-default_memory_mib = 128
-boot_timeout_secs = 120
-[virtiofs]
-virtiofsd = "$VIRTIOFSD"
-[log]
-level = "debug"
-TOML
-cat >"$r/config.toml" <<TOML
-version = 2
-root = "$r/root"
-state = "$r/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$A"
-TOML
-PATH=$BIN:$PATH containerd --config "$r/config.toml" >"$OUT/containerd.log" 2>&1 &
-ctrd=$!
-# shellcheck disable=SC2317 # called through the trap
-finish() {
-	kill "$ctrd" 2>/dev/null && wait "$ctrd" 2>/dev/null
-	umount -R "$r/root" 2>/dev/null
-	rm -rf "$r"
-}
-trap finish EXIT
-for ((i = 0; i < 300; i++)); do
-	ctr -a "$A" version >/dev/null 2>&1 && break
-	sleep 0.1
-done
+write_hull_toml "$r/hull.toml" "$BIN" "$VMLINUX" "$INITRD" "$VIRTIOFSD"
+containerd_config "$r/config.toml" "$r" "$A" 'disabled_plugins = ["io.containerd.grpc.v1.cri"]'
+start_containerd "$BIN" "$r/config.toml" "$OUT/containerd.log"
+trap 'stop_containerd "$r"' EXIT
+poll 300 ctr -a "$A" version
 IMG=docker.io/library/hull-busybox:latest
-"$repo/scripts/mk-busybox-image" "$r/busybox.tar"
-ctr -a "$A" -n t images import "$r/busybox.tar" >/dev/null || { flunk "image import"; exit 1; }
+import_image "$A" t "$r/busybox.tar"
 
 # What a user sees, in one container per runtime (each hull run boots a VM, about a minute
 # under nested KVM in the lab): stdout+stderr, a write to the rootfs (virtio-fs for hull), a

@@ -20,18 +20,9 @@
 #        (BINDIR holds the shim, hull-vmm and hullctl; HULL_CRI is the CRI client binary)
 set -u
 BIN=$1 CRI=$2 VMLINUX=$3 INITRD=$4 VIRTIOFSD=$5 OUT=$6
-repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../../.." && pwd -P)
-# Stale files of an earlier run would satisfy the checks below.
-rm -rf "$OUT"
-mkdir -p "$OUT"
-fail=0
-pass() { echo "PASS: $*"; }
-flunk() { echo "FAIL: $*"; fail=1; }
-info() { echo "INFO: $*"; }
-check() { # check NAME EXPECTED ACTUAL
-	if [[ $2 == "$3" ]]; then pass "$1"; else flunk "$1: expected '$2', got '$3'"; fi
-}
-ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+# shellcheck source-path=SCRIPTDIR source=../../../lab/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/../../../lab/lib.sh" || exit 1
+fresh_dir "$OUT"
 
 # containerd root and state on the lab's tmpfs /tmp: overlayfs cannot sit on the overlay root.
 r=/tmp/hull-cri-lab
@@ -39,24 +30,9 @@ rm -rf "$r"
 mkdir -p "$r/cni" "$r/logs"
 A=$r/containerd.sock
 CG=hull-cri-test # cgroup parent of the pods (kubelet's would be kubepods/...)
-cat >"$r/hull.toml" <<TOML
-[vm]
-vmm = "$BIN/hull-vmm"
-kernel = "$VMLINUX"
-initrd = "$INITRD"
-default_memory_mib = 128
-boot_timeout_secs = 120
-[virtiofs]
-virtiofsd = "$VIRTIOFSD"
-[log]
-level = "debug"
-TOML
-cat >"$r/config.toml" <<TOML
-version = 2
-root = "$r/root"
-state = "$r/state"
-[grpc]
-  address = "$A"
+write_hull_toml "$r/hull.toml" "$BIN" "$VMLINUX" "$INITRD" "$VIRTIOFSD"
+containerd_config "$r/config.toml" "$r" "$A"
+cat >>"$r/config.toml" <<TOML
 [debug]
   level = "debug"
 [plugins."io.containerd.grpc.v1.cri"]
@@ -99,16 +75,11 @@ cat >"$r/cni/10-hull-cri.conflist" <<'JSON'
   ]
 }
 JSON
-PATH=$BIN:$PATH containerd --config "$r/config.toml" >"$OUT/containerd.log" 2>&1 &
-ctrd=$!
+start_containerd "$BIN" "$r/config.toml" "$OUT/containerd.log"
 # shellcheck disable=SC2317 # called through the trap
 finish() {
 	[[ -n $hostweb ]] && kill "$hostweb" 2>/dev/null
-	kill "$ctrd" 2>/dev/null && wait "$ctrd" 2>/dev/null
-	# Whatever a failed run left mounted under $r (rootfs, sandbox shm), deepest first.
-	awk -v p="$r/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r |
-		while read -r m; do umount -l "$m" 2>/dev/null; done
-	rm -rf "$r"
+	stop_containerd "$r"
 	find "/sys/fs/cgroup/$CG" -depth -type d -exec rmdir {} + 2>/dev/null
 }
 trap finish EXIT
@@ -133,23 +104,16 @@ http_get() {
 	tail -n 1 <<<"$out"
 }
 cri() { timeout 330 "$CRI" --sock "$A" "$@"; }
-for ((i = 0; i < 300; i++)); do
-	cri version >/dev/null 2>&1 && break
-	sleep 0.1
-done
+poll 300 cri version
 info "CRI: $(cri version 2>&1)"
-for ((i = 0; i < 300; i++)); do
-	[[ $(cri status -f NetworkReady 2>/dev/null) == true ]] && break
-	sleep 0.1
-done
+# shellcheck disable=SC2317 # called through poll
+net_ready() { [[ $(cri status -f NetworkReady 2>/dev/null) == true ]]; }
+poll 300 net_ready
 check "CRI network ready (CNI config loaded)" true "$(cri status -f NetworkReady 2>&1)"
 
 IMG=docker.io/library/hull-busybox:latest
-"$repo/scripts/mk-busybox-image" "$r/busybox.tar"
-"$repo/scripts/mk-busybox-image" "$r/pause.tar" docker.io/library/hull-pause:latest /bin/sleep infinity
-for t in busybox pause; do
-	ctr -a "$A" -n k8s.io images import "$r/$t.tar" >/dev/null || { flunk "image import $t"; exit 1; }
-done
+import_image "$A" k8s.io "$r/busybox.tar"
+import_image "$A" k8s.io "$r/pause.tar" docker.io/library/hull-pause:latest /bin/sleep infinity
 
 host_kernel=$(uname -r)
 host_boot=$(cat /proc/sys/kernel/random/boot_id)
@@ -603,8 +567,8 @@ done
 [[ -n ${c1[hull]:-} ]] && net_stats hull
 # bench/net/run: throughput and latency of both pods, measured while they are up.
 if [[ ${CRI_NET_BENCH:-0} == 1 && -n ${c1[hull]:-} && -n ${c1[runc]:-} ]]; then
-	# shellcheck source=../../../bench/net/measure.sh
-	source "$repo/bench/net/measure.sh"
+	# shellcheck source-path=SCRIPTDIR source=../../../bench/net/measure.sh
+	source "$lab_repo/bench/net/measure.sh"
 	net_bench
 fi
 if [[ -n ${c1[hull]:-} ]]; then

@@ -1,6 +1,8 @@
-//! A supervised child process (hull-vmm, virtiofsd, the host agent): one task owns the
-//! `tokio::process::Child` and reaps it, so its exit is seen exactly once, by whoever asks,
-//! and a SIGKILL is only ever sent to a child not yet reaped (never to a reused pid).
+//! The shim's child processes (hull-vmm, virtiofsd, the host agent, a `binary://` logger):
+//! how one is spawned (cgroup, parent-death signal, passed fds; [`spawn`]) and supervised
+//! ([`Supervised`]): one task owns the `tokio::process::Child` and reaps it, so its exit is
+//! seen exactly once, by whoever asks, and a SIGKILL is only ever sent to a child not yet
+//! reaped (never to a reused pid).
 
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use tokio::process::Child;
 use tokio::sync::{watch, Notify};
 
 #[derive(Debug, Clone)]
-pub struct Supervised {
+pub(crate) struct Supervised {
     name: &'static str,
     pid: u32,
     exited: watch::Receiver<Option<ExitStatus>>,
@@ -19,7 +21,7 @@ pub struct Supervised {
 
 impl Supervised {
     /// Takes ownership of `child`; `name` is for logs.
-    pub fn new(name: &'static str, mut child: Child) -> Self {
+    pub(crate) fn new(name: &'static str, mut child: Child) -> Self {
         let pid = child.id().unwrap_or(0);
         let (tx, rx) = watch::channel(None);
         let kill = Arc::new(Notify::new());
@@ -52,17 +54,17 @@ impl Supervised {
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// The exit status, if the child has ended.
-    pub fn try_status(&self) -> Option<ExitStatus> {
+    pub(crate) fn try_status(&self) -> Option<ExitStatus> {
         *self.exited.borrow()
     }
 
     /// Resolves when the child has ended.
-    pub async fn exited(&self) -> ExitStatus {
+    pub(crate) async fn exited(&self) -> ExitStatus {
         let mut rx = self.exited.clone();
         let r = rx.wait_for(Option::is_some).await.map(|s| *s);
         // The reaper task never drops its sender before sending; a closed channel means the
@@ -73,7 +75,7 @@ impl Supervised {
     }
 
     /// SIGTERM, then SIGKILL after `grace`; returns the exit status.
-    pub async fn stop(&self, grace: Duration) -> ExitStatus {
+    pub(crate) async fn stop(&self, grace: Duration) -> ExitStatus {
         if self.try_status().is_none() {
             if let Ok(pid) = i32::try_from(self.pid) {
                 // The reaper has not reaped it (status unset), so the pid is still this child
@@ -108,16 +110,16 @@ const PARKED_FD_MIN: i32 = 16;
 
 /// What a child does between fork and exec.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct ChildSetup {
+pub(crate) struct ChildSetup {
     /// An open `cgroup.procs` of the pod's cgroup: the child moves itself in before exec, so
     /// all its memory (guest RAM included) is charged to the pod from the first page.
-    pub cgroup_procs: Option<std::os::fd::RawFd>,
+    pub(crate) cgroup_procs: Option<std::os::fd::RawFd>,
     /// Passed to the child as fds 3, 4, 5 in this order (virtiofsd's `--fd=3` listening
     /// socket; a `binary://` logger's stdout, stderr and ready pipes).
-    pub fds: [Option<std::os::fd::RawFd>; 3],
+    pub(crate) fds: [Option<std::os::fd::RawFd>; 3],
     /// SIGKILL the child when the shim dies (`PR_SET_PDEATHSIG`): a VM whose shim is gone
     /// has nobody to serve it, and `shim delete` then finds only mounts and cgroups to clean.
-    pub die_with_parent: bool,
+    pub(crate) die_with_parent: bool,
 }
 
 /// Runs in the forked child: only async-signal-safe calls, no allocation.
@@ -168,7 +170,10 @@ fn in_child(setup: ChildSetup, parent: i32) -> std::io::Result<()> {
 }
 
 /// Spawns `cmd` with `setup` applied in the child.
-pub fn spawn(cmd: &mut tokio::process::Command, setup: ChildSetup) -> std::io::Result<Child> {
+pub(crate) fn spawn(
+    cmd: &mut tokio::process::Command,
+    setup: ChildSetup,
+) -> std::io::Result<Child> {
     let parent = i32::try_from(std::process::id()).unwrap_or(0);
     // SAFETY: the closure runs in the forked child before exec; `in_child` calls only
     // write(2), prctl(2), getppid(2), fcntl(2) and dup2(2), which are async-signal-safe, allocates nothing and takes no lock.

@@ -1,0 +1,154 @@
+# lab/lib.sh: what the lab test scripts (CRATE/tests/lab/*.sh, run inside the lab by
+# hull_tests::lab_script) share. Sourced, never run; bash only. A script sources it by its own
+# path, which works inside the lab too (the host's root is the lab's, at the same paths):
+#   . "$(dirname -- "${BASH_SOURCE[0]}")/../../../lab/lib.sh" || exit 1
+# The checks print one `PASS: ...` or `FAIL: ...` line each (and `INFO: ...` lines); a script
+# ends with `exit $fail`, which lab_script's caller asserts is 0.
+# shellcheck shell=bash disable=SC2034 # its variables are the sourcing scripts'
+
+# The repository (this file is <repo>/lab/lib.sh).
+lab_repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+
+# --- checks ---------------------------------------------------------------------------------
+# 1 once any check failed: the script's exit code.
+fail=0
+# A command run after each FAIL line when set (e.g. a snapshot of the VMM's threads).
+on_flunk=
+pass() { echo "PASS: $*"; }
+flunk() {
+	echo "FAIL: $*"
+	fail=1
+	[[ -z $on_flunk ]] || "$on_flunk"
+}
+info() { echo "INFO: $*"; }
+check() { # check NAME EXPECTED ACTUAL
+	if [[ $2 == "$3" ]]; then pass "$1"; else flunk "$1: expected '$2', got '$3'"; fi
+}
+
+# --- time and waiting -----------------------------------------------------------------------
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# ms_since T0: milliseconds since T0, a `date +%s%N` reading.
+ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+# poll N CMD...: runs CMD (its output dropped) every 0.1 s until it succeeds, N times at most;
+# 0 once it succeeded. CMD may be a function of the script.
+poll() {
+	local n=$1 i
+	shift
+	for ((i = 0; i < n; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+# wait_for FILE PATTERN SECS: 0 once FILE has a line matching PATTERN (grep).
+wait_for() { poll $(($3 * 10)) grep -q "$2" "$1"; }
+# wait_gone PID SECS: 0 once PID has exited.
+wait_gone() { poll $(($2 * 10)) lab_gone "$1"; }
+lab_gone() { ! kill -0 "$1" 2>/dev/null; }
+
+# --- files ----------------------------------------------------------------------------------
+# fresh_dir DIR: DIR, empty (stale files of an earlier run would satisfy a script's waits).
+fresh_dir() {
+	rm -rf "$1"
+	mkdir -p "$1"
+}
+
+# --- guests ---------------------------------------------------------------------------------
+# The guest kernel command line of hull-vmm boots (no PCI, no i8042 probing, the console on
+# ttyS0, a panic resets at once through the i8042: `reboot=k panic=1`), and its quiet form.
+guest_cmdline="console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd"
+guest_cmdline_quiet="$guest_cmdline quiet"
+
+# busybox_initrd DIR CPIO [SUBDIR...] <INIT: a root in DIR with Debian's busybox-static at
+# /bin/busybox, /dev, the SUBDIRs and stdin as /init, packed into the gzipped newc archive CPIO.
+busybox_initrd() {
+	local dir=$1 cpio=$2 d
+	shift 2
+	mkdir -p "$dir/bin" "$dir/dev"
+	for d; do mkdir -p "$dir/$d"; done
+	cp /bin/busybox "$dir/bin/busybox"
+	cat >"$dir/init"
+	chmod +x "$dir/init"
+	(cd "$dir" && find . | cpio -o -H newc 2>/dev/null | gzip -n >"$cpio")
+}
+
+# thread_ticks PID: each of PID's threads with its state, CPU ticks and wait channel, sampled
+# twice 2 s apart. vCPU threads that burn CPU mean a guest spinning (or re-faulting under the
+# lab's emulated SVM); sleeping ones mean a guest waiting, e.g. for an interrupt.
+thread_ticks() {
+	local pid=$1 n t st f
+	for n in 1 2; do
+		for t in /proc/"$pid"/task/*; do
+			st=$(sed 's/.*) //' "$t/stat" 2>/dev/null) || continue
+			read -r -a f <<<"$st"
+			echo "sample $n: $(cat "$t/comm" 2>/dev/null) state=${f[0]} cpu_ticks=$((f[11] + f[12])) wchan=$(cat "$t/wchan" 2>/dev/null)"
+		done
+		((n == 2)) || sleep 2
+	done
+}
+
+# --- a private containerd -------------------------------------------------------------------
+# Its root and state go on the lab's tmpfs /tmp: overlayfs cannot sit on the overlay root.
+
+# write_hull_toml FILE BINDIR VMLINUX INITRD VIRTIOFSD: the shim's hull.toml for a test run
+# (hull-vmm from BINDIR, 128 MiB guests, debug logs).
+write_hull_toml() {
+	cat >"$1" <<TOML
+[vm]
+vmm = "$2/hull-vmm"
+kernel = "$3"
+initrd = "$4"
+default_memory_mib = 128
+boot_timeout_secs = 120
+[virtiofs]
+virtiofsd = "$5"
+[log]
+level = "debug"
+TOML
+}
+
+# containerd_config FILE DIR SOCK [LINE...]: a containerd config (version 2) with its root and
+# state under DIR, serving on SOCK; each LINE is one more top-level key. A script appends its
+# tables (`cat >>FILE`).
+containerd_config() {
+	local file=$1 dir=$2 sock=$3
+	shift 3
+	{
+		echo "version = 2"
+		echo "root = \"$dir/root\""
+		echo "state = \"$dir/state\""
+		printf '%s\n' "$@"
+		echo "[grpc]"
+		echo "  address = \"$sock\""
+	} >"$file"
+}
+
+# start_containerd BINDIR CONFIG LOG: containerd in the background, with BINDIR (the shim,
+# hull-vmm) first on its PATH; sets ctrd to its PID.
+start_containerd() {
+	PATH=$1:$PATH containerd --config "$2" >"$3" 2>&1 &
+	ctrd=$!
+}
+
+# stop_containerd DIR: stops the containerd of start_containerd, unmounts whatever a failed run
+# left mounted under DIR (rootfs, sandbox shm; deepest first) and removes DIR.
+stop_containerd() {
+	local m
+	[[ -n ${ctrd:-} ]] && kill "$ctrd" 2>/dev/null && wait "$ctrd" 2>/dev/null
+	awk -v p="$1/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+		while read -r m; do umount -l "$m" 2>/dev/null; done
+	rm -rf "$1"
+}
+
+# import_image SOCK NS TAR [NAME [CMD...]]: scripts/mk-busybox-image's image (busybox, default
+# name docker.io/library/hull-busybox:latest) into containerd's namespace NS; on failure a
+# FAIL line and exit 1 (nothing else can run without it).
+import_image() {
+	local sock=$1 ns=$2 tar=$3
+	shift 3
+	"$lab_repo/scripts/mk-busybox-image" "$tar" "$@"
+	ctr -a "$sock" -n "$ns" images import "$tar" >/dev/null || {
+		flunk "image import ${tar##*/}"
+		exit 1
+	}
+}
