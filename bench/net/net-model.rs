@@ -2,7 +2,7 @@
 //! table: TX and RX, 64 KiB TSO segments and MTU-sized frames, Gbit/s per core of the device
 //! thread. Needs root (a private network namespace with two taps and tc).
 
-use hull_vmm::devices::net::bench::{run, Direction};
+use hull_vmm::net_bench::{run, Direction};
 
 fn main() {
     let mut failed = false;

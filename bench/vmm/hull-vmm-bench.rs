@@ -17,6 +17,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use hull_contract::vmm_args::{flag, Console, VmmArgs};
+use hull_contract::vsock::{connect_request, parse_ok, AGENT_PORT};
+use hull_vmm::config::DEFAULT_CMDLINE;
 
 #[derive(Debug, Parser)]
 #[command(name = "hull-vmm-bench")]
@@ -58,10 +61,12 @@ enum Cmd {
     },
 }
 
-const CMDLINE: &str =
-    "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd quiet";
-const AGENT_PORT: u32 = 1024;
-const GUEST_MIB: &str = "256";
+/// The guest command line of both VMMs: hull's default plus `quiet`.
+fn cmdline() -> String {
+    format!("{DEFAULT_CMDLINE} quiet")
+}
+
+const GUEST_MIB: u32 = 256;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -149,9 +154,12 @@ fn api_ready(vmm: &Path, dir: &Path, runs: usize) {
     for i in 0..runs {
         let sock = dir.join(format!("api-{i}.sock"));
         let t0 = Instant::now();
+        let args = VmmArgs {
+            api_sock: Some(sock.clone()),
+            ..VmmArgs::default()
+        };
         let mut child = Command::new(vmm)
-            .arg("--api-sock")
-            .arg(&sock)
+            .args(args.to_args())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn hull-vmm");
@@ -177,11 +185,16 @@ fn payload_rss(vmm: &Path, dir: &Path) {
     let payload = dir.join("p.bin");
     // sti; hlt; jmp: an idle guest.
     std::fs::write(&payload, [0xfb, 0xf4, 0xeb, 0xfd]).expect("payload");
+    let args = VmmArgs {
+        console: Console::Off,
+        mem_mib: Some(128),
+        vsock_uds: Some(dir.join("v.sock")),
+        ..VmmArgs::default()
+    };
     let mut child = Command::new(vmm)
-        .arg("--raw-payload")
+        .args(args.to_args())
+        .arg(format!("--{}", flag::RAW_PAYLOAD))
         .arg(&payload)
-        .args(["--console", "off", "--mem-mib", "128", "--vsock-uds"])
-        .arg(dir.join("v.sock"))
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn hull-vmm");
@@ -200,12 +213,12 @@ fn hybrid_accepts(uds: &Path, port: u32) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(format!("CONNECT {port}\n").as_bytes()).is_err() {
+    if s.write_all(connect_request(port).as_bytes()).is_err() {
         return false;
     }
     let mut line = String::new();
     let _ = BufReader::new(s).read_line(&mut line);
-    line.starts_with("OK ")
+    parse_ok(line.trim_end().as_bytes()).is_some()
 }
 
 /// AF_VSOCK (QEMU's vhost-vsock): true when the guest accepted.
@@ -288,15 +301,16 @@ fn hull_boot(s: &Setup, i: usize) -> Result<HullRun, String> {
     let uds = s.dir.join("v.sock");
     let t0 = Instant::now();
     let deadline = t0 + s.timeout;
+    let args = VmmArgs {
+        initrd: Some(s.initrd.to_path_buf()),
+        cmdline: Some(cmdline()),
+        vsock_uds: Some(uds.clone()),
+        boot_timer: true,
+        metrics_on_exit: true,
+        ..VmmArgs::new(s.kernel, s.vcpus, GUEST_MIB)
+    };
     let mut child = Command::new(s.vmm)
-        .arg("--kernel")
-        .arg(s.kernel)
-        .arg("--initrd")
-        .arg(s.initrd)
-        .args(["--vcpus", &s.vcpus.to_string(), "--mem-mib", GUEST_MIB])
-        .args(["--cmdline", CMDLINE, "--console", "stdout"])
-        .args(["--boot-timer", "--metrics-on-exit", "--vsock-uds"])
-        .arg(&uds)
+        .args(args.to_args())
         .stdout(s.log(&format!("hull-console-{i}.log")))
         .stderr(Stdio::piped())
         .spawn()
@@ -385,7 +399,7 @@ fn qemu_boot(s: &Setup, qemu: &Path, i: usize) -> Result<f64, String> {
             "-cpu",
             "host",
         ])
-        .args(["-smp", &s.vcpus.to_string(), "-m", GUEST_MIB])
+        .args(["-smp", &s.vcpus.to_string(), "-m", &GUEST_MIB.to_string()])
         .args([
             "-nodefaults",
             "-no-user-config",
@@ -399,7 +413,7 @@ fn qemu_boot(s: &Setup, qemu: &Path, i: usize) -> Result<f64, String> {
         .arg(s.kernel)
         .arg("-initrd")
         .arg(s.initrd)
-        .args(["-append", CMDLINE])
+        .args(["-append", &cmdline()])
         .args(["-device", &format!("vhost-vsock-device,guest-cid={cid}")])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

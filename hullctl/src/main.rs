@@ -1,9 +1,10 @@
 //! `hullctl`: talk to a pod's VMM and agent from the host.
 //!
 //! `hullctl agent-health --uds PATH` connects through the VMM's hybrid vsock socket
-//! (`CONNECT 1024\n` → `OK <port>\n`, [`hull_proto::connect_agent`]), then calls the agent's Health.Check and Health.Version
+//! (the handshake of `hull_contract::vsock`, [`hull_proto::connect_agent`]), then calls the
+//! agent's Health.Check and Health.Version
 //! over ttrpc; it prints the agent version and exits 0 only if the agent is SERVING.
-//! `hullctl api --sock PATH METHOD PATH [JSON]` sends one request to the VMM API socket.
+//! `hullctl api --sock PATH GET|PUT PATH [JSON]` sends one request to the VMM API socket.
 //! `hullctl sandbox-create|run|exec|rm|sandbox-destroy` drive containers through the agent
 //! (see [`agent`]); `run` and `exec` stream the process's output and exit with its status.
 //! `hullctl task-stats --address ADDR ID` prints a shim's Task.Stats reply as JSON ([`task`]).
@@ -16,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use hull_contract::vsock::AGENT_PORT;
 use hull_proto::health::{check_response::ServingStatus, CheckRequest, VersionRequest};
 use hull_proto::health_ttrpc::HealthClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,7 +39,7 @@ enum Cmd {
         #[arg(long)]
         uds: PathBuf,
         /// Guest vsock port of the agent.
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = AGENT_PORT)]
         port: u32,
         /// Keep retrying for this many seconds while the agent is not up yet.
         #[arg(long, default_value_t = 0)]
@@ -50,8 +52,9 @@ enum Cmd {
     Api {
         #[arg(long)]
         sock: PathBuf,
-        /// GET, PUT or PATCH
-        method: String,
+        /// The methods the VMM serves (vmm/API.md).
+        #[arg(ignore_case = true)]
+        method: Method,
         /// e.g. /vm, /metrics, /actions
         path: String,
         /// JSON body
@@ -155,7 +158,7 @@ struct AgentAddr {
     #[arg(long, group = "addr")]
     unix: Option<PathBuf>,
     /// Guest vsock port of the agent (with --uds).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = AGENT_PORT)]
     port: u32,
 }
 
@@ -219,7 +222,26 @@ async fn agent_health(
     }
 }
 
-async fn api(sock: &Path, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<bool> {
+/// The methods hull-vmm's API serves.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Method {
+    #[value(name = "GET")]
+    Get,
+    #[value(name = "PUT")]
+    Put,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Put => "PUT",
+        }
+    }
+}
+
+async fn api(sock: &Path, method: Method, path: &str, body: Option<&str>) -> anyhow::Result<bool> {
+    let method = method.as_str();
     let mut s = UnixStream::connect(sock)
         .await
         .with_context(|| format!("connect {}", sock.display()))?;
@@ -322,7 +344,7 @@ async fn container_cmd(cmd: &Cmd) -> anyhow::Result<i32> {
 fn main() {
     let args = Args::parse();
     // Like the shim it stands in for (agent-bench, run, exec).
-    hull_proto::heap::tune_for_stream_messages();
+    hull_heap::tune_for_stream_messages();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -354,7 +376,7 @@ fn main() {
                 method,
                 path,
                 body,
-            } => api(sock, method, path, body.as_deref()).await.map(ok_code),
+            } => api(sock, *method, path, body.as_deref()).await.map(ok_code),
             Cmd::TaskStats {
                 address,
                 timeout,

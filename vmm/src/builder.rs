@@ -31,7 +31,7 @@ use crate::vstate::vcpu::{Vcpu, VcpuEvent};
 use crate::vstate::vm::Vm;
 
 /// Where a raw test payload is loaded and entered (real mode).
-pub const RAW_PAYLOAD_ADDR: u64 = 0x1000;
+pub(crate) const RAW_PAYLOAD_ADDR: u64 = 0x1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {

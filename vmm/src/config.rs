@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 
+use hull_contract::{MAX_VCPUS, SHARE_FS_TAG};
 use serde::{Deserialize, Serialize};
 
-/// Largest VM we build (the MP table must fit in the EBDA).
-pub const MAX_VCPUS: u8 = 32;
+/// vCPUs and memory when the caller names none.
+pub const DEFAULT_VCPUS: u8 = 1;
+pub const DEFAULT_MEM_MIB: u32 = 128;
 /// Default guest kernel command line: console on COM1, reset through the i8042 on reboot.
 pub const DEFAULT_CMDLINE: &str =
     "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd";
@@ -74,11 +76,9 @@ pub struct FsConfig {
     pub tag: String,
 }
 
-/// The tag hull's guest agent mounts (`agent/src/storage.rs`).
-pub const DEFAULT_FS_TAG: &str = "hull";
-
+/// The tag hull's guest agent mounts unless a caller names another.
 fn default_fs_tag() -> String {
-    DEFAULT_FS_TAG.to_string()
+    SHARE_FS_TAG.to_string()
 }
 
 impl std::str::FromStr for FsConfig {
@@ -118,7 +118,7 @@ pub struct NetConfig {
 
 impl NetConfig {
     /// The MAC as bytes, if it is a usable unicast address.
-    pub fn mac_bytes(&self) -> Result<[u8; 6], ConfigError> {
+    pub(crate) fn mac_bytes(&self) -> Result<[u8; 6], ConfigError> {
         let bad =
             || ConfigError::Invalid(format!("net mac {:?} must be xx:xx:xx:xx:xx:xx", self.mac));
         let mut mac = [0u8; 6];
@@ -142,7 +142,7 @@ impl NetConfig {
         Ok(mac)
     }
 
-    pub fn mtu(&self) -> u16 {
+    pub(crate) fn mtu(&self) -> u16 {
         self.mtu.unwrap_or(crate::devices::net::DEFAULT_MTU)
     }
 
@@ -253,10 +253,10 @@ fn default_cmdline() -> String {
     DEFAULT_CMDLINE.to_string()
 }
 fn default_vcpus() -> u8 {
-    1
+    DEFAULT_VCPUS
 }
 fn default_mem() -> u32 {
-    128
+    DEFAULT_MEM_MIB
 }
 fn default_true() -> bool {
     true
@@ -268,8 +268,8 @@ impl Default for VmConfig {
             kernel: None,
             initrd: None,
             cmdline: default_cmdline(),
-            vcpus: 1,
-            mem_mib: 128,
+            vcpus: DEFAULT_VCPUS,
+            mem_mib: DEFAULT_MEM_MIB,
             vsock: None,
             disks: vec![],
             fs: vec![],
@@ -292,7 +292,7 @@ pub enum ConfigError {
 
 impl VmConfig {
     /// Checks what can be checked without touching KVM.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let bad = |s: &str| Err(ConfigError::Invalid(s.to_string()));
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
             return bad(&format!("vcpus must be 1..={MAX_VCPUS}"));

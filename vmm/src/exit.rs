@@ -52,7 +52,7 @@ impl ExitReason {
 
 /// The first exit reason wins; the eventfd wakes the event loop.
 #[derive(Debug)]
-pub struct VmExit {
+pub(crate) struct VmExit {
     reason: Mutex<Option<ExitReason>>,
     /// The serial console saw the kernel's panic line: a reset that follows is the panic's.
     panicked: AtomicBool,

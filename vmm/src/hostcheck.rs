@@ -66,7 +66,7 @@ impl HostKvm {
     }
 
     /// Whether a Linux guest can boot here.
-    pub fn check_linux_guest(self) -> Result<(), HostKvmError> {
+    pub(crate) fn check_linux_guest(self) -> Result<(), HostKvmError> {
         match self {
             HostKvm::Hardware => Ok(()),
             HostKvm::Software => Err(HostKvmError::SoftwareKvm),

@@ -2,10 +2,11 @@
 //! `kvm-ioctls`.
 
 pub mod api;
-pub mod arch;
+pub(crate) mod arch;
 pub mod builder;
+pub mod cli;
 pub mod config;
-pub mod device_manager;
+pub(crate) mod device_manager;
 pub mod devices;
 pub mod exit;
 pub mod hostcheck;
@@ -13,3 +14,7 @@ pub mod metrics;
 pub mod seccomp;
 pub mod vmm;
 pub mod vstate;
+
+/// The virtio-net device model's benchmark driver (`bench/net/model`).
+#[cfg(feature = "bench")]
+pub use devices::net::bench as net_bench;

@@ -1,9 +1,14 @@
 //! Process-wide metrics: boot-phase timestamps (µs since the VMM process was exec'd) and counters,
-//! served as JSON over the API socket and logged at exit.
+//! served as JSON over the API socket and logged at exit ([`MetricsReport`]). Each value is an
+//! atomic the code that counts it owns; a report serializes what they read at that moment.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use serde::{Serialize, Serializer};
+
+use crate::devices::virtio::DeviceMetrics;
 
 static START: OnceLock<Instant> = OnceLock::new();
 
@@ -35,7 +40,7 @@ fn duration_us(d: Duration) -> u64 {
 }
 
 /// Microseconds since the exec (see `mark_exec`; without it, since the first call here).
-pub fn since_exec_us() -> u64 {
+pub(crate) fn since_exec_us() -> u64 {
     duration_us(START.get_or_init(Instant::now).elapsed())
 }
 
@@ -59,18 +64,24 @@ impl Stamp {
     }
 }
 
+impl Serialize for Stamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.get())
+    }
+}
+
 /// A counter.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
 impl Counter {
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Counter(AtomicU64::new(0))
     }
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.add(1);
     }
     pub fn get(&self) -> u64 {
@@ -78,8 +89,46 @@ impl Counter {
     }
 }
 
+impl Serialize for Counter {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.get())
+    }
+}
+
+/// A level that goes up and down (open connections).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub(crate) fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+}
+
+impl Serialize for Gauge {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// A yes/no state (whether a device watches its back end).
+#[derive(Debug, Default)]
+pub struct Flag(AtomicBool);
+
+impl Flag {
+    pub(crate) fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Relaxed);
+    }
+}
+
+impl Serialize for Flag {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bool(self.0.load(Ordering::Relaxed))
+    }
+}
+
 /// Boot phases (DESIGN §2 boot-time instrumentation).
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 pub struct BootMetrics {
     /// exec → `main` (loader and start-up code), see `mark_exec`.
     pub main_us: Stamp,
@@ -91,7 +140,7 @@ pub struct BootMetrics {
 }
 
 /// vCPU exit counters.
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 pub struct VcpuMetrics {
     pub exits_io: Counter,
     pub exits_mmio: Counter,
@@ -122,25 +171,39 @@ pub static METRICS: Metrics = Metrics {
     },
 };
 
-/// The process metrics plus per-device ones (`devices`, from each device's `metrics.rs`).
-pub fn to_json(devices: serde_json::Value) -> serde_json::Value {
-    let b = &METRICS.boot;
-    let v = &METRICS.vcpu;
-    serde_json::json!({
-        "boot": {
-            "main_us": b.main_us.get(),
-            "api_ready_us": b.api_ready_us.get(),
-            "vm_created_us": b.vm_created_us.get(),
-            "kernel_loaded_us": b.kernel_loaded_us.get(),
-            "first_kvm_run_us": b.first_kvm_run_us.get(),
-            "guest_boot_timer_us": b.guest_boot_timer_us.get(),
-        },
-        "vcpu": {
-            "exits_io": v.exits_io.get(),
-            "exits_mmio": v.exits_mmio.get(),
-            "unhandled_io": v.unhandled_io.get(),
-            "unhandled_mmio": v.unhandled_mmio.get(),
-        },
-        "devices": devices,
-    })
+/// One virtio device in a [`MetricsReport`].
+#[derive(Debug, Serialize)]
+pub struct DeviceReport {
+    /// The virtio device type (1 net, 2 blk, 4 rng, 19 vsock, 26 fs).
+    #[serde(rename = "type")]
+    pub device_type: u32,
+    pub activated: bool,
+    pub metrics: DeviceMetrics,
+}
+
+/// What `GET /metrics` answers and `--metrics-on-exit` prints: the process metrics plus one
+/// entry per virtio device (none before boot).
+#[derive(Debug, Serialize)]
+pub struct MetricsReport {
+    pub boot: &'static BootMetrics,
+    pub vcpu: &'static VcpuMetrics,
+    pub devices: Vec<DeviceReport>,
+}
+
+impl MetricsReport {
+    pub fn new(devices: Vec<DeviceReport>) -> Self {
+        MetricsReport {
+            boot: &METRICS.boot,
+            vcpu: &METRICS.vcpu,
+            devices,
+        }
+    }
+}
+
+impl std::fmt::Display for MetricsReport {
+    /// One line of JSON.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let json = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(&json)
+    }
 }

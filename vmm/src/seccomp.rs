@@ -34,7 +34,7 @@ pub enum ThreadKind {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SeccompError {
+pub(crate) enum SeccompError {
     #[error("cannot build the {0:?} filter: {1}")]
     Build(ThreadKind, String),
     #[error("cannot install the {0:?} filter: {1}")]
@@ -158,7 +158,7 @@ const fn kvm_iowr<T>(nr: u32) -> u64 {
 }
 
 /// `ioctl` requests by number (see `linux/kvm.h`; kvm-ioctls keeps its own private).
-pub mod ioctls {
+pub(crate) mod ioctls {
     use super::*;
     pub const KVM_CREATE_VM: u64 = kvm_io(0x01);
     pub const KVM_GET_VCPU_MMAP_SIZE: u64 = kvm_io(0x04);
@@ -243,7 +243,7 @@ fn ioctl_rules(kind: ThreadKind, requests: &[u64]) -> Result<Vec<SeccompRule>, S
 }
 
 /// The BPF program for `kind`.
-pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
+pub(crate) fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
     let (syscalls, mut requests): (Vec<i64>, Vec<u64>) = match kind {
         ThreadKind::Vmm => (VMM.to_vec(), VMM_IOCTLS.to_vec()),
         ThreadKind::Vcpu => (VCPU.to_vec(), VCPU_IOCTLS.to_vec()),

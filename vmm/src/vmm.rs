@@ -12,6 +12,7 @@ use vmm_sys_util::timerfd::TimerFd;
 use crate::device_manager::bus::lock;
 use crate::devices::virtio::VirtioDevice;
 use crate::exit::{ExitReason, VmExit};
+use crate::metrics::{DeviceReport, MetricsReport};
 use crate::vstate::halt::{HaltStep, HaltWatch, TICK_MS};
 use crate::vstate::memory::GuestMemoryMmap;
 use crate::vstate::vcpu::{VcpuError, VcpuEvent, VcpuHandle, VcpuState};
@@ -53,7 +54,7 @@ impl MutEventSubscriber for HaltTimer {
 
 /// SIGTERM/SIGINT (blocked in every thread, read here) stop the VM.
 #[derive(Debug)]
-pub struct SignalWatcher {
+pub(crate) struct SignalWatcher {
     fd: nix::sys::signalfd::SignalFd,
     exit: Arc<VmExit>,
 }
@@ -100,7 +101,7 @@ impl std::fmt::Debug for Vmm {
 }
 
 impl Vmm {
-    pub fn new(
+    pub(crate) fn new(
         vm: Vm,
         mem: GuestMemoryMmap,
         vcpus: Vec<VcpuHandle>,
@@ -162,7 +163,7 @@ impl Vmm {
         self.events.add_subscriber(s);
     }
 
-    pub fn exit_handle(&self) -> Arc<VmExit> {
+    pub(crate) fn exit_handle(&self) -> Arc<VmExit> {
         self.exit.clone()
     }
 
@@ -179,16 +180,7 @@ impl Vmm {
         self.exit.reason()
     }
 
-    /// Runs until the VM ends.
-    pub fn run(&mut self) -> ExitReason {
-        loop {
-            if let Some(r) = self.run_once(-1) {
-                return r;
-            }
-        }
-    }
-
-    pub fn vcpu_states(&self) -> Vec<VcpuState> {
+    pub(crate) fn vcpu_states(&self) -> Vec<VcpuState> {
         self.vcpus.iter().map(VcpuHandle::state).collect()
     }
 
@@ -211,17 +203,21 @@ impl Vmm {
         self.exit.signal(ExitReason::Stopped);
     }
 
-    /// Device metrics as JSON.
-    pub fn metrics(&self) -> serde_json::Value {
-        let devs: Vec<_> = self
+    /// The process's and every device's metrics.
+    pub fn metrics(&self) -> MetricsReport {
+        let devices = self
             .devices
             .iter()
             .map(|d| {
                 let d = lock(d);
-                serde_json::json!({ "type": d.device_type(), "activated": d.is_activated(), "metrics": d.metrics() })
+                DeviceReport {
+                    device_type: d.device_type(),
+                    activated: d.is_activated(),
+                    metrics: d.metrics(),
+                }
             })
             .collect();
-        crate::metrics::to_json(serde_json::Value::Array(devs))
+        MetricsReport::new(devices)
     }
 
     /// Stops and joins every vCPU thread; devices (and their sockets) go with `self`.

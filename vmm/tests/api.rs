@@ -1,11 +1,33 @@
 //! Host test of the API socket: configure, boot, pause, resume, metrics, shutdown through the
 //! real binary, with a tiny payload; the socket file is gone afterwards.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hull_contract::vmm_args::VmmArgs;
+use support::{require_kvm, wait_until};
+
+/// hull-vmm serving its API on `sock`, started and waited for until it accepts.
+fn spawn_api(sock: &Path, stderr: Stdio) -> Child {
+    let args = VmmArgs {
+        api_sock: Some(sock.to_path_buf()),
+        ..VmmArgs::default()
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_hull-vmm"))
+        .args(args.to_args())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    wait_until("API socket up", Duration::from_secs(10), || {
+        UnixStream::connect(sock).ok()
+    });
+    child
+}
 
 fn request(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = UnixStream::connect(sock).unwrap();
@@ -27,14 +49,7 @@ fn request(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
 
 #[test]
 fn configure_boot_pause_resume_metrics_shutdown() {
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
-        return;
-    }
+    require_kvm();
     let dir = tempfile::tempdir().unwrap();
     let payload = dir.path().join("p.bin");
     // out 'A' to COM1, then idle (sti; hlt; jmp): halted with interrupts on, the guest may
@@ -46,20 +61,7 @@ fn configure_boot_pause_resume_metrics_shutdown() {
     .unwrap();
     let sock = dir.path().join("api.sock");
     let console = dir.path().join("console");
-    let t0 = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hull-vmm"))
-        .arg("--api-sock")
-        .arg(&sock)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    while UnixStream::connect(&sock).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "API socket never came up"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let mut child = spawn_api(&sock, Stdio::piped());
     let (code, body) = request(&sock, "GET", "/vm", "");
     assert_eq!(code, 200);
     assert!(body.contains("not_configured"), "{body}");
@@ -81,11 +83,9 @@ fn configure_boot_pause_resume_metrics_shutdown() {
         request(&sock, "PUT", "/actions", r#"{"action":"boot"}"#).0,
         204
     );
-    let start = Instant::now();
-    while std::fs::read_to_string(&console).unwrap_or_default() != "A" {
-        assert!(start.elapsed() < Duration::from_secs(10), "guest never ran");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("guest output", Duration::from_secs(10), || {
+        (std::fs::read_to_string(&console).unwrap_or_default() == "A").then_some(())
+    });
     assert_eq!(
         request(&sock, "PUT", "/actions", r#"{"action":"pause"}"#).0,
         204
@@ -109,17 +109,9 @@ fn configure_boot_pause_resume_metrics_shutdown() {
         request(&sock, "PUT", "/actions", r#"{"action":"shutdown"}"#).0,
         204
     );
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no exit after shutdown"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let status = wait_until("exit after shutdown", Duration::from_secs(10), || {
+        child.try_wait().unwrap()
+    });
     let mut err = String::new();
     let _ = child.stderr.take().unwrap().read_to_string(&mut err);
     assert_eq!(status.code(), Some(0), "stderr: {err}");
@@ -131,16 +123,7 @@ fn shutdown_before_boot_and_sigterm_before_boot() {
     let dir = tempfile::tempdir().unwrap();
     for via_signal in [false, true] {
         let sock = dir.path().join("api.sock");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hull-vmm"))
-            .arg("--api-sock")
-            .arg(&sock)
-            .spawn()
-            .unwrap();
-        let t0 = Instant::now();
-        while UnixStream::connect(&sock).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let mut child = spawn_api(&sock, Stdio::inherit());
         if via_signal {
             let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
             nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).unwrap();

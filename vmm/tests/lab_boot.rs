@@ -4,29 +4,22 @@
 //! PVH, guest `reboot -f` and `poweroff -f` (1 and 2 vCPUs) → exit 0, a guest kernel panic →
 //! exit 3, SIGTERM → exit 0 with nothing left behind.
 //!
-//! Slow (minutes); `make test` runs it after `cargo build --workspace` has built `hullctl`.
-//! Alone: `cargo build -p hullctl && cargo test -p hull-vmm --test lab_boot -- --nocapture`.
-
-use std::path::PathBuf;
+//! Slow (minutes); `make test` runs it in its lab tier. Alone:
+//! `cargo test -p hull-vmm --test lab_boot -- --ignored --nocapture`.
 
 #[test]
+#[ignore = "lab"]
 fn lab_boot() {
-    let root = hull_tests::repo_root();
     let vmm = env!("CARGO_BIN_EXE_hull-vmm");
-    let target = PathBuf::from(vmm).parent().unwrap().to_path_buf();
-    let hullctl = target.join("hullctl");
-    assert!(
-        hullctl.exists(),
-        "build hullctl first: cargo build -p hullctl"
-    );
+    let hullctl = hull_tests::build_bin("hullctl").expect("build hullctl");
     // One parser of guest/build's output for every suite: hull-tests' guest_image().
     let image = hull_tests::guest_image().expect("guest/build");
-    let out_dir = root.join("target/lab-out/vmm");
+    let out_dir = hull_tests::lab_out_dir("vmm");
     // Boots in a row that must leave nothing behind (~6 s each in the lab). `HULL_LAB_REPEAT`
     // changes the count for a quicker local run.
     let repeat = std::env::var("HULL_LAB_REPEAT").unwrap_or_else(|_| "20".to_owned());
     // A passing run takes ~5 min; a stall should not eat the whole CI budget.
-    let status = hull_tests::lab_script(
+    hull_tests::assert_lab_script(
         600,
         "vmm/tests/lab/boot.sh",
         &[
@@ -38,11 +31,6 @@ fn lab_boot() {
             out_dir.as_os_str(),
             repeat.as_ref(),
         ],
-    )
-    .expect("lab/run");
-    assert!(
-        status.success(),
-        "lab checks failed ({status}); logs in {}",
-        out_dir.display()
+        &out_dir,
     );
 }

@@ -5,17 +5,17 @@
 //! tested through containerd in `shim/tests/lab_containerd.rs`.
 //!
 //! Slow (lab boot, then the guest under TCG). Alone:
-//! `cargo test -p hull-vmm --test lab_fs -- --nocapture`.
+//! `cargo test -p hull-vmm --test lab_fs -- --ignored --nocapture`.
 
 #[test]
+#[ignore = "lab"]
 fn lab_virtio_fs() {
-    let root = hull_tests::repo_root();
     let vmm = env!("CARGO_BIN_EXE_hull-vmm");
     let image = hull_tests::guest_image().expect("guest/build");
     let vfsd = hull_tests::virtiofsd().expect("scripts/ensure-virtiofsd");
-    let out_dir = root.join("target/lab-out/vmm-fs");
+    let out_dir = hull_tests::lab_out_dir("vmm-fs");
     // A passing run takes ~2 min; bound a stall.
-    let status = hull_tests::lab_script(
+    hull_tests::assert_lab_script(
         600,
         "vmm/tests/lab/fs.sh",
         &[
@@ -24,11 +24,6 @@ fn lab_virtio_fs() {
             vfsd.as_os_str(),
             out_dir.as_os_str(),
         ],
-    )
-    .expect("lab/run");
-    assert!(
-        status.success(),
-        "lab checks failed ({status}); logs in {}",
-        out_dir.display()
+        &out_dir,
     );
 }

@@ -1,10 +1,14 @@
 //! In-process: after `Vmm::shutdown` no vCPU thread is left and the fd count is back where it
 //! started. Its own test binary so no other VM runs in the process meanwhile.
 
-use std::time::{Duration, Instant};
+mod support;
 
+use std::time::Duration;
+
+use hull_contract::vsock::GUEST_CID;
 use hull_vmm::config::{ConsoleConfig, VmConfig, VsockConfig};
 use hull_vmm::hostcheck::HostKvm;
+use support::{require_kvm, wait_until};
 
 fn vcpu_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -20,14 +24,7 @@ fn fds() -> usize {
 
 #[test]
 fn shutdown_leaves_no_threads_fds_or_sockets() {
-    if std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
-        return;
-    }
+    require_kvm();
     let dir = tempfile::tempdir().unwrap();
     let payload = dir.path().join("p.bin");
     // sti; hlt; jmp: an idle guest, which the halt watch must leave alone.
@@ -41,7 +38,7 @@ fn shutdown_leaves_no_threads_fds_or_sockets() {
             console: ConsoleConfig::Off,
             vsock: Some(VsockConfig {
                 uds: uds.clone(),
-                cid: 3,
+                cid: GUEST_CID,
             }),
             ..Default::default()
         };
@@ -50,13 +47,7 @@ fn shutdown_leaves_no_threads_fds_or_sockets() {
         vmm.pause().unwrap();
         vmm.resume().unwrap();
         vmm.request_stop();
-        let start = Instant::now();
-        let reason = loop {
-            if let Some(r) = vmm.run_once(100) {
-                break r;
-            }
-            assert!(start.elapsed() < Duration::from_secs(5));
-        };
+        let reason = wait_until("stop", Duration::from_secs(5), || vmm.run_once(100));
         assert_eq!(reason, hull_vmm::exit::ExitReason::Stopped);
         vmm.shutdown();
         assert_eq!(vcpu_threads(), 0, "round {round}");

@@ -58,13 +58,9 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Writes a reply; `body` None means 204.
-pub fn write_response(
-    mut w: impl Write,
-    status: u16,
-    body: Option<&serde_json::Value>,
-) -> std::io::Result<()> {
-    let text = body.map(|b| b.to_string()).unwrap_or_default();
+/// Writes a reply with a JSON `body`; a 200 without one is a 204.
+pub fn write_response(mut w: impl Write, status: u16, body: Option<&str>) -> std::io::Result<()> {
+    let text = body.unwrap_or_default();
     let status = if body.is_none() && status == 200 {
         204
     } else {

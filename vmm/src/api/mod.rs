@@ -2,16 +2,18 @@
 //! handler validates and runs it against the [`Controller`], which owns the (maybe not yet
 //! booted) VM. The wire format is a minimal HTTP/1.1 subset, see `vmm/API.md`.
 
-pub mod http;
+pub(crate) mod http;
 pub mod server;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::builder::{self, BuildError};
 use crate::config::VmConfig;
 use crate::exit::ExitReason;
 use crate::hostcheck::HostKvm;
+use crate::metrics::MetricsReport;
 use crate::vmm::Vmm;
+use crate::vstate::vcpu::VcpuState;
 
 /// Everything the API can ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +30,55 @@ pub enum VmmAction {
     GetState,
 }
 
+/// Where the VM is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    NotConfigured,
+    Configured,
+    Running,
+    Paused,
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VmState::NotConfigured => "not_configured",
+            VmState::Configured => "configured",
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+        })
+    }
+}
+
+/// `GET /vm`'s reply.
+#[derive(Debug, Serialize)]
+pub struct VmInfo {
+    pub state: VmState,
+    pub config: Option<VmConfig>,
+    /// Each vCPU's state, once booted.
+    pub vcpus: Option<Vec<VcpuState>>,
+}
+
+/// What an action answers: nothing (204), or a JSON body (200).
+#[derive(Debug)]
+pub enum Reply {
+    Empty,
+    Vm(Box<VmInfo>),
+    Metrics(MetricsReport),
+}
+
+impl Reply {
+    /// The JSON body, if any.
+    pub(crate) fn body(&self) -> Option<String> {
+        match self {
+            Reply::Empty => None,
+            Reply::Vm(v) => serde_json::to_string(v).ok(),
+            Reply::Metrics(m) => Some(m.to_string()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("bad request: {0}")]
@@ -35,7 +86,7 @@ pub enum ApiError {
     #[error("not found: {0}")]
     NotFound(String),
     #[error("not allowed in state {state}: {what}")]
-    WrongState { state: &'static str, what: String },
+    WrongState { state: VmState, what: String },
     #[error("boot failed: {0}")]
     Boot(#[from] BuildError),
     #[error("vCPU control failed: {0}")]
@@ -43,7 +94,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn http_status(&self) -> u16 {
+    pub(crate) fn http_status(&self) -> u16 {
         match self {
             ApiError::BadRequest(_) => 400,
             ApiError::NotFound(_) => 404,
@@ -60,7 +111,7 @@ struct ActionBody {
 }
 
 /// Maps a request line and body to an action.
-pub fn parse_action(method: &str, path: &str, body: &[u8]) -> Result<VmmAction, ApiError> {
+pub(crate) fn parse_action(method: &str, path: &str, body: &[u8]) -> Result<VmmAction, ApiError> {
     let bad = |e: serde_json::Error| ApiError::BadRequest(e.to_string());
     match (method, path) {
         ("PUT", "/vm") => Ok(VmmAction::Configure(Box::new(
@@ -89,27 +140,26 @@ pub struct Controller {
     host: Option<HostKvm>,
     config: Option<VmConfig>,
     vmm: Option<Vmm>,
-    paused: bool,
+    state: VmState,
 }
 
 impl Controller {
     /// `host` None: detect the host's KVM flavour when booting.
     pub fn new(host: Option<HostKvm>, config: Option<VmConfig>) -> Self {
+        let state = match config {
+            Some(_) => VmState::Configured,
+            None => VmState::NotConfigured,
+        };
         Controller {
             host,
             config,
             vmm: None,
-            paused: false,
+            state,
         }
     }
 
-    pub fn state(&self) -> &'static str {
-        match (&self.vmm, self.paused, &self.config) {
-            (Some(_), true, _) => "paused",
-            (Some(_), false, _) => "running",
-            (None, _, Some(_)) => "configured",
-            (None, _, None) => "not_configured",
-        }
+    pub(crate) fn state(&self) -> VmState {
+        self.state
     }
 
     pub fn vmm_mut(&mut self) -> Option<&mut Vmm> {
@@ -127,8 +177,8 @@ impl Controller {
         }
     }
 
-    /// Runs one action; the JSON value is the reply body (`Null` for none).
-    pub fn handle(&mut self, action: VmmAction) -> Result<serde_json::Value, ApiError> {
+    /// Runs one action.
+    pub fn handle(&mut self, action: VmmAction) -> Result<Reply, ApiError> {
         match action {
             VmmAction::Configure(c) => {
                 if self.vmm.is_some() {
@@ -137,7 +187,8 @@ impl Controller {
                 c.validate()
                     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
                 self.config = Some(*c);
-                Ok(serde_json::Value::Null)
+                self.state = VmState::Configured;
+                Ok(Reply::Empty)
             }
             VmmAction::Boot => {
                 let Some(cfg) = (self.vmm.is_none()).then_some(()).and(self.config.as_ref()) else {
@@ -147,7 +198,8 @@ impl Controller {
                     HostKvm::detect(&crate::hostcheck::HostPaths::default())
                 });
                 self.vmm = Some(builder::build_and_boot(cfg, host)?);
-                Ok(serde_json::Value::Null)
+                self.state = VmState::Running;
+                Ok(Reply::Empty)
             }
             VmmAction::Pause | VmmAction::Resume => {
                 let pause = action == VmmAction::Pause;
@@ -159,29 +211,33 @@ impl Controller {
                 } else {
                     vmm.resume()?;
                 }
-                self.paused = pause;
-                Ok(serde_json::Value::Null)
+                self.state = if pause {
+                    VmState::Paused
+                } else {
+                    VmState::Running
+                };
+                Ok(Reply::Empty)
             }
             VmmAction::Shutdown => {
                 if let Some(vmm) = &self.vmm {
                     vmm.request_stop();
                 }
-                Ok(serde_json::Value::Null)
+                Ok(Reply::Empty)
             }
-            VmmAction::GetMetrics => Ok(match &self.vmm {
+            VmmAction::GetMetrics => Ok(Reply::Metrics(match &self.vmm {
                 Some(v) => v.metrics(),
-                None => crate::metrics::to_json(serde_json::Value::Array(vec![])),
-            }),
-            VmmAction::GetState => Ok(serde_json::json!({
-                "state": self.state(),
-                "config": self.config,
-                "vcpus": self.vmm.as_ref().map(|v| v.vcpu_states().iter().map(|s| format!("{s:?}")).collect::<Vec<_>>()),
+                None => MetricsReport::new(vec![]),
             })),
+            VmmAction::GetState => Ok(Reply::Vm(Box::new(VmInfo {
+                state: self.state,
+                config: self.config.clone(),
+                vcpus: self.vmm.as_ref().map(Vmm::vcpu_states),
+            }))),
         }
     }
 
     /// Whether the process should end because of this action (shutdown before boot).
-    pub fn ends_process(&self, action: &VmmAction) -> bool {
+    pub(crate) fn ends_process(&self, action: &VmmAction) -> bool {
         *action == VmmAction::Shutdown && self.vmm.is_none()
     }
 
@@ -222,7 +278,7 @@ mod tests {
     #[test]
     fn state_machine_refuses_out_of_order_actions() {
         let mut c = Controller::new(Some(HostKvm::Hardware), None);
-        assert_eq!(c.state(), "not_configured");
+        assert_eq!(c.state(), VmState::NotConfigured);
         assert_eq!(c.handle(VmmAction::Boot).unwrap_err().http_status(), 409);
         assert_eq!(c.handle(VmmAction::Pause).unwrap_err().http_status(), 409);
         let bad = VmConfig::default(); // no kernel
@@ -237,8 +293,20 @@ mod tests {
             ..Default::default()
         };
         c.handle(VmmAction::Configure(Box::new(cfg))).unwrap();
-        assert_eq!(c.state(), "configured");
+        assert_eq!(c.state(), VmState::Configured);
         assert!(c.ends_process(&VmmAction::Shutdown));
-        assert!(c.handle(VmmAction::GetMetrics).unwrap()["boot"].is_object());
+        let Reply::Metrics(m) = c.handle(VmmAction::GetMetrics).unwrap() else {
+            panic!("metrics reply expected");
+        };
+        let m: serde_json::Value = serde_json::from_str(&m.to_string()).unwrap();
+        assert!(
+            m["boot"].is_object() && m["devices"] == serde_json::json!([]),
+            "{m}"
+        );
+        let body = c.handle(VmmAction::GetState).unwrap().body().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["state"], "configured");
+        assert_eq!(v["config"]["kernel"], "/nonexistent");
+        assert!(v["vcpus"].is_null(), "{v}");
     }
 }

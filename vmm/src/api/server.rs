@@ -83,15 +83,22 @@ pub fn serve_pending(pending: &Pending, ctl: &mut Controller) -> bool {
             ctl.handle(a)
         });
         let _ = match result {
-            Ok(serde_json::Value::Null) => http::write_response(&stream, 200, None),
-            Ok(v) => http::write_response(&stream, 200, Some(&v)),
-            Err(e) => http::write_response(
-                &stream,
-                e.http_status(),
-                Some(&serde_json::json!({ "error": e.to_string() })),
-            ),
+            Ok(reply) => http::write_response(&stream, 200, reply.body().as_deref()),
+            Err(e) => http::write_response(&stream, e.http_status(), Some(&error_body(&e))),
         };
     }
+}
+
+/// `{"error": "one line"}`.
+fn error_body(e: &ApiError) -> String {
+    #[derive(serde::Serialize)]
+    struct ErrorBody {
+        error: String,
+    }
+    let body = ErrorBody {
+        error: e.to_string(),
+    };
+    serde_json::to_string(&body).unwrap_or_default()
 }
 
 /// The API socket as an event source of the running VM.

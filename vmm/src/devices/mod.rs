@@ -1,9 +1,9 @@
 //! Guest-visible devices: legacy PC devices and virtio devices, one folder each.
 
-pub mod blk;
-pub mod legacy;
-pub mod net;
-pub mod rng;
-pub mod vhost_user_fs;
+pub(crate) mod blk;
+pub(crate) mod legacy;
+pub(crate) mod net;
+pub(crate) mod rng;
+pub(crate) mod vhost_user_fs;
 pub mod virtio;
-pub mod vsock;
+pub(crate) mod vsock;

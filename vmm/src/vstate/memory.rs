@@ -69,7 +69,7 @@ pub fn limit_host_heap() {
 }
 
 /// Creates `size` bytes of guest RAM laid out by `arch::ram_regions`, backed by one memfd.
-pub fn create(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
+pub(crate) fn create(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
     if size < (1 << 20) || !size.is_multiple_of(4096) {
         return Err(MemoryError::Size(size));
     }

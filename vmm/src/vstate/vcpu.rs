@@ -56,8 +56,8 @@ pub enum VcpuError {
     NoResponse(u8),
 }
 
-/// The vCPU state machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The vCPU state machine (`GET /vm` lists each vCPU's by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum VcpuState {
     Created,
     Running,
@@ -67,7 +67,7 @@ pub enum VcpuState {
 
 /// What the VMM asks of a vCPU thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VcpuEvent {
+pub(crate) enum VcpuEvent {
     Resume,
     Pause,
     Finish,
@@ -83,7 +83,7 @@ enum RunOutcome {
 
 /// A configured vCPU, not yet running.
 #[derive(Debug)]
-pub struct Vcpu {
+pub(crate) struct Vcpu {
     fd: VcpuFd,
     id: u8,
     io_bus: Arc<Bus>,
@@ -338,7 +338,7 @@ fn install_kick_handler() -> Result<(), VcpuError> {
 
 /// The VMM's side of a running vCPU thread.
 #[derive(Debug)]
-pub struct VcpuHandle {
+pub(crate) struct VcpuHandle {
     id: u8,
     events: Sender<VcpuEvent>,
     states: Receiver<VcpuState>,

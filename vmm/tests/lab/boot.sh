@@ -5,28 +5,21 @@
 # usage: boot.sh VMM HULLCTL VMLINUX BZIMAGE INITRD OUTDIR [REPEAT]
 set -u
 VMM=$1 CTL=$2 VMLINUX=$3 BZIMAGE=$4 INITRD=$5 OUT=$6 REPEAT=${7:-3}
+# shellcheck source-path=SCRIPTDIR source=../../../lab/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/../../../lab/lib.sh" || exit 1
 mkdir -p "$OUT"
-fail=0
-pass() { echo "PASS: $*"; }
-flunk() { echo "FAIL: $*"; fail=1; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 # lab/init sets shmem THP to `advise`, as a production node should have it (hull-vmm asks
 # for huge pages for guest RAM); printed so a log shows what the run had.
 thp=/sys/kernel/mm/transparent_hugepage/shmem_enabled
 echo "INFO: shmem THP: $(cat $thp 2>/dev/null)"
-CMDLINE="console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd quiet"
 
 # stop_vmm PID TAG: SIGTERM, then wait at most 30 s. A VMM that ignores SIGTERM is a failure,
 # reported with where each of its threads is stuck, then killed, so one hang cannot eat the
 # whole lab timeout. Returns the VMM's exit status (or 255 when it had to be killed).
 stop_vmm() {
-	local pid=$1 tag=$2 i t
+	local pid=$1 tag=$2 t
 	kill -TERM "$pid" 2>/dev/null
-	for i in $(seq 300); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$pid" 2>/dev/null; then
+	if ! wait_gone "$pid" 30; then
 		flunk "$tag: hull-vmm still running 30 s after SIGTERM; its threads:"
 		for t in /proc/"$pid"/task/*; do
 			echo "  $(cat "$t/comm" 2>/dev/null) state=$(awk '/^State/{print $2}' "$t/status" 2>/dev/null)" \
@@ -40,19 +33,6 @@ stop_vmm() {
 	wait "$pid"
 }
 
-# thread_ticks PID: each thread's state and CPU ticks, sampled twice 2 s apart.
-thread_ticks() {
-	local pid=$1 n t st f
-	for n in 1 2; do
-		for t in /proc/"$pid"/task/*; do
-			st=$(sed 's/.*) //' "$t/stat" 2>/dev/null) || continue
-			read -r -a f <<<"$st"
-			echo "sample $n: $(cat "$t/comm" 2>/dev/null) state=${f[0]} cpu_ticks=$((f[11] + f[12]))"
-		done
-		((n == 2)) || sleep 2
-	done
-}
-
 # boot_agent TAG KERNEL VCPUS [extra vmm args...]: boot to the agent, check health, SIGTERM.
 boot_agent() {
 	local tag=$1 kernel=$2 n=$3
@@ -61,7 +41,7 @@ boot_agent() {
 	d=$(mktemp -d /tmp/hull-lab.XXXXXX)
 	local t0 t1
 	t0=$(now_ms)
-	"$VMM" --kernel "$kernel" --initrd "$INITRD" --vcpus "$n" --mem-mib 256 --cmdline "$CMDLINE" \
+	"$VMM" --kernel "$kernel" --initrd "$INITRD" --vcpus "$n" --mem-mib 256 --cmdline "$guest_cmdline_quiet" \
 		--vsock-uds "$d/v.sock" --console "$OUT/console-$tag.log" --boot-timer --metrics-on-exit \
 		"$@" 2>"$OUT/vmm-$tag.err" &
 	local pid=$!
@@ -118,7 +98,7 @@ rm -f "$img"
 # A guest kernel panic: no initrd -> "Kernel panic - not syncing" -> panic=1 resets through the
 # i8042 -> a guest crash (exit 3, GuestPanic), not the clean reboot KVM alone would report.
 timeout -k 10 120 "$VMM" --kernel "$VMLINUX" --vcpus 1 --mem-mib 128 \
-	--cmdline "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd" \
+	--cmdline "$guest_cmdline" \
 	--console "$OUT/console-panic.log" 2>"$OUT/vmm-panic.err"
 rc=$?
 [[ $rc == 3 ]] && grep -q "Kernel panic" "$OUT/console-panic.log" && grep -q "GuestPanic" "$OUT/vmm-panic.err" &&
@@ -130,9 +110,7 @@ rc=$?
 # busybox initrd runs `poweroff -f` -> the VMM exits 0.
 if [[ -x /bin/busybox ]]; then
 	r=$(mktemp -d /tmp/hull-rb.XXXXXX)
-	mkdir -p "$r/root/bin" "$r/root/dev" "$r/root/proc" "$r/root/sys"
-	cp /bin/busybox "$r/root/bin/busybox"
-	cat >"$r/root/init" <<'INIT'
+	busybox_initrd "$r/root" "$r/rb.cpio.gz" proc sys <<'INIT'
 #!/bin/busybox sh
 B=/bin/busybox
 $B mount -t devtmpfs dev /dev
@@ -145,15 +123,12 @@ $B echo "vdb-ro=$($B cat /sys/block/vdb/ro) vda-serial=$($B cat /sys/block/vda/s
 $B echo "cpus=$($B grep -c ^processor /proc/cpuinfo 2>/dev/null || $B ls -d /sys/devices/system/cpu/cpu[0-9]* | $B wc -l)"
 $B reboot -f
 INIT
-	chmod +x "$r/root/init"
-	(cd "$r/root" && find . | cpio -o -H newc 2>/dev/null | gzip -n >"$r/rb.cpio.gz")
-	RBCMD="console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd"
 	for n in 1 2; do
 		truncate -s 8M "$r/vda.img"
 		printf 'ro-disk-content!' >"$r/vdb.img"
 		truncate -s 1M "$r/vdb.img"
 		timeout -k 10 120 "$VMM" --kernel "$VMLINUX" --initrd "$r/rb.cpio.gz" --vcpus $n --mem-mib 128 \
-			--cmdline "$RBCMD" --console "$OUT/console-reboot-$n.log" \
+			--cmdline "$guest_cmdline" --console "$OUT/console-reboot-$n.log" \
 			--disk "$r/vda.img" --disk "$r/vdb.img,ro" 2>"$OUT/vmm-reboot-$n.err"
 		rc=$?
 		c="$OUT/console-reboot-$n.log"
@@ -171,20 +146,16 @@ INIT
 	done
 	# `poweroff -f`: without ACPI the guest kernel halts every CPU with interrupts off
 	# (machine_halt); the VMM's halt watch must end the VM with status 0.
-	mkdir -p "$r/po/bin" "$r/po/dev"
-	cp /bin/busybox "$r/po/bin/busybox"
-	cat >"$r/po/init" <<'INIT'
+	busybox_initrd "$r/po" "$r/po.cpio.gz" <<'INIT'
 #!/bin/busybox sh
 B=/bin/busybox
 $B mount -t devtmpfs dev /dev
 $B echo "guest-poweroff cpus=$($B grep -c ^processor /proc/cpuinfo 2>/dev/null || $B nproc)"
 $B poweroff -f
 INIT
-	chmod +x "$r/po/init"
-	(cd "$r/po" && find . | cpio -o -H newc 2>/dev/null | gzip -n >"$r/po.cpio.gz")
 	for n in 1 2; do
 		timeout -k 10 120 "$VMM" --kernel "$VMLINUX" --initrd "$r/po.cpio.gz" --vcpus $n --mem-mib 128 \
-			--cmdline "$RBCMD" --console "$OUT/console-poweroff-$n.log" 2>"$OUT/vmm-poweroff-$n.err"
+			--cmdline "$guest_cmdline" --console "$OUT/console-poweroff-$n.log" 2>"$OUT/vmm-poweroff-$n.err"
 		rc=$?
 		c="$OUT/console-poweroff-$n.log"
 		[[ $rc == 0 ]] && grep -q guest-poweroff "$c" && grep -q GuestPoweroff "$OUT/vmm-poweroff-$n.err" &&
@@ -205,7 +176,7 @@ stalled=0
 for i in $(seq "$REPEAT"); do
 	d=$(mktemp -d /tmp/hull-rep.XXXXXX)
 	t0=$(now_ms)
-	"$VMM" --kernel "$VMLINUX" --initrd "$INITRD" --mem-mib 256 --cmdline "$CMDLINE" \
+	"$VMM" --kernel "$VMLINUX" --initrd "$INITRD" --mem-mib 256 --cmdline "$guest_cmdline_quiet" \
 		--vsock-uds "$d/v.sock" --console "$OUT/console-repeat.log" 2>"$OUT/vmm-repeat.err" &
 	pid=$!
 	# 60 s: ten times a boot here, even under CI's load.

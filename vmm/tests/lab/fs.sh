@@ -9,13 +9,9 @@
 # usage: fs.sh VMM VMLINUX VIRTIOFSD OUTDIR
 set -u
 VMM=$1 VMLINUX=$2 VFSD=$3 OUT=$4
-# Stale files of an earlier run would satisfy the waits below.
-rm -rf "$OUT"
-mkdir -p "$OUT"
-fail=0
-pass() { echo "PASS: $*"; }
-flunk() { echo "FAIL: $*"; fail=1; }
-CMDLINE="console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd quiet"
+# shellcheck source-path=SCRIPTDIR source=../../../lab/lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/../../../lab/lib.sh" || exit 1
+fresh_dir "$OUT"
 
 work=$(mktemp -d /tmp/hull-fs-lab.XXXXXX)
 pids=()
@@ -28,37 +24,14 @@ trap cleanup EXIT
 
 # start_vfsd NAME: virtiofsd serving $work/NAME-share on $work/NAME.sock; sets vfsd.
 start_vfsd() {
-	local name=$1 i
+	local name=$1
 	mkdir -p "$work/$name-share"
 	"$VFSD" --socket-path="$work/$name.sock" --shared-dir="$work/$name-share" --sandbox=none \
 		--cache=auto --thread-pool-size=0 --log-level=warn 2>"$OUT/virtiofsd-$name.log" &
 	vfsd=$!
 	pids+=("$vfsd")
-	for i in $(seq 100); do
-		[[ -S $work/$name.sock ]] && return 0
-		sleep 0.1
-	done
+	poll 100 test -S "$work/$name.sock" && return 0
 	flunk "$name: no virtiofsd socket after 10 s: $(tail -3 "$OUT/virtiofsd-$name.log")"
-	return 1
-}
-
-# wait_for FILE PATTERN SECS
-wait_for() {
-	local i
-	for i in $(seq $(($3 * 10))); do
-		grep -q "$2" "$1" 2>/dev/null && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
-# wait_gone PID SECS: 0 once PID has exited.
-wait_gone() {
-	local i
-	for i in $(seq $(($2 * 10))); do
-		kill -0 "$1" 2>/dev/null || return 0
-		sleep 0.1
-	done
 	return 1
 }
 
@@ -74,9 +47,7 @@ mem_of() {
 start_vfsd bb || exit 1
 echo hello-from-host >"$work/bb-share/from-host"
 r=$work/bb
-mkdir -p "$r/root/bin" "$r/root/dev" "$r/root/proc" "$r/root/mnt"
-cp /bin/busybox "$r/root/bin/busybox"
-cat >"$r/root/init" <<'INIT'
+busybox_initrd "$r/root" "$r/bb.cpio.gz" proc mnt <<'INIT'
 #!/bin/busybox sh
 B=/bin/busybox
 $B mount -t devtmpfs dev /dev
@@ -97,16 +68,14 @@ while [ $i -lt 120 ]; do
 done
 while :; do $B sleep 10; done
 INIT
-chmod +x "$r/root/init"
-(cd "$r/root" && find . | cpio -o -H newc 2>/dev/null | gzip -n >"$r/bb.cpio.gz")
 con=$OUT/console-bb.log
 t0=$(date +%s%N)
-"$VMM" --kernel "$VMLINUX" --initrd "$r/bb.cpio.gz" --mem-mib 256 --cmdline "$CMDLINE" \
+"$VMM" --kernel "$VMLINUX" --initrd "$r/bb.cpio.gz" --mem-mib 256 --cmdline "$guest_cmdline_quiet" \
 	--console "$con" --fs "$work/bb.sock" --metrics-on-exit 2>"$OUT/vmm-bb.err" &
 vmm=$!
 pids+=("$vmm")
 if wait_for "$con" fs-ready 180; then
-	pass "busybox guest reached the share after $((($(date +%s%N) - t0) / 1000000)) ms"
+	pass "busybox guest reached the share after $(ms_since "$t0") ms"
 	grep -q fs-mounted "$con" && pass "guest mounts virtio-fs tag hull" || flunk "mount: $(grep -m1 fs-mount "$con")"
 	grep -q "host-file: hello-from-host" "$con" && pass "guest reads a host file" ||
 		flunk "host file in guest: $(grep -m1 host-file "$con" | tr -d '\r')"

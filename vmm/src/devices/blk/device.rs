@@ -5,13 +5,14 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
+use std::sync::Arc;
 
 use virtio_queue::QueueT;
 
 use super::metrics::BlockMetrics;
 use crate::devices::virtio::chain::ChainLimits;
 use crate::devices::virtio::{
-    read_config_bytes, DescChain, DeviceState, VirtioDevice, INT_VRING, TYPE_BLOCK,
+    read_config_bytes, DescChain, DeviceMetrics, DeviceState, VirtioDevice, INT_VRING, TYPE_BLOCK,
 };
 use crate::vstate::memory::GuestMemoryMmap;
 
@@ -50,7 +51,7 @@ pub struct Block {
     read_only: bool,
     sectors: u64,
     id: [u8; ID_LEN],
-    pub(super) metrics: BlockMetrics,
+    pub(super) metrics: Arc<BlockMetrics>,
 }
 
 impl Block {
@@ -69,12 +70,8 @@ impl Block {
             read_only,
             sectors: meta.len() / SECTOR_SIZE,
             id,
-            metrics: BlockMetrics::default(),
+            metrics: Arc::default(),
         })
-    }
-
-    pub fn device_id(&self) -> [u8; ID_LEN] {
-        self.id
     }
 
     /// Byte offset of `len` bytes at `sector`, if inside the disk.
@@ -222,8 +219,8 @@ impl VirtioDevice for Block {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config_space(), offset, data);
     }
-    fn metrics(&self) -> serde_json::Value {
-        self.metrics.to_json()
+    fn metrics(&self) -> DeviceMetrics {
+        DeviceMetrics::Block(self.metrics.clone())
     }
 }
 
@@ -351,7 +348,7 @@ mod tests {
         assert_eq!((status(&mem), len), (S_OK, 21));
         let mut id = [0u8; 20];
         mem.read_slice(&mut id, GuestAddress(DATA)).unwrap();
-        assert_eq!(id, b.device_id());
+        assert_eq!(id, b.id);
 
         header(&mem, 77, 0);
         run(

@@ -5,3 +5,4 @@ mod event_handler;
 mod metrics;
 
 pub use device::Block;
+pub use metrics::BlockMetrics;

@@ -1,11 +1,10 @@
-//! Boot timer: the guest agent writes [`READY_MAGIC`] once to port 0x3f0 when it serves; the
-//! VMM logs the time since its own start and keeps it as a metric.
+//! Boot timer: the guest agent writes [`AGENT_READY`] once to `hull_contract::boot_timer::PORT`
+//! when it serves; the VMM logs the time since its own start and keeps it as a metric.
+
+use hull_contract::boot_timer::AGENT_READY;
 
 use crate::device_manager::bus::BusDevice;
 use crate::metrics::{since_exec_us, METRICS};
-
-/// The value meaning "guest agent ready".
-pub const READY_MAGIC: u8 = 123;
 
 /// The boot-timer pseudo-device.
 #[derive(Debug)]
@@ -27,7 +26,7 @@ impl BusDevice for BootTimer {
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         if offset == 0
-            && data == [READY_MAGIC]
+            && data == [AGENT_READY]
             && METRICS.boot.guest_boot_timer_us.mark()
             && self.log
         {
@@ -49,9 +48,9 @@ mod tests {
     fn only_the_magic_byte_counts() {
         let mut t = BootTimer::new(false);
         t.write(0, &[1]);
-        t.write(0, &[READY_MAGIC, 0]);
+        t.write(0, &[AGENT_READY, 0]);
         assert_eq!(METRICS.boot.guest_boot_timer_us.get(), 0);
-        t.write(0, &[READY_MAGIC]);
+        t.write(0, &[AGENT_READY]);
         assert_ne!(METRICS.boot.guest_boot_timer_us.get(), 0);
     }
 }

@@ -15,6 +15,7 @@ pub const SERIAL_LEN: u64 = 8;
 /// The i8042 data (0x60) and command/status (0x64) ports.
 pub const I8042_PORT: u64 = 0x60;
 pub const I8042_LEN: u64 = 5;
-/// Boot timer: a 1-byte write of [`boot_timer::READY_MAGIC`] means "guest agent ready".
-pub const BOOT_TIMER_PORT: u64 = 0x3f0;
+/// Boot timer: a 1-byte write of `hull_contract::boot_timer::AGENT_READY` means "guest agent
+/// ready".
+pub const BOOT_TIMER_PORT: u64 = hull_contract::boot_timer::PORT as u64;
 pub const BOOT_TIMER_LEN: u64 = 1;

@@ -17,7 +17,8 @@ use super::tap::Tap;
 use super::NetError;
 use crate::config::NetConfig;
 use crate::devices::virtio::{
-    read_config_bytes, ActivateError, DeviceState, IrqTrigger, VirtioDevice, TYPE_NET,
+    read_config_bytes, ActivateError, DeviceMetrics, DeviceState, IrqTrigger, VirtioDevice,
+    TYPE_NET,
 };
 use crate::vstate::memory::GuestMemoryMmap;
 
@@ -86,7 +87,7 @@ pub struct Net {
     /// every chain the guest posts, so the ring's avail event (event indices) always points
     /// past the last one, and a frame needing several mergeable buffers can wait for them.
     pub(super) rx_pending: VecDeque<RxChain>,
-    pub(super) metrics: NetMetrics,
+    pub(super) metrics: Arc<NetMetrics>,
 }
 
 impl Net {
@@ -108,6 +109,12 @@ impl Net {
         config[0..6].copy_from_slice(&mac);
         config[8..10].copy_from_slice(&1u16.to_le_bytes());
         config[10..12].copy_from_slice(&mtu.to_le_bytes());
+        let metrics = Arc::new(NetMetrics {
+            tap: tap.name().to_owned(),
+            mac: mac.map(|b| format!("{b:02x}")).join(":"),
+            mtu,
+            ..NetMetrics::default()
+        });
         Ok(Net {
             state: DeviceState::new(2, QUEUE_SIZE, offload::OFFERED)?,
             tap,
@@ -118,7 +125,7 @@ impl Net {
             watch: TapWatch::default(),
             neg: Negotiated::default(),
             rx_pending: VecDeque::new(),
-            metrics: NetMetrics::default(),
+            metrics,
         })
     }
 
@@ -153,12 +160,6 @@ impl Net {
         self.watch.broken = true;
         self.metrics.tap_errors.inc();
     }
-
-    pub fn mac(&self) -> [u8; 6] {
-        let mut m = [0u8; 6];
-        m.copy_from_slice(&self.config[0..6]);
-        m
-    }
 }
 
 impl VirtioDevice for Net {
@@ -179,8 +180,8 @@ impl VirtioDevice for Net {
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {
         self.metrics.config_writes_ignored.inc();
     }
-    fn metrics(&self) -> serde_json::Value {
-        self.metrics.to_json(self)
+    fn metrics(&self) -> DeviceMetrics {
+        DeviceMetrics::Net(self.metrics.clone())
     }
     fn activate(
         &mut self,

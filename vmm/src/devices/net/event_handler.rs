@@ -27,7 +27,10 @@ impl Net {
             ops.modify(Events::new(&self.tap, want))
         };
         match res {
-            Ok(()) => self.watch.registered = want,
+            Ok(()) => {
+                self.watch.registered = want;
+                self.metrics.watching_rx.set(self.watching_rx());
+            }
             Err(e) => self.fail(&format!("cannot watch the tap: {e}")),
         }
     }

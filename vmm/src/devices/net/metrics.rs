@@ -1,10 +1,18 @@
-//! virtio-net counters.
+//! virtio-net counters, with the NIC's identity so a report names it.
 
-use super::device::Net;
-use crate::metrics::Counter;
+use serde::Serialize;
 
-#[derive(Debug, Default)]
+use crate::metrics::{Counter, Flag};
+
+#[derive(Debug, Default, Serialize)]
 pub struct NetMetrics {
+    /// The tap's interface name.
+    pub tap: String,
+    /// The guest's MAC, `xx:xx:xx:xx:xx:xx`.
+    pub mac: String,
+    pub mtu: u16,
+    /// Whether the event loop watches the tap for input.
+    pub watching_rx: Flag,
     pub rx_packets: Counter,
     pub rx_bytes: Counter,
     pub tx_packets: Counter,
@@ -21,27 +29,4 @@ pub struct NetMetrics {
     pub tap_errors: Counter,
     pub invalid_chains: Counter,
     pub config_writes_ignored: Counter,
-}
-
-impl NetMetrics {
-    pub fn to_json(&self, dev: &Net) -> serde_json::Value {
-        let mac = dev.mac().map(|b| format!("{b:02x}")).join(":");
-        serde_json::json!({
-            "tap": dev.tap.name(),
-            "mac": mac,
-            "mtu": dev.mtu,
-            "watching_rx": dev.watching_rx(),
-            "rx_packets": self.rx_packets.get(),
-            "rx_bytes": self.rx_bytes.get(),
-            "tx_packets": self.tx_packets.get(),
-            "tx_bytes": self.tx_bytes.get(),
-            "rx_no_buffer": self.rx_no_buffer.get(),
-            "rx_dropped": self.rx_dropped.get(),
-            "tx_dropped": self.tx_dropped.get(),
-            "tx_blocked": self.tx_blocked.get(),
-            "tap_errors": self.tap_errors.get(),
-            "invalid_chains": self.invalid_chains.get(),
-            "config_writes_ignored": self.config_writes_ignored.get(),
-        })
-    }
 }

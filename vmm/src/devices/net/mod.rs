@@ -1,8 +1,8 @@
-//! virtio-net with a tap back end (issue 6): one RX and one TX queue served on the VMM event
-//! loop. Frames move between the tap and guest memory with vectored I/O, no bounce buffer;
-//! checksum and TCP segmentation offloads both ways, mergeable RX buffers and event-index
-//! notification suppression when the driver accepts them ([`offload`]). The tap is watched
-//! for input only while the guest has RX buffers posted.
+//! virtio-net with a tap back end (DESIGN.md §1, networking): one RX and one TX queue served on the
+//! VMM event loop. Frames move between the tap and guest memory with vectored I/O, no bounce
+//! buffer; checksum and TCP segmentation offloads both ways, mergeable RX buffers and event-index
+//! notification suppression when the driver accepts them ([`offload`]). The tap is watched for
+//! input only while the guest has RX buffers posted.
 
 #[cfg(any(test, feature = "bench"))]
 pub mod bench;
@@ -17,7 +17,8 @@ mod tests;
 mod tx;
 
 pub use device::Net;
-pub use tap::{Tap, TapError, MAX_NAME_LEN, VNET_HDR_LEN};
+pub use metrics::NetMetrics;
+pub use tap::{TapError, MAX_NAME_LEN, VNET_HDR_LEN};
 
 /// Queue indices (spec 5.1.2: receiveq1, transmitq1).
 pub const RXQ: usize = 0;

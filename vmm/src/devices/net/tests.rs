@@ -16,6 +16,7 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::offload::{self, GSO_NONE};
+use super::tap::Tap;
 use super::*;
 use crate::device_manager::bus::{lock, BusDevice};
 use crate::devices::virtio::chain::test_util::{desc, NEXT, WRITE};

@@ -2,12 +2,15 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::sync::Arc;
 
 use virtio_queue::QueueT;
 
 use super::metrics::RngMetrics;
 use crate::devices::virtio::chain::ChainLimits;
-use crate::devices::virtio::{DescChain, DeviceState, VirtioDevice, INT_VRING, TYPE_RNG};
+use crate::devices::virtio::{
+    DescChain, DeviceMetrics, DeviceState, VirtioDevice, INT_VRING, TYPE_RNG,
+};
 
 const QUEUE_SIZE: u16 = 256;
 /// At most this much entropy per request.
@@ -22,7 +25,7 @@ const LIMITS: ChainLimits = ChainLimits {
 pub struct Rng {
     pub(super) state: DeviceState,
     source: File,
-    pub(super) metrics: RngMetrics,
+    pub(super) metrics: Arc<RngMetrics>,
 }
 
 impl Rng {
@@ -30,7 +33,7 @@ impl Rng {
         Ok(Rng {
             state: DeviceState::new(1, QUEUE_SIZE, 0)?,
             source: File::open("/dev/urandom")?,
-            metrics: RngMetrics::default(),
+            metrics: Arc::default(),
         })
     }
 
@@ -91,8 +94,8 @@ impl VirtioDevice for Rng {
     fn read_config(&self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
-    fn metrics(&self) -> serde_json::Value {
-        self.metrics.to_json()
+    fn metrics(&self) -> DeviceMetrics {
+        DeviceMetrics::Rng(self.metrics.clone())
     }
 }
 

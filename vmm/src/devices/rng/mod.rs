@@ -5,3 +5,4 @@ mod event_handler;
 mod metrics;
 
 pub use device::Rng;
+pub use metrics::RngMetrics;

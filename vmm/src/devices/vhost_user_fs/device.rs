@@ -13,8 +13,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::frontend::{Backend, FsError, VringPlan, NUM_QUEUES};
 use super::metrics::FsMetrics;
 use crate::devices::virtio::{
-    read_config_bytes, ActivateError, DeviceState, IrqTrigger, VirtioDevice, TYPE_FS,
-    VIRTIO_F_VERSION_1,
+    read_config_bytes, ActivateError, DeviceMetrics, DeviceState, IrqTrigger, VirtioDevice,
+    TYPE_FS, VIRTIO_F_VERSION_1,
 };
 use crate::exit::VmExit;
 use crate::vstate::memory::GuestMemoryMmap;
@@ -41,7 +41,7 @@ pub struct VhostUserFs {
     /// Vrings checked at activation, waiting for the event loop.
     pub(super) pending: Option<Vec<VringPlan>>,
     pub(super) exit: Arc<VmExit>,
-    pub(super) metrics: FsMetrics,
+    pub(super) metrics: Arc<FsMetrics>,
     /// The back end is gone; stop watching its socket.
     pub(super) dead: bool,
 }
@@ -60,6 +60,12 @@ impl VhostUserFs {
         config[..tag.len()].copy_from_slice(tag.as_bytes());
         config[TAG_LEN..].copy_from_slice(&1u32.to_le_bytes());
         let avail = VIRTIO_F_VERSION_1 | (backend.features() & RING_FEATURES);
+        let metrics = Arc::new(FsMetrics {
+            socket: backend.path().to_owned(),
+            backend_features: format!("{:#x}", backend.features()),
+            protocol_features: format!("{:#x}", backend.protocol().map_or(0, |p| p.bits())),
+            ..FsMetrics::default()
+        });
         Ok(VhostUserFs {
             state: DeviceState::new(NUM_QUEUES, QUEUE_SIZE, avail)?,
             config,
@@ -67,7 +73,7 @@ impl VhostUserFs {
             activate_evt: EventFd::new(EFD_NONBLOCK)?,
             pending: None,
             exit,
-            metrics: FsMetrics::default(),
+            metrics,
             dead: false,
         })
     }
@@ -152,8 +158,8 @@ impl VirtioDevice for VhostUserFs {
         read_config_bytes(&self.config, offset, data);
     }
     // The config space is read-only for the driver (spec 5.11.4): writes are ignored.
-    fn metrics(&self) -> serde_json::Value {
-        self.metrics.to_json(&self.backend)
+    fn metrics(&self) -> DeviceMetrics {
+        DeviceMetrics::Fs(self.metrics.clone())
     }
     fn activate(
         &mut self,

@@ -1,25 +1,19 @@
 //! virtio-fs counters. The requests themselves are the back end's, so these only tell whether
-//! the hand-over worked.
+//! the hand-over worked, next to what was negotiated with the back end when the VM was built.
 
-use super::frontend::Backend;
+use serde::Serialize;
+
 use crate::metrics::Counter;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize)]
 pub struct FsMetrics {
+    /// The back end's socket.
+    pub socket: String,
+    /// The back end's features and vhost-user protocol features, as hex strings.
+    pub backend_features: String,
+    pub protocol_features: String,
     /// Vrings handed to the back end at activation.
     pub vrings_started: Counter,
     /// Back-end refusals or a lost connection (each ends the VM).
     pub backend_errors: Counter,
-}
-
-impl FsMetrics {
-    pub fn to_json(&self, backend: &Backend) -> serde_json::Value {
-        serde_json::json!({
-            "socket": backend.path(),
-            "backend_features": format!("{:#x}", backend.features()),
-            "protocol_features": format!("{:#x}", backend.protocol().map_or(0, |p| p.bits())),
-            "vrings_started": self.vrings_started.get(),
-            "backend_errors": self.backend_errors.get(),
-        })
-    }
 }

@@ -101,7 +101,7 @@ fn build_negotiates_owner_features_and_protocol() {
     assert_eq!(d.avail_features(), VIRTIO_F_VERSION_1 | RING_BITS);
     assert_eq!(d.device_type(), 26);
     assert_eq!(d.queues().len(), 2);
-    assert_eq!(d.queues()[1].max_size(), super::QUEUE_SIZE);
+    assert_eq!(d.queues()[1].max_size(), super::device::QUEUE_SIZE);
 }
 
 #[test]
@@ -263,7 +263,7 @@ fn activation_hands_memory_and_vrings_to_the_back_end() {
         call.write_all(&1u64.to_le_bytes()).unwrap();
         assert_eq!(irq.eventfd().read().unwrap(), 1);
     }
-    assert_eq!(d.metrics()["vrings_started"], 2);
+    assert_eq!(d.metrics.vrings_started.get(), 2);
 }
 
 #[test]

@@ -38,6 +38,44 @@ pub struct ChainLimits {
 }
 
 /// A validated chain: its head index and its device-readable then device-writable buffers.
+///
+/// A device pops a chain from its queue, parses it against its own limits, then reads the
+/// request and writes the reply through it; a malformed chain fails that request only.
+///
+/// ```
+/// use hull_vmm::devices::virtio::chain::{ChainError, ChainLimits, DescChain};
+/// use hull_vmm::vstate::memory::GuestMemoryMmap;
+/// use virtio_queue::desc::{split::Descriptor, RawDescriptor};
+/// use virtio_queue::mock::MockSplitQueue;
+/// use virtio_queue::{Queue, QueueOwnedT, QueueT};
+/// use vm_memory::{Bytes, GuestAddress};
+///
+/// let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+/// // The guest's driver posts a request (4 bytes to read) and a buffer for the reply (8 bytes).
+/// let (next, write) = (1, 2);
+/// let vq = MockSplitQueue::new(&mem, 16);
+/// let desc = |addr, len, flags, next| RawDescriptor::from(Descriptor::new(addr, len, flags, next));
+/// vq.desc_table().store(0, desc(0x1_0000, 4, next, 1)).unwrap();
+/// vq.desc_table().store(1, desc(0x2_0000, 8, write, 0)).unwrap();
+/// vq.avail().ring().ref_at(0).unwrap().store(0);
+/// vq.avail().idx().store(1);
+/// mem.write_slice(b"ping", GuestAddress(0x1_0000)).unwrap();
+///
+/// let mut q: Queue = vq.create_queue().unwrap();
+/// let popped = q.iter(&mem).unwrap().next().unwrap();
+/// let limits = ChainLimits { max_descriptors: 4, max_bytes: 4096 };
+/// let chain = DescChain::parse(popped, &mem, limits).unwrap();
+/// assert_eq!((chain.readable_len(), chain.writable_len()), (4, 8));
+/// let mut request = [0u8; 4];
+/// chain.read_at(&mem, 0, &mut request).unwrap();
+/// assert_eq!(&request, b"ping");
+/// chain.write_at(&mem, 0, b"pong").unwrap();
+/// // Writing past the guest's buffer is an error, never an overrun.
+/// assert_eq!(
+///     chain.write_at(&mem, 4, b"too long"),
+///     Err(ChainError::TooShort { need: 12, have: 8 })
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DescChain {
     pub head: u16,

@@ -2,7 +2,7 @@
 //! interrupt a device raises, and validated descriptor chains.
 
 pub mod chain;
-pub mod mmio;
+pub(crate) mod mmio;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -11,7 +11,12 @@ use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub use self::chain::{ChainError, DescChain};
-pub use self::mmio::MmioTransport;
+pub(crate) use self::mmio::MmioTransport;
+use crate::devices::blk::BlockMetrics;
+use crate::devices::net::NetMetrics;
+use crate::devices::rng::RngMetrics;
+use crate::devices::vhost_user_fs::FsMetrics;
+use crate::devices::vsock::VsockMetrics;
 use crate::vstate::memory::GuestMemoryMmap;
 
 /// virtio 1.x feature bit.
@@ -29,6 +34,20 @@ pub const INT_VRING: u32 = 0x1;
 pub const INT_CONFIG: u32 = 0x2;
 
 /// The interrupt line of one device: the status register the driver reads plus the irqfd.
+///
+/// ```
+/// use hull_vmm::devices::virtio::{IrqTrigger, INT_CONFIG, INT_VRING};
+/// use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+///
+/// let irq = IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap());
+/// irq.trigger(INT_VRING); // a device used a buffer
+/// irq.trigger(INT_CONFIG);
+/// // KVM reads the irqfd and injects the interrupt (the count is how many raises).
+/// assert_eq!(irq.eventfd().read().unwrap(), 2);
+/// assert_eq!(irq.status(), INT_VRING | INT_CONFIG);
+/// irq.ack(INT_VRING); // the driver's InterruptACK write
+/// assert_eq!(irq.status(), INT_CONFIG);
+/// ```
 #[derive(Debug)]
 pub struct IrqTrigger {
     status: AtomicU32,
@@ -126,14 +145,62 @@ impl DeviceState {
 
 /// A virtio device as the transport sees it. Devices stay inert until `activate`. A device
 /// provides its type, config space and metrics; the rest comes from its [`DeviceState`].
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use hull_vmm::devices::virtio::{
+///     read_config_bytes, DeviceMetrics, DeviceState, IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1,
+/// };
+/// use hull_vmm::vstate::memory::GuestMemoryMmap;
+/// use vm_memory::GuestAddress;
+/// use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+///
+/// /// One queue of 16 entries and a config space holding the number 42.
+/// struct Answer(DeviceState);
+///
+/// impl VirtioDevice for Answer {
+///     fn device_type(&self) -> u32 {
+///         4
+///     }
+///     fn state(&self) -> &DeviceState {
+///         &self.0
+///     }
+///     fn state_mut(&mut self) -> &mut DeviceState {
+///         &mut self.0
+///     }
+///     fn read_config(&self, offset: u64, data: &mut [u8]) {
+///         read_config_bytes(&42u32.to_le_bytes(), offset, data);
+///     }
+///     fn metrics(&self) -> DeviceMetrics {
+///         DeviceMetrics::Rng(Default::default())
+///     }
+/// }
+///
+/// let mut dev = Answer(DeviceState::new(1, 16, VIRTIO_F_VERSION_1).unwrap());
+/// // What the MMIO transport does while the driver sets the device up:
+/// dev.set_acked_features(dev.avail_features());
+/// let mut b = [0u8; 4];
+/// dev.read_config(0, &mut b);
+/// assert_eq!(u32::from_le_bytes(b), 42);
+/// dev.read_config(2, &mut b); // a read running past the end reads as zeros
+/// assert_eq!(b, [0; 4]);
+/// assert_eq!(dev.queue_events().len(), 1);
+/// // DRIVER_OK: memory and the interrupt arrive, once.
+/// let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+/// let irq = Arc::new(IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()));
+/// dev.activate(mem.clone(), irq.clone()).unwrap();
+/// assert!(dev.is_activated());
+/// assert!(dev.activate(mem, irq).is_err());
+/// ```
 pub trait VirtioDevice: Send {
     fn device_type(&self) -> u32;
     fn state(&self) -> &DeviceState;
     fn state_mut(&mut self) -> &mut DeviceState;
     fn read_config(&self, offset: u64, data: &mut [u8]);
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-    /// Per-device metrics as JSON.
-    fn metrics(&self) -> serde_json::Value;
+    /// The device's counters; they keep counting after the call, a report reads them later.
+    fn metrics(&self) -> DeviceMetrics;
 
     fn avail_features(&self) -> u64 {
         self.state().avail_features
@@ -172,6 +239,29 @@ pub trait VirtioDevice: Send {
     }
 }
 
+/// A device's metrics, as `GET /metrics` shows them under `devices[].metrics` (vmm/API.md).
+/// Shared with the device, which keeps counting.
+#[derive(Debug, Clone)]
+pub enum DeviceMetrics {
+    Block(Arc<BlockMetrics>),
+    Net(Arc<NetMetrics>),
+    Rng(Arc<RngMetrics>),
+    Vsock(Arc<VsockMetrics>),
+    Fs(Arc<FsMetrics>),
+}
+
+impl serde::Serialize for DeviceMetrics {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            DeviceMetrics::Block(m) => m.serialize(s),
+            DeviceMetrics::Net(m) => m.serialize(s),
+            DeviceMetrics::Rng(m) => m.serialize(s),
+            DeviceMetrics::Vsock(m) => m.serialize(s),
+            DeviceMetrics::Fs(m) => m.serialize(s),
+        }
+    }
+}
+
 /// Reads `data.len()` bytes of a config space `cfg` at `offset`; out of range reads as zeros.
 pub fn read_config_bytes(cfg: &[u8], offset: u64, data: &mut [u8]) {
     data.fill(0);
@@ -188,7 +278,7 @@ pub fn read_config_bytes(cfg: &[u8], offset: u64, data: &mut [u8]) {
 
 /// Checks that each queue the driver made ready fits in guest memory (queues it left unready
 /// stay unused: popping from them yields nothing).
-pub fn check_queues(queues: &[Queue], mem: &GuestMemoryMmap) -> Result<(), ActivateError> {
+pub(crate) fn check_queues(queues: &[Queue], mem: &GuestMemoryMmap) -> Result<(), ActivateError> {
     use virtio_queue::QueueT;
     for (i, q) in queues.iter().enumerate() {
         if q.ready() && !q.is_valid(mem) {

@@ -2,6 +2,8 @@
 //! Every tx chain must be device-readable (header + payload, payload ≤ 64 KiB and no longer
 //! than the header says); every rx chain device-writable and able to hold a header.
 
+use std::sync::Arc;
+
 use virtio_queue::QueueT;
 
 use super::metrics::VsockMetrics;
@@ -9,7 +11,7 @@ use super::muxer::Muxer;
 use super::packet::{Header, HDR_LEN};
 use crate::devices::virtio::chain::ChainLimits;
 use crate::devices::virtio::{
-    read_config_bytes, DescChain, DeviceState, VirtioDevice, INT_VRING, TYPE_VSOCK,
+    read_config_bytes, DescChain, DeviceMetrics, DeviceState, VirtioDevice, INT_VRING, TYPE_VSOCK,
 };
 use crate::vstate::memory::GuestMemoryMmap;
 
@@ -30,7 +32,7 @@ pub struct Vsock {
     cid: u64,
     pub(super) state: DeviceState,
     pub(super) muxer: Muxer,
-    pub(super) metrics: VsockMetrics,
+    pub(super) metrics: Arc<VsockMetrics>,
 }
 
 impl Vsock {
@@ -38,8 +40,8 @@ impl Vsock {
         Ok(Vsock {
             cid,
             state: DeviceState::new(3, QUEUE_SIZE, 0)?,
+            metrics: muxer.metrics().clone(),
             muxer,
-            metrics: VsockMetrics::default(),
         })
     }
 
@@ -158,9 +160,8 @@ impl VirtioDevice for Vsock {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.cid.to_le_bytes(), offset, data);
     }
-    fn metrics(&self) -> serde_json::Value {
-        self.metrics
-            .to_json(&self.muxer.stats, self.muxer.connection_count())
+    fn metrics(&self) -> DeviceMetrics {
+        DeviceMetrics::Vsock(self.metrics.clone())
     }
 }
 

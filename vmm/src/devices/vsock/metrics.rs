@@ -1,26 +1,20 @@
-//! virtio-vsock counters.
+//! virtio-vsock counters: the device's packets and the muxer's connections, which share one
+//! set (the muxer counts into the device's).
 
-use crate::metrics::Counter;
+use serde::Serialize;
 
-#[derive(Debug, Default)]
+use crate::metrics::{Counter, Gauge};
+
+#[derive(Debug, Default, Serialize)]
 pub struct VsockMetrics {
     pub tx_packets: Counter,
     pub rx_packets: Counter,
     pub invalid_chains: Counter,
-}
-
-impl VsockMetrics {
-    pub fn to_json(&self, mux: &super::muxer::MuxerStats, conns: usize) -> serde_json::Value {
-        serde_json::json!({
-            "tx_packets": self.tx_packets.get(),
-            "rx_packets": self.rx_packets.get(),
-            "invalid_chains": self.invalid_chains.get(),
-            "conns_open": conns,
-            "conns_opened": mux.conns_opened,
-            "conns_refused": mux.conns_refused,
-            "rst_sent": mux.rst_sent,
-            "tx_bytes": mux.tx_bytes,
-            "rx_bytes": mux.rx_bytes,
-        })
-    }
+    pub conns_open: Gauge,
+    pub conns_opened: Counter,
+    pub conns_refused: Counter,
+    pub rst_sent: Counter,
+    /// Payload bytes guest → host and host → guest.
+    pub tx_bytes: Counter,
+    pub rx_bytes: Counter,
 }

@@ -9,4 +9,5 @@ pub mod muxer;
 pub mod packet;
 
 pub use device::Vsock;
+pub use metrics::VsockMetrics;
 pub use muxer::Muxer;

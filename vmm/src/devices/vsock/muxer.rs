@@ -9,9 +9,12 @@ use std::num::Wrapping;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use hull_contract::vsock::{guest_initiated_path, ok_reply, parse_connect, MAX_REQUEST_LINE};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
+use super::metrics::VsockMetrics;
 use super::packet::*;
 
 /// What we advertise as our receive buffer per connection: the guest never has more than this
@@ -19,8 +22,6 @@ use super::packet::*;
 pub const CONN_BUF_ALLOC: u32 = 256 * 1024;
 /// Send an explicit credit update once this much was forwarded since the last one.
 const CREDIT_UPDATE_THRESHOLD: u32 = CONN_BUF_ALLOC / 4;
-/// Longest `CONNECT <port>\n` line accepted.
-const MAX_HANDSHAKE: usize = 32;
 /// Host-side ports for host-initiated connections start here.
 const LOCAL_PORT_BASE: u32 = 1 << 30;
 /// Open connections (plus handshakes) at most.
@@ -132,16 +133,6 @@ struct Handshake {
     buf: Vec<u8>,
 }
 
-/// Counters the device exports.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MuxerStats {
-    pub conns_opened: u64,
-    pub conns_refused: u64,
-    pub rst_sent: u64,
-    pub tx_bytes: u64,
-    pub rx_bytes: u64,
-}
-
 /// The hybrid vsock back end.
 #[derive(Debug)]
 pub struct Muxer {
@@ -158,7 +149,8 @@ pub struct Muxer {
     /// Packets for no connection (RST to unknown peers).
     rx_orphans: VecDeque<Header>,
     next_local_port: u32,
-    pub stats: MuxerStats,
+    /// The device's metrics, which the muxer's connection counters are part of.
+    metrics: Arc<VsockMetrics>,
 }
 
 impl AsRawFd for Muxer {
@@ -208,11 +200,16 @@ impl Muxer {
             rx_ready_set: HashSet::new(),
             rx_orphans: VecDeque::new(),
             next_local_port: LOCAL_PORT_BASE,
-            stats: MuxerStats::default(),
+            metrics: Arc::default(),
         })
     }
 
-    pub fn connection_count(&self) -> usize {
+    pub fn metrics(&self) -> &Arc<VsockMetrics> {
+        &self.metrics
+    }
+
+    #[cfg(test)]
+    fn connection_count(&self) -> usize {
         self.conns.len()
     }
 
@@ -270,7 +267,8 @@ impl Muxer {
         let fd = conn.stream.as_raw_fd();
         self.fd_conn.insert(fd, key);
         self.conns.insert(key, conn);
-        self.stats.conns_opened += 1;
+        self.metrics.conns_opened.inc();
+        self.metrics.conns_open.set(self.conns.len() as u64);
     }
 
     fn remove_conn(&mut self, key: ConnKey) {
@@ -283,6 +281,7 @@ impl Muxer {
             }
             self.fd_conn.remove(&fd);
         }
+        self.metrics.conns_open.set(self.conns.len() as u64);
         // rx_ready entries for a gone key are skipped when serviced.
     }
 
@@ -293,7 +292,7 @@ impl Muxer {
     }
 
     fn queue_orphan_rst(&mut self, local_port: u32, peer_port: u32) {
-        self.stats.rst_sent += 1;
+        self.metrics.rst_sent.inc();
         let h = self.header(local_port, peer_port, OP_RST, 0, None);
         self.rx_orphans.push_back(h);
     }
@@ -325,7 +324,7 @@ impl Muxer {
     /// Handles one packet the guest sent (header already read; `data` is its payload).
     pub fn send_pkt(&mut self, h: &Header, data: &[u8]) {
         if h.op == OP_RW {
-            self.stats.tx_bytes += data.len() as u64;
+            self.metrics.tx_bytes.add(data.len() as u64);
         }
         if h.src_cid != self.guest_cid || h.dst_cid != HOST_CID || h.type_ != TYPE_STREAM {
             if h.op != OP_RST {
@@ -346,14 +345,13 @@ impl Muxer {
         let mut remove = false;
         {
             let c = self.conns.get_mut(&key).expect("checked above");
-            let credit_before = c.peer_credit();
+            // More credit lets queued host data go on: checked after the match.
             c.peer_buf_alloc = h.buf_alloc;
             c.peer_fwd_cnt = Wrapping(h.fwd_cnt);
-            let _more_credit = c.peer_credit() > credit_before;
             match (h.op, c.state) {
                 (OP_RESPONSE, ConnState::LocalInit) => {
                     c.state = ConnState::Established;
-                    let line = format!("OK {}\n", key.0);
+                    let line = ok_reply(key.0);
                     c.tx_buf.extend(line.as_bytes());
                     // The OK line is ours, not guest data: do not count it as forwarded.
                     c.fwd_cnt -= Wrapping(u32::try_from(line.len()).unwrap_or(0));
@@ -409,16 +407,15 @@ impl Muxer {
     /// The guest connects to host port `key.0`: dial `<uds>_<port>`.
     fn guest_connect(&mut self, key: ConnKey) {
         if self.conns.len() >= MAX_CONNECTIONS {
-            self.stats.conns_refused += 1;
+            self.metrics.conns_refused.inc();
             self.queue_orphan_rst(key.0, key.1);
             return;
         }
-        let mut path = self.uds_path.clone().into_os_string();
-        path.push(format!("_{}", key.0));
+        let path = guest_initiated_path(&self.uds_path, key.0);
         let stream = match UnixStream::connect(&path) {
             Ok(s) if s.set_nonblocking(true).is_ok() => s,
             _ => {
-                self.stats.conns_refused += 1;
+                self.metrics.conns_refused.inc();
                 self.queue_orphan_rst(key.0, key.1);
                 return;
             }
@@ -494,7 +491,7 @@ impl Muxer {
                 buf.truncate(k);
                 c.rx_cnt += Wrapping(u32::try_from(k).unwrap_or(0));
                 c.last_fwd_cnt_sent = c.fwd_cnt;
-                self.stats.rx_bytes += k as u64;
+                self.metrics.rx_bytes.add(k as u64);
                 let mut h = {
                     let c = &self.conns[&key];
                     self.header(key.0, key.1, OP_RW, 0, Some(c))
@@ -549,7 +546,7 @@ impl Muxer {
                     if self.conns.len() + self.handshakes.len() >= MAX_CONNECTIONS
                         || stream.set_nonblocking(true).is_err()
                     {
-                        self.stats.conns_refused += 1;
+                        self.metrics.conns_refused.inc();
                         continue;
                     }
                     let fd = stream.as_raw_fd();
@@ -589,7 +586,7 @@ impl Muxer {
         let Some(hs) = self.handshakes.get_mut(&fd) else {
             return;
         };
-        let mut tmp = [0u8; MAX_HANDSHAKE];
+        let mut tmp = [0u8; MAX_REQUEST_LINE];
         let n = match hs.stream.read(&mut tmp) {
             Ok(0) => return self.drop_handshake(fd),
             Ok(n) => n,
@@ -598,16 +595,12 @@ impl Muxer {
         };
         hs.buf.extend_from_slice(&tmp[..n]);
         let Some(nl) = hs.buf.iter().position(|b| *b == b'\n') else {
-            if hs.buf.len() >= MAX_HANDSHAKE {
+            if hs.buf.len() >= MAX_REQUEST_LINE {
                 self.drop_handshake(fd);
             }
             return;
         };
-        let port = std::str::from_utf8(&hs.buf[..nl])
-            .ok()
-            .and_then(|l| l.strip_prefix("CONNECT "))
-            .and_then(|p| p.trim().parse::<u32>().ok());
-        let Some(port) = port else {
+        let Some(port) = parse_connect(&hs.buf[..nl]) else {
             return self.drop_handshake(fd);
         };
         let early = hs.buf[nl + 1..].to_vec();
@@ -674,6 +667,8 @@ impl Muxer {
 mod tests {
     use std::io::{BufRead, BufReader};
 
+    use hull_contract::vsock::{connect_request, parse_ok};
+
     use super::*;
 
     const CID: u64 = 3;
@@ -706,7 +701,7 @@ mod tests {
         let uds = dir.path().join("v.sock");
         let mut m = Muxer::new(CID, &uds).unwrap();
         let mut host = UnixStream::connect(&uds).unwrap();
-        host.write_all(b"CONNECT 1024\n").unwrap();
+        host.write_all(connect_request(1024).as_bytes()).unwrap();
         pump(&mut m);
         let (req, _) = m.recv_pkt(4096).expect("REQUEST");
         assert_eq!((req.op, req.dst_port, req.dst_cid), (OP_REQUEST, 1024, CID));
@@ -716,7 +711,7 @@ mod tests {
         BufReader::new(host.try_clone().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert_eq!(line, format!("OK {local}\n"));
+        assert_eq!(parse_ok(line.trim_end().as_bytes()), Some(local));
         // host -> guest
         host.write_all(b"ping").unwrap();
         pump(&mut m);
@@ -747,7 +742,7 @@ mod tests {
         let uds = dir.path().join("v.sock");
         let mut m = Muxer::new(CID, &uds).unwrap();
         let mut host = UnixStream::connect(&uds).unwrap();
-        host.write_all(b"CONNECT 5\n").unwrap();
+        host.write_all(connect_request(5).as_bytes()).unwrap();
         pump(&mut m);
         let (req, _) = m.recv_pkt(4096).unwrap();
         let local = req.src_port;
@@ -779,7 +774,7 @@ mod tests {
         // Nobody listens on port 7: RST.
         m.send_pkt(&guest_hdr(3000, 7, OP_REQUEST, 0), &[]);
         assert_eq!(m.recv_pkt(4096).unwrap().0.op, OP_RST);
-        let listener = UnixListener::bind(format!("{}_7", uds.display())).unwrap();
+        let listener = UnixListener::bind(guest_initiated_path(&uds, 7)).unwrap();
         m.send_pkt(&guest_hdr(3000, 7, OP_REQUEST, 0), &[]);
         assert_eq!(m.recv_pkt(4096).unwrap().0.op, OP_RESPONSE);
         let (mut s, _) = listener.accept().unwrap();
@@ -829,7 +824,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let uds = dir.path().join("v.sock");
         let mut m = Muxer::new(CID, &uds).unwrap();
-        let listener = UnixListener::bind(format!("{}_9", uds.display())).unwrap();
+        let listener = UnixListener::bind(guest_initiated_path(&uds, 9)).unwrap();
         m.send_pkt(&guest_hdr(3000, 9, OP_REQUEST, 0), &[]);
         let _ = m.recv_pkt(4096);
         let (_s, _) = listener.accept().unwrap(); // never reads
