@@ -16,6 +16,7 @@ use crate::config::{ConsoleConfig, VmConfig};
 use crate::device_manager::bus::{Bus, BusDevice};
 use crate::device_manager::MmioAllocator;
 use crate::devices::blk::Block;
+use crate::devices::legacy::serial::{CappedSink, CONSOLE_FILE_MAX_BYTES};
 use crate::devices::legacy::{self, BootTimer, SerialConsole, I8042};
 use crate::devices::net::Net;
 use crate::devices::rng::Rng;
@@ -85,8 +86,12 @@ fn console_sink(c: &ConsoleConfig) -> Result<Box<dyn Write + Send>, BuildError> 
     Ok(match c {
         ConsoleConfig::Stdout => Box::new(std::io::stdout()),
         ConsoleConfig::Off => Box::new(std::io::sink()),
-        ConsoleConfig::File(p) => Box::new(LineWriter::new(
-            File::create(p).map_err(file_err("cannot create console file", p))?,
+        ConsoleConfig::File(p) => Box::new(CappedSink::new(
+            Box::new(LineWriter::new(
+                File::create(p).map_err(file_err("cannot create console file", p))?,
+            )),
+            CONSOLE_FILE_MAX_BYTES,
+            &METRICS.guest.console_dropped_bytes,
         )),
     })
 }

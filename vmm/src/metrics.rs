@@ -148,10 +148,22 @@ pub struct VcpuMetrics {
     pub unhandled_mmio: Counter,
 }
 
+/// What a guest did that hull-vmm refused or dropped: counted here rather than logged each
+/// time, because a guest can repeat it without end (a log line per event would be a guest-driven
+/// write to the host's disk).
+#[derive(Debug, Serialize)]
+pub struct GuestMetrics {
+    /// A driver set DRIVER_OK and the device failed to activate (logged once per device).
+    pub activate_failures: Counter,
+    /// Console bytes dropped once the console file reached its cap (`--console FILE`).
+    pub console_dropped_bytes: Counter,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     pub boot: BootMetrics,
     pub vcpu: VcpuMetrics,
+    pub guest: GuestMetrics,
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -168,6 +180,10 @@ pub static METRICS: Metrics = Metrics {
         exits_mmio: Counter::new(),
         unhandled_io: Counter::new(),
         unhandled_mmio: Counter::new(),
+    },
+    guest: GuestMetrics {
+        activate_failures: Counter::new(),
+        console_dropped_bytes: Counter::new(),
     },
 };
 
@@ -187,6 +203,7 @@ pub struct DeviceReport {
 pub struct MetricsReport {
     pub boot: &'static BootMetrics,
     pub vcpu: &'static VcpuMetrics,
+    pub guest: &'static GuestMetrics,
     pub devices: Vec<DeviceReport>,
 }
 
@@ -195,6 +212,7 @@ impl MetricsReport {
         MetricsReport {
             boot: &METRICS.boot,
             vcpu: &METRICS.vcpu,
+            guest: &METRICS.guest,
             devices,
         }
     }

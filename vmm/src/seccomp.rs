@@ -76,6 +76,9 @@ const VMM: &[i64] = &[
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
     libc::SYS_epoll_ctl,
+    // The vsock muxer arms its deadline timer whenever a connection starts waiting for the
+    // guest (`devices/vsock/muxer.rs`); the halt watch's periodic timer is set while building.
+    libc::SYS_timerfd_settime,
     libc::SYS_accept4,
     libc::SYS_socket,
     libc::SYS_connect,
@@ -400,6 +403,26 @@ mod tests {
             assert_eq!(in_filtered_child(ThreadKind::PreBoot, f), 0);
             assert_eq!(in_filtered_child(ThreadKind::Vcpu, f), 31);
         }
+    }
+
+    #[test]
+    fn timers_are_armed_by_the_event_loop_only() {
+        // timerfd_settime on a bad fd: EBADF where allowed, SIGSYS (31) where not. The vsock
+        // muxer arms its deadline timer on the VMM thread at run time.
+        let settime = || {
+            // SAFETY: fd -1 fails before the kernel reads the (null) timer spec.
+            unsafe { libc::syscall(libc::SYS_timerfd_settime, -1, 0, 0usize, 0usize) };
+        };
+        assert_eq!(in_filtered_child(ThreadKind::Vmm, settime), 0);
+        assert_eq!(in_filtered_child(ThreadKind::PreBoot, settime), 0);
+        assert_eq!(in_filtered_child(ThreadKind::Vcpu, settime), 31);
+        // Creating one stays a build-time call (the muxer's timer is made with the device).
+        let create = || {
+            // SAFETY: an invalid clock id fails with EINVAL; no pointers.
+            unsafe { libc::syscall(libc::SYS_timerfd_create, -1, 0) };
+        };
+        assert_eq!(in_filtered_child(ThreadKind::PreBoot, create), 0);
+        assert_eq!(in_filtered_child(ThreadKind::Vmm, create), 31);
     }
 
     #[test]

@@ -191,21 +191,18 @@ fn mmio_exits_reach_devices_and_unmapped_addresses_are_harmless() {
     assert_eq!(m["vcpu"]["unhandled_mmio"], 2, "{m}");
 }
 
-#[test]
-fn sigterm_stops_an_idle_guest_cleanly() {
-    require_kvm();
-    let dir = tempfile::tempdir().unwrap();
+/// hull-vmm running a payload that prints `up` and idles, with a vsock socket at `uds`.
+fn idle_guest_with_vsock(dir: &Path, uds: &Path) -> std::process::Child {
     let mut code = serial_out16(b"up\n");
     code.extend_from_slice(&[0xfb, 0xf4, 0xeb, 0xfd]); // sti; hlt; jmp: idle, not over
-    let payload = write_payload(dir.path(), &code);
-    let console = dir.path().join("console.log");
-    let uds = dir.path().join("v.sock");
-    let mut child = vmm()
+    let payload = write_payload(dir, &code);
+    let console = dir.join("console.log");
+    let child = vmm()
         .args(payload_args(
             &payload,
             Mode::Real,
             &VmmArgs {
-                vsock_uds: Some(uds.clone()),
+                vsock_uds: Some(uds.to_path_buf()),
                 ..console_file(&console)
             },
         ))
@@ -215,14 +212,54 @@ fn sigterm_stops_an_idle_guest_cleanly() {
     wait_until("guest output", Duration::from_secs(20), || {
         (std::fs::read_to_string(&console).unwrap_or_default() == "up\n").then_some(())
     });
-    assert!(uds.exists());
+    child
+}
+
+/// Sends SIGTERM and expects a clean exit.
+fn sigterm_exits_cleanly(child: &mut std::process::Child) {
     let pid = i32::try_from(child.id()).unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM).unwrap();
     let status = wait_until("exit after SIGTERM", Duration::from_secs(10), || {
         child.try_wait().unwrap()
     });
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn sigterm_stops_an_idle_guest_cleanly() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("v.sock");
+    let mut child = idle_guest_with_vsock(dir.path(), &uds);
+    assert!(uds.exists());
+    sigterm_exits_cleanly(&mut child);
     assert!(!uds.exists(), "vsock socket file removed");
+}
+
+#[test]
+fn a_vsock_connection_the_guest_never_answers_is_closed() {
+    // The payload has no vsock driver: the REQUEST stays unanswered. The muxer arms its
+    // timer (timerfd_settime on the seccomp-confined VMM thread) and closes the host stream
+    // after hull-vmm's 2 s timeout; the VMM goes on.
+    use std::io::{Read, Write};
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let uds = dir.path().join("v.sock");
+    let mut child = idle_guest_with_vsock(dir.path(), &uds);
+    let mut s = std::os::unix::net::UnixStream::connect(&uds).unwrap();
+    s.write_all(hull_contract::vsock::connect_request(1024).as_bytes())
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    let mut b = [0u8; 16];
+    assert_eq!(s.read(&mut b).unwrap(), 0, "closed without an OK");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "hull-vmm still runs");
+    sigterm_exits_cleanly(&mut child);
 }
 
 /// What a guest kernel without ACPI does on `poweroff`: every CPU halts with interrupts off

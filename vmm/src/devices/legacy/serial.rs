@@ -1,7 +1,7 @@
 //! COM1: vm-superio's 8250 emulation, output to the console sink, interrupts via an irqfd.
 //! The output also passes a [`PanicWatch`]: with `panic=1` a panicking guest kernel resets the
 //! machine, which KVM reports exactly like a reboot; its panic line on the console is what
-//! tells them apart.
+//! tells them apart. A console file gets at most [`CONSOLE_FILE_MAX_BYTES`] ([`CappedSink`]).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::device_manager::bus::BusDevice;
 use crate::exit::VmExit;
+use crate::metrics::Counter;
 
 /// Raises an interrupt by writing an irqfd.
 #[derive(Debug)]
@@ -114,6 +115,72 @@ impl Write for PanicWatch {
     }
 }
 
+/// The most guest output a console file receives (`--console FILE`); the rest is dropped and
+/// counted (`guest.console_dropped_bytes`). The file sits on the pod's tmpfs (host memory) and
+/// the shim only shows its tail, so a guest that prints without end must not grow it without
+/// end; 1 MiB holds a verbose kernel boot many times over.
+pub const CONSOLE_FILE_MAX_BYTES: u64 = 1 << 20;
+
+/// Passes the first `max` bytes to its sink, then writes one line saying the output was
+/// truncated and drops (and counts) everything after. Below the cap it changes nothing.
+pub struct CappedSink {
+    out: ConsoleSink,
+    max: u64,
+    written: u64,
+    truncated: bool,
+    dropped: &'static Counter,
+}
+
+impl CappedSink {
+    pub fn new(out: ConsoleSink, max: u64, dropped: &'static Counter) -> Self {
+        CappedSink {
+            out,
+            max,
+            written: 0,
+            truncated: false,
+            dropped,
+        }
+    }
+}
+
+impl std::fmt::Debug for CappedSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CappedSink")
+            .field("max", &self.max)
+            .field("written", &self.written)
+            .finish()
+    }
+}
+
+impl Write for CappedSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = usize::try_from(self.max - self.written).unwrap_or(usize::MAX);
+        let take = room.min(buf.len());
+        if take > 0 {
+            self.out.write_all(&buf[..take])?;
+            self.written += take as u64;
+        }
+        let rest = buf.len() - take;
+        if rest > 0 {
+            if !std::mem::replace(&mut self.truncated, true) {
+                // Once: the file says why it ends here.
+                let _ = write!(
+                    self.out,
+                    "\n[hull-vmm: console output truncated at {} bytes; the rest is dropped]\n",
+                    self.max
+                );
+                let _ = self.out.flush();
+            }
+            self.dropped.add(rest as u64);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 impl BusDevice for SerialConsole {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         match (u8::try_from(offset), data.len()) {
@@ -147,6 +214,51 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_console_file_is_capped_with_one_truncation_line() {
+        static DROPPED: Counter = Counter::new();
+        let buf = Buf::default();
+        let exit = Arc::new(VmExit::new().unwrap());
+        let capped = CappedSink::new(Box::new(buf.clone()), 100, &DROPPED);
+        let mut s = SerialConsole::new(EventFd::new(0).unwrap(), Box::new(capped), exit.clone());
+        // Below the cap every byte passes unchanged.
+        for b in [b'x'; 99] {
+            s.write(0, &[b]);
+        }
+        assert_eq!(*buf.0.lock().unwrap(), vec![b'x'; 99]);
+        assert_eq!(DROPPED.get(), 0);
+        // A guest that prints without end: the file stops at the cap plus one line.
+        for _ in 0..10_000 {
+            s.write(0, b"y");
+        }
+        let text = buf.0.lock().unwrap().clone();
+        let line = b"\n[hull-vmm: console output truncated at 100 bytes; the rest is dropped]\n";
+        assert_eq!(&text[..100], &[[b'x'; 99].as_slice(), b"y"].concat()[..]);
+        assert_eq!(&text[100..], line);
+        assert_eq!(DROPPED.get(), 9_999);
+        // The panic watch still sees what is dropped.
+        for b in b"\nKernel panic - not syncing: x\n" {
+            s.write(0, &[*b]);
+        }
+        assert_eq!(buf.0.lock().unwrap().len(), 100 + line.len());
+        exit.signal(ExitReason::GuestReset);
+        assert_eq!(exit.reason().unwrap(), ExitReason::GuestPanic);
+    }
+
+    #[test]
+    fn a_capped_sink_splits_a_write_at_the_cap() {
+        static DROPPED: Counter = Counter::new();
+        let buf = Buf::default();
+        let mut c = CappedSink::new(Box::new(buf.clone()), 4, &DROPPED);
+        assert_eq!(c.write(b"abc").unwrap(), 3);
+        assert_eq!(c.write(b"defg").unwrap(), 4, "the guest's bytes are taken");
+        assert_eq!(c.write(b"hi").unwrap(), 2);
+        let text = buf.0.lock().unwrap().clone();
+        assert!(text.starts_with(b"abcd\n[hull-vmm: console output truncated at 4"));
+        assert_eq!(text.iter().filter(|b| **b == b'\n').count(), 2, "one line");
+        assert_eq!(DROPPED.get(), 5);
     }
 
     #[test]

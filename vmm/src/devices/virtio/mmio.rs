@@ -1,12 +1,14 @@
 //! virtio-mmio transport (version 2). Presents one device's registers on the MMIO bus and
 //! activates the device with guest memory and its interrupt when the driver sets DRIVER_OK.
 
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::QueueT;
 
 use super::{IrqTrigger, VirtioDevice, INT_VRING, VIRTIO_F_VERSION_1};
 use crate::device_manager::bus::{lock, BusDevice};
+use crate::metrics::METRICS;
 use crate::vstate::memory::GuestMemoryMmap;
 
 const MAGIC: u32 = 0x7472_6976; // "virt"
@@ -37,6 +39,9 @@ pub struct MmioTransport {
     acked_features_select: u32,
     queue_select: u32,
     status: u32,
+    /// A failed activation was logged: a driver can reset and retry without end, so later
+    /// failures are only counted (`guest.activate_failures`).
+    activate_failure_logged: bool,
 }
 
 impl std::fmt::Debug for MmioTransport {
@@ -61,6 +66,7 @@ impl MmioTransport {
             acked_features_select: 0,
             queue_select: 0,
             status: 0,
+            activate_failure_logged: false,
         }
     }
 
@@ -152,10 +158,16 @@ impl MmioTransport {
                 return;
             }
             if let Err(e) = dev.activate(self.mem.clone(), self.irq.clone()) {
-                eprintln!(
-                    "hull-vmm: virtio device type {} failed to activate: {e}",
-                    dev.device_type()
-                );
+                METRICS.guest.activate_failures.inc();
+                if !std::mem::replace(&mut self.activate_failure_logged, true) {
+                    // Not eprintln!, which panics when stderr is gone.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "hull-vmm: virtio device type {} failed to activate: {e} \
+                         (further failures are only counted)",
+                        dev.device_type()
+                    );
+                }
                 self.status |= STATUS_NEEDS_RESET;
             }
         }
@@ -298,9 +310,19 @@ pub(crate) mod tests {
         let irq = Arc::new(IrqTrigger::new(EventFd::new(0).unwrap()));
         let mut t = MmioTransport::new(dev.clone(), mem, irq);
         // Rings outside guest memory.
+        let before = METRICS.guest.activate_failures.get();
         drive_to_ok(&mut t, &[(0xffff_0000_0000, 0x2000, 0x3000, 16)]);
         assert!(!lock(&dev).is_activated());
         assert_ne!(r(&mut t, 0x70) & STATUS_NEEDS_RESET, 0);
+        assert!(t.activate_failure_logged);
+        // A driver that resets and retries without end is counted, not logged each time.
+        for _ in 0..100 {
+            w(&mut t, 0x70, 0);
+            assert_eq!(r(&mut t, 0x70), 0, "an inactive device resets");
+            drive_to_ok(&mut t, &[(0xffff_0000_0000, 0x2000, 0x3000, 16)]);
+        }
+        // Other tests count into the same process-wide counter: at least ours are there.
+        assert!(METRICS.guest.activate_failures.get() >= before + 101);
     }
 
     /// A device whose back end raises the irqfd without touching the status bits.

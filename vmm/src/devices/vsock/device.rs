@@ -21,6 +21,10 @@ pub const EVQ: usize = 2;
 const QUEUE_SIZE: u16 = 256;
 /// Largest payload per packet either way.
 pub const MAX_PKT_DATA: usize = 64 * 1024;
+/// Chains handled per queue per wakeup: one ring's worth. A guest that keeps refilling its tx
+/// ring while we drain it would otherwise keep the event loop (every other device, the API)
+/// here; past the budget the queue's own eventfd is kicked so the rest waits its turn.
+const QUEUE_BUDGET: usize = QUEUE_SIZE as usize;
 const LIMITS: ChainLimits = ChainLimits {
     max_descriptors: 32,
     max_bytes: (HDR_LEN + MAX_PKT_DATA) as u64,
@@ -61,15 +65,31 @@ impl Vsock {
         Some((h, data))
     }
 
-    /// Forwards every packet the guest queued; returns whether any chain was used.
+    /// Forwards the packets the guest queued, at most [`QUEUE_BUDGET`]; returns whether any
+    /// chain was used.
     pub fn process_tx(&mut self) -> bool {
+        self.process_tx_budget(QUEUE_BUDGET)
+    }
+
+    /// Forwards at most `budget` packets; with more waiting, kicks the tx queue's eventfd so
+    /// the event loop comes back for them after its other events.
+    fn process_tx_budget(&mut self, budget: usize) -> bool {
         let Some(active) = &self.state.active else {
             return false;
         };
         let mem = active.mem.clone();
         let irq = active.irq.clone();
         let mut used = false;
-        while let Some(chain) = self.state.queues[TXQ].pop_descriptor_chain(&mem) {
+        let mut left = budget;
+        loop {
+            if left == 0 {
+                let _ = self.state.queue_evts[TXQ].write(1);
+                break;
+            }
+            let Some(chain) = self.state.queues[TXQ].pop_descriptor_chain(&mem) else {
+                break;
+            };
+            left -= 1;
             let head = chain.head_index();
             let pkt = DescChain::parse(chain, &mem, LIMITS)
                 .ok()
@@ -100,7 +120,14 @@ impl Vsock {
         let mem = active.mem.clone();
         let irq = active.irq.clone();
         let mut used = false;
+        let mut left = QUEUE_BUDGET;
         while self.muxer.has_pending_rx() {
+            if left == 0 {
+                // As for tx: the rx queue's eventfd brings the event loop back.
+                let _ = self.state.queue_evts[RXQ].write(1);
+                break;
+            }
+            left -= 1;
             let Some(chain) = self.state.queues[RXQ].pop_descriptor_chain(&mem) else {
                 break; // no buffers: the guest notifies the rx queue when it adds some
             };
@@ -298,6 +325,29 @@ mod tests {
         let mut line = [0u8; 3];
         host.read_exact(&mut line).unwrap();
         assert_eq!(&line, b"OK ");
+    }
+
+    #[test]
+    fn a_tx_flood_is_served_in_budgets() {
+        let mem = memory::create(32 << 20).unwrap();
+        let mut r = rig(&mem);
+        // Ten packets for unknown connections (each answered with an RST).
+        for slot in 0..10 {
+            put_tx(&mem, &r, hdr(u32::from(slot), 9, OP_RW, 1), b"x", slot);
+        }
+        assert!(r.dev.process_tx_budget(4));
+        let used: u16 = r.tx.used().idx().load();
+        assert_eq!(used, 4, "no more than the budget per wakeup");
+        // The event loop is told to come back for the rest.
+        assert_eq!(r.dev.state.queue_evts[TXQ].read().unwrap(), 1);
+        r.dev.process_tx_budget(4);
+        assert_eq!(r.dev.state.queue_evts[TXQ].read().unwrap(), 1);
+        r.dev.process_tx_budget(4);
+        let used: u16 = r.tx.used().idx().load();
+        assert_eq!(used, 10);
+        assert_eq!(r.dev.metrics.tx_packets.get(), 10);
+        // Done within the budget: no further kick (the eventfd is non-blocking and empty).
+        assert!(r.dev.state.queue_evts[TXQ].read().is_err());
     }
 
     #[test]
