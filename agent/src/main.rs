@@ -153,6 +153,7 @@ async fn run(args: Args, is_init: bool, logs: LogBuffer) -> anyhow::Result<()> {
         EngineConfig {
             init_exe: "/proc/self/exe".into(),
             cgroup_parent: args.cgroup_parent.clone(),
+            host_mode: !is_init,
         },
         reaper_handle,
     )
@@ -173,7 +174,7 @@ async fn run(args: Args, is_init: bool, logs: LogBuffer) -> anyhow::Result<()> {
     };
     let state = AgentState {
         engine,
-        sandbox: Arc::new(Sandbox::new(etc_dir, storage)),
+        sandbox: Arc::new(Sandbox::new(etc_dir, storage, !is_init)),
         logs,
         copy_root: args.root.clone(),
     };

@@ -35,6 +35,8 @@ struct State {
 pub struct Sandbox {
     etc_dir: PathBuf,
     storage: StorageConfig,
+    /// The agent runs on a real host: its namespaces are the host's (see `EngineConfig`).
+    host_mode: bool,
     state: Mutex<State>,
 }
 
@@ -72,10 +74,11 @@ fn valid_hostname(h: &str) -> bool {
 }
 
 impl Sandbox {
-    pub fn new(etc_dir: PathBuf, storage: StorageConfig) -> Self {
+    pub fn new(etc_dir: PathBuf, storage: StorageConfig, host_mode: bool) -> Self {
         Sandbox {
             etc_dir,
             storage,
+            host_mode,
             state: Mutex::new(State::default()),
         }
     }
@@ -98,11 +101,14 @@ impl Sandbox {
                 r.hostname
             )));
         }
-        let sysctls = r
-            .sysctls
-            .iter()
-            .map(|(k, v)| Ok((spec::sysctl_path(k)?, v.clone())))
-            .collect::<Result<Vec<_>>>()?;
+        // Written in the agent's own namespaces: in the guest its network namespace is the
+        // pod's, but its ipc namespace is not (the sandbox container has one of its own), so
+        // only net.* ones are taken, and none in host mode.
+        let sysctls = spec::sysctls(
+            r.sysctls.iter().map(|(k, v)| (k, v)),
+            &spec::Namespaces::default(),
+            self.host_mode,
+        )?;
         let resolv = resolv_conf(&r)?;
         if !r.hostname.is_empty() {
             nix::unistd::sethostname(&r.hostname)
@@ -180,7 +186,7 @@ mod tests {
             share_dir: etc.join("unused-share"),
             share_premounted: true,
         };
-        Sandbox::new(etc.to_path_buf(), storage)
+        Sandbox::new(etc.to_path_buf(), storage, true)
     }
 
     #[tokio::test]
@@ -229,5 +235,33 @@ mod tests {
         };
         let e = sandbox(dir.path()).do_create(bad).await.unwrap_err();
         assert!(matches!(e, EngineError::InvalidArgument(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn pod_sysctls_outside_the_pods_network_namespace_are_refused_before_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        // Host mode: the agent's namespaces are the host's. The guest's IPC namespace is not
+        // the pod's either (the sandbox container has its own), nor is anything global.
+        for (key, host_mode) in [
+            ("net.ipv4.ping_group_range", true),
+            ("kernel.shm_rmid_forced", false),
+            ("fs.mqueue.msg_max", false),
+            ("kernel.panic", false),
+            ("vm.swappiness", false),
+        ] {
+            let s = Sandbox::new(
+                dir.path().to_path_buf(),
+                sandbox(dir.path()).storage,
+                host_mode,
+            );
+            let r = SandboxRequest {
+                id: "pod".into(),
+                sysctls: vec![(key.into(), "1".into())],
+                ..Default::default()
+            };
+            let e = s.do_create(r).await.unwrap_err();
+            assert!(matches!(e, EngineError::InvalidArgument(_)), "{key}: {e}");
+            assert!(!dir.path().join("hosts").exists(), "{key}");
+        }
     }
 }

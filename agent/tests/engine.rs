@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -325,6 +326,98 @@ async fn readonly_rootfs_user_seccomp_and_caps() {
     assert_eq!(out, "rc=1\n");
     assert!(err.contains("Operation not permitted"), "{err}");
     a.remove("sc").await;
+}
+
+/// CRI's read-only and masked paths (containerd's defaults).
+const CRI_READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+const CRI_MASKED_PATHS: [&str; 9] = [
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+
+/// Runs container `id` to its end (exit 0), removes it and returns its stdout.
+async fn stdout_of_run(a: &Agent, id: &str, s: &serde_json::Value) -> String {
+    a.run(id, s).await;
+    let out = String::from_utf8_lossy(&a.read_all(id, "", false).await).to_string();
+    assert_eq!(a.wait(id, "").await.code(), 0, "{id}: stdout {out:?}");
+    a.remove(id).await;
+    out
+}
+
+fn host_sysctl(path: &str) -> String {
+    std::fs::read_to_string(Path::new("/proc/sys").join(path)).expect("read host sysctl")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_sysctls_under_cri_read_only_proc_sys() {
+    let a = agent("sysctl").await;
+    let root = busybox_rootfs(a.dir.path());
+    let before = (
+        host_sysctl("kernel/shm_rmid_forced"),
+        host_sysctl("fs/mqueue/msg_max"),
+    );
+    // The sysctls are written in the container's new ipc namespace before /proc/sys turns
+    // read-only (runc's order): the container sees them, and cannot write /proc/sys itself.
+    let mut s = spec(
+        &root,
+        &[
+            "sh",
+            "-c",
+            "cat /proc/sys/kernel/shm_rmid_forced /proc/sys/fs/mqueue/msg_max; \
+             echo 0 >/proc/sys/kernel/shm_rmid_forced 2>/dev/null || echo read-only",
+        ],
+    );
+    s["linux"]["sysctl"] = json!({"kernel.shm_rmid_forced": "1", "fs.mqueue.msg_max": "100"});
+    s["linux"]["readonlyPaths"] = json!(CRI_READONLY_PATHS);
+    s["linux"]["maskedPaths"] = json!(CRI_MASKED_PATHS);
+    assert_eq!(stdout_of_run(&a, "ipc", &s).await, "1\n100\nread-only\n");
+    assert_eq!(
+        (
+            host_sysctl("kernel/shm_rmid_forced"),
+            host_sysctl("fs/mqueue/msg_max")
+        ),
+        before,
+        "the host's values changed"
+    );
+    // net.* sysctls: in host mode the agent's network namespace is the host's, so only a
+    // container with its own gets them.
+    let mut s = spec(&root, &["cat", "/proc/sys/net/ipv4/ping_group_range"]);
+    s["linux"]["sysctl"] = json!({"net.ipv4.ping_group_range": "0 2147483647"});
+    s["linux"]["readonlyPaths"] = json!(CRI_READONLY_PATHS);
+    let e = a.create("hostnet", &s, false).await.unwrap_err();
+    assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{e:?}");
+    s["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "network"}));
+    assert_eq!(stdout_of_run(&a, "net", &s).await, "0\t2147483647\n");
+    // A sysctl of no namespace (or IPC ones without an ipc namespace) is refused.
+    for (sysctl, drop_ipc) in [
+        (json!({"kernel.panic": "1"}), false),
+        (json!({"vm.swappiness": "1"}), false),
+        (json!({"kernel.shm_rmid_forced": "1"}), true),
+    ] {
+        let mut s = spec(&root, &["true"]);
+        s["linux"]["sysctl"] = sysctl.clone();
+        if drop_ipc {
+            s["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "uts"}, {"type": "mount"}]);
+        }
+        let e = a.create("global", &s, false).await.unwrap_err();
+        assert_eq!(code(&e), ttrpc::Code::INVALID_ARGUMENT, "{sysctl}: {e:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

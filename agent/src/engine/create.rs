@@ -36,7 +36,7 @@ impl Engine {
         let spec = spec::parse_spec(&req.spec_json)?;
         let ns = spec::namespaces(&spec)?;
         // Validate fully before reserving: a bad spec must not leave anything behind.
-        spec::create_plan(&spec, &ns, req.terminal)?;
+        spec::create_plan(&spec, &ns, req.terminal, self.config().host_mode)?;
         self.registry().reserve(&req.id).await?;
         match self.create_reserved(&req, &exec_id, spec, ns).await {
             Ok(pid) => Ok(pid),
@@ -63,7 +63,8 @@ impl Engine {
             cgroup.apply(res).map_err(undo_cgroup)?;
         }
         let stdio = StdioSetup::new(req.terminal, req.stdin).map_err(undo_cgroup)?;
-        let mut plan = spec::create_plan(&spec, &ns, req.terminal).map_err(undo_cgroup)?;
+        let mut plan = spec::create_plan(&spec, &ns, req.terminal, self.config().host_mode)
+            .map_err(undo_cgroup)?;
         plan.cgroup_procs = Some(cgroup.procs_file());
         let seccomp = plan.process.seccomp.clone();
         let StdioSetup { child, io } = stdio;

@@ -53,6 +53,10 @@ pub struct EngineConfig {
     pub init_exe: PathBuf,
     /// cgroup v2 directory under which each container gets its own cgroup.
     pub cgroup_parent: PathBuf,
+    /// The agent runs on a real host (`--listen unix:`, tests), not as the guest's PID 1: its
+    /// own namespaces are the host's, so no container may change them (`net.*` sysctls of a
+    /// container without a network namespace of its own).
+    pub host_mode: bool,
 }
 
 /// Handle to the engine; cheap to clone.

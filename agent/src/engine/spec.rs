@@ -299,22 +299,100 @@ fn default_devices() -> Vec<DevicePlan> {
     .collect()
 }
 
-fn sysctl_is_namespaced(key: &str, new_net: bool) -> bool {
-    const IPC: &[&str] = &[
-        "kernel.msgmax",
-        "kernel.msgmnb",
-        "kernel.msgmni",
-        "kernel.sem",
-        "kernel.shmall",
-        "kernel.shmmax",
-        "kernel.shmmni",
-        "kernel.shm_rmid_forced",
-    ];
-    IPC.contains(&key) || key.starts_with("fs.mqueue.") || (new_net && key.starts_with("net."))
+/// The System V IPC sysctls of an ipc namespace (the `fs.mqueue.*` ones are too), as in runc's
+/// validator (libcontainer/configs/validate).
+const IPC_SYSCTLS: &[&str] = &[
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// Whether `path` names the agent's own network namespace.
+fn is_agents_netns(path: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| invalid(format!("network namespace {p:?}: {e}")))
+    };
+    Ok(id(path)? == id(Path::new("/proc/self/ns/net"))?)
+}
+
+/// Refuses a sysctl that would not stay inside the namespaces `ns` (a container's; empty: the
+/// agent's own, for the pod-level sysctls), with runc's rules: IPC ones need an ipc namespace,
+/// `kernel.domainname` a uts namespace, and nothing else is namespaced. `net.*` ones are the
+/// exception: runc refuses them in its own network namespace (the host's), but the guest agent's
+/// is the pod's (the pod NIC lives there, DESIGN.md §1), which CRI's containers share with the
+/// sandbox through the netns path the shim drops. Only in host mode is it the host's.
+fn check_sysctl(key: &str, ns: &Namespaces, host_mode: bool) -> Result<()> {
+    let has = |name: &str| ns.names.iter().any(|n| n == name);
+    let whose = if host_mode {
+        "the host's"
+    } else {
+        "the whole guest's"
+    };
+    if IPC_SYSCTLS.contains(&key) || key.starts_with("fs.mqueue.") {
+        if has("ipc") {
+            return Ok(());
+        }
+        return Err(invalid(format!(
+            "sysctl {key} needs an ipc namespace: without one it would change {whose}"
+        )));
+    }
+    if key.starts_with("net.") {
+        if host_mode {
+            let agents = match ns.join.iter().find(|(name, _)| name == "net") {
+                Some((_, path)) => is_agents_netns(path)?,
+                None => !ns.new_flags.contains(CloneFlags::CLONE_NEWNET),
+            };
+            if agents {
+                return Err(invalid(format!(
+                    "sysctl {key} needs a network namespace: in host mode the agent's is the host's"
+                )));
+            }
+        }
+        return Ok(());
+    }
+    if has("uts") {
+        match key {
+            "kernel.domainname" => return Ok(()),
+            "kernel.hostname" => {
+                return Err(invalid(
+                    "sysctl kernel.hostname conflicts with the spec's hostname field",
+                ))
+            }
+            _ => {}
+        }
+    }
+    Err(invalid(format!(
+        "sysctl {key} is not namespaced and would change {whose}"
+    )))
+}
+
+/// Checks sysctls (see [`check_sysctl`]) and returns them as (/proc/sys-relative path, value),
+/// sorted.
+pub(crate) fn sysctls<'a>(
+    list: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ns: &Namespaces,
+    host_mode: bool,
+) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (key, value) in list {
+        let path = sysctl_path(key)?;
+        check_sysctl(key, ns, host_mode)?;
+        out.push((path, value.clone()));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Checks a sysctl key and returns its /proc/sys-relative path.
-pub(crate) fn sysctl_path(key: &str) -> Result<String> {
+fn sysctl_path(key: &str) -> Result<String> {
     if key.is_empty()
         || key.contains("..")
         || !key
@@ -326,8 +404,14 @@ pub(crate) fn sysctl_path(key: &str) -> Result<String> {
     Ok(key.replace('.', "/"))
 }
 
-/// The full plan for a container's init process.
-pub(crate) fn create_plan(spec: &Spec, ns: &Namespaces, terminal: bool) -> Result<InitPlan> {
+/// The full plan for a container's init process; `host_mode`: the agent runs on a real host
+/// (`--listen unix:`), not as the guest's PID 1.
+pub(crate) fn create_plan(
+    spec: &Spec,
+    ns: &Namespaces,
+    terminal: bool,
+    host_mode: bool,
+) -> Result<InitPlan> {
     let process = spec
         .process()
         .as_ref()
@@ -408,18 +492,7 @@ pub(crate) fn create_plan(spec: &Spec, ns: &Namespaces, terminal: bool) -> Resul
             return Err(invalid(format!("bad hostname {h:?}")));
         }
     }
-    let new_net = ns.new_flags.contains(CloneFlags::CLONE_NEWNET);
-    let mut sysctls = Vec::new();
-    for (k, v) in linux.sysctl().iter().flatten() {
-        let path = sysctl_path(k)?;
-        if !sysctl_is_namespaced(k, new_net) {
-            return Err(invalid(format!(
-                "sysctl {k} is not namespaced for this container and would change the whole guest"
-            )));
-        }
-        sysctls.push((path, v.clone()));
-    }
-    sysctls.sort();
+    let sysctls = sysctls(linux.sysctl().iter().flatten(), ns, host_mode)?;
     let seccomp = seccomp_of(spec)?;
     Ok(InitPlan {
         kind: InitKind::Create,
@@ -458,7 +531,7 @@ mod tests {
 
     fn plan(s: &Spec) -> Result<InitPlan> {
         let ns = namespaces(s)?;
-        create_plan(s, &ns, false)
+        create_plan(s, &ns, false, false)
     }
 
     #[test]
@@ -499,5 +572,78 @@ mod tests {
         assert!(process_plan(&p, vec![]).is_err());
         let p = parse_process(br#"{"args":[],"cwd":"/","user":{"uid":0,"gid":0}}"#).unwrap();
         assert!(process_plan(&p, vec![]).is_err());
+    }
+
+    /// The plan's sysctls for a spec with these namespaces and sysctls.
+    fn sysctl_plan(ns_json: &str, sysctls: &str, host_mode: bool) -> Result<Vec<(String, String)>> {
+        let mut v: serde_json::Value = serde_json::to_value(spec("", "")).unwrap();
+        v["linux"]["namespaces"] = serde_json::from_str(ns_json).unwrap();
+        v["linux"]["sysctl"] = serde_json::from_str(sysctls).unwrap();
+        let s = parse_spec(v.to_string().as_bytes()).unwrap();
+        let ns = namespaces(&s)?;
+        Ok(create_plan(&s, &ns, false, host_mode)?.sysctls)
+    }
+
+    #[test]
+    fn namespaced_sysctls_are_taken_as_runc_takes_them() {
+        let ipc = r#"[{"type":"mount"},{"type":"ipc"},{"type":"uts"}]"#;
+        // CRI's sandbox with containerd 2.x's defaults and a safe and an unsafe pod sysctl.
+        let pod = r#"{"kernel.shm_rmid_forced":"1","fs.mqueue.msg_max":"100",
+            "net.ipv4.ip_unprivileged_port_start":"0","net.ipv4.ping_group_range":"0 2147483647"}"#;
+        assert_eq!(
+            sysctl_plan(ipc, pod, false).unwrap(),
+            [
+                ("fs/mqueue/msg_max", "100"),
+                ("kernel/shm_rmid_forced", "1"),
+                ("net/ipv4/ip_unprivileged_port_start", "0"),
+                ("net/ipv4/ping_group_range", "0 2147483647"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        let domain = r#"{"kernel.domainname":"example.org"}"#;
+        assert_eq!(sysctl_plan(ipc, domain, false).unwrap().len(), 1);
+        // An ipc namespace joined by path (a CRI app container) is as good as a new one.
+        let joined = r#"[{"type":"mount"},{"type":"ipc","path":"/proc/self/ns/ipc"}]"#;
+        let shm = r#"{"kernel.shm_rmid_forced":"1"}"#;
+        assert_eq!(sysctl_plan(joined, shm, true).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn sysctls_that_would_leave_the_containers_namespaces_are_refused() {
+        let refused = |ns_json: &str, sysctls: &str, host_mode: bool| {
+            let r = sysctl_plan(ns_json, sysctls, host_mode);
+            assert!(
+                matches!(r, Err(EngineError::InvalidArgument(_))),
+                "{ns_json} {sysctls} host mode {host_mode}: {r:?}"
+            );
+        };
+        let all = r#"[{"type":"mount"},{"type":"ipc"},{"type":"uts"},{"type":"network"}]"#;
+        for global in [
+            r#"{"kernel.panic":"1"}"#,
+            r#"{"vm.overcommit_memory":"1"}"#,
+            r#"{"kernel.hostname":"x"}"#,
+            r#"{"fs.file-max":"100"}"#,
+        ] {
+            refused(all, global, false);
+            refused(all, global, true);
+        }
+        // IPC ones without an ipc namespace would change the agent's (hostIPC, as runc).
+        let no_ipc = r#"[{"type":"mount"}]"#;
+        refused(no_ipc, r#"{"kernel.shm_rmid_forced":"1"}"#, false);
+        refused(no_ipc, r#"{"fs.mqueue.msg_max":"100"}"#, false);
+        refused(no_ipc, r#"{"kernel.domainname":"x"}"#, false);
+        // net.*: the guest agent's network namespace is the pod's; in host mode it is the
+        // host's, whether shared or joined by path.
+        let net = r#"{"net.ipv4.ping_group_range":"0 2147483647"}"#;
+        assert_eq!(sysctl_plan(no_ipc, net, false).unwrap().len(), 1);
+        refused(no_ipc, net, true);
+        refused(
+            r#"[{"type":"mount"},{"type":"network","path":"/proc/self/ns/net"}]"#,
+            net,
+            true,
+        );
+        let own_net = r#"[{"type":"mount"},{"type":"network"}]"#;
+        assert_eq!(sysctl_plan(own_net, net, true).unwrap().len(), 1);
+        refused(own_net, r#"{"net/../../kernel/panic":"1"}"#, false);
     }
 }

@@ -9,13 +9,14 @@
 //! { "name": "p1", "uid": "u-1", "namespace": "default", "attempt": 0,
 //!   "hostname": "p1", "log_directory": "/tmp/logs/p1", "cgroup_parent": "/hull-cri/p1",
 //!   "namespaces": { "network": "pod", "pid": "container", "ipc": "pod" },
-//!   "labels": {}, "annotations": {} }
+//!   "sysctls": { "kernel.shm_rmid_forced": "1" }, "labels": {}, "annotations": {} }
 //! ```
 //!
 //! Required: `name`, `uid`, `log_directory`. `namespace` defaults to `default`, `hostname`
 //! and `cgroup_parent` to empty (no cgroup parent: containerd picks the cgroup), the
 //! namespace modes (`pod`, `container`, `node`) to kubelet's for a pod without
-//! `shareProcessNamespace`: network and IPC shared by the pod, PID per container.
+//! `shareProcessNamespace`: network and IPC shared by the pod, PID per container. `sysctls`
+//! (the pod's `securityContext.sysctls`) default to none.
 //!
 //! Container (`create`):
 //!
@@ -57,6 +58,8 @@ pub struct PodJson {
     pub cgroup_parent: String,
     #[serde(default)]
     pub namespaces: Namespaces,
+    #[serde(default)]
+    pub sysctls: HashMap<String, String>,
     #[serde(default)]
     pub labels: HashMap<String, String>,
     #[serde(default)]
@@ -209,6 +212,7 @@ impl PodJson {
             annotations: self.annotations.clone(),
             linux: Some(cri::LinuxPodSandboxConfig {
                 cgroup_parent: self.cgroup_parent.clone(),
+                sysctls: self.sysctls.clone(),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
                     namespace_options: Some(self.namespaces.cri()),
                     ..Default::default()
@@ -289,6 +293,19 @@ mod tests {
         assert_eq!(ns.network, cri::NamespaceMode::Pod as i32);
         assert_eq!(ns.pid, cri::NamespaceMode::Container as i32);
         assert_eq!(ns.ipc, cri::NamespaceMode::Pod as i32);
+    }
+
+    #[test]
+    fn the_pods_sysctls_reach_the_sandbox_config() {
+        let pod: PodJson = serde_json::from_str(
+            r#"{"name":"p","uid":"u","log_directory":"/l","sysctls":{"fs.mqueue.msg_max":"100"}}"#,
+        )
+        .expect("pod");
+        let sysctls = pod.to_cri().linux.expect("linux").sysctls;
+        assert_eq!(
+            sysctls.get("fs.mqueue.msg_max").map(String::as_str),
+            Some("100")
+        );
     }
 
     #[test]

@@ -24,7 +24,6 @@ pub(crate) mod syscall;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sched::CloneFlags;
@@ -128,6 +127,27 @@ fn child(sock: &mut UnixStream, reader: &mut BufReader<UnixStream>, plan: &InitP
     }
 }
 
+/// After pivot_root and the console, in runc's order (libcontainer's standard_init_linux.go):
+/// read-only `/`, hostname, sysctls, then the read-only and masked paths. The sysctls must come
+/// before those: CRI makes /proc/sys read-only, and they are written through it.
+fn finish_rootfs(sys: &dyn Syscall, plan: &InitPlan) -> Result<(), String> {
+    if let Some(rootfs) = &plan.rootfs {
+        rootfs::finalize(sys, rootfs).map_err(|e| e.to_string())?;
+    }
+    if let Some(h) = &plan.hostname {
+        sys.sethostname(h)
+            .map_err(|e| format!("sethostname {h:?}: {e}"))?;
+    }
+    for (key, value) in &plan.sysctls {
+        sys.write_sysctl(key, value)
+            .map_err(|e| format!("sysctl {key}={value}: {e}"))?;
+    }
+    if let Some(rootfs) = &plan.rootfs {
+        rootfs::protect_paths(sys, rootfs).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Everything between `go` and the exec.
 fn setup(
     sock: &mut UnixStream,
@@ -150,22 +170,72 @@ fn setup(
         }
         console::send_master(sock, terminal).map_err(|e| e.to_string())?;
     }
-    if let Some(rootfs) = &plan.rootfs {
-        rootfs::finalize(&linux, rootfs).map_err(|e| e.to_string())?;
-    }
-    if let Some(h) = &plan.hostname {
-        linux
-            .sethostname(h)
-            .map_err(|e| format!("sethostname {h:?}: {e}"))?;
-    }
-    for (key, value) in &plan.sysctls {
-        let path = Path::new("/proc/sys").join(key);
-        std::fs::write(&path, value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
-    }
+    finish_rootfs(&linux, plan)?;
     process::setup_privileged(&plan.process).map_err(|e| e.to_string())?;
     if plan.kind == InitKind::Create {
         send(sock, &InitReply::Ready);
         wait_for(reader, "start")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::syscall::Recorder;
+    use super::*;
+    use crate::engine::plan::{ProcessPlan, RootfsPlan};
+
+    /// CRI's read-only /proc/sys must not stop the pod's sysctls: they are written before the
+    /// read-only and masked paths, after the read-only root and the hostname (runc's order).
+    #[test]
+    fn sysctls_are_written_before_the_read_only_and_masked_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys_dir = dir.path().join("sys");
+        let kcore = dir.path().join("kcore");
+        std::fs::create_dir(&sys_dir).unwrap();
+        std::fs::write(&kcore, b"").unwrap();
+        let plan = InitPlan {
+            kind: InitKind::Create,
+            cgroup_procs: None,
+            join_ns: Vec::new(),
+            new_ns_flags: 0,
+            rootfs: Some(RootfsPlan {
+                root: PathBuf::from("/unused"),
+                readonly: true,
+                propagation: 0,
+                mounts: Vec::new(),
+                devices: Vec::new(),
+                masked_paths: vec![kcore.clone()],
+                readonly_paths: vec![sys_dir.clone()],
+            }),
+            hostname: Some("box".into()),
+            sysctls: vec![("kernel/shm_rmid_forced".into(), "1".into())],
+            process: ProcessPlan::default(),
+            terminal: false,
+        };
+        let rec = Recorder::default();
+        finish_rootfs(&rec, &plan).unwrap();
+        let log = rec.0.borrow();
+        assert!(
+            log[0].starts_with("mount None / None")
+                && log[0].contains("MS_REMOUNT")
+                && log[0].contains("MS_RDONLY"),
+            "{log:?}"
+        );
+        assert_eq!(log[1], "sethostname box");
+        assert_eq!(log[2], "sysctl kernel/shm_rmid_forced=1");
+        let sys_dir = sys_dir.display().to_string();
+        assert!(
+            log[3].contains(&sys_dir) && log[3].contains("MS_BIND"),
+            "{log:?}"
+        );
+        assert!(
+            log[4].contains(&sys_dir) && log[4].contains("MS_RDONLY"),
+            "{log:?}"
+        );
+        assert!(log[5].contains(&kcore.display().to_string()) && log[5].contains("/dev/null"));
+        assert_eq!(log.len(), 6, "{log:?}");
+    }
 }

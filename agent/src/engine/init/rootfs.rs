@@ -1,5 +1,5 @@
 //! Builds the container's root file system inside its new mount namespace: propagation, the
-//! spec's mounts, /dev, pivot_root, /dev/console, masked and read-only paths, read-only root.
+//! spec's mounts, /dev, pivot_root, /dev/console, read-only root, read-only and masked paths.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -194,20 +194,26 @@ pub(crate) fn bind_console(sys: &dyn Syscall, slave: &Path) -> Result<(), Rootfs
         .map_err(err("bind the terminal on /dev/console"))
 }
 
-/// What must happen inside the new root, last: masked and read-only paths, read-only /.
+/// The last step of the rootfs proper (runc's finalizeRootfs): a read-only `/`.
 pub(crate) fn finalize(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), RootfsError> {
-    for p in &plan.masked_paths {
-        mask(sys, p)?;
-    }
-    for p in &plan.readonly_paths {
-        make_readonly(sys, p)?;
-    }
     if plan.readonly {
         sys.mount(&Mount::change(
             Path::new("/"),
             MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
         ))
         .map_err(err("remount / read-only"))?;
+    }
+    Ok(())
+}
+
+/// The spec's read-only paths, then its masked paths (runc's order), after the sysctls: CRI makes
+/// /proc/sys read-only, and the sysctls are written through it.
+pub(crate) fn protect_paths(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), RootfsError> {
+    for p in &plan.readonly_paths {
+        make_readonly(sys, p)?;
+    }
+    for p in &plan.masked_paths {
+        mask(sys, p)?;
     }
     Ok(())
 }
@@ -245,41 +251,8 @@ fn make_readonly(sys: &dyn Syscall, p: &Path) -> Result<(), RootfsError> {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-
+    use super::super::syscall::Recorder;
     use super::*;
-
-    #[derive(Default)]
-    struct Recorder(RefCell<Vec<String>>);
-
-    impl Syscall for Recorder {
-        fn mount(&self, m: &Mount<'_>) -> nix::Result<()> {
-            self.0.borrow_mut().push(format!(
-                "mount {:?} {} {:?} {:?}",
-                m.source.map(|s| s.display().to_string()),
-                m.target.display(),
-                m.fstype,
-                m.flags
-            ));
-            Ok(())
-        }
-        fn pivot_root(&self, new_root: &Path) -> nix::Result<()> {
-            self.0
-                .borrow_mut()
-                .push(format!("pivot {}", new_root.display()));
-            Ok(())
-        }
-        fn mknod(&self, path: &Path, _k: SFlag, _m: Mode, _d: u64) -> nix::Result<()> {
-            fs::write(path, b"").map_err(|_| Errno::EIO)?;
-            self.0
-                .borrow_mut()
-                .push(format!("mknod {}", path.display()));
-            Ok(())
-        }
-        fn sethostname(&self, _name: &str) -> nix::Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn binds_root_then_mounts_in_order_and_remounts_ro_binds() {

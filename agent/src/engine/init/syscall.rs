@@ -44,6 +44,8 @@ pub(crate) trait Syscall {
     fn pivot_root(&self, new_root: &Path) -> nix::Result<()>;
     fn mknod(&self, path: &Path, kind: SFlag, mode: Mode, dev: u64) -> nix::Result<()>;
     fn sethostname(&self, name: &str) -> nix::Result<()>;
+    /// Writes `value` to `/proc/sys/<key>` (key: a /proc/sys-relative path).
+    fn write_sysctl(&self, key: &str, value: &str) -> std::io::Result<()>;
 }
 
 /// The real kernel.
@@ -70,5 +72,53 @@ impl Syscall for Linux {
 
     fn sethostname(&self, name: &str) -> nix::Result<()> {
         nix::unistd::sethostname(name)
+    }
+
+    fn write_sysctl(&self, key: &str, value: &str) -> std::io::Result<()> {
+        std::fs::write(Path::new("/proc/sys").join(key), value)
+    }
+}
+
+/// Records the calls instead of making them (mknod creates an empty file, so later steps find
+/// the node).
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Recorder(pub(crate) std::cell::RefCell<Vec<String>>);
+
+#[cfg(test)]
+impl Recorder {
+    fn push(&self, line: String) {
+        self.0.borrow_mut().push(line);
+    }
+}
+
+#[cfg(test)]
+impl Syscall for Recorder {
+    fn mount(&self, m: &Mount<'_>) -> nix::Result<()> {
+        self.push(format!(
+            "mount {:?} {} {:?} {:?}",
+            m.source.map(|s| s.display().to_string()),
+            m.target.display(),
+            m.fstype,
+            m.flags
+        ));
+        Ok(())
+    }
+    fn pivot_root(&self, new_root: &Path) -> nix::Result<()> {
+        self.push(format!("pivot {}", new_root.display()));
+        Ok(())
+    }
+    fn mknod(&self, path: &Path, _k: SFlag, _m: Mode, _d: u64) -> nix::Result<()> {
+        std::fs::write(path, b"").map_err(|_| nix::errno::Errno::EIO)?;
+        self.push(format!("mknod {}", path.display()));
+        Ok(())
+    }
+    fn sethostname(&self, name: &str) -> nix::Result<()> {
+        self.push(format!("sethostname {name}"));
+        Ok(())
+    }
+    fn write_sysctl(&self, key: &str, value: &str) -> std::io::Result<()> {
+        self.push(format!("sysctl {key}={value}"));
+        Ok(())
     }
 }
