@@ -5,9 +5,10 @@
 //! of codes.
 //!
 //! The rule: what the caller can fix by asking differently (a malformed or oversized spec
-//! file, a bind source that does not exist, hostNetwork, more NICs than hull wires, absurd
-//! resources) is INVALID_ARGUMENT; a pod VM or agent that did not come up or cannot be
-//! reached is UNAVAILABLE; a failure of the node itself (a mount, a tap, a spawn) is INTERNAL.
+//! file, a bind source that does not exist, hostNetwork, hostIPC, hostPID, Bidirectional
+//! mount propagation, more NICs than hull wires, absurd resources) is INVALID_ARGUMENT; a pod
+//! VM or agent that did not come up or cannot be reached is UNAVAILABLE; a failure of the node
+//! itself (a mount, a tap, a spawn) is INTERNAL.
 
 use ttrpc::Code;
 
@@ -107,7 +108,9 @@ fn spec_code(e: &SpecError) -> Code {
         | SpecError::ExecNotObject
         | SpecError::NoSource { .. }
         | SpecError::PodFileNotRegular { .. }
-        | SpecError::PodFileTooLarge { .. } => Code::INVALID_ARGUMENT,
+        | SpecError::PodFileTooLarge { .. }
+        | SpecError::HostNamespace { .. }
+        | SpecError::SharedPropagation { .. } => Code::INVALID_ARGUMENT,
         // As a container's bind source that does not exist (`ShareError::MissingSource`).
         SpecError::PodFileRead { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             Code::INVALID_ARGUMENT
@@ -179,11 +182,23 @@ mod tests {
     /// A bundle whose sandbox spec binds `hosts` at /etc/hosts and has a netns path.
     fn bundle_with_hosts(dir: &Path, hosts: &Path) {
         let spec = json!({
-            "linux": {"namespaces": [{"type": "network", "path": "/nonexistent/netns"}]},
+            "linux": {"namespaces": [
+                {"type": "pid"}, {"type": "ipc"},
+                {"type": "network", "path": "/nonexistent/netns"}
+            ]},
             "mounts": [{"destination": "/etc/hosts", "type": "bind", "source": hosts,
                         "options": ["rbind", "ro"]}]
         });
         std::fs::write(dir.join("config.json"), spec.to_string()).expect("config.json");
+    }
+
+    /// A VM backend whose hull-vmm does not exist: launches fail at the latest when it starts.
+    fn vm_config() -> HullConfig {
+        HullConfig::parse(
+            "[vm]\nvmm = \"/nonexistent/hull-vmm\"\nkernel = \"/k\"\ninitrd = \"/i\"\n",
+            Path::new("test.toml"),
+        )
+        .expect("config")
     }
 
     /// The whole path of a pod launch: a hosts file over 64 KiB reaches containerd as
@@ -195,11 +210,7 @@ mod tests {
         let hosts = dir.path().join("hosts");
         std::fs::write(&hosts, vec![b'#'; 64 * 1024 + 1]).expect("hosts");
         bundle_with_hosts(dir.path(), &hosts);
-        let cfg = HullConfig::parse(
-            "[vm]\nvmm = \"/nonexistent/hull-vmm\"\nkernel = \"/k\"\ninitrd = \"/i\"\n",
-            Path::new("test.toml"),
-        )
-        .expect("config");
+        let cfg = vm_config();
         let sid = format!("hull-errors-test-{}", std::process::id());
         let e = crate::backend::launch(&cfg, &sid, dir.path())
             .await
@@ -210,6 +221,42 @@ mod tests {
         assert!(!PathBuf::from("/run/hull/pods").join(&sid).exists());
     }
 
+    /// A sandbox spec as containerd's CRI writes it for hostNetwork, hostIPC and hostPID
+    /// (the namespace's entry left out): the sandbox's Create is INVALID_ARGUMENT saying what
+    /// to do instead, and nothing is made for the VM.
+    #[tokio::test(flavor = "current_thread")]
+    async fn host_namespace_pods_are_refused_before_anything_is_made() {
+        let cfg = vm_config();
+        let netns = json!({"type": "network", "path": "/nonexistent/netns"});
+        for (namespaces, field) in [
+            (
+                json!([{"type": "pid"}, {"type": "ipc"}, {"type": "mount"}]),
+                "hostNetwork",
+            ),
+            (
+                json!([{"type": "pid"}, netns, {"type": "mount"}]),
+                "hostIPC",
+            ),
+            (
+                json!([{"type": "ipc"}, netns, {"type": "mount"}]),
+                "hostPID",
+            ),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let spec = json!({"linux": {"namespaces": namespaces}});
+            std::fs::write(dir.path().join("config.json"), spec.to_string()).expect("spec");
+            let sid = format!("hull-errors-hostns-{}", std::process::id());
+            let e = crate::backend::launch(&cfg, &sid, dir.path())
+                .await
+                .expect_err(field);
+            let (code, msg) = status(e.into());
+            assert_eq!(code, Code::INVALID_ARGUMENT, "{msg}");
+            let what = format!("{field} pods cannot run with runtime hull: ");
+            assert!(msg.contains(&what) && msg.contains("(e.g. runc)"), "{msg}");
+            assert!(!PathBuf::from("/run/hull/pods").join(&sid).exists());
+        }
+    }
+
     #[test]
     fn spec_and_share_errors_say_whose_fault() {
         let missing = |kind: std::io::ErrorKind| SpecError::PodFileRead {
@@ -217,8 +264,17 @@ mod tests {
             dest: "/etc/resolv.conf".into(),
             source: kind.into(),
         };
-        let cases: [(ShimError, Code); 7] = [
+        let cases: [(ShimError, Code); 8] = [
             (SpecError::NotObject.into(), Code::INVALID_ARGUMENT),
+            (
+                BackendError::from(SpecError::SharedPropagation {
+                    host_path: "/mnt".into(),
+                    destination: "/mnt".into(),
+                    option: "rshared".into(),
+                })
+                .into(),
+                Code::INVALID_ARGUMENT,
+            ),
             (
                 BackendError::from(missing(std::io::ErrorKind::NotFound)).into(),
                 Code::INVALID_ARGUMENT,

@@ -7,15 +7,17 @@
 //!                       into it: containers/<cid>/rootfs, containers/<cid>/mounts/<n>
 //! <pod dir>/shared      bind of share-rw, remounted read-only, made a slave: virtiofsd's
 //!                       --shared-dir. Mounts added under share-rw later propagate in.
-//! <pod dir>/staging     a private mount where read-only binds are made before they move in
+//! <pod dir>/staging     a private mount where binds are made before they move in
 //! ```
 //! The guest cannot write at the share root, and each submount keeps its own flags: a rootfs
 //! is read-write; a bind the spec marks `ro` must already be read-only when it enters
 //! share-rw, because a later read-only remount does not propagate to the copies in `shared`
 //! and in virtiofsd's namespace. So it is bound and remounted in `staging` (private: a mount
 //! under a shared parent cannot be moved), then moved into share-rw, which propagates
-//! read-only copies. Propagation is set explicitly, never inherited from `/run`: in the lab
-//! `/run` is a private tmpfs.
+//! read-only copies. Every bind goes through `staging`, where it also leaves the host
+//! source's peer group ([`Share::bind_mount`]): its unmount would propagate back to the host.
+//! Propagation is set explicitly, never inherited from `/run`: in the lab `/run` is a private
+//! tmpfs.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -149,20 +151,26 @@ impl Share {
 
     /// Binds the host path `source` (file or directory) as the container's `n`-th shared
     /// mount, read-only on the host when `read_only`; returns its path in the guest.
+    ///
+    /// The bind is made in `staging` and cut off from the host's peer group there, before it
+    /// moves in: left a peer of a shared source (systemd makes `/` shared), its release would
+    /// propagate back and unmount the host's own mounts under the source. As a slave
+    /// (`follow_host`: `rslave`, HostToContainer, and runc's default) it still receives what
+    /// the host mounts under the source later; private (`rprivate`, CRI's None) it does not.
     pub(crate) fn bind_mount(
         &self,
         cid: &str,
         n: usize,
         source: &Path,
         read_only: bool,
+        follow_host: bool,
     ) -> Result<PathBuf, ShareError> {
         let meta = fs::metadata(source).map_err(|_| ShareError::MissingSource(source.into()))?;
         let dir = self.container_dir(cid).join("mounts");
         fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         let target = dir.join(n.to_string());
         let stage = self.staging.join(format!("{cid}-{n}"));
-        let bind_at = if read_only { &stage } else { &target };
-        for t in [&target, bind_at] {
+        for t in [&target, &stage] {
             if meta.is_dir() {
                 fs::create_dir_all(t).map_err(io("create", t))?;
             } else {
@@ -172,23 +180,31 @@ impl Share {
         do_mount(
             "bind",
             Some(source),
-            bind_at,
+            &stage,
             MsFlags::MS_BIND | MsFlags::MS_REC,
         )?;
+        let (what, propagation) = if follow_host {
+            ("make slave", MsFlags::MS_SLAVE)
+        } else {
+            ("make private", MsFlags::MS_PRIVATE)
+        };
+        let mut moved = do_mount(what, None, &stage, propagation | MsFlags::MS_REC);
         if read_only {
-            let moved = do_mount(
-                "remount read-only",
-                None,
-                &stage,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            )
-            .and_then(|()| do_mount("move", Some(&stage), &target, MsFlags::MS_MOVE));
-            if moved.is_err() {
-                detach(&stage);
-            }
-            let _ = fs::remove_file(&stage).or_else(|_| fs::remove_dir(&stage));
-            moved?;
+            moved = moved.and_then(|()| {
+                do_mount(
+                    "remount read-only",
+                    None,
+                    &stage,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                )
+            });
         }
+        moved = moved.and_then(|()| do_mount("move", Some(&stage), &target, MsFlags::MS_MOVE));
+        if moved.is_err() {
+            detach(&stage);
+        }
+        let _ = fs::remove_file(&stage).or_else(|_| fs::remove_dir(&stage));
+        moved?;
         Ok(Path::new(GUEST_SHARE_DIR)
             .join("containers")
             .join(cid)
@@ -227,10 +243,7 @@ mod tests {
     /// writable there, and release/destroy leave nothing mounted.
     #[test]
     fn binds_propagate_into_the_served_dir() {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "this test mounts and needs root (make test runs as root)"
-        );
+        need_root();
         let tmp = tempfile::tempdir().expect("tempdir");
         let src = tmp.path().join("rootfs");
         fs::create_dir_all(src.join("etc")).expect("mkdir");
@@ -251,7 +264,9 @@ mod tests {
         assert!(src.join("etc/new").exists());
         let err = fs::write(share.served_dir().join("top"), "x").expect_err("served root is ro");
         assert_eq!(err.raw_os_error(), Some(libc::EROFS));
-        let guest = share.bind_mount("c1", 0, &file, true).expect("bind file");
+        let guest = share
+            .bind_mount("c1", 0, &file, true, true)
+            .expect("bind file");
         assert_eq!(guest, Path::new("/run/hull/shared/containers/c1/mounts/0"));
         let served_file = share.served_dir().join("containers/c1/mounts/0");
         assert_eq!(
@@ -261,7 +276,7 @@ mod tests {
         let err = fs::write(&served_file, "x").expect_err("ro bind");
         assert_eq!(err.raw_os_error(), Some(libc::EROFS));
         assert!(matches!(
-            share.bind_mount("c1", 1, &tmp.path().join("missing"), false),
+            share.bind_mount("c1", 1, &tmp.path().join("missing"), false, true),
             Err(ShareError::MissingSource(_))
         ));
         share.release("c1");
@@ -275,5 +290,88 @@ mod tests {
         for d in ["share-rw", "shared", "staging"] {
             assert!(!pod.join(d).exists(), "{d} left behind");
         }
+    }
+    fn need_root() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts and needs root (make test runs as root)"
+        );
+    }
+
+    /// Mount points in this mount namespace.
+    fn mount_points() -> Vec<PathBuf> {
+        let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        info.lines()
+            .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+            .collect()
+    }
+
+    fn tmpfs(at: &Path) {
+        fs::create_dir_all(at).expect("mkdir");
+        mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .expect("mount tmpfs");
+    }
+
+    /// A bind of a shared host source (systemd makes `/` shared): as a slave (rslave) it
+    /// receives what the host mounts under the source after the container started, private
+    /// (rprivate) it does not, and releasing either leaves the host's own mounts under the
+    /// source alone (a bind left in the source's peer group unmounted them).
+    #[test]
+    fn binds_follow_the_host_one_way() {
+        need_root();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("src");
+        fs::create_dir_all(&src).expect("mkdir");
+        do_mount("bind", Some(&src), &src, MsFlags::MS_BIND).expect("bind");
+        do_mount("make shared", None, &src, MsFlags::MS_SHARED).expect("make shared");
+        let (early, late) = (src.join("early"), src.join("late"));
+        tmpfs(&early);
+        fs::write(early.join("f"), "early").expect("write");
+        let share = Share::at(&tmp.path().join("pod"));
+        share.create().expect("create share");
+        share
+            .bind_mount("c1", 0, &src, false, true)
+            .expect("rslave bind");
+        share
+            .bind_mount("c1", 1, &src, true, false)
+            .expect("rprivate bind");
+        tmpfs(&late);
+        fs::write(late.join("f"), "late").expect("write");
+        let served = |n: usize, f: &str| {
+            let p = share
+                .served_dir()
+                .join(format!("containers/c1/mounts/{n}/{f}/f"));
+            fs::read_to_string(p).ok()
+        };
+        let seen = [
+            served(0, "early"),
+            served(0, "late"),
+            served(1, "early"),
+            served(1, "late"),
+        ];
+        share.release("c1");
+        share.destroy();
+        let left = mount_points();
+        detach(&src);
+        assert_eq!(
+            seen,
+            [
+                Some("early".into()),
+                Some("late".into()),
+                Some("early".into()),
+                None
+            ],
+            "what each bind shows of the source's mounts"
+        );
+        assert!(
+            left.contains(&early) && left.contains(&late),
+            "releasing the binds unmounted the host's own mounts: {left:?}"
+        );
     }
 }

@@ -52,6 +52,27 @@ pub(crate) enum SpecError {
     PodFileTooLarge { path: String, dest: String },
     #[error("mount {n}: {source}")]
     Share { n: usize, source: ShareError },
+    /// `field`: the pod's setting (hostIPC, hostPID); `namespace`: what it would share.
+    #[error(
+        "{field} pods cannot run with runtime hull: each hull pod has its own VM and guest \
+         kernel, whose processes cannot join the node's {namespace}; use another RuntimeClass \
+         (e.g. runc) for this pod, or drop {field}"
+    )]
+    HostNamespace {
+        field: &'static str,
+        namespace: &'static str,
+    },
+    #[error(
+        "the bind mount of {host_path:?} at {destination:?} asks for mount propagation \
+         {option} (Bidirectional), which runtime hull cannot give: mounts made in a hull \
+         container stay in its VM and never reach the host; use another RuntimeClass (e.g. \
+         runc) for this pod, or mountPropagation None or HostToContainer"
+    )]
+    SharedPropagation {
+        host_path: String,
+        destination: String,
+        option: String,
+    },
 }
 
 /// Reads `<bundle>/config.json`.
@@ -115,6 +136,36 @@ pub(crate) fn pod_file(spec: &Value, dest: &str) -> Result<Option<Vec<u8>>, Spec
     Ok(Some(data))
 }
 
+/// The array at JSON pointer `at` in the spec; empty when absent.
+fn array_at<'a>(spec: &'a Value, at: &str) -> &'a [Value] {
+    spec.pointer(at)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// Refuses a pod that shares the node's IPC or PID namespace (CRI's hostIPC, hostPID): a VM
+/// would silently give it private ones. containerd's CRI leaves the `ipc` or `pid` entry out
+/// of such a pod's sandbox spec, while its default spec, which every other sandbox and a lone
+/// `ctr run` container start from, has both. hostNetwork is `NetError::HostNetwork`.
+pub(crate) fn refuse_host_namespaces(spec: &Value) -> Result<(), SpecError> {
+    let namespaces = array_at(spec, "/linux/namespaces");
+    let has = |kind: &str| {
+        namespaces
+            .iter()
+            .any(|n| n.get("type").and_then(Value::as_str) == Some(kind))
+    };
+    for (kind, field, namespace) in [
+        ("ipc", "hostIPC", "IPC namespace"),
+        ("pid", "hostPID", "PID namespace"),
+    ] {
+        if !has(kind) {
+            return Err(SpecError::HostNamespace { field, namespace });
+        }
+    }
+    Ok(())
+}
+
 /// Reads `<bundle>/config.json` and returns the JSON the agent gets.
 #[cfg(feature = "host-agent-backend")]
 pub(crate) fn for_host_agent(bundle: &Path, rootfs: &Path) -> Result<Vec<u8>, SpecError> {
@@ -151,6 +202,7 @@ pub(crate) fn for_vm(
     sandbox_pid: Option<u32>,
 ) -> Result<VmSpec, SpecError> {
     let mut spec = read(bundle)?;
+    refuse_shared_propagation(&spec)?;
     rewrite(&mut spec, &guest_rootfs(cid))?;
     let memory_volumes = share_binds(&mut spec, cid, share)?;
     guest_namespaces(&mut spec, sandbox_pid);
@@ -191,10 +243,46 @@ fn is_bind(m: &Value) -> bool {
         })
 }
 
+fn has_option(m: &Value, wanted: &[&str]) -> bool {
+    m.get("options").and_then(Value::as_array).is_some_and(|o| {
+        o.iter()
+            .filter_map(Value::as_str)
+            .any(|x| wanted.contains(&x))
+    })
+}
+
 fn is_read_only(m: &Value) -> bool {
-    m.get("options")
-        .and_then(Value::as_array)
-        .is_some_and(|o| o.iter().any(|x| x.as_str() == Some("ro")))
+    has_option(m, &["ro"])
+}
+
+/// Whether a bind receives what the host mounts under its source later: unless the spec asks
+/// for private propagation (CRI's None is `rprivate`), as runc, whose default is `rslave`.
+fn follows_host(m: &Value) -> bool {
+    !has_option(m, &["private", "rprivate"])
+}
+
+/// Refuses a bind mount with shared propagation (CRI's Bidirectional puts `rshared` in its
+/// options), before anything is bound: what the container mounts under it would have to
+/// reach the host, and the guest's mounts never do. `rslave` (HostToContainer) and
+/// `rprivate` pass: the share's binds follow the host's mounts as far as virtio-fs shows them.
+pub(crate) fn refuse_shared_propagation(spec: &Value) -> Result<(), SpecError> {
+    let mounts = array_at(spec, "/mounts");
+    for m in mounts.iter().filter(|m| is_bind(m)) {
+        let shared = m.get("options").and_then(Value::as_array).and_then(|o| {
+            o.iter()
+                .filter_map(Value::as_str)
+                .find(|o| matches!(*o, "shared" | "rshared"))
+        });
+        if let Some(option) = shared {
+            let field = |k| m.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+            return Err(SpecError::SharedPropagation {
+                host_path: field("source"),
+                destination: field("destination"),
+                option: option.to_owned(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Bind mounts name host paths: each source is bound into the share and the spec points at
@@ -224,7 +312,7 @@ fn share_binds(spec: &mut Value, cid: &str, share: &Share) -> Result<Vec<MemoryV
             continue;
         }
         let guest = share
-            .bind_mount(cid, n, Path::new(&source), is_read_only(m))
+            .bind_mount(cid, n, Path::new(&source), is_read_only(m), follows_host(m))
             .map_err(|source| SpecError::Share { n, source })?;
         m["source"] = Value::String(guest.display().to_string());
     }
@@ -397,6 +485,79 @@ mod tests {
         assert!(pod_file(&no_source, "/etc/hosts").is_err());
     }
 
+    /// containerd's default spec (a lone `ctr run`, any CRI sandbox) has all five
+    /// namespaces; CRI drops `ipc` for hostIPC and `pid` for hostPID.
+    #[test]
+    fn host_ipc_and_host_pid_are_refused() {
+        let spec = |kinds: &[&str]| {
+            let ns: Vec<Value> = kinds.iter().map(|k| json!({"type": k})).collect();
+            json!({"linux": {"namespaces": ns}})
+        };
+        let all = ["pid", "ipc", "uts", "mount", "network"];
+        refuse_host_namespaces(&spec(&all)).expect("a plain container");
+        // A CRI app container joins the sandbox's namespaces by path: still present.
+        let joined = json!({"linux": {"namespaces": [
+            {"type": "pid", "path": "/proc/7/ns/pid"}, {"type": "ipc", "path": "/proc/7/ns/ipc"},
+            {"type": "mount"}
+        ]}});
+        refuse_host_namespaces(&joined).expect("namespaces joined by path");
+        for (kinds, field) in [
+            (&["pid", "uts", "mount", "network"][..], "hostIPC"),
+            (&["ipc", "uts", "mount", "network"][..], "hostPID"),
+            (&["uts", "mount", "network"][..], "hostIPC"),
+            (&[][..], "hostIPC"),
+        ] {
+            let e = refuse_host_namespaces(&spec(kinds)).expect_err(field);
+            let msg = e.to_string();
+            assert!(
+                matches!(e, SpecError::HostNamespace { field: f, .. } if f == field),
+                "{kinds:?}: {msg}"
+            );
+            assert!(
+                msg.starts_with(&format!("{field} pods cannot run with runtime hull: "))
+                    && msg.contains("use another RuntimeClass (e.g. runc) for this pod"),
+                "{msg}"
+            );
+        }
+        let e = refuse_host_namespaces(&json!({})).expect_err("no namespaces at all");
+        assert!(e.to_string().starts_with("hostIPC pods"), "{e}");
+    }
+
+    /// Bidirectional (`rshared`, or `shared`) on a bind is refused naming the mount; the
+    /// other propagations, and shared propagation of a mount that is not a bind, pass.
+    #[test]
+    fn shared_propagation_of_a_bind_is_refused() {
+        let bind = |options: Value| {
+            json!({"destination": "/var/lib/kubelet/pods", "type": "bind",
+                   "source": "/var/lib/kubelet/pods", "options": options})
+        };
+        for ok in [
+            json!({}),
+            json!({"mounts": [bind(json!(["rbind", "rprivate"]))]}),
+            json!({"mounts": [bind(json!(["rbind", "rslave", "ro"]))]}),
+            json!({"mounts": [{"destination": "/t", "type": "tmpfs", "source": "tmpfs",
+                               "options": ["rshared"]}]}),
+        ] {
+            refuse_shared_propagation(&ok).expect("no shared bind");
+        }
+        for option in ["rshared", "shared"] {
+            let spec = json!({"mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                bind(json!(["rbind", option]))
+            ]});
+            let e = refuse_shared_propagation(&spec).expect_err(option);
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!(
+                    "the bind mount of \"/var/lib/kubelet/pods\" at \"/var/lib/kubelet/pods\" \
+                     asks for mount propagation {option} (Bidirectional), which runtime hull \
+                     cannot give"
+                )),
+                "{msg}"
+            );
+        }
+    }
+
     #[test]
     fn bind_and_read_only_are_recognised() {
         assert!(is_bind(&json!({"type": "bind", "source": "/a"})));
@@ -406,5 +567,8 @@ mod tests {
         assert!(!is_bind(&json!({"type": "tmpfs", "source": "tmpfs"})));
         assert!(is_read_only(&json!({"options": ["rbind", "ro"]})));
         assert!(!is_read_only(&json!({"options": ["rbind", "rw"]})));
+        assert!(follows_host(&json!({"options": ["rbind", "rslave"]})));
+        assert!(follows_host(&json!({"options": ["rbind"]})));
+        assert!(!follows_host(&json!({"options": ["rbind", "rprivate"]})));
     }
 }

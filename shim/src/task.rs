@@ -167,6 +167,7 @@ impl Task for TaskService {
     }
 
     async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
+        tracing::debug!(id = %req.id, exec = %req.exec_id, stdin = req.stdin, "close io");
         if req.stdin {
             self.pod.do_close_io(&req.id, &req.exec_id)?;
         }

@@ -1,9 +1,9 @@
 //! The shim against a real containerd 1.6 (Debian's `/usr/bin/containerd`) on this host, with
 //! the test-only host-agent backend (hull-agent on the host instead of a VM), side by side with
-//! runc: output, exit codes, death by signal, exec with and without a terminal, pause and
-//! resume, metrics, `file://` and `binary://` log URIs, the task events, a containerd crash
-//! and restart, a shim crash (`shim delete` cleans up), 20 pods in sequence, and that nothing
-//! is left behind.
+//! runc: output, exit codes, death by signal, exec with and without a terminal, stdin that
+//! ends (CloseIO), pause and resume, metrics, `file://` and `binary://` log URIs, the task
+//! events, a containerd crash and restart, a shim crash (`shim delete` cleans up), 20 pods in
+//! sequence, and that nothing is left behind.
 //!
 //! Needs root (containerd, mounts, cgroups). It never skips: without root it fails.
 
@@ -340,6 +340,75 @@ fn exec_pause_and_metrics(c: &Containerd, rt: &Runtime) {
     kill_and_remove(c, rt, &id);
 }
 
+/// Runs `cmd` with a stdin pipe, writes `input` once `started` says the process runs, closes
+/// the pipe, and fails if `cmd` has not exited within `bound` of that. (ctr arms its CloseIO
+/// only once the task or exec exists: a stdin that ends earlier is never closed, with runc
+/// too.)
+fn with_stdin(mut cmd: Command, started: impl Fn() -> bool, input: &[u8], what: &str) -> Output {
+    let bound = Duration::from_secs(20);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: spawn: {e}"));
+    let start = Instant::now();
+    while !started() {
+        if start.elapsed() > bound || child.try_wait().expect("try_wait").is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("{what}: never started: {out:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, input).unwrap_or_else(|e| panic!("{what}: {e}"));
+    drop(stdin);
+    let start = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if start.elapsed() > bound {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("{what}: still running {bound:?} after its stdin ended: {out:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// stdin from a pipe that ends, for `ctr run` and `ctr task exec` (containerd 1.6's ctr always
+/// wires its stdin to the process, and sends CloseIO when it ends): the process reads it, then
+/// EOF, and ctr returns with its status.
+fn stdin_reaches_eof(c: &Containerd, rt: &Runtime) {
+    let id = format!("{}-stdin", rt.name);
+    let mut a = vec!["run", "--rm"];
+    a.extend(rt.args.iter().map(String::as_str));
+    a.extend([IMAGE, &id, "cat"]);
+    let running = || task_status(c, &id) == "RUNNING";
+    let what = format!("{}: run", rt.name);
+    let out = with_stdin(c.ctr_cmd(&a), running, b"hello\n", &what);
+    assert_eq!(text(&out).0, "hello\n", "{what}: {out:?}");
+    assert_eq!(out.status.code(), Some(0), "{what}: {out:?}");
+
+    let id = format!("{}-stdin-exec", rt.name);
+    run_detached(c, rt, &id);
+    let a = ["task", "exec", "--exec-id", "in1", &id, "cat"];
+    // `ctr task ps`: a header, then sleep and, once started, cat.
+    let started = || {
+        c.ctr(&["task", "ps", &id])
+            .stdout
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count()
+            >= 3
+    };
+    let what = format!("{}: exec", rt.name);
+    let out = with_stdin(c.ctr_cmd(&a), started, b"hello\n", &what);
+    assert_eq!(text(&out).0, "hello\n", "{what}: {out:?}");
+    assert_eq!(out.status.code(), Some(0), "{what}: {out:?}");
+    kill_and_remove(c, rt, &id);
+}
+
 /// `--log-uri file://` and `binary://`: the same bytes as runc.
 fn log_uris(c: &Containerd, rt: &Runtime, dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -593,6 +662,7 @@ fn ctr_run_output_exit_codes_and_signals_match_runc_and_leave_nothing() {
         assert_eq!(String::from_utf8_lossy(&ls.stdout), "", "{}", rt.name);
 
         exec_pause_and_metrics(&c, rt);
+        stdin_reaches_eof(&c, rt);
         log_uris(&c, rt, &dir);
     }
     let events = events.stop();
@@ -656,6 +726,8 @@ fn ctr_run_output_exit_codes_and_signals_match_runc_and_leave_nothing() {
         "hull-out",
         "hull-sig",
         "hull-task",
+        "hull-stdin",
+        "hull-stdin-exec",
         "hull-file",
         "hull-bin",
         "hull-restart",

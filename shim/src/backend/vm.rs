@@ -1,12 +1,14 @@
 //! The VM backend: one hull-vmm and one virtiofsd per pod (DESIGN §1–§3).
 //!
-//! Launch order: pod directory → share (mounts) → pod cgroup → virtiofsd (listening socket
-//! passed as fd 3) → pod network (a tap per CNI link in the pod's netns, tc-wired; DESIGN §1)
-//! → hull-vmm (its command line built only by `hull_contract::vmm_args`, taps as fds 3…; it
-//! connects to virtiofsd while building the VM) → hybrid-vsock connection to the agent,
-//! retried until `Health.Check` says SERVING or `boot_timeout_secs` passes → the guest's
-//! interfaces, routes and neighbours → `CreateSandbox`. Any failure tears down what was made,
-//! in reverse, and the error carries the tails of the VMM log and guest console.
+//! Launch order: refusal of what a VM cannot give (the node's network, IPC or PID namespace,
+//! a bind with shared propagation) → pod directory → share (mounts) → pod cgroup →
+//! virtiofsd (listening socket passed as fd 3) → pod network (a tap per CNI link in the pod's
+//! netns, tc-wired; DESIGN §1) → hull-vmm (its command line built only by
+//! `hull_contract::vmm_args`, taps as fds 3…; it connects to virtiofsd while building the VM)
+//! → hybrid-vsock connection to the agent, retried until `Health.Check` says SERVING or
+//! `boot_timeout_secs` passes → the guest's interfaces, routes and neighbours →
+//! `CreateSandbox`. Any failure tears down what was made, in reverse, and the error carries
+//! the tails of the VMM log and guest console.
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
@@ -161,6 +163,13 @@ impl VmPod {
         bundle: &Path,
     ) -> Result<Self, BackendError> {
         let spec = crate::spec::read(bundle)?;
+        // What a VM cannot give (the node's network, IPC or PID namespace) is refused before
+        // anything is made for it.
+        let netns = net::netns_path(&spec)?;
+        crate::spec::refuse_host_namespaces(&spec)?;
+        // A lone `ctr run` container is its own sandbox: its binds are checked before a VM
+        // boots for nothing (a CRI sandbox has none).
+        crate::spec::refuse_shared_propagation(&spec)?;
         let size = sizing::vm_size(&sizing_inputs(&spec), &cfg.vm)?;
         let dir = pod_dir(sid);
         if dir.exists() {
@@ -182,7 +191,7 @@ impl VmPod {
             children: vec![],
             wired: None,
         };
-        match Self::start(cfg, sid, &spec, size, &mut partial).await {
+        match Self::start(cfg, sid, &spec, netns, size, &mut partial).await {
             Ok((vmm, virtiofsd, client)) => Ok(VmPod {
                 portfwd: partial.wired.as_ref().map(|w| {
                     net::PortForwarder::start(
@@ -214,11 +223,10 @@ impl VmPod {
         cfg: &HullConfig,
         sid: &str,
         spec: &Value,
+        netns: Option<PathBuf>,
         size: sizing::VmSize,
         p: &mut Partial,
     ) -> Result<(Supervised, Supervised, ttrpc::asynchronous::Client), BackendError> {
-        // Refuses hostNetwork before anything is made for the VM.
-        let netns = net::netns_path(spec)?;
         // Read before the VM boots: a pod file that cannot be read fails the pod at once.
         let pod_file = |dest| crate::spec::pod_file(spec, dest);
         let sandbox = CreateSandboxRequest {

@@ -1,7 +1,7 @@
 //! A process's stdio between what containerd asked for (`uri.rs`: FIFOs, a log file or a
 //! `binary://` logger) and the agent's streams (`pump.rs`). FIFOs stay owned by the crate's
 //! `IoTasks`, which holds them open across a containerd restart; the pumps feed it through
-//! in-memory pipes.
+//! in-memory pipes ([`pipe`]).
 //!
 //! Exit ordering (DESIGN §1 Stdio): when a process has exited, [`Stdio::drain`] lets its
 //! output reach the FIFO or file before `/tasks/exit` is published; [`Stdio::close`] at
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use containerd_shim::asynchronous::io::IoTasks;
 use hull_proto::processes_ttrpc::ProcessesClient;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, DuplexStream};
 use tokio::task::JoinHandle;
 
 use crate::errors::ShimError;
@@ -65,6 +65,16 @@ pub(crate) struct StdioPaths {
 
 type Sink = Box<dyn AsyncWrite + Send + Unpin>;
 
+/// An in-memory pipe between a pump and `IoTasks`: (reader, writer). A duplex, not a simplex,
+/// because its reader sees EOF when the writer is dropped: `IoTasks` drops its writer at the
+/// end of a copy without shutting it down, and a simplex's two halves share one stream that
+/// ends only at an explicit shutdown, so stdin would never reach EOF (CloseIO). Likewise a
+/// writer whose reader is gone fails at once instead of blocking on a full buffer. The
+/// unused direction stays empty and allocates nothing.
+fn pipe() -> (DuplexStream, DuplexStream) {
+    tokio::io::duplex(CHUNK as usize)
+}
+
 /// The running copies of one process's stdio.
 pub(crate) struct Stdio {
     fifos: IoTasks,
@@ -103,7 +113,7 @@ async fn sink(
     match target {
         Target::None => Ok(Box::new(tokio::io::sink())),
         Target::Fifo(path) => {
-            let (rx, tx) = tokio::io::simplex(CHUNK as usize);
+            let (rx, tx) = pipe();
             fifos
                 .copy_to_fifo(rx, &path.to_string_lossy())
                 .map_err(shim_err(format!("stdio {}", path.display())))?;
@@ -198,7 +208,7 @@ impl Stdio {
         match stdin {
             Target::None => {}
             Target::Fifo(path) => {
-                let (rx, tx) = tokio::io::simplex(CHUNK as usize);
+                let (rx, tx) = pipe();
                 if let Err(e) = stdio
                     .fifos
                     .copy_from_fifo(&path.to_string_lossy(), tx)
@@ -252,5 +262,59 @@ impl Stdio {
         if let Some(l) = &self.logger {
             l.stop().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// CloseIO's path into the pump: `IoTasks` copies the stdin FIFO into a pipe and drops
+    /// the writer when containerd's writer is gone after CloseIO; the pump must then read EOF
+    /// (and send CloseStdin), having got every byte first.
+    #[tokio::test]
+    async fn stdin_reaches_eof_after_close_io() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("stdin");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let tasks = IoTasks::default();
+        let (mut rx, tx) = pipe();
+        tasks
+            .copy_from_fifo(&fifo.to_string_lossy(), tx)
+            .expect("copy from fifo");
+        let mut writer = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&fifo)
+            .expect("open fifo");
+        writer.write_all(b"hello\n").expect("write");
+        drop(writer);
+        tasks.close_input();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), rx.read_to_end(&mut got))
+            .await
+            .expect("the pump's reader reaches EOF")
+            .expect("read");
+        assert_eq!(got, b"hello\n");
+    }
+
+    /// The output side: a pump whose copy to the FIFO is gone gets an error, not a write
+    /// that blocks once the buffer is full (it then discards, and the process is not stuck).
+    #[tokio::test]
+    async fn a_pipe_without_its_reader_refuses_writes() {
+        use tokio::io::AsyncWriteExt;
+        let (rx, mut tx) = pipe();
+        drop(rx);
+        let big = vec![0u8; 2 * CHUNK as usize];
+        let r = tokio::time::timeout(Duration::from_secs(5), tx.write_all(&big))
+            .await
+            .expect("the write does not block");
+        assert_eq!(
+            r.expect_err("no reader").kind(),
+            std::io::ErrorKind::BrokenPipe
+        );
     }
 }

@@ -91,6 +91,7 @@ pub(crate) async fn input<R: AsyncRead + Unpin>(agent: ProcessesClient, p: ProcR
             }
         }
     }
+    tracing::debug!(id = %p.container_id, exec = %p.exec_id, "stdin ended; closing it");
     let req = CloseStdinRequest {
         container_id: p.container_id.clone(),
         exec_id: p.exec_id.clone(),

@@ -2,8 +2,10 @@
 # Runs inside the lab (see shim/tests/lab_containerd.rs): a private containerd from Debian runs
 # the same `ctr run` with runc and with hull (containerd-shim-hull-v2 → hull-vmm with virtiofsd
 # → the hull guest) and compares what a user sees: output, exit code, rootfs writes, a read-only
-# bind mount; then the rest of the task API on a hull pod (exec ± tty, pause/resume, metrics,
-# OOM, events), a fault (kill -9 of hull-vmm → exit 255) and leftovers.
+# bind mount, stdin that ends (CloseIO); then the rest of the task API on a hull pod (exec ±
+# tty, exec stdin, pause/resume, metrics, OOM, events, an rslave bind that sees a later host
+# mount), a Bidirectional (rshared) bind refused, a fault (kill -9 of hull-vmm → exit 255)
+# and leftovers.
 # Prints one PASS/FAIL line per check; exits 1 on any FAIL.
 # usage: ctr_vm.sh BINDIR VMLINUX INITRD VIRTIOFSD OUTDIR   (BINDIR holds the shim and hull-vmm)
 set -u
@@ -62,18 +64,52 @@ for k in out err rc; do
 done
 echo "INFO: stdout: ${res[hull.out]//$'\n'/|}; stderr: ${res[hull.err]//$'\n'/|}"
 
+# stdin that ends: `cat` reads a line from ctr's stdin, a pipe that then closes; ctr sends
+# CloseIO and cat must exit 0. ctr arms CloseIO only once the task (or exec) exists: a stdin
+# that ends earlier is never closed, with runc too, so `feed` waits for it first.
+# feed CHECK...: prints the line once CHECK succeeds (within 240 s).
+feed() {
+	poll 2400 "$@"
+	printf 'hello\n'
+}
+# shellcheck disable=SC2317 # called through poll
+task_is() { [[ $(ctr -a "$A" -n t task ls 2>/dev/null | awk -v id="$1" '$1 == id {print $3}') == "$2" ]]; }
+for rt in runc hull; do
+	ro=(--runtime "io.containerd.$rt.v2")
+	[[ $rt == hull ]] && ro+=(--runtime-config-path "$r/hull.toml")
+	out=$(feed task_is "$rt-stdin" RUNNING | timeout 300 ctr -a "$A" -n t run --rm "${ro[@]}" "$IMG" "$rt-stdin" cat 2>&1) && rc=0 || rc=$?
+	check "$rt: ctr run: cat gets stdin, then EOF (CloseIO): output and exit code" "hello 0" "$out $rc"
+done
+
 # The rest of the task API on one hull pod with a 48 MiB memory limit: a log file, exec with
-# and without a terminal, pause/resume, metrics from the guest's cgroup v2, an OOM kill (exit
-# 137 and /tasks/oom), SIGKILL (137), and the events containerd received.
+# and without a terminal, exec stdin, pause/resume, metrics from the guest's cgroup v2, an OOM
+# kill (exit 137 and /tasks/oom), SIGKILL (137), and the events containerd received. Its
+# rslave bind of a shared host directory (as kubelet's HostToContainer) must show what the
+# host mounts there after the container started, and its release must leave that mount be.
 ctr -a "$A" -n t events >"$r/events" 2>/dev/null &
 evpid=$!
 hr=(--runtime io.containerd.hull.v2 --runtime-config-path "$r/hull.toml")
+prop=$r/prop
+mkdir -p "$prop" && mount --bind "$prop" "$prop" && mount --make-shared "$prop"
+mkdir -p "$prop/late"
 # The init logs one line to a file (--log-uri file://) before it sleeps.
 if timeout 240 ctr -a "$A" -n t run -d "${hr[@]}" --memory-limit $((48 << 20)) --log-uri "file://$r/h-task.log" \
+	--mount "type=bind,src=$prop,dst=/prop,options=rbind:rslave" \
 	"$IMG" h-task sh -c 'echo started; exec sleep 1000' \
 	>/dev/null 2>"$r/task.err" </dev/null; then
 	out=$(timeout 60 ctr -a "$A" -n t task exec --exec-id e1 h-task sh -c 'echo exec-out; exit 5' 2>&1 </dev/null) && rc=0 || rc=$?
 	check "exec: output and exit code" "exec-out 5" "$out $rc"
+	# `ctr task ps`: a header, sleep, and cat once it started.
+	# shellcheck disable=SC2317 # called through poll
+	cat_started() { (($(ctr -a "$A" -n t task ps h-task 2>/dev/null | wc -l) >= 3)); }
+	out=$(feed cat_started | timeout 60 ctr -a "$A" -n t task exec --exec-id in1 h-task cat 2>&1) && rc=0 || rc=$?
+	check "exec: cat gets stdin, then EOF (CloseIO): output and exit code" "hello 0" "$out $rc"
+	# The guest has looked at /prop/late before the host mounts on it.
+	timeout 60 ctr -a "$A" -n t task exec --exec-id p1 h-task ls -a /prop/late >/dev/null 2>&1 </dev/null
+	mount -t tmpfs -o size=1m late "$prop/late" && echo from-host >"$prop/late/f"
+	out=$(timeout 60 ctr -a "$A" -n t task exec --exec-id p2 h-task sh -c \
+		'for i in 1 2 3 4 5 6 7 8 9 10; do cat /prop/late/f 2>/dev/null && exit; sleep 1; done; exit 1' 2>&1 </dev/null) && rc=0 || rc=$?
+	check "rslave bind: a host mount made under its source after the start reaches the container" "from-host 0" "$out $rc"
 	# ctr needs a terminal for -t: script(1) gives it one; CRs and the echoed ^@ of script's
 	# /dev/null input are dropped. The sleep lets ctr's resize after start find the process.
 	out=$(timeout 60 script -qec "ctr -a $A -n t task exec -t --exec-id e2 h-task sh -c 'test -t 0 && test -t 1 && test -e \"\$(tty)\" && echo tty; sleep 1; exit 4'" /dev/null </dev/null) && rc=0 || rc=$?
@@ -98,6 +134,11 @@ if timeout 240 ctr -a "$A" -n t run -d "${hr[@]}" --memory-limit $((48 << 20)) -
 	for ((i = 0; i < 300; i++)); do [[ $(status) == STOPPED ]] && break; sleep 0.1; done
 	ctr -a "$A" -n t task rm h-task >/dev/null && ctr -a "$A" -n t containers rm h-task
 	sleep 1
+	if mountpoint -q "$prop/late"; then
+		pass "the pod's release left the host's mount under the rslave bind's source"
+	else
+		flunk "the pod's release unmounted the host's $prop/late"
+	fi
 	kill "$evpid"
 	if grep -q '/tasks/exit .*"id":"h-task".*"exit_status":137' "$r/events"; then
 		pass "kill -s SIGKILL: exit status 137"
@@ -110,6 +151,18 @@ if timeout 240 ctr -a "$A" -n t run -d "${hr[@]}" --memory-limit $((48 << 20)) -
 else
 	flunk "run -d h-task: $(cat "$r/task.err")"
 	kill "$evpid"
+fi
+
+umount -R "$prop" 2>/dev/null
+
+# Bidirectional propagation (rshared) cannot reach the host from a VM: refused, naming the
+# mount, before a VM boots.
+timeout 240 ctr -a "$A" -n t run --rm "${hr[@]}" --mount "type=bind,src=$r/vol,dst=/vol,options=rbind:rshared" \
+	"$IMG" h-shared true >"$r/shared.out" 2>&1 </dev/null && rc=0 || rc=$?
+if ((rc != 0)) && grep -qF "the bind mount of \"$r/vol\" at \"/vol\" asks for mount propagation rshared" "$r/shared.out"; then
+	pass "rshared bind refused: $(grep -o 'asks for mount propagation rshared[^:]*' "$r/shared.out" | head -1)"
+else
+	flunk "rshared bind (exit $rc): $(tail -c 600 "$r/shared.out")"
 fi
 
 # Fault: hull-vmm killed under a running task → exit status 255, and nothing left behind.

@@ -5,8 +5,8 @@
 # then with hull (containerd-shim-hull-v2 → hull-vmm with virtiofsd → the hull guest):
 # RunPodSandbox, two long-running containers, ExecSync in each (kernel, boot id: one VM per
 # pod, an exit code), the pod's network (dual stack: CNI addresses and MAC in the container,
-# TCP both ways between the bridge host and the pod over IPv4 and IPv6; hull: a hostNetwork
-# pod is refused), the pod's PID
+# TCP both ways between the bridge host and the pod over IPv4 and IPv6; hull: hostNetwork,
+# hostIPC and hostPID pods are refused, runc runs the latter two), the pod's PID
 # (shareProcessNamespace), UTS and IPC namespaces and /dev/shm shared by both, an emptyDir with
 # medium Memory (hull: a guest tmpfs shared by the pod's containers), ContainerStats,
 # UpdateContainerResources, an OOM-killed container (reason OOMKilled), a container whose
@@ -14,7 +14,8 @@
 # everything and look for leftovers (processes, pod state, mounts, the pod's network
 # namespace, its cgroup). While both pods run, CRI PortForward to servers in each pod, the
 # guest's interface counters in the hull shim's Task.Stats, TCP between the pods both ways,
-# and between the hull pod and a second, small hull pod.
+# and between the hull pod and a second, small hull pod. Then a pod with sysctls (a safe, an
+# unsafe and containerd 2.x's two net.* defaults) per runtime: a container reads the same values.
 # Prints one PASS/FAIL line per check and INFO lines with timings; exits 1 on any FAIL.
 # usage: cri_vm.sh BINDIR HULL_CRI VMLINUX INITRD VIRTIOFSD OUTDIR
 #        (BINDIR holds the shim, hull-vmm and hullctl; HULL_CRI is the CRI client binary)
@@ -603,6 +604,76 @@ if [[ " $rts " == *" hull "* ]]; then
 		flunk "hull: hostNetwork pod refused, but not with the documented reason: $(<"$r/err")"
 	fi
 	leftovers hull
+	# hostIPC and hostPID: containerd's CRI leaves the namespace's entry out of the sandbox
+	# spec (seen in runc's pod); hull refuses such a pod with the documented reason, runc
+	# runs it.
+	for hostns in ipc:hostIPC pid:hostPID; do
+		kind=${hostns%%:*} field=${hostns#*:}
+		for rt in runc hull; do
+			printf '{"name": "cri-host%s-%s", "uid": "uid-cri-host%s-%s", "namespace": "default", "log_directory": "%s", "cgroup_parent": "/%s/pod-host%s", "namespaces": {"%s": "node"}}\n' \
+				"$kind" "$rt" "$kind" "$rt" "$r/logs" "$CG" "$kind" "$kind" >"$r/pod-host$kind-$rt.json"
+			if pod=$(cri runp --runtime "$rt" "$r/pod-host$kind-$rt.json" 2>"$r/err"); then
+				if [[ $rt == runc ]]; then
+					ns=$(ctr -a "$A" -n k8s.io containers info "$pod" 2>&1 | jq -r '[.Spec.linux.namespaces[].type] | join(",")' 2>&1)
+					if [[ ,$ns, == *,mount,* && ,$ns, != *,$kind,* ]]; then
+						pass "runc: a $field pod runs; its sandbox spec has no $kind namespace ($ns)"
+					else
+						flunk "runc: a $field pod's sandbox spec has namespaces '$ns'"
+					fi
+				else
+					flunk "hull: a $field pod was started (${pod:0:12})"
+				fi
+				cri stopp "$pod" >/dev/null 2>&1
+				cri rmp "$pod" >/dev/null 2>&1
+			elif [[ $rt == hull ]] && grep -q "$field pods cannot run with runtime hull" "$r/err"; then
+				pass "hull: a $field pod is refused: $(grep -o "$field pods cannot run with runtime hull[^;]*" "$r/err" | head -1)"
+			else
+				flunk "$rt: RunPodSandbox of a $field pod: $(<"$r/err")"
+			fi
+		done
+		leftovers hull
+	done
+fi
+# Pod sysctls (securityContext.sysctls): a safe one, an unsafe one, and the two net.* ones
+# containerd 2.x puts into every sandbox. Set in the sandbox, they are what a container of the
+# pod reads (hull: written in the guest before CRI's read-only /proc/sys; the net.* ones in the
+# guest's network namespace, which is the pod's), the same with both runtimes.
+SYSCTLS='{"kernel.shm_rmid_forced": "1", "fs.mqueue.msg_max": "100", "net.ipv4.ip_unprivileged_port_start": "0", "net.ipv4.ping_group_range": "0 2147483647"}'
+declare -A sysctl_seen=()
+sysctl_pod() { # RT: the pod sysctl-RT, its container c1, the values c1 reads
+	local rt=$1 key=sysctl-$1 pod id podjson=$r/pod-sysctl-$1.json
+	mkdir -p "$r/logs/$key"
+	printf '{"name": "cri-%s", "uid": "uid-cri-%s", "namespace": "default", "log_directory": "%s", "cgroup_parent": "/%s/pod-%s", "sysctls": %s}\n' \
+		"$key" "$key" "$r/logs/$key" "$CG" "$key" "$SYSCTLS" >"$podjson"
+	ctrjson "$key-c1" '{}' sleep 1000
+	if ! pod=$(cri runp --runtime "$rt" "$podjson" 2>"$r/err"); then
+		flunk "$rt: RunPodSandbox with sysctls: $(<"$r/err")"
+		return 1
+	fi
+	pods[$key]=$pod podrt[$key]=$rt
+	netns[$key]=$(cri inspectp "$pod" -f netns 2>/dev/null)
+	if ! id=$(cri create "$pod" "$r/$key-c1.json" "$podjson" 2>"$r/err"); then
+		flunk "$rt: CreateContainer in the sysctl pod: $(<"$r/err")"
+		return 1
+	fi
+	ctrs[$key]=$id
+	if ! cri start "$id" 2>"$r/err"; then
+		flunk "$rt: StartContainer in the sysctl pod: $(<"$r/err")"
+		return 1
+	fi
+	sysctl_seen[$rt]=$(in_ctr "$rt" "$id" cat /proc/sys/kernel/shm_rmid_forced /proc/sys/fs/mqueue/msg_max \
+		/proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/net/ipv4/ping_group_range 2>&1 |
+		tr -s '\t\n' '  ' | sed 's/ $//')
+	check "$rt: a container of the pod reads the pod's sysctls (shm_rmid_forced msg_max ip_unprivileged_port_start ping_group_range)" \
+		"1 100 0 0 2147483647" "${sysctl_seen[$rt]}"
+}
+for rt in $rts; do
+	sysctl_pod "$rt"
+	teardown "sysctl-$rt"
+	leftovers "sysctl-$rt"
+done
+if [[ -n ${sysctl_seen[runc]:-} && -n ${sysctl_seen[hull]:-} ]]; then
+	check "hull: the pod's sysctls read as with runc" "${sysctl_seen[runc]}" "${sysctl_seen[hull]}"
 fi
 # CRI_CYCLES (default 20) hull pods created and removed in turn: nothing of the pod network
 # may pile up (issue 6): no network namespace, no veth on the bridge, no host-local address
