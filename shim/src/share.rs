@@ -12,16 +12,20 @@
 //! The guest cannot write at the share root, and each submount keeps its own flags: a rootfs
 //! is read-write; a bind the spec marks `ro` must already be read-only when it enters
 //! share-rw, because a later read-only remount does not propagate to the copies in `shared`
-//! and in virtiofsd's namespace. So it is bound and remounted in `staging` (private: a mount
-//! under a shared parent cannot be moved), then moved into share-rw, which propagates
-//! read-only copies. Every bind goes through `staging`, where it also leaves the host
-//! source's peer group ([`Share::bind_mount`]): its unmount would propagate back to the host.
+//! and in virtiofsd's namespace. So it is bound and made read-only, submounts included, in
+//! `staging` (private: a mount under a shared parent cannot be moved), then moved into
+//! share-rw, which propagates read-only copies. Every bind goes through `staging`, where it
+//! also leaves the host source's peer group ([`Share::bind_mount`]): its unmount would
+//! propagate back to the host.
 //! Propagation is set explicitly, never inherited from `/run`: in the lab `/run` is a private
 //! tmpfs.
 
+use std::ffi::CString;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
 
 use crate::mount::detach;
@@ -65,6 +69,43 @@ fn do_mount(
         path: target.to_path_buf(),
         source,
     })
+}
+
+/// Makes the mount at `target` and every mount under it read-only: `mount_setattr(2)` with
+/// `AT_RECURSIVE` (Linux 5.12+). A `MS_REMOUNT | MS_RDONLY` remount reaches only the top
+/// mount and left the source's submounts writable in the guest. A kernel without the call is
+/// an error, never a silently writable submount. Mounts that the host adds under a slave bind
+/// later arrive with their own flags.
+fn read_only_recursive(target: &Path) -> Result<(), ShareError> {
+    let err = |source| ShareError::Mount {
+        what: "make read-only with its submounts (mount_setattr, Linux 5.12+)",
+        path: target.to_path_buf(),
+        source,
+    };
+    let path = CString::new(target.as_os_str().as_bytes()).map_err(|_| err(Errno::EINVAL))?;
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr(2) reads a NUL-terminated path that `path` keeps alive and
+    // `size_of::<mount_attr>()` bytes of `attr`, a plain struct on the stack; it writes nothing.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
+            &raw const attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(err(Errno::last()))
+    }
 }
 
 /// One pod's share directories.
@@ -190,14 +231,7 @@ impl Share {
         };
         let mut moved = do_mount(what, None, &stage, propagation | MsFlags::MS_REC);
         if read_only {
-            moved = moved.and_then(|()| {
-                do_mount(
-                    "remount read-only",
-                    None,
-                    &stage,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                )
-            });
+            moved = moved.and_then(|()| read_only_recursive(&stage));
         }
         moved = moved.and_then(|()| do_mount("move", Some(&stage), &target, MsFlags::MS_MOVE));
         if moved.is_err() {
@@ -316,6 +350,53 @@ mod tests {
             Some("size=1m"),
         )
         .expect("mount tmpfs");
+    }
+
+    /// A read-only bind is read-only all the way down: the host's mounts under the source
+    /// (here a tmpfs) are read-only in the served dir too, for a slave and a private bind,
+    /// while the host's own mount stays writable.
+    #[test]
+    fn read_only_binds_are_recursive() {
+        need_root();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("src");
+        let sub = src.join("sub");
+        tmpfs(&sub);
+        let share = Share::at(&tmp.path().join("pod"));
+        share.create().expect("create share");
+        share
+            .bind_mount("c1", 0, &src, true, true)
+            .expect("rslave ro bind");
+        share
+            .bind_mount("c1", 1, &src, true, false)
+            .expect("rprivate ro bind");
+        let write = |p: PathBuf| fs::write(p, "x").err().and_then(|e| e.raw_os_error());
+        let served = |n: usize, f: &str| {
+            share
+                .served_dir()
+                .join(format!("containers/c1/mounts/{n}/{f}"))
+        };
+        let seen = [
+            write(served(0, "top")),
+            write(served(0, "sub/f")),
+            write(served(1, "top")),
+            write(served(1, "sub/f")),
+            write(sub.join("f")),
+        ];
+        share.release("c1");
+        share.destroy();
+        detach(&sub);
+        assert_eq!(
+            seen,
+            [
+                Some(libc::EROFS),
+                Some(libc::EROFS),
+                Some(libc::EROFS),
+                Some(libc::EROFS),
+                None
+            ],
+            "writes in each bind's top and submount, then in the host's submount"
+        );
     }
 
     /// A bind of a shared host source (systemd makes `/` shared): as a slave (rslave) it

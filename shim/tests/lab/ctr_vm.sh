@@ -4,8 +4,8 @@
 # → the hull guest) and compares what a user sees: output, exit code, rootfs writes, a read-only
 # bind mount, stdin that ends (CloseIO); then the rest of the task API on a hull pod (exec ±
 # tty, exec stdin, pause/resume, metrics, OOM, events, an rslave bind that sees a later host
-# mount), a Bidirectional (rshared) bind refused, a fault (kill -9 of hull-vmm → exit 255)
-# and leftovers.
+# mount, a read-only bind whose source's submount is read-only too), a Bidirectional (rshared)
+# bind refused, a fault (kill -9 of hull-vmm → exit 255) and leftovers.
 # Prints one PASS/FAIL line per check; exits 1 on any FAIL.
 # usage: ctr_vm.sh BINDIR VMLINUX INITRD VIRTIOFSD OUTDIR   (BINDIR holds the shim and hull-vmm)
 set -u
@@ -86,15 +86,20 @@ done
 # kill (exit 137 and /tasks/oom), SIGKILL (137), and the events containerd received. Its
 # rslave bind of a shared host directory (as kubelet's HostToContainer) must show what the
 # host mounts there after the container started, and its release must leave that mount be.
+# Its read-only bind's source has a tmpfs under it, read-only in the container too (hull makes
+# read-only binds recursive; runc's `ro` leaves submounts writable).
 ctr -a "$A" -n t events >"$r/events" 2>/dev/null &
 evpid=$!
 hr=(--runtime io.containerd.hull.v2 --runtime-config-path "$r/hull.toml")
 prop=$r/prop
 mkdir -p "$prop" && mount --bind "$prop" "$prop" && mount --make-shared "$prop"
 mkdir -p "$prop/late"
+rov=$r/rov
+mkdir -p "$rov/sub" && mount -t tmpfs -o size=1m rosub "$rov/sub"
 # The init logs one line to a file (--log-uri file://) before it sleeps.
 if timeout 240 ctr -a "$A" -n t run -d "${hr[@]}" --memory-limit $((48 << 20)) --log-uri "file://$r/h-task.log" \
 	--mount "type=bind,src=$prop,dst=/prop,options=rbind:rslave" \
+	--mount "type=bind,src=$rov,dst=/rov,options=rbind:ro" \
 	"$IMG" h-task sh -c 'echo started; exec sleep 1000' \
 	>/dev/null 2>"$r/task.err" </dev/null; then
 	out=$(timeout 60 ctr -a "$A" -n t task exec --exec-id e1 h-task sh -c 'echo exec-out; exit 5' 2>&1 </dev/null) && rc=0 || rc=$?
@@ -110,6 +115,12 @@ if timeout 240 ctr -a "$A" -n t run -d "${hr[@]}" --memory-limit $((48 << 20)) -
 	out=$(timeout 60 ctr -a "$A" -n t task exec --exec-id p2 h-task sh -c \
 		'for i in 1 2 3 4 5 6 7 8 9 10; do cat /prop/late/f 2>/dev/null && exit; sleep 1; done; exit 1' 2>&1 </dev/null) && rc=0 || rc=$?
 	check "rslave bind: a host mount made under its source after the start reaches the container" "from-host 0" "$out $rc"
+	# shellcheck disable=SC2016 # $f expands in the container's shell
+	out=$(timeout 60 ctr -a "$A" -n t task exec --exec-id r1 h-task sh -c \
+		'for f in /rov/f /rov/sub/f; do (echo x >"$f") 2>/dev/null && echo WROTE || echo refused; done' 2>&1 </dev/null)
+	echo x >"$rov/sub/host" && out="$out host-wrote"
+	check "ro bind: its source's submount is read-only in the container, writable on the host" \
+		"refused refused host-wrote" "${out//$'\n'/ }"
 	# ctr needs a terminal for -t: script(1) gives it one; CRs and the echoed ^@ of script's
 	# /dev/null input are dropped. The sleep lets ctr's resize after start find the process.
 	out=$(timeout 60 script -qec "ctr -a $A -n t task exec -t --exec-id e2 h-task sh -c 'test -t 0 && test -t 1 && test -e \"\$(tty)\" && echo tty; sleep 1; exit 4'" /dev/null </dev/null) && rc=0 || rc=$?
@@ -154,6 +165,7 @@ else
 fi
 
 umount -R "$prop" 2>/dev/null
+umount "$rov/sub" 2>/dev/null
 
 # Bidirectional propagation (rshared) cannot reach the host from a VM: refused, naming the
 # mount, before a VM boots.
