@@ -107,14 +107,14 @@ level = "debug"
 TOML
 }
 
-# containerd_config FILE DIR SOCK [LINE...]: a containerd config (version 2) with its root and
-# state under DIR, serving on SOCK; each LINE is one more top-level key. A script appends its
-# tables (`cat >>FILE`).
+# containerd_config FILE DIR SOCK [LINE...]: a containerd config (version $config_version, default
+# 2) with its root and state under DIR, serving on SOCK; each LINE is one more top-level key. A
+# script appends its tables (`cat >>FILE`).
 containerd_config() {
 	local file=$1 dir=$2 sock=$3
 	shift 3
 	{
-		echo "version = 2"
+		echo "version = ${config_version:-2}"
 		echo "root = \"$dir/root\""
 		echo "state = \"$dir/state\""
 		printf '%s\n' "$@"
