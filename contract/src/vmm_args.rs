@@ -14,6 +14,7 @@
 //! ```
 
 use std::ffi::OsString;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 /// Flag names, shared with hull-vmm's clap definitions (`#[arg(long = flag::KERNEL)]`).
@@ -50,18 +51,27 @@ pub enum Console {
     Stdout,
     /// Discarded.
     Off,
-    /// Appended to this file.
+    /// Written to this file (created or truncated by hull-vmm).
     File(PathBuf),
+    /// Written to this fd, open in hull-vmm at that number (`fd=N`): a file the caller opened,
+    /// which hull-vmm owns from then on. hull-vmm keeps at most its first 1 MiB, as for
+    /// `File`; the caller decides where it is and how it opens it (e.g. append).
+    Fd(RawFd),
 }
 
 impl Console {
-    /// The value of `--console`. A relative file named like a keyword gets `./` so it stays
-    /// a file.
+    /// The value of `--console`. A relative file named like a keyword (or like `fd=N`) gets
+    /// `./` so it stays a file.
     pub fn to_arg(&self) -> OsString {
         match self {
             Console::Stdout => "stdout".into(),
             Console::Off => "off".into(),
-            Console::File(p) if p == Path::new("stdout") || p == Path::new("off") => {
+            Console::Fd(fd) => format!("fd={fd}").into(),
+            Console::File(p)
+                if p == Path::new("stdout")
+                    || p == Path::new("off")
+                    || p.as_os_str().as_encoded_bytes().starts_with(b"fd=") =>
+            {
                 Path::new(".").join(p).into_os_string()
             }
             Console::File(p) => p.clone().into_os_string(),
@@ -248,9 +258,14 @@ mod tests {
             OsString::from("./off")
         );
         assert_eq!(
+            Console::File("fd=3".into()).to_arg(),
+            OsString::from("./fd=3")
+        );
+        assert_eq!(
             Console::File("/run/x/console.log".into()).to_arg(),
             OsString::from("/run/x/console.log")
         );
+        assert_eq!(Console::Fd(4).to_arg(), OsString::from("fd=4"));
     }
 
     #[test]

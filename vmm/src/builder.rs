@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{LineWriter, Write};
+use std::os::fd::{FromRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
@@ -82,17 +83,40 @@ fn file_err(
     move |source| BuildError::File { what, path, source }
 }
 
+/// Takes over `fd`, an open file the caller handed over for the console.
+fn console_fd(fd: RawFd) -> Result<File, BuildError> {
+    let bad = |why: &str| {
+        BuildError::Config(crate::config::ConfigError::Invalid(format!(
+            "console fd {fd}: {why}"
+        )))
+    };
+    if fd <= 2 {
+        return Err(bad("is stdio"));
+    }
+    // SAFETY: F_GETFD takes no pointer; it only tells whether `fd` is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(bad("is not open"));
+    }
+    // SAFETY: `fd` is open (checked above) and the caller passed it for the console alone
+    // (vmm/API.md); validation refuses a NIC on the same fd, so nothing else owns or closes it.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
 fn console_sink(c: &ConsoleConfig) -> Result<Box<dyn Write + Send>, BuildError> {
+    let capped = |f: File| -> Box<dyn Write + Send> {
+        Box::new(CappedSink::new(
+            Box::new(LineWriter::new(f)),
+            CONSOLE_FILE_MAX_BYTES,
+            &METRICS.guest.console_dropped_bytes,
+        ))
+    };
     Ok(match c {
         ConsoleConfig::Stdout => Box::new(std::io::stdout()),
         ConsoleConfig::Off => Box::new(std::io::sink()),
-        ConsoleConfig::File(p) => Box::new(CappedSink::new(
-            Box::new(LineWriter::new(
-                File::create(p).map_err(file_err("cannot create console file", p))?,
-            )),
-            CONSOLE_FILE_MAX_BYTES,
-            &METRICS.guest.console_dropped_bytes,
-        )),
+        ConsoleConfig::File(p) => {
+            capped(File::create(p).map_err(file_err("cannot create console file", p))?)
+        }
+        ConsoleConfig::Fd(fd) => capped(console_fd(*fd)?),
     })
 }
 

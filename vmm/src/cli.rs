@@ -46,7 +46,7 @@ pub struct Args {
     /// (default 1500). fd=N|tap=NAME,mac=MAC[,mtu=N]; repeatable.
     #[arg(long = flag::NET)]
     net: Vec<NetConfig>,
-    /// FILE|stdout|off
+    /// FILE|fd=N|stdout|off (a file or an open fd keeps the first 1 MiB).
     #[arg(long = flag::CONSOLE, default_value = "stdout")]
     console: ConsoleConfig,
     /// Log when the guest agent reports ready (port 0x3f0).
@@ -237,5 +237,33 @@ mod tests {
         assert_eq!(vsock.cid, GUEST_CID);
         assert!(!args.metrics_on_exit && !args.no_seccomp && args.api_sock.is_none());
         assert_eq!(parse(&VmmArgs::default()).vm_config(), None);
+    }
+
+    #[test]
+    fn every_console_form_round_trips() {
+        for (console, want) in [
+            (Console::Stdout, ConsoleConfig::Stdout),
+            (Console::Off, ConsoleConfig::Off),
+            (Console::Fd(5), ConsoleConfig::Fd(5)),
+            (
+                Console::File("/run/c.log".into()),
+                ConsoleConfig::File("/run/c.log".into()),
+            ),
+            (
+                Console::File("stdout".into()),
+                ConsoleConfig::File("./stdout".into()),
+            ),
+            (
+                Console::File("fd=5".into()),
+                ConsoleConfig::File("./fd=5".into()),
+            ),
+        ] {
+            let a = VmmArgs {
+                console: console.clone(),
+                ..VmmArgs::new("/k", 1, 128)
+            };
+            let got = parse(&a).vm_config().expect("a kernel was given").console;
+            assert_eq!(got, want, "{console:?}");
+        }
     }
 }

@@ -21,18 +21,28 @@ pub enum ConsoleConfig {
     Stdout,
     Off,
     File(PathBuf),
+    /// A file the caller opened and handed over as this fd (the shim's jail has no writable
+    /// place for a console file); hull-vmm owns it from then on. Capped like a file.
+    Fd(i32),
 }
 
 impl std::str::FromStr for ConsoleConfig {
     type Err = ConfigError;
+    /// `stdout`, `off`, `fd=N`, or a file path (`./fd=3` is the file named `fd=3`).
     fn from_str(s: &str) -> Result<Self, ConfigError> {
         Ok(match s {
             "stdout" => ConsoleConfig::Stdout,
             "off" => ConsoleConfig::Off,
             "" => {
                 return Err(ConfigError::Invalid(
-                    "--console needs FILE|stdout|off".into(),
+                    "--console needs FILE|fd=N|stdout|off".into(),
                 ))
+            }
+            s if s.starts_with("fd=") => {
+                let n = s[3..].parse().map_err(|_| {
+                    ConfigError::Invalid(format!("--console {s:?}: fd=N needs a number"))
+                })?;
+                ConsoleConfig::Fd(n)
             }
             path => ConsoleConfig::File(PathBuf::from(path)),
         })
@@ -331,13 +341,19 @@ impl VmConfig {
             }
         }
         let mut fds = std::collections::HashSet::new();
+        if let ConsoleConfig::Fd(fd) = self.console {
+            if fd <= 2 {
+                return bad(&format!("console fd {fd} is stdio (use stdout)"));
+            }
+            fds.insert(fd);
+        }
         let mut macs = std::collections::HashSet::new();
         let mut taps = std::collections::HashSet::new();
         for n in &self.net {
             n.validate()?;
             // Two devices on one fd would both own (and close) it.
             if n.fd.is_some_and(|fd| !fds.insert(fd)) {
-                return bad("net fd is used twice");
+                return bad("net fd is used twice (or is the console's)");
             }
             if n.tap.as_ref().is_some_and(|t| !taps.insert(t.clone())) {
                 return bad("net tap is used twice");
@@ -385,6 +401,33 @@ mod tests {
             "/x".parse::<ConsoleConfig>().unwrap(),
             ConsoleConfig::File("/x".into())
         );
+        assert_eq!(
+            "fd=7".parse::<ConsoleConfig>().unwrap(),
+            ConsoleConfig::Fd(7)
+        );
+        assert_eq!(
+            "./fd=7".parse::<ConsoleConfig>().unwrap(),
+            ConsoleConfig::File("./fd=7".into())
+        );
+        assert!("fd=".parse::<ConsoleConfig>().is_err());
+        assert!("fd=x".parse::<ConsoleConfig>().is_err());
+    }
+
+    #[test]
+    fn console_fd() {
+        let mut c = VmConfig {
+            kernel: Some("k".into()),
+            console: ConsoleConfig::Fd(2),
+            ..VmConfig::default()
+        };
+        assert!(c.validate().is_err(), "stdio");
+        c.console = ConsoleConfig::Fd(3);
+        c.validate().unwrap();
+        c.net = vec!["fd=3,mac=02:00:00:00:00:01".parse().unwrap()];
+        assert!(c.validate().is_err(), "the console's fd is not a tap's");
+        let j = r#"{"kernel":"/k","console":{"fd":5}}"#;
+        let c: VmConfig = serde_json::from_str(j).unwrap();
+        assert_eq!(c.console, ConsoleConfig::Fd(5));
     }
 
     #[test]

@@ -12,9 +12,15 @@ pub const STATUS_OK: i32 = 0;
 pub const STATUS_ERROR: i32 = 1;
 /// Process exit status when the guest crashed (a vCPU triple-faulted, or the kernel panicked
 /// and reset the machine). Its own value so a caller can tell a guest crash from a VMM failure
-/// by the status alone; 2 is taken by the command-line parser's usage errors, 31 by the
-/// seccomp handler.
+/// by the status alone; 2 is taken by the command-line parser's usage errors.
 pub const STATUS_GUEST_CRASH: i32 = 3;
+/// Process exit status after an abort (a Rust panic that aborts, `abort()`): 128 + SIGABRT,
+/// what a shell shows for a death by SIGABRT. hull-vmm exits with it from its SIGABRT handler
+/// rather than dying of the signal, because as PID 1 of a pid namespace (the shim's jail) the
+/// kernel discards a signal the init sends itself while its action is the default one, and
+/// abort() would go on to calls the seccomp filters refuse. (A seccomp violation is a death by
+/// SIGSYS, never an exit status; see `seccomp.rs`.)
+pub const STATUS_ABORTED: i32 = 128 + libc::SIGABRT;
 
 /// Why the VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]

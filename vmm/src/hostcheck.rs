@@ -4,6 +4,11 @@
 //! long-mode payloads, but emulates a Linux guest instruction by instruction and fails on
 //! `cmpxchg16b`/`xrstors`. The VMM must refuse such a host for Linux guests with a clear word
 //! rather than hang (DESIGN §5), so this is decided before a VM is built.
+//!
+//! The facts come from `/proc/cpuinfo` and `/sys/module`. In the shim's jail neither exists:
+//! then the CPU's own CPUID answers for VMX/SVM, and a `/dev/kvm` without them is taken for
+//! the software one (x86 KVM has no other way to run without VMX or SVM), so the jailed
+//! hull-vmm refuses the same hosts as an unjailed one.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -41,7 +46,7 @@ impl Default for HostPaths {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HostKvmError {
     #[error(
-        "this host's /dev/kvm is the software kvm_pvm module (no vmx/svm in /proc/cpuinfo): \
+        "this host's /dev/kvm is the software kvm_pvm module (no vmx/svm CPU flag): \
          it cannot run a Linux guest; run hull inside the lab (lab/run -- CMD), see DESIGN.md §5"
     )]
     SoftwareKvm,
@@ -57,12 +62,20 @@ impl HostKvm {
         if !paths.dev_kvm.exists() {
             return HostKvm::Absent;
         }
-        let cpuinfo = fs::read_to_string(&paths.cpuinfo).unwrap_or_default();
-        if cpu_has_virt_extensions(&cpuinfo) || !is_dir(&paths.kvm_pvm_module) {
-            HostKvm::Hardware
-        } else {
-            HostKvm::Software
-        }
+        let virt = match fs::read_to_string(&paths.cpuinfo) {
+            Ok(cpuinfo) => cpu_has_virt_extensions(&cpuinfo),
+            // No /proc (the jail): what the CPU reports. The kernel may hide a flag the CPU
+            // has (VMX disabled by the firmware), never show one it lacks, so this errs
+            // towards "hardware" exactly where cpuinfo would have said "software" too late.
+            Err(_) => cpuid_has_virt_extensions(),
+        };
+        // Whether kvm_pvm is loaded; unknown without /sys/module (the jail).
+        let pvm = paths
+            .kvm_pvm_module
+            .parent()
+            .filter(|m| is_dir(m))
+            .map(|_| is_dir(&paths.kvm_pvm_module));
+        classify(virt, pvm)
     }
 
     /// Whether a Linux guest can boot here.
@@ -73,6 +86,24 @@ impl HostKvm {
             HostKvm::Absent => Err(HostKvmError::NoKvm),
         }
     }
+}
+
+/// VMX or SVM as such; otherwise software when kvm_pvm is loaded or cannot be looked up (a
+/// `/dev/kvm` without VMX/SVM is the software one), and hardware when /sys/module shows no
+/// kvm_pvm (an accelerator we do not know: let KVM decide, as before the jail).
+fn classify(virt: bool, kvm_pvm_loaded: Option<bool>) -> HostKvm {
+    match (virt, kvm_pvm_loaded) {
+        (true, _) | (false, Some(false)) => HostKvm::Hardware,
+        (false, Some(true) | None) => HostKvm::Software,
+    }
+}
+
+/// VMX (CPUID.1:ECX bit 5) or SVM (CPUID.8000_0001h:ECX bit 2), as the CPU reports them.
+fn cpuid_has_virt_extensions() -> bool {
+    use std::arch::x86_64::__cpuid;
+    let vmx = __cpuid(1).ecx & (1 << 5) != 0;
+    let svm = __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 2) != 0;
+    vmx || svm
 }
 
 fn is_dir(p: &Path) -> bool {
@@ -135,6 +166,30 @@ mod tests {
                 HostKvm::detect(&paths),
                 want,
                 "{cpuinfo:?} kvm={kvm} pvm={pvm}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_proc_and_sys_the_cpu_and_dev_kvm_decide() {
+        assert_eq!(classify(true, None), HostKvm::Hardware);
+        assert_eq!(classify(false, None), HostKvm::Software);
+        // A tree with /dev/kvm only, as in the jail: CPUID stands in for cpuinfo.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = HostPaths {
+            dev_kvm: dir.path().join("kvm"),
+            cpuinfo: dir.path().join("proc/cpuinfo"),
+            kvm_pvm_module: dir.path().join("sys/module/kvm_pvm"),
+        };
+        fs::write(&paths.dev_kvm, "").expect("fake /dev/kvm");
+        let want = classify(cpuid_has_virt_extensions(), None);
+        assert_eq!(HostKvm::detect(&paths), want);
+        // This host, read both ways, agrees (here: a software KVM, or real VMX/SVM).
+        let host = HostKvm::detect(&HostPaths::default());
+        if host != HostKvm::Absent {
+            assert_eq!(
+                host, want,
+                "jailed and unjailed detection differ on this host"
             );
         }
     }

@@ -50,8 +50,13 @@ fn wait_for_boot(
 }
 
 fn run() -> anyhow::Result<i32> {
-    let args = Args::parse();
+    // First, before the arguments are even parsed: as PID 1 of a pid namespace (the shim's
+    // jail), a SIGTERM that arrives while its action is still the default is discarded by the
+    // kernel, not fatal; blocked, it waits in the signalfd. (The kernel lets a signal from an
+    // ancestor namespace reach a namespace's init only when the init catches or blocks it.)
     let sigfd = vmm::block_termination_signals().context("cannot block SIGTERM/SIGINT")?;
+    vmm::install_crash_handlers().context("cannot install the SIGABRT/SIGXFSZ dispositions")?;
+    let args = Args::parse();
     seccomp::enable(!args.no_seccomp);
     let mut ctl = Controller::new(None, args.vm_config());
     let api = match &args.api_sock {

@@ -155,8 +155,11 @@ pub struct VcpuMetrics {
 pub struct GuestMetrics {
     /// A driver set DRIVER_OK and the device failed to activate (logged once per device).
     pub activate_failures: Counter,
-    /// Console bytes dropped once the console file reached its cap (`--console FILE`).
+    /// Console bytes dropped once the console file reached its cap (`--console FILE|fd=N`).
     pub console_dropped_bytes: Counter,
+    /// Log lines the guest caused that were not written: repeats of a line a site already
+    /// wrote, and any past the process's cap (`guest_log.rs`).
+    pub log_lines_suppressed: Counter,
 }
 
 #[derive(Debug)]
@@ -184,6 +187,7 @@ pub static METRICS: Metrics = Metrics {
     guest: GuestMetrics {
         activate_failures: Counter::new(),
         console_dropped_bytes: Counter::new(),
+        log_lines_suppressed: Counter::new(),
     },
 };
 

@@ -82,6 +82,29 @@ pub fn block_termination_signals() -> nix::Result<nix::sys::signalfd::SignalFd> 
     SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }
 
+extern "C" fn abort_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    const MSG: &[u8] = b"hull-vmm: aborted (SIGABRT)\n";
+    // SAFETY: write(2) is async-signal-safe; MSG is a valid buffer of that length.
+    unsafe { libc::write(2, MSG.as_ptr().cast(), MSG.len()) };
+    // SAFETY: _exit(2) is async-signal-safe and does not return.
+    unsafe { libc::_exit(crate::exit::STATUS_ABORTED) }
+}
+
+/// Signal dispositions hull-vmm needs wherever it runs, set before any thread and any filter:
+/// - SIGABRT ends the process with [`crate::exit::STATUS_ABORTED`]: a panic's abort then
+///   ends hull-vmm as PID 1 of a pid namespace too (see there), with a line naming it.
+/// - SIGXFSZ is ignored: the shim's jail limits file sizes (RLIMIT_FSIZE), and a write past
+///   the limit to the console or the log then fails (the console stops, a log line is lost)
+///   instead of killing the VM.
+pub fn install_crash_handlers() -> Result<(), vmm_sys_util::errno::Error> {
+    vmm_sys_util::signal::register_signal_handler(libc::SIGABRT, abort_handler)?;
+    // SAFETY: SIG_IGN is a valid disposition for SIGXFSZ; no handler code is involved.
+    if unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(vmm_sys_util::errno::Error::last());
+    }
+    Ok(())
+}
+
 /// One running VM.
 pub struct Vmm {
     _vm: Vm,

@@ -115,7 +115,8 @@ fn configure_boot_pause_resume_metrics_shutdown() {
     let mut err = String::new();
     let _ = child.stderr.take().unwrap().read_to_string(&mut err);
     assert_eq!(status.code(), Some(0), "stderr: {err}");
-    assert!(!sock.exists(), "API socket removed");
+    // Left for the directory's owner: once the VM runs hull-vmm unlinks nothing (seccomp).
+    assert!(sock.exists(), "API socket left in place");
 }
 
 #[test]
@@ -133,7 +134,7 @@ fn shutdown_before_boot_and_sigterm_before_boot() {
                 204
             );
         }
+        // The second round binds over the socket file the first one left.
         assert_eq!(child.wait().unwrap().code(), Some(0));
-        assert!(!sock.exists());
     }
 }

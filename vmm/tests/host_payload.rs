@@ -233,7 +233,8 @@ fn sigterm_stops_an_idle_guest_cleanly() {
     let mut child = idle_guest_with_vsock(dir.path(), &uds);
     assert!(uds.exists());
     sigterm_exits_cleanly(&mut child);
-    assert!(!uds.exists(), "vsock socket file removed");
+    // Left for the directory's owner: once the VM runs hull-vmm unlinks nothing (seccomp).
+    assert!(uds.exists(), "vsock socket file left in place");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,28 +19,23 @@ use crate::device_manager::bus::lock;
 /// Requests parsed and waiting for the main loop.
 pub type Pending = Arc<Mutex<VecDeque<(UnixStream, Result<VmmAction, ApiError>)>>>;
 
-/// The listening API socket; removes its file when dropped.
+/// The listening API socket. Its file stays when hull-vmm ends: once the VM runs, hull-vmm
+/// may not unlink anything (`seccomp.rs`), so the directory's owner removes it (the shim
+/// removes the pod's), and the next hull-vmm on the same path replaces it.
 #[derive(Debug)]
 pub struct ApiServer {
     listener: UnixListener,
-    path: PathBuf,
     pending: Pending,
 }
 
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 impl ApiServer {
+    /// Listens on `path`, replacing what a previous hull-vmm left there.
     pub fn bind(path: &Path) -> std::io::Result<Self> {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)?;
         listener.set_nonblocking(true)?;
         Ok(ApiServer {
             listener,
-            path: path.to_path_buf(),
             pending: Arc::new(Mutex::new(VecDeque::new())),
         })
     }

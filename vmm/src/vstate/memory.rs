@@ -33,11 +33,11 @@ fn memfd(name: &std::ffi::CStr) -> Result<File, MemoryError> {
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
-/// Asks for transparent huge pages on every region: 2 MiB guest mappings mean 512 times fewer
+/// Keeps guest RAM out of core dumps, and asks for transparent huge pages on every region: 2 MiB guest mappings mean 512 times fewer
 /// (nested) page faults; measured in the lab, boot to the agent took ~40% less time. For memfd
 /// (shmem) memory the node must allow it: `/sys/kernel/mm/transparent_hugepage/shmem_enabled`
 /// = `advise` (or `always`/`within_size`); with `never` this is a no-op.
-fn advise_hugepages(mem: &GuestMemoryMmap) {
+fn advise_guest_ram(mem: &GuestMemoryMmap) {
     use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
     for r in mem.iter() {
         let Ok(len) = usize::try_from(r.len()) else {
@@ -46,6 +46,10 @@ fn advise_hugepages(mem: &GuestMemoryMmap) {
         // SAFETY: [as_ptr, as_ptr + len) is exactly one live mapping owned by `mem`;
         // MADV_HUGEPAGE only changes how the kernel backs it, never its contents.
         unsafe { libc::madvise(r.as_ptr().cast(), len, libc::MADV_HUGEPAGE) };
+        // Guest RAM is the guest's, never in a core dump of hull-vmm (a crash or an abort
+        // would otherwise write it to wherever the host's core_pattern points).
+        // SAFETY: as above; MADV_DONTDUMP only changes what a core dump includes.
+        unsafe { libc::madvise(r.as_ptr().cast(), len, libc::MADV_DONTDUMP) };
     }
 }
 
@@ -84,7 +88,7 @@ pub(crate) fn create(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
         offset += len;
     }
     let mem = GuestMemoryMmap::from_ranges_with_files(ranges).map_err(MemoryError::Map)?;
-    advise_hugepages(&mem);
+    advise_guest_ram(&mem);
     Ok(mem)
 }
 

@@ -1,6 +1,8 @@
 //! Boot timer: the guest agent writes [`AGENT_READY`] once to `hull_contract::boot_timer::PORT`
 //! when it serves; the VMM logs the time since its own start and keeps it as a metric.
 
+use std::io::Write;
+
 use hull_contract::boot_timer::AGENT_READY;
 
 use crate::device_manager::bus::BusDevice;
@@ -31,7 +33,9 @@ impl BusDevice for BootTimer {
             && self.log
         {
             let us = since_exec_us();
-            eprintln!(
+            // Once (the stamp is set once); not eprintln!, which panics without a stderr.
+            let _ = writeln!(
+                std::io::stderr(),
                 "hull-vmm: guest agent ready {}.{:03} ms after start",
                 us / 1000,
                 us % 1000

@@ -151,11 +151,12 @@ impl Net {
     /// Stops serving the tap after an error that will not go away; the VM goes on without
     /// this NIC (the guest sees a link that carries nothing).
     pub(super) fn fail(&mut self, why: &str) {
+        // Once per device: it stays broken (a guest reset does not revive it).
         if !self.watch.broken {
-            eprintln!(
-                "hull-vmm: virtio-net on tap {}: {why}; the device stops",
+            crate::guest_log::line(format_args!(
+                "virtio-net on tap {}: {why}; the device stops",
                 self.tap.name()
-            );
+            ));
         }
         self.watch.broken = true;
         self.metrics.tap_errors.inc();

@@ -1,7 +1,6 @@
 //! virtio-mmio transport (version 2). Presents one device's registers on the MMIO bus and
 //! activates the device with guest memory and its interrupt when the driver sets DRIVER_OK.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::QueueT;
@@ -159,15 +158,14 @@ impl MmioTransport {
             }
             if let Err(e) = dev.activate(self.mem.clone(), self.irq.clone()) {
                 METRICS.guest.activate_failures.inc();
-                if !std::mem::replace(&mut self.activate_failure_logged, true) {
-                    // Not eprintln!, which panics when stderr is gone.
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "hull-vmm: virtio device type {} failed to activate: {e} \
+                crate::guest_log::once(
+                    &mut self.activate_failure_logged,
+                    format_args!(
+                        "virtio device type {} failed to activate: {e} \
                          (further failures are only counted)",
                         dev.device_type()
-                    );
-                }
+                    ),
+                );
                 self.status |= STATUS_NEEDS_RESET;
             }
         }
@@ -311,18 +309,23 @@ pub(crate) mod tests {
         let mut t = MmioTransport::new(dev.clone(), mem, irq);
         // Rings outside guest memory.
         let before = METRICS.guest.activate_failures.get();
-        drive_to_ok(&mut t, &[(0xffff_0000_0000, 0x2000, 0x3000, 16)]);
-        assert!(!lock(&dev).is_activated());
-        assert_ne!(r(&mut t, 0x70) & STATUS_NEEDS_RESET, 0);
-        assert!(t.activate_failure_logged);
-        // A driver that resets and retries without end is counted, not logged each time.
-        for _ in 0..100 {
-            w(&mut t, 0x70, 0);
-            assert_eq!(r(&mut t, 0x70), 0, "an inactive device resets");
+        let suppressed = METRICS.guest.log_lines_suppressed.get();
+        let lines = crate::guest_log::capture::lines(|| {
             drive_to_ok(&mut t, &[(0xffff_0000_0000, 0x2000, 0x3000, 16)]);
-        }
-        // Other tests count into the same process-wide counter: at least ours are there.
-        assert!(METRICS.guest.activate_failures.get() >= before + 101);
+            assert!(!lock(&dev).is_activated());
+            assert_ne!(r(&mut t, 0x70) & STATUS_NEEDS_RESET, 0);
+            // A driver that resets and retries without end is counted, not logged each time.
+            for _ in 0..10_000 {
+                w(&mut t, 0x70, 0);
+                assert_eq!(r(&mut t, 0x70), 0, "an inactive device resets");
+                drive_to_ok(&mut t, &[(0xffff_0000_0000, 0x2000, 0x3000, 16)]);
+            }
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("failed to activate"), "{lines:?}");
+        // Other tests count into the same process-wide counters: at least ours are there.
+        assert!(METRICS.guest.activate_failures.get() >= before + 10_001);
+        assert!(METRICS.guest.log_lines_suppressed.get() >= suppressed + 10_000);
     }
 
     /// A device whose back end raises the irqfd without touching the status bits.
