@@ -124,8 +124,12 @@ containerd_config() {
 }
 
 # start_containerd BINDIR CONFIG LOG: containerd in the background, with BINDIR (the shim,
-# hull-vmm) first on its PATH; sets ctrd to its PID.
+# hull-vmm) first on its PATH; sets ctrd to its PID. The shim runs hull-vmm jailed under an
+# unprivileged uid that reaches /dev/kvm through its group: the lab's /dev/kvm gets udev's
+# usual root:kvm 0660 first (the shim refuses a /dev/kvm only root can use).
 start_containerd() {
+	getent group kvm >/dev/null || groupadd --system kvm
+	chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
 	PATH=$1:$PATH containerd --config "$2" >"$3" 2>&1 &
 	ctrd=$!
 }

@@ -68,7 +68,10 @@ fn as_neighbor(m: &NeighbourMessage, device: &str) -> Option<Neighbor> {
 }
 
 /// The static entries (PERMANENT or NOARP, with a link-layer address) of every link: what
-/// someone configured, not what the kernel learnt.
+/// someone configured, not what the kernel learnt. Multicast addresses are left out: their
+/// NOARP entries (e.g. ff02::16 → 33:33:00:00:00:16, made when a link sends its first MLD
+/// report) are the kernel's own mapping, which every kernel derives by itself, and whether one
+/// exists yet depends on timing.
 pub async fn list_neighbors() -> Result<Vec<Neighbor>, NetError> {
     let h = connect()?;
     let links = dump_links(&h).await?;
@@ -83,7 +86,7 @@ pub async fn list_neighbors() -> Result<Vec<Neighbor>, NetError> {
         .iter()
         .filter_map(|m| {
             let dev = links.iter().find(|l| l.index == m.header.ifindex)?;
-            as_neighbor(m, &dev.name)
+            as_neighbor(m, &dev.name).filter(|n| !n.ip.is_multicast())
         })
         .collect())
 }

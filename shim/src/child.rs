@@ -1,13 +1,17 @@
 //! The shim's child processes (hull-vmm, virtiofsd, the host agent, a `binary://` logger):
 //! how one is spawned (cgroup, parent-death signal, passed fds; [`spawn`]) and supervised
-//! ([`Supervised`]): one task owns the `tokio::process::Child` and reaps it, so its exit is
-//! seen exactly once, by whoever asks, and a SIGKILL is only ever sent to a child not yet
-//! reaped (never to a reused pid).
+//! ([`Supervised`]): one task owns the child (a `tokio::process::Child`, or the pidfd of a
+//! process the jail cloned) and reaps it, so its exit is seen exactly once, by whoever asks,
+//! and a SIGKILL is only ever sent to a child not yet reaped (never to a reused pid).
 
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::process::Child;
 use tokio::sync::{watch, Notify};
 
@@ -17,6 +21,26 @@ pub(crate) struct Supervised {
     pid: u32,
     exited: watch::Receiver<Option<ExitStatus>>,
     kill: Arc<Notify>,
+}
+
+/// Publishes what the reaper saw; a failed wait(2) leaves nothing to wait for and counts as
+/// killed.
+fn report(
+    name: &'static str,
+    pid: u32,
+    tx: &watch::Sender<Option<ExitStatus>>,
+    status: std::io::Result<ExitStatus>,
+) {
+    match status {
+        Ok(s) => {
+            tracing::debug!(name, pid, %s, "child exited");
+            let _ = tx.send(Some(s));
+        }
+        Err(e) => {
+            tracing::error!(name, pid, "wait: {e}");
+            let _ = tx.send(Some(ExitStatus::from_raw(9)));
+        }
+    }
 }
 
 impl Supervised {
@@ -34,17 +58,7 @@ impl Supervised {
                     child.wait().await
                 }
             };
-            match status {
-                Ok(s) => {
-                    tracing::debug!(name, pid, %s, "child exited");
-                    let _ = tx.send(Some(s));
-                }
-                // wait(2) failing leaves nothing to wait for; report it as killed.
-                Err(e) => {
-                    tracing::error!(name, pid, "wait: {e}");
-                    let _ = tx.send(Some(std::os::unix::process::ExitStatusExt::from_raw(9)));
-                }
-            }
+            report(name, pid, &tx, status);
         });
         Supervised {
             name,
@@ -52,6 +66,49 @@ impl Supervised {
             exited: rx,
             kill,
         }
+    }
+
+    /// Takes ownership of child `pid` through its `pidfd` (a process cloned by the jail,
+    /// which tokio does not know): the pidfd turns readable when it exits, `waitid(P_PIDFD)`
+    /// reaps exactly it, and a kill goes through the pidfd, never to a bare pid.
+    pub(crate) fn from_pidfd(
+        name: &'static str,
+        pid: u32,
+        pidfd: OwnedFd,
+    ) -> std::io::Result<Self> {
+        // SAFETY: `pidfd` is an open descriptor owned by the AsyncFd until it is dropped;
+        // OwnedFd::as_raw_fd always returns that same descriptor.
+        let fd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        let (tx, rx) = watch::channel(None);
+        let kill = Arc::new(Notify::new());
+        let k = Arc::clone(&kill);
+        tokio::spawn(async move {
+            let status = tokio::select! {
+                s = wait_pidfd(&fd) => s,
+                () = k.notified() => {
+                    // SAFETY: pidfd_send_signal(2) on the pidfd this task owns, with no
+                    // siginfo; a child already exited makes it fail with ESRCH, harmlessly.
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_pidfd_send_signal,
+                            fd.as_raw_fd(),
+                            libc::SIGKILL,
+                            std::ptr::null::<libc::siginfo_t>(),
+                            0,
+                        );
+                    }
+                    wait_pidfd(&fd).await
+                }
+            };
+            report(name, pid, &tx, status);
+        });
+        Ok(Supervised {
+            name,
+            pid,
+            exited: rx,
+            kill,
+        })
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -69,9 +126,7 @@ impl Supervised {
         let r = rx.wait_for(Option::is_some).await.map(|s| *s);
         // The reaper task never drops its sender before sending; a closed channel means the
         // runtime is going down, and the child with it (kill_on_drop is not relied upon).
-        r.ok()
-            .flatten()
-            .unwrap_or_else(|| std::os::unix::process::ExitStatusExt::from_raw(9))
+        r.ok().flatten().unwrap_or_else(|| ExitStatus::from_raw(9))
     }
 
     /// SIGTERM, then SIGKILL after `grace`; returns the exit status.
@@ -99,6 +154,51 @@ impl Supervised {
                 self.exited().await
             }
         }
+    }
+}
+
+/// Waits until the process behind `fd` has exited and reaps it.
+async fn wait_pidfd(fd: &AsyncFd<OwnedFd>) -> std::io::Result<ExitStatus> {
+    loop {
+        let mut ready = fd.readable().await?;
+        match reap_pidfd(fd.get_ref(), libc::WNOHANG)? {
+            Some(s) => return Ok(s),
+            None => ready.clear_ready(),
+        }
+    }
+}
+
+/// `waitid(P_PIDFD, fd, WEXITED | flags)`: the exit status, or `None` if (with `WNOHANG`)
+/// the process still runs.
+pub(crate) fn reap_pidfd(fd: &OwnedFd, flags: i32) -> std::io::Result<Option<ExitStatus>> {
+    let id = libc::id_t::try_from(fd.as_raw_fd()).map_err(std::io::Error::other)?;
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid(2) writes only into `info`, which lives across the call.
+        let r = unsafe { libc::waitid(libc::P_PIDFD, id, &raw mut info, libc::WEXITED | flags) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: after a successful waitid(2) the SIGCHLD fields of `info` are set (si_pid 0
+        // when WNOHANG found nothing).
+        let pid = unsafe { info.si_pid() };
+        // SAFETY: as above.
+        let status = unsafe { info.si_status() };
+        if pid == 0 {
+            return Ok(None);
+        }
+        // The wait(2) status encoding, which ExitStatus wraps.
+        let raw = match info.si_code {
+            libc::CLD_EXITED => (status & 0xff) << 8,
+            libc::CLD_DUMPED => status | 0x80,
+            _ => status,
+        };
+        return Ok(Some(ExitStatus::from_raw(raw)));
     }
 }
 
@@ -202,7 +302,7 @@ mod tests {
             .expect("spawn");
         let s = Supervised::new("sleep", c);
         let st = s.stop(Duration::from_secs(5)).await;
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(15));
+        assert_eq!(st.signal(), Some(15));
 
         // A child that ignores SIGTERM is killed after the grace period.
         let c = tokio::process::Command::new("sh")
@@ -212,7 +312,7 @@ mod tests {
         let s = Supervised::new("sh", c);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let st = s.stop(Duration::from_millis(300)).await;
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+        assert_eq!(st.signal(), Some(9));
     }
 
     #[tokio::test(flavor = "current_thread")]

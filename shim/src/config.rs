@@ -42,10 +42,31 @@ pub(crate) struct HullConfig {
     pub(crate) log: LogSection,
     #[serde(default)]
     pub(crate) virtiofs: VirtiofsSection,
+    #[serde(default)]
+    pub(crate) jail: JailSection,
     /// Test only: run pods with hull-agent on the host instead of a VM. Honoured only by a
     /// shim built with the `host-agent-backend` feature; see `deploy/hull.toml`.
     #[serde(default)]
     pub(crate) host_agent: Option<HostAgentSection>,
+    #[serde(default)]
+    pub(crate) annotations: AnnotationsSection,
+}
+
+/// The prefix of every annotation that may configure hull (`pod_annotations` in the
+/// containerd drop-in passes these through to the shim).
+pub(crate) const HULL_ANNOTATION_PREFIX: &str = "io.hull.";
+
+/// `[annotations]`: which `io.hull.*` pod annotations a pod may set (Kata's
+/// `enable_annotations` model). A pod's annotations are written by whoever may create pods,
+/// not by the node's operator: none configures a VM unless listed here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AnnotationsSection {
+    /// Exact keys (`io.hull.net.rx_rate`) or prefixes ending in `.` (`io.hull.net.`), all
+    /// under `io.hull.`.
+    #[serde(default)]
+    pub(crate) allowed: Vec<String>,
 }
 
 /// `[host_agent]`: the test-only backend without a VM (no isolation from the host kernel).
@@ -127,6 +148,33 @@ fn default_sandbox() -> String {
     "namespace".to_owned()
 }
 
+/// `[jail]`: how each hull-vmm is confined (DESIGN §2 shim/, `backend/jail/`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JailSection {
+    /// `[first, last]`: the uids (and equal gids) hull-vmm runs as, one per pod. They must
+    /// belong to no account and no subordinate-id range (`/etc/subuid`).
+    #[serde(default = "default_uid_range")]
+    pub(crate) uid_range: [u32; 2],
+}
+
+impl Default for JailSection {
+    fn default() -> Self {
+        JailSection {
+            uid_range: default_uid_range(),
+        }
+    }
+}
+
+/// 0x70000000 + 64 Ki: above the subordinate ids `useradd` hands out (login.defs'
+/// SUB_UID_MIN..SUB_UID_MAX, 100000..600100000, so the usual 100000–165535 is the first
+/// user's) and systemd's container range (524288..1879048191), below its foreign range
+/// (0x7FFE0000) and below 2^31, which some tools mishandle as negative.
+fn default_uid_range() -> [u32; 2] {
+    [0x7000_0000, 0x7000_ffff]
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
@@ -135,14 +183,24 @@ pub(crate) struct LogSection {
     /// `error`, `warn`, `info`, `debug` or `trace`.
     #[serde(default = "default_log_level")]
     pub(crate) level: String,
+    /// Each pod's console.log, vmm.log and virtiofsd.log go to `<pod_dir>/<sandbox id>/`,
+    /// removed with the pod. On disk, not on `/run`: a guest must not fill the tmpfs that
+    /// containerd and the kubelet share.
+    #[serde(default = "default_pod_log_dir")]
+    pub(crate) pod_dir: PathBuf,
 }
 
 impl Default for LogSection {
     fn default() -> Self {
         LogSection {
             level: default_log_level(),
+            pod_dir: default_pod_log_dir(),
         }
     }
+}
+
+fn default_pod_log_dir() -> PathBuf {
+    PathBuf::from("/var/log/hull/pods")
 }
 
 fn default_vcpus() -> u8 {
@@ -231,6 +289,26 @@ impl HullConfig {
                 ),
             ));
         }
+        if !self.log.pod_dir.is_absolute() {
+            return Err(invalid(
+                "log.pod_dir",
+                format!("{} is not an absolute path", self.log.pod_dir.display()),
+            ));
+        }
+        let [first, last] = self.jail.uid_range;
+        // 0 is root; 65534 (nobody) and 65535 (16-bit -1) belong to every system; u32::MAX is
+        // "no change" to setresuid(2).
+        if first == 0
+            || first > last
+            || last == u32::MAX
+            || (first..=last).contains(&65534)
+            || (first..=last).contains(&65535)
+        {
+            return Err(invalid(
+                "jail.uid_range",
+                format!("[{first}, {last}] must be first <= last, without 0, 65534, 65535 or 4294967295"),
+            ));
+        }
         if let Some(h) = &self.host_agent {
             if !h.agent.is_absolute() {
                 return Err(invalid(
@@ -265,6 +343,24 @@ impl HullConfig {
                 return Err(invalid(
                     "vm.kernel_params",
                     format!("{key}= is set by hull and cannot be overridden"),
+                ));
+            }
+        }
+        for a in &self.annotations.allowed {
+            // A typo must not silently allow nothing, nor a bare `io.` allow every runtime's.
+            let rest = a.strip_prefix(HULL_ANNOTATION_PREFIX);
+            let ok = rest.is_some_and(|r| {
+                !r.is_empty()
+                    && !r.contains("..")
+                    && r.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+            });
+            if !ok {
+                return Err(invalid(
+                    "annotations.allowed",
+                    format!(
+                        "{a:?} is not an io.hull. annotation key or a prefix of them ending in '.'"
+                    ),
                 ));
             }
         }
@@ -413,6 +509,10 @@ initrd = "/usr/local/share/hull/initrd.cpio.gz"
             ("kernel_params = \"quiet init=/bin/sh\"", "vm.kernel_params"),
             ("[virtiofs]\nsandbox = \"none\"", "virtiofs.sandbox"),
             ("[virtiofs]\ncache = \"fast\"", "virtiofs.cache"),
+            ("[jail]\nuid_range = [0, 10]", "jail.uid_range"),
+            ("[jail]\nuid_range = [200000, 100000]", "jail.uid_range"),
+            ("[jail]\nuid_range = [60000, 70000]", "jail.uid_range"),
+            ("[log]\npod_dir = \"logs\"", "log.pod_dir"),
             (
                 "[virtiofs]\nvirtiofsd = \"virtiofsd\"",
                 "virtiofs.virtiofsd",
@@ -429,6 +529,30 @@ initrd = "/usr/local/share/hull/initrd.cpio.gz"
         assert!(e.to_string().contains("vm.vmm"), "{e}");
         let e = parse(&format!("{MINIMAL}[log]\nlevel = \"loud\"\n")).unwrap_err();
         assert!(e.to_string().contains("log.level"), "{e}");
+        for bad in [
+            "io.",
+            "io.hull.",
+            "io.kubernetes.cri.x",
+            "io.hull.a..b",
+            "io.hull.*",
+        ] {
+            let e = parse(&format!("{MINIMAL}[annotations]\nallowed = [{bad:?}]\n")).unwrap_err();
+            assert!(
+                matches!(
+                    &e,
+                    ConfigError::Invalid {
+                        key: "annotations.allowed",
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
+        }
+        let c = parse(&format!(
+            "{MINIMAL}[annotations]\nallowed = [\"io.hull.net.\", \"io.hull.x\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.annotations.allowed, ["io.hull.net.", "io.hull.x"]);
     }
 
     #[test]

@@ -6,7 +6,14 @@
 //! `typeurl`), and after a failure it requeues the event behind later ones, so a containerd
 //! restart could deliver `/tasks/exit` before `/tasks/start`. Here a failed event is retried in
 //! place (reconnecting when containerd closed the connection) and later ones wait for it.
+//!
+//! The queue is bounded ([`QUEUE`]): events the guest can cause (OOM kills, exits) must not
+//! grow the shim while containerd is slow or away. The OOM poller paces itself far below it;
+//! an event that finds the queue full is dropped and counted, with a log line at each power
+//! of two.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use containerd_shim::event::Event;
@@ -24,6 +31,9 @@ const PUBLISH_TIMEOUT_NS: i64 = 5_000_000_000;
 /// Attempts per event; attempt n waits n seconds before the next, so an event survives a
 /// containerd restart of up to ~10 s (what the crate's publisher allowed too).
 const ATTEMPTS: u32 = 5;
+/// Events waiting for containerd. A pod's lifecycle makes a handful per container; this many
+/// queued means containerd has not answered for a while.
+const QUEUE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[error("connect to containerd's event service at {address}: {source}")]
@@ -34,8 +44,9 @@ pub struct EventsError {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Events {
-    tx: mpsc::UnboundedSender<Envelope>,
+    tx: mpsc::Sender<Envelope>,
     namespace: String,
+    dropped: Arc<AtomicU64>,
 }
 
 impl Events {
@@ -43,9 +54,13 @@ impl Events {
     /// task; events go to `namespace`.
     pub(crate) async fn connect(address: &str, namespace: String) -> Result<Self, EventsError> {
         let client = dial(address).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(forward_all(address.to_owned(), client, rx));
-        Ok(Events { tx, namespace })
+        Ok(Events {
+            tx,
+            namespace,
+            dropped: Arc::default(),
+        })
     }
 
     /// The containerd namespace the pod's tasks live in.
@@ -71,8 +86,23 @@ impl Events {
             event: Some(event).into(),
             ..Default::default()
         };
-        // Fails only when the forwarding task has ended: the runtime is shutting down.
-        let _ = self.tx.send(envelope);
+        match self.tx.try_send(envelope) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(e)) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::error!(topic = %e.topic, dropped = n, "event queue full ({QUEUE}): event dropped");
+                }
+            }
+            // The forwarding task has ended: the runtime is shutting down.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Events dropped because the queue was full.
+    #[cfg(test)]
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -88,11 +118,7 @@ async fn dial(address: &str) -> Result<EventsClient, EventsError> {
         })
 }
 
-async fn forward_all(
-    address: String,
-    mut client: EventsClient,
-    mut rx: mpsc::UnboundedReceiver<Envelope>,
-) {
+async fn forward_all(address: String, mut client: EventsClient, mut rx: mpsc::Receiver<Envelope>) {
     while let Some(envelope) = rx.recv().await {
         let topic = envelope.topic.clone();
         let req = ForwardRequest {
@@ -213,5 +239,39 @@ mod tests {
         let exit = TaskExit::parse_from_bytes(&got[2].event.value).unwrap();
         assert_eq!(exit.container_id, "after-restart");
         server.shutdown().await.unwrap();
+    }
+
+    /// A containerd that never answers: the queue holds [`QUEUE`] events and drops the rest,
+    /// counted, instead of growing with whatever the guest makes the shim send.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stuck_containerd_bounds_the_queue() {
+        struct Stuck;
+        #[async_trait]
+        impl EventsSvc for Stuck {
+            async fn forward(&self, _: &TtrpcContext, _: ForwardRequest) -> ttrpc::Result<Empty> {
+                std::future::pending().await
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("ttrpc.sock");
+        let mut server = Server::new()
+            .bind(&format!("unix://{}", sock.display()))
+            .unwrap()
+            .register_service(create_events(Arc::new(Stuck)));
+        server.start().await.unwrap();
+        let events = Events::connect(sock.to_str().unwrap(), "ns".into())
+            .await
+            .unwrap();
+        // The forwarder has not run yet on this one thread: the queue alone takes the load.
+        for i in 0..3 * QUEUE {
+            events.send(TaskExit {
+                container_id: format!("c{i}"),
+                ..Default::default()
+            });
+        }
+        assert_eq!(events.dropped(), 2 * QUEUE as u64);
+        assert_eq!(events.tx.capacity(), 0);
+        // Its one request never ends; the server's shutdown may wait for it.
+        let _ = tokio::time::timeout(Duration::from_secs(1), server.shutdown()).await;
     }
 }

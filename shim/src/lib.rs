@@ -3,19 +3,27 @@
 //! everything else is crate-private.
 
 mod address;
+mod annotations;
 mod backend;
 pub mod bootstrap;
+mod bounds;
 mod child;
 mod config;
 mod config_path;
 mod errors;
 mod events;
+#[cfg(test)]
+mod fake_peers;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod memvol;
 mod mount;
 mod net;
 mod options;
 mod pod;
 mod share;
+mod shim_cgroup;
 mod sizing;
 mod spec;
 mod stats;

@@ -1,11 +1,17 @@
 //! The agent's container stats as containerd's cgroup v2 metrics
 //! (`io.containerd.cgroups.v2.Metrics`), the type `ctr task metrics` and the CRI plugin
 //! decode for a Linux task on a cgroup v2 node.
+//!
+//! The agent's lists are bounded on the way ([`MAX_STAT_ENTRIES`] devices and interfaces,
+//! interface names of at most [`MAX_IFNAME`] bytes): a VM has a few of each, and containerd
+//! and the kubelet copy what they get.
 
 use containerd_shim::protos::cgroups_v2::metrics::{
     CPUStat, IOEntry, IOStat, MemoryEvents, MemoryStat, Metrics, NetworkStat, PidsStat,
 };
 use hull_proto::stats::ContainerStats;
+
+use crate::bounds::{MAX_IFNAME, MAX_STAT_ENTRIES};
 
 /// cgroup v2 reports "max" for no limit; the agent sends 0, containerd's consumers expect a
 /// huge number (CRI treats anything above 2^62 as unlimited).
@@ -66,6 +72,7 @@ pub(crate) fn to_metrics(s: &ContainerStats) -> Metrics {
             usage: s
                 .io
                 .iter()
+                .take(MAX_STAT_ENTRIES)
                 .map(|d| IOEntry {
                     major: u64::from(d.major),
                     minor: u64::from(d.minor),
@@ -83,6 +90,8 @@ pub(crate) fn to_metrics(s: &ContainerStats) -> Metrics {
     m.network = s
         .network
         .iter()
+        .filter(|n| n.name.len() <= MAX_IFNAME)
+        .take(MAX_STAT_ENTRIES)
         .map(|n| NetworkStat {
             name: n.name.clone(),
             rx_bytes: n.rx_bytes,
@@ -154,6 +163,36 @@ mod tests {
         assert_eq!(m.io.usage[0].major, 254);
         assert_eq!(m.io.usage[0].rbytes, 4096);
         assert!(m.network.is_empty());
+    }
+
+    /// A hostile agent's endless lists and megabyte names do not reach containerd.
+    #[test]
+    fn lists_and_names_are_bounded() {
+        use hull_proto::stats::NetworkInterfaceStats as NetworkStats;
+        let mut s = ContainerStats {
+            io: vec![IoDeviceStats::default(); 100_000],
+            ..Default::default()
+        };
+        s.network = vec![
+            NetworkStats {
+                name: "x".repeat(1 << 20),
+                ..Default::default()
+            },
+            NetworkStats {
+                name: "eth0".into(),
+                rx_bytes: 5,
+                ..Default::default()
+            },
+        ];
+        s.network
+            .extend(std::iter::repeat_n(NetworkStats::default(), 100_000));
+        let m = to_metrics(&s);
+        assert_eq!(m.io.usage.len(), MAX_STAT_ENTRIES);
+        assert_eq!(m.network.len(), MAX_STAT_ENTRIES);
+        assert_eq!(
+            (m.network[0].name.as_str(), m.network[0].rx_bytes),
+            ("eth0", 5)
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The containerd task API (`containerd.task.v2.Task`, served as v3 as well): thin handlers
 //! that turn wire requests into `Pod::do_*` calls and errors into ttrpc codes. Every RPC but
 //! Checkpoint, which answers UNIMPLEMENTED (a VM's memory is not a runc checkpoint).
+//! Every error leaves through [`out`], which bounds its message: much of it can be the
+//! guest agent's words.
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::{Task, TtrpcContext, TtrpcResult};
 
+use crate::bounds::clip_status;
 use crate::errors::ShimError;
 use crate::pod::{CreateSpec, Exit, Pod, ProcStatus};
 use crate::stdio::StdioPaths;
@@ -33,6 +36,11 @@ impl TaskService {
     pub(crate) fn new(pod: Arc<Pod>) -> Self {
         TaskService { pod }
     }
+}
+
+/// A handler's error as containerd gets it: its code, and a message of bounded length.
+fn out(e: ShimError) -> ttrpc::Error {
+    clip_status(e.into())
 }
 
 fn ts(exit: Option<Exit>) -> MessageField<Timestamp> {
@@ -60,10 +68,15 @@ impl Task for TaskService {
                 terminal: req.terminal,
             },
         };
-        let pid = self.pod.do_create(spec, &req.rootfs).await.map_err(|e| {
-            tracing::error!(id = %req.id, "create: {e}");
-            e
-        })?;
+        let pid = self
+            .pod
+            .do_create(spec, &req.rootfs)
+            .await
+            .map_err(|e| {
+                tracing::error!(id = %req.id, "create: {e}");
+                e
+            })
+            .map_err(out)?;
         self.pod.events().send(TaskCreate {
             container_id: req.id.clone(),
             bundle: req.bundle.clone(),
@@ -88,7 +101,11 @@ impl Task for TaskService {
 
     async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
         tracing::info!(id = %req.id, exec = %req.exec_id, "start");
-        let pid = self.pod.do_start(&req.id, &req.exec_id).await?;
+        let pid = self
+            .pod
+            .do_start(&req.id, &req.exec_id)
+            .await
+            .map_err(out)?;
         // A process now runs and the shim mostly waits: hand back what setting it up (the VM,
         // the spec, the mounts) left free in the heap, which the stream-sized trim threshold
         // (`hull_heap`) would otherwise keep for the life of the pod.
@@ -100,7 +117,7 @@ impl Task for TaskService {
     }
 
     async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
-        let c = self.pod.info(&req.id, &req.exec_id)?;
+        let c = self.pod.info(&req.id, &req.exec_id).map_err(out)?;
         Ok(StateResponse {
             id: c.id,
             exec_id: c.exec_id,
@@ -124,7 +141,7 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
-        let exit = self.pod.do_wait(&req.id, &req.exec_id).await?;
+        let exit = self.pod.do_wait(&req.id, &req.exec_id).await.map_err(out)?;
         Ok(WaitResponse {
             exit_status: exit.status,
             exited_at: ts(Some(exit)),
@@ -136,13 +153,18 @@ impl Task for TaskService {
         tracing::info!(id = %req.id, exec = %req.exec_id, signal = req.signal, all = req.all, "kill");
         self.pod
             .do_kill(&req.id, &req.exec_id, req.signal, req.all)
-            .await?;
+            .await
+            .map_err(out)?;
         Ok(Empty::new())
     }
 
     async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
         tracing::info!(id = %req.id, exec = %req.exec_id, "delete");
-        let c = self.pod.do_delete(&req.id, &req.exec_id).await?;
+        let c = self
+            .pod
+            .do_delete(&req.id, &req.exec_id)
+            .await
+            .map_err(out)?;
         hull_heap::release_free_memory();
         Ok(DeleteResponse {
             pid: c.pid,
@@ -153,7 +175,7 @@ impl Task for TaskService {
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
-        let pids = self.pod.do_pids(&req.id).await?;
+        let pids = self.pod.do_pids(&req.id).await.map_err(out)?;
         Ok(PidsResponse {
             processes: pids
                 .into_iter()
@@ -169,7 +191,7 @@ impl Task for TaskService {
     async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
         tracing::debug!(id = %req.id, exec = %req.exec_id, stdin = req.stdin, "close io");
         if req.stdin {
-            self.pod.do_close_io(&req.id, &req.exec_id)?;
+            self.pod.do_close_io(&req.id, &req.exec_id).map_err(out)?;
         }
         Ok(Empty::new())
     }
@@ -183,26 +205,29 @@ impl Task for TaskService {
             terminal: req.terminal,
         };
         let process = req.spec.as_ref().map(|a| a.value.as_slice()).unwrap_or(&[]);
-        self.pod.do_exec(&req.id, &req.exec_id, stdio, process)?;
+        self.pod
+            .do_exec(&req.id, &req.exec_id, stdio, process)
+            .map_err(out)?;
         Ok(Empty::new())
     }
 
     async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
         self.pod
             .do_resize_pty(&req.id, &req.exec_id, req.width, req.height)
-            .await?;
+            .await
+            .map_err(out)?;
         Ok(Empty::new())
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> TtrpcResult<Empty> {
         tracing::info!(id = %req.id, "pause");
-        self.pod.do_pause(&req.id).await?;
+        self.pod.do_pause(&req.id).await.map_err(out)?;
         Ok(Empty::new())
     }
 
     async fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> TtrpcResult<Empty> {
         tracing::info!(id = %req.id, "resume");
-        self.pod.do_resume(&req.id).await?;
+        self.pod.do_resume(&req.id).await.map_err(out)?;
         Ok(Empty::new())
     }
 
@@ -214,19 +239,18 @@ impl Task for TaskService {
             .as_ref()
             .map(|a| a.value.clone())
             .unwrap_or_default();
-        self.pod.do_update(&req.id, resources).await?;
+        self.pod.do_update(&req.id, resources).await.map_err(out)?;
         Ok(Empty::new())
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
-        let stats = self.pod.do_stats(&req.id).await?;
-        let any =
-            typeurl::pack(typeurl::CGROUPS_V2, &stats::to_metrics(&stats)).map_err(|source| {
-                ShimError::Encode {
-                    what: "metrics",
-                    source,
-                }
-            })?;
+        let stats = self.pod.do_stats(&req.id).await.map_err(out)?;
+        let any = typeurl::pack(typeurl::CGROUPS_V2, &stats::to_metrics(&stats))
+            .map_err(|source| ShimError::Encode {
+                what: "metrics",
+                source,
+            })
+            .map_err(out)?;
         Ok(StatsResponse {
             stats: Some(any).into(),
             ..Default::default()

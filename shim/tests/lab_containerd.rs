@@ -4,8 +4,10 @@
 //! same (output, exit code, rootfs writes, a read-only bind mount, stdin that ends); a hull pod
 //! then runs the rest of the task API (exec with and without a terminal, exec stdin,
 //! pause/resume, metrics, an OOM kill, the events, an rslave bind that sees a later host
-//! mount); an rshared bind is refused; kill -9 of hull-vmm gives exit status 255 and nothing
-//! is left behind. See `shim/tests/lab/ctr_vm.sh`.
+//! mount); hull-vmm runs jailed (non-root uid, no capabilities, no_new_privs, seccomp, its own
+//! namespaces and root) and virtiofsd with fewer capabilities; an rshared bind is refused;
+//! kill -9 of hull-vmm gives exit status 255, and kill -9 of hull-vmm or the shim, during
+//! boot or after, leaves nothing behind. See `shim/tests/lab/ctr_vm.sh`.
 //!
 //! Slow (lab boot, then a VM per `ctr run` under nested KVM), so ignored unless asked for
 //! (`scripts/run-tests` runs the lab tier). Alone:
@@ -17,7 +19,7 @@ fn ctr_runs_containers_in_hull_vms_like_runc() {
     let pod = hull_tests::pod_stack().expect("build the shim, hull-vmm, guest and virtiofsd");
     let out_dir = hull_tests::lab_out_dir("shim-ctr");
     hull_tests::assert_lab_script(
-        1200,
+        1800,
         "shim/tests/lab/ctr_vm.sh",
         &[
             pod.bin_dir.as_os_str(),

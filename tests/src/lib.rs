@@ -87,7 +87,7 @@ pub fn virtiofsd() -> Result<PathBuf, SuiteError> {
     key_path(&cmd, &out, "virtiofsd")
 }
 
-/// What a pod in a VM needs on the host: the shim, hull-vmm and hullctl (built, in one
+/// What a pod in a VM needs on the host: the shim, a static hull-vmm and hullctl (in one
 /// directory), the guest image and virtiofsd.
 #[derive(Debug)]
 pub struct PodStack {
@@ -96,13 +96,75 @@ pub struct PodStack {
     pub virtiofsd: PathBuf,
 }
 
-/// Builds (or finds) everything a lab test of pods in VMs passes to its script.
+/// The target triple hull-vmm is built for when it must be static (the shim's jail holds
+/// no shared libraries): with `--target`, the rustflags reach hull-vmm and its dependencies
+/// but not build scripts and proc macros, as `guest/build` does for the agent.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Builds hull-vmm statically linked (debug profile) and returns its path.
+pub fn build_static_vmm() -> Result<PathBuf, SuiteError> {
+    let cmd = format!("cargo build --locked -p hull-vmm --target {STATIC_TARGET} (+crt-static)");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    output(
+        &cmd,
+        Command::new(cargo)
+            .args([
+                "build",
+                "--locked",
+                "-p",
+                "hull-vmm",
+                "--target",
+                STATIC_TARGET,
+            ])
+            .env(
+                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                "-C target-feature=+crt-static",
+            )
+            .current_dir(repo_root()),
+    )?;
+    let target_dir = target_dir(&cmd)?;
+    Ok(target_dir.join(STATIC_TARGET).join("debug/hull-vmm"))
+}
+
+/// `<target>` of the running test binary (`<target>/debug/deps/<test>`).
+fn target_dir(cmd: &str) -> Result<PathBuf, SuiteError> {
+    let exe = std::env::current_exe().map_err(|source| SuiteError::Spawn {
+        cmd: cmd.to_owned(),
+        source,
+    })?;
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| SuiteError::MissingKey {
+            cmd: cmd.to_owned(),
+            key: format!("target directory above {}", exe.display()),
+        })
+}
+
+/// Builds (or finds) everything a lab test of pods in VMs passes to its script. The binaries
+/// are hard-linked (or copied) into `<target>/lab-bin`, because the static hull-vmm lives in
+/// another directory than the shim and hullctl, and lab scripts take one.
 pub fn pod_stack() -> Result<PodStack, SuiteError> {
     let shim = build_bin("containerd-shim-hull-v2")?;
-    build_bin("hull-vmm")?;
     // Lab scripts ask the shim and the agent directly with it (e.g. Task.Stats).
-    build_bin("hullctl")?;
-    let bin_dir = shim.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let hullctl = build_bin("hullctl")?;
+    let vmm = build_static_vmm()?;
+    let cmd = "assemble <target>/lab-bin";
+    let bin_dir = target_dir(cmd)?.join("lab-bin");
+    std::fs::create_dir_all(&bin_dir).map_err(|source| SuiteError::Spawn {
+        cmd: cmd.into(),
+        source,
+    })?;
+    for from in [&shim, &hullctl, &vmm] {
+        let to = bin_dir.join(from.file_name().unwrap_or_default());
+        let _ = std::fs::remove_file(&to);
+        std::fs::hard_link(from, &to)
+            .or_else(|_| std::fs::copy(from, &to).map(drop))
+            .map_err(|source| SuiteError::Spawn {
+                cmd: format!("{cmd}: {} -> {}", from.display(), to.display()),
+                source,
+            })?;
+    }
     Ok(PodStack {
         bin_dir,
         image: guest_image()?,

@@ -91,9 +91,10 @@ pub(crate) struct PodCgroup {
 }
 
 impl PodCgroup {
-    /// Creates (or reuses) the cgroup `cgroups_path` names; `None` on a host without a
-    /// usable cgroup v2 hierarchy or when the spec names none.
-    pub(crate) fn create(cgroups_path: &str) -> Result<Option<Self>, CgroupError> {
+    /// The directory of the cgroup `cgroups_path` names, without creating it (it goes into
+    /// `pod.json` first); `None` on a host without a usable cgroup v2 hierarchy or when the
+    /// spec names none.
+    pub(crate) fn dir_for(cgroups_path: &str) -> Result<Option<PathBuf>, CgroupError> {
         if cgroups_path.is_empty() {
             return Ok(None);
         }
@@ -106,7 +107,11 @@ impl PodCgroup {
                 "hybrid cgroup host: hull-vmm is grouped but not limited by the pod's cgroup"
             );
         }
-        let dir = root.join(relative_path(cgroups_path)?);
+        Ok(Some(root.join(relative_path(cgroups_path)?)))
+    }
+
+    /// Creates (or reuses) the cgroup at `dir` (from [`PodCgroup::dir_for`]).
+    pub(crate) fn create(dir: PathBuf) -> Result<Self, CgroupError> {
         std::fs::create_dir_all(&dir).map_err(|source| CgroupError::Io {
             what: "create",
             path: dir.clone(),
@@ -121,7 +126,7 @@ impl PodCgroup {
                 path: procs_path,
                 source,
             })?;
-        Ok(Some(PodCgroup { dir, procs }))
+        Ok(PodCgroup { dir, procs })
     }
 
     pub(crate) fn procs_fd(&self) -> std::os::fd::RawFd {

@@ -1,8 +1,10 @@
-//! Removing what a pod left on the host after its shim died, from `pod.json` alone: used by
-//! `containerd-shim-hull-v2 delete`, which containerd runs for each task of a dead shim.
-//! Nothing here trusts a bare pid (see `record.rs`).
+//! Removing what a pod left on the host after its shim died, from `pod.json` alone (which may
+//! be partial: the shim records each resource before it makes it): used by
+//! `containerd-shim-hull-v2 delete`, which containerd runs for each task of a dead shim, and
+//! by a launch that finds a stale pod directory. Nothing here trusts a bare pid (see
+//! `record.rs`), and no directory is removed recursively while something is mounted in it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::pod_dir;
@@ -23,8 +25,9 @@ pub(crate) fn dead_pod_record(sid: &str) -> Option<PodRecord> {
 }
 
 /// Kills everything pod `sid` started (`record`), then removes its cgroups, its share mounts
-/// (every container's binds with them) and its directory. Safe to run twice, or on a pod that
-/// is gone.
+/// (every container's binds with them), its log directory, its directory (the jail with it;
+/// the jail's own mounts died with hull-vmm's mount namespace) and frees its jail uid. Safe
+/// to run twice, or on a pod that is gone.
 pub(crate) async fn dead_pod(sid: &str, record: &PodRecord) {
     let dir = pod_dir(sid);
     kill_all(record);
@@ -36,9 +39,78 @@ pub(crate) async fn dead_pod(sid: &str, record: &PodRecord) {
         let _ = tokio::task::spawn_blocking(move || crate::net::detach(&ns, links)).await;
     }
     Share::at(&dir).destroy();
-    if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+    remove_pod_dir(&dir).await;
+    if let Some(logs) = &record.log_dir {
+        remove_log_dir(logs, sid).await;
+    }
+    // By sandbox id: also frees a uid taken just before the shim died, not yet recorded.
+    let _ = tokio::task::spawn_blocking({
+        let sid = sid.to_owned();
+        move || super::jail::Ids::node().release(&sid)
+    })
+    .await;
+}
+
+/// Mount points at or below `dir` in this mount namespace.
+pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+        .filter(|m| m.starts_with(dir))
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` octal escapes.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], oct) {
+            (b'\\', Some(d)) => {
+                let v = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                out.push(u8::try_from(v).unwrap_or(b'?'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Removes a pod directory, unless something is still mounted in it: a share whose unmount
+/// failed would have `remove_dir_all` delete a container's files through the mount. Then
+/// the directory stays, and the log says what is mounted.
+pub(crate) async fn remove_pod_dir(dir: &Path) {
+    let mounted = mounts_under(dir);
+    if !mounted.is_empty() {
+        tracing::error!(dir = %dir.display(), ?mounted, "still mounted after the unmounts; leaving the pod directory");
+        return;
+    }
+    if let Err(e) = tokio::fs::remove_dir_all(dir).await {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(dir = %dir.display(), "remove pod directory: {e}");
+        }
+    }
+}
+
+/// Removes `<[log] pod_dir>/<sid>`; a recorded path that is not named by the sandbox id (a
+/// damaged record) is left alone rather than trusted.
+pub(crate) async fn remove_log_dir(dir: &Path, sid: &str) {
+    if dir.file_name() != Some(std::ffi::OsStr::new(sid)) || !dir.is_absolute() {
+        tracing::warn!(dir = %dir.display(), "pod.json names a log directory not of this pod; left");
+        return;
+    }
+    if let Err(e) = tokio::fs::remove_dir_all(dir).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), "remove pod log directory: {e}");
         }
     }
 }
@@ -86,5 +158,60 @@ fn remove_tree(dir: &Path) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(dir = %dir.display(), "remove cgroup: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(unescape_mountinfo("/run/a\\040b\\134c"), "/run/a b\\c");
+        assert_eq!(unescape_mountinfo("/x\\9"), "/x\\9");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_directory_with_a_mount_in_it_is_left_whole() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root (mount)"
+        );
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = t.path().join("pod");
+        let m = dir.join("share-rw");
+        std::fs::create_dir_all(&m).expect("mkdir");
+        nix::mount::mount(
+            Some("tmpfs"),
+            &m,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .expect("mount tmpfs");
+        std::fs::write(m.join("container-file"), "keep").expect("write");
+        assert_eq!(mounts_under(&dir), std::slice::from_ref(&m));
+        remove_pod_dir(&dir).await;
+        assert!(
+            m.join("container-file").exists(),
+            "a file under a mount was removed"
+        );
+        nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).expect("umount");
+        remove_pod_dir(&dir).await;
+        assert!(!dir.exists());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_log_directory_not_named_by_the_sandbox_is_left() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let other = t.path().join("other");
+        std::fs::create_dir(&other).expect("mkdir");
+        remove_log_dir(&other, "sid").await;
+        assert!(other.exists());
+        let mine = t.path().join("sid");
+        std::fs::create_dir(&mine).expect("mkdir");
+        std::fs::write(mine.join("console.log"), "x").expect("write");
+        remove_log_dir(&mine, "sid").await;
+        assert!(!mine.exists());
     }
 }

@@ -19,6 +19,7 @@ mod cgroup;
 pub(crate) mod cleanup;
 #[cfg(feature = "host-agent-backend")]
 mod host_agent;
+mod jail;
 mod record;
 mod virtiofsd;
 mod vm;
@@ -61,6 +62,17 @@ pub(crate) enum BackendError {
     /// Work moved off the runtime thread ended without an answer (it panicked).
     #[error("{0}: the blocking task failed")]
     Blocking(&'static str),
+}
+
+/// The jail's errors travel as host failures (INTERNAL in `errors.rs`, which has no variant
+/// for them yet).
+impl From<jail::JailError> for BackendError {
+    fn from(e: jail::JailError) -> Self {
+        BackendError::Io {
+            context: "hull-vmm's jail".into(),
+            source: std::io::Error::other(e),
+        }
+    }
 }
 
 fn io_err(context: String) -> impl FnOnce(std::io::Error) -> BackendError {

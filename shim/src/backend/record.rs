@@ -1,7 +1,10 @@
-//! `pod.json`: what a running pod owns on the host (its shim, the processes the shim started,
-//! the cgroups it made), written atomically once the pod is up. When a shim dies, containerd
+//! `pod.json`: what a pod owns on the host (its shim, the processes the shim started, the
+//! cgroups, log directory, jail uid and network wiring it made). It is written (atomically)
+//! before each of those is created and again as each child starts, so a shim killed at any
+//! point of the launch leaves a record of everything it made. When a shim dies, containerd
 //! runs `containerd-shim-hull-v2 delete` for each of its tasks; that process has nothing but
-//! this file to find the pod's hull-vmm, virtiofsd and cgroups with (`cleanup.rs`).
+//! this file to find the pod's hull-vmm, virtiofsd, cgroups and logs with (`cleanup.rs`),
+//! and it works from a partial record.
 //!
 //! Processes are named by pid *and* start time (field 22 of `/proc/<pid>/stat`), so a pid
 //! reused after a reboot or a long time never gets killed by mistake.
@@ -75,6 +78,13 @@ pub(crate) struct PodRecord {
     pub(crate) netns: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) links: Vec<String>,
+    /// hull-vmm's uid (and gid) from `[jail] uid_range`; its in-use marker names the
+    /// sandbox, so cleanup frees it by sandbox id even before this is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) uid: Option<u32>,
+    /// `<[log] pod_dir>/<sandbox id>`: console.log, vmm.log, virtiofsd.log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) log_dir: Option<PathBuf>,
 }
 
 /// Writes `dir/pod.json` atomically (temporary file, then rename).
@@ -157,10 +167,19 @@ mod tests {
             cgroups: vec!["/sys/fs/cgroup/t/pod".into()],
             netns: Some("/var/run/netns/cni-1".into()),
             links: vec!["eth0".into()],
+            uid: Some(0x7000_0001),
+            log_dir: Some("/var/log/hull/pods/p".into()),
         };
         write(dir.path(), &r).expect("write");
         assert_eq!(read(dir.path()), Some(r));
         assert!(!dir.path().join(".pod.json.tmp").exists());
+        // A record written before anything was made (the shim alone) reads back as such.
+        let early = PodRecord {
+            shim: ProcId::current(),
+            ..Default::default()
+        };
+        write(dir.path(), &early).expect("write");
+        assert_eq!(read(dir.path()), Some(early));
         std::fs::write(dir.path().join(FILE), "{not json").expect("corrupt");
         assert_eq!(read(dir.path()), None);
     }

@@ -3,6 +3,16 @@
 //! (`--fd=3`), so the socket exists before hull-vmm connects: no path race, no polling.
 //! virtiofsd runs sandboxed (its own pid/mount/net namespaces, pivot_root into the share),
 //! in the pod's cgroup, and exits by itself when hull-vmm disconnects.
+//!
+//! What stays privileged, and why (issue 17 §1): virtiofsd serves the containers' rootfs
+//! with the guest's file ownership, so it runs as root; unprivileged, in a user namespace,
+//! it could not create files owned by the container's users nor read root-only files of the
+//! image. Its waiting parent keeps no capability; the serving process keeps only what file
+//! serving needs: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID (it switches fsuid/fsgid
+//! per request). `--modcaps` drops the two other defaults: MKNOD (a guest must not create
+//! device nodes on the host; FIFOs and sockets need no capability) and SETFCAP (hull passes
+//! no `--xattr`, so no security.capability can be written anyway). DAC_READ_SEARCH is not
+//! kept (`--inode-file-handles=never`). Its seccomp filter kills on anything else.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -13,6 +23,9 @@ use tokio::process::Command;
 use super::BackendError;
 use crate::child::{spawn, ChildSetup, Supervised};
 use crate::config::VirtiofsSection;
+
+/// The capabilities dropped from virtiofsd's defaults (see the module comment).
+pub(crate) const MODCAPS: &str = "--modcaps=-mknod:-setfcap";
 
 /// Starts virtiofsd serving `shared_dir` on a socket bound at `socket`; logs go to `log`.
 pub(crate) fn start(
@@ -41,6 +54,7 @@ pub(crate) fn start(
         // File handles need CAP_DAC_READ_SEARCH and a filesystem that supports them; fds
         // work everywhere.
         .arg("--inode-file-handles=never")
+        .arg(MODCAPS)
         .arg("--log-level=warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -1,19 +1,22 @@
 //! The VM backend: one hull-vmm and one virtiofsd per pod (DESIGN §1–§3).
 //!
 //! Launch order: refusal of what a VM cannot give (the node's network, IPC or PID namespace,
-//! a bind with shared propagation) → pod directory → share (mounts) → pod cgroup →
-//! virtiofsd (listening socket passed as fd 3) → pod network (a tap per CNI link in the pod's
-//! netns, tc-wired; DESIGN §1) → hull-vmm (its command line built only by
-//! `hull_contract::vmm_args`, taps as fds 3…; it connects to virtiofsd while building the VM)
-//! → hybrid-vsock connection to the agent, retried until `Health.Check` says SERVING or
+//! a bind with shared propagation) → pod directory and `pod.json` (the shim alone) → log
+//! directory → jail uid → share (mounts) → pod cgroup → jail directory → virtiofsd
+//! (listening socket `<jail>/fs.sock` passed as fd 3) → pod network (a tap per CNI link in
+//! the pod's netns, tc-wired; DESIGN §1) → hull-vmm, jailed (`jail/`: its command line built
+//! only by `hull_contract::vmm_args` with paths inside the jail, taps as fds 3…, the console
+//! after them; it connects to virtiofsd while building the VM) → hybrid-vsock connection to
+//! the agent through `<jail>/vsock.sock`, retried until `Health.Check` says SERVING or
 //! `boot_timeout_secs` passes → the guest's interfaces, routes and neighbours →
-//! `CreateSandbox`. Any failure tears down what was made, in reverse, and the error carries
-//! the tails of the VMM log and guest console.
+//! `CreateSandbox`. Each resource is in `pod.json` before it exists, each child as soon as it
+//! does. Any failure tears down what was made, in reverse, and the error carries the tails
+//! of the VMM log, guest console and virtiofsd log.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -28,11 +31,12 @@ use hull_proto::network_ttrpc::NetworkClient;
 use hull_proto::sandbox::CreateSandboxRequest;
 use hull_proto::sandbox_ttrpc::SandboxClient;
 use serde_json::Value;
-use tokio::process::Command;
 
 use super::cgroup::PodCgroup;
+use super::jail::{self, Jail};
+use super::record::{PodRecord, ProcId};
 use super::{io_err, pod_dir, BackendError, PodBackend, Prepared};
-use crate::child::{spawn, ChildSetup, Supervised};
+use crate::child::Supervised;
 use crate::config::HullConfig;
 use crate::net::{self, NetError, PodNetwork};
 use crate::share::{guest_rootfs, Share};
@@ -44,14 +48,17 @@ const VMM_STOP_GRACE: Duration = Duration::from_secs(10);
 const VIRTIOFSD_STOP_GRACE: Duration = Duration::from_secs(5);
 /// Per-attempt bound on the hybrid-vsock handshake and the health RPC while booting.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-/// The VM's hybrid vsock socket, in the pod directory.
-const VSOCK_SOCKET: &str = "vsock.sock";
 /// Bytes of each log quoted in a boot failure.
 const LOG_TAIL: usize = 2000;
 
 /// A running pod VM.
 pub(super) struct VmPod {
+    sid: String,
     dir: PathBuf,
+    /// `<[log] pod_dir>/<sid>`: console.log, vmm.log, virtiofsd.log.
+    logs: PathBuf,
+    /// hull-vmm's uid and gid.
+    id: u32,
     share: Share,
     cgroup: Option<PodCgroup>,
     vmm: Supervised,
@@ -122,15 +129,28 @@ fn sizing_inputs(spec: &Value) -> HashMap<String, String> {
     m
 }
 
+/// The last [`LOG_TAIL`] bytes of a log, read by seeking (a log may be large).
 fn tail(path: &Path) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let start = text.len().saturating_sub(LOG_TAIL);
-    String::from_utf8_lossy(&text[start..]).trim().to_owned()
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let want = u64::try_from(LOG_TAIL).unwrap_or(u64::MAX);
+    if f.seek(SeekFrom::Start(len.saturating_sub(want))).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::with_capacity(LOG_TAIL);
+    let _ = f.take(want).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).trim().to_owned()
 }
 
-/// What is torn down, in reverse, if launch fails half way.
+/// What is torn down, in reverse, if launch fails half way; and `pod.json` as it grows.
 struct Partial {
+    sid: String,
     dir: PathBuf,
+    /// Written before each resource is made, and as each child starts.
+    record: PodRecord,
     share: Option<Share>,
     cgroup: Option<PodCgroup>,
     children: Vec<Supervised>,
@@ -138,6 +158,10 @@ struct Partial {
 }
 
 impl Partial {
+    fn save(&self) -> Result<(), BackendError> {
+        super::record::write(&self.dir, &self.record)
+    }
+
     async fn undo(self) {
         // hull-vmm (pushed last) first: virtiofsd then exits by itself on the disconnect.
         for c in self.children.iter().rev() {
@@ -152,8 +176,18 @@ impl Partial {
         if let Some(c) = &self.cgroup {
             super::cleanup::remove_cgroup(c.dir()).await;
         }
-        let _ = tokio::fs::remove_dir_all(&self.dir).await;
+        super::cleanup::remove_pod_dir(&self.dir).await;
+        if let Some(logs) = &self.record.log_dir {
+            super::cleanup::remove_log_dir(logs, &self.sid).await;
+        }
+        release_id(&self.sid).await;
     }
+}
+
+/// Frees the jail uid of sandbox `sid` (off the runtime thread: it takes a file lock).
+async fn release_id(sid: &str) {
+    let sid = sid.to_owned();
+    let _ = tokio::task::spawn_blocking(move || jail::Ids::node().release(&sid)).await;
 }
 
 impl VmPod {
@@ -170,14 +204,31 @@ impl VmPod {
         // A lone `ctr run` container is its own sandbox: its binds are checked before a VM
         // boots for nothing (a CRI sandbox has none).
         crate::spec::refuse_shared_propagation(&spec)?;
-        let size = sizing::vm_size(&sizing_inputs(&spec), &cfg.vm)?;
+        // The VM must fit the host cgroup the kubelet made for the pod, whose limit is also the
+        // pod's only size when a kubelet before 1.23 passes no sandbox annotations.
+        let pod_limit = match spec.pointer("/linux/cgroupsPath").and_then(Value::as_str) {
+            Some(path) => PodCgroup::dir_for(path)?.and_then(|leaf| {
+                let root = super::cgroup::cgroup2_root()?;
+                sizing::effective_memory_limit(&leaf, &root)
+            }),
+            None => None,
+        };
+        let size = sizing::vm_size_within(&sizing_inputs(&spec), &cfg.vm, pod_limit)?;
         let dir = pod_dir(sid);
         if dir.exists() {
             // A previous shim of this pod died without cleaning up (DESIGN §2 shim/: nothing
-            // outlives its pod).
+            // outlives its pod): clean it from its record, as `shim delete` would.
             tracing::warn!(dir = %dir.display(), "stale pod directory; cleaning it");
-            Share::at(&dir).destroy();
-            let _ = tokio::fs::remove_dir_all(&dir).await;
+            let mut old = super::record::read(&dir).unwrap_or_default();
+            // Its shim is gone or is not this pod's any more: never kill a shim from here.
+            old.shim = None;
+            super::cleanup::dead_pod(sid, &old).await;
+            if dir.exists() {
+                return Err(BackendError::Io {
+                    context: format!("remove the stale pod directory {}", dir.display()),
+                    source: std::io::Error::other("something is still mounted in it"),
+                });
+            }
         }
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -185,21 +236,38 @@ impl VmPod {
             .create(&dir)
             .map_err(io_err(format!("create {}", dir.display())))?;
         let mut partial = Partial {
+            sid: sid.to_owned(),
             dir: dir.clone(),
+            record: PodRecord {
+                shim: ProcId::current(),
+                ..Default::default()
+            },
             share: None,
             cgroup: None,
             children: vec![],
             wired: None,
         };
-        match Self::start(cfg, sid, &spec, netns, size, &mut partial).await {
-            Ok((vmm, virtiofsd, client)) => Ok(VmPod {
+        let started = match partial.save() {
+            Ok(()) => Self::start(cfg, sid, &spec, netns, size, &mut partial).await,
+            Err(e) => Err(e),
+        };
+        match started {
+            Ok(Started {
+                vmm,
+                virtiofsd,
+                client,
+                id,
+            }) => Ok(VmPod {
                 portfwd: partial.wired.as_ref().map(|w| {
                     net::PortForwarder::start(
                         client.clone(),
                         w.netns.clone(),
-                        dir.join(VSOCK_SOCKET),
+                        jail::host_path(&dir, jail::VSOCK_SOCKET),
                     )
                 }),
+                logs: partial.record.log_dir.clone().unwrap_or_default(),
+                sid: sid.to_owned(),
+                id,
                 dir,
                 share: partial
                     .share
@@ -219,6 +287,8 @@ impl VmPod {
         }
     }
 
+    /// Makes the pod's resources in order, each recorded in `p` (and `pod.json`) before it
+    /// is created.
     async fn start(
         cfg: &HullConfig,
         sid: &str,
@@ -226,7 +296,7 @@ impl VmPod {
         netns: Option<PathBuf>,
         size: sizing::VmSize,
         p: &mut Partial,
-    ) -> Result<(Supervised, Supervised, ttrpc::asynchronous::Client), BackendError> {
+    ) -> Result<Started, BackendError> {
         // Read before the VM boots: a pod file that cannot be read fails the pod at once.
         let pod_file = |dest| crate::spec::pod_file(spec, dest);
         let sandbox = CreateSandboxRequest {
@@ -241,87 +311,122 @@ impl VmPod {
             ..Default::default()
         };
         let dir = p.dir.clone();
+
+        let logs = cfg.log.pod_dir.join(sid);
+        p.record.log_dir = Some(logs.clone());
+        p.save()?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&logs)
+            .map_err(io_err(format!("create {}", logs.display())))?;
+
+        // The marker of hull-vmm's uid names the sandbox: cleanup frees it even if the shim
+        // dies before the uid reaches pod.json.
+        let (range, owner) = (cfg.jail.uid_range, sid.to_owned());
+        let id = tokio::task::spawn_blocking(move || jail::Ids::node().allocate(range, &owner))
+            .await
+            .map_err(|_| BackendError::Blocking("allocate a jail uid"))??;
+        p.record.uid = Some(id);
+        p.save()?;
+
         let share = Share::at(&dir);
         share.create()?;
         p.share = Some(share.clone());
+
         let cgroups_path = spec
             .pointer("/linux/cgroupsPath")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        p.cgroup = PodCgroup::create(cgroups_path)?;
+        if let Some(cg) = PodCgroup::dir_for(cgroups_path)? {
+            p.record.cgroups = vec![cg.clone()];
+            p.save()?;
+            p.cgroup = Some(PodCgroup::create(cg)?);
+        }
         let procs = p.cgroup.as_ref().map(PodCgroup::procs_fd);
-        let fs_sock = dir.join("fs.sock");
+
+        let jail = Jail::prepare(&dir, id)?;
         let virtiofsd = super::virtiofsd::start(
             &cfg.virtiofs,
             share.served_dir(),
-            &fs_sock,
-            &dir.join("virtiofsd.log"),
+            &jail::host_path(&dir, jail::FS_SOCKET),
+            &logs.join("virtiofsd.log"),
             procs,
         )?;
         p.children.push(virtiofsd.clone());
+        p.record.children.extend(ProcId::of(virtiofsd.pid()));
+        p.save()?;
+        jail.hand_over(jail::FS_SOCKET)?;
 
         let pod_net = match netns {
             Some(ns) => {
+                p.record.netns = Some(ns.clone());
+                p.save()?;
                 let path = ns.clone();
                 let n = tokio::task::spawn_blocking(move || net::attach(&path))
                     .await
                     .map_err(|_| NetError::Panicked)??;
-                p.wired = Some(Wired {
-                    netns: ns,
-                    links: n.nics.iter().map(|n| n.link.name.clone()).collect(),
-                });
+                let links: Vec<String> = n.nics.iter().map(|n| n.link.name.clone()).collect();
+                p.record.links.clone_from(&links);
+                p.wired = Some(Wired { netns: ns, links });
+                p.save()?;
                 Some(n)
             }
             None => None,
         };
 
-        let vsock = dir.join(VSOCK_SOCKET);
-        let console = dir.join("console.log");
-        let vmm_log = dir.join("vmm.log");
-        let log = std::fs::File::create(&vmm_log).map_err(io_err("create vmm.log".into()))?;
-        let mut args = VmmArgs::new(&cfg.vm.kernel, size.vcpus, size.memory_mib);
-        args.initrd = Some(cfg.vm.initrd.clone());
-        args.vsock_uds = Some(vsock.clone());
+        let vsock = jail::host_path(&dir, jail::VSOCK_SOCKET);
+        let console_path = logs.join("console.log");
+        let console = std::fs::File::create(&console_path)
+            .map_err(io_err(format!("create {}", console_path.display())))?;
+        let vmm_log = logs.join("vmm.log");
+        let log = std::fs::File::create(&vmm_log)
+            .map_err(io_err(format!("create {}", vmm_log.display())))?;
+        // Paths as hull-vmm sees them, inside its jail.
+        let mut args = VmmArgs::new(jail::KERNEL, size.vcpus, size.memory_mib);
+        args.initrd = Some(jail::INITRD.into());
+        args.vsock_uds = Some(jail::VSOCK_SOCKET.into());
         args.cid = Some(hull_contract::vsock::GUEST_CID);
         args.fs.push(FsArg {
-            socket: fs_sock,
+            socket: jail::FS_SOCKET.into(),
             tag: hull_contract::SHARE_FS_TAG.to_owned(),
         });
-        args.console = Console::File(console.clone());
         // Blank parameters are not passed (`VmmArgs::to_args`).
         args.cmdline_append = Some(cfg.vm.kernel_params.clone());
-        let mut fds = [None; 3];
+        let mut fds = vec![];
         if let Some(n) = &pod_net {
-            for ((slot, fd_no), nic) in fds.iter_mut().zip(3..).zip(&n.nics) {
-                *slot = Some(std::os::fd::AsRawFd::as_raw_fd(&nic.tap));
+            for (fd_no, nic) in (3..).zip(&n.nics) {
+                fds.push(nic.tap.as_raw_fd());
                 // A link's MTU is at most ETH_MAX_MTU (65535): the saturation never bites.
                 let mtu = u16::try_from(nic.link.mtu).unwrap_or(u16::MAX);
                 args.net
                     .push(NetArg::fd(fd_no, &nic.link.mac.to_string(), mtu));
             }
         }
-        let mut cmd = Command::new(&cfg.vm.vmm);
-        cmd.args(args.to_args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true);
-        let child = spawn(
-            &mut cmd,
-            ChildSetup {
-                cgroup_procs: procs,
-                fds,
-                die_with_parent: true,
-            },
-        )
-        .map_err(io_err(format!("spawn {}", cfg.vm.vmm.display())))?;
-        // hull-vmm holds the taps now; the shim's copies would keep them alive after it.
+        // The console is opened here and passed: hull-vmm cannot open host paths.
+        args.console = Console::Fd(3 + i32::try_from(fds.len()).unwrap_or(0));
+        fds.push(console.as_raw_fd());
+        let vmm = jail.spawn_vmm(jail::VmmLaunch {
+            vmm: &cfg.vm.vmm,
+            kernel: &cfg.vm.kernel,
+            initrd: &cfg.vm.initrd,
+            args: args.to_args(),
+            fds,
+            stderr: log.as_raw_fd(),
+            cgroup_procs: procs,
+            fsize: jail::fsize_limit(size.memory_mib),
+        })?;
+        // hull-vmm holds the taps and its logs now; the shim's copies would keep the taps
+        // alive after it.
+        drop((console, log));
         let pod_net = pod_net.map(PodNetwork::without_taps);
-        let vmm = Supervised::new("hull-vmm", child);
         p.children.push(vmm.clone());
+        p.record.children.extend(ProcId::of(vmm.pid()));
+        p.save()?;
         tracing::info!(
             vmm = vmm.pid(),
             virtiofsd = virtiofsd.pid(),
+            uid = id,
             vcpus = size.vcpus,
             mem_mib = size.memory_mib,
             "pod VM starting"
@@ -334,8 +439,8 @@ impl VmPod {
                 BackendError::AgentStart(format!(
                     "{why}\n--- hull-vmm log ---\n{}\n--- guest console ---\n{}\n--- virtiofsd log ---\n{}",
                     tail(&vmm_log),
-                    tail(&console),
-                    tail(&dir.join("virtiofsd.log"))
+                    tail(&console_path),
+                    tail(&logs.join("virtiofsd.log"))
                 ))
             })?;
         if let Some(n) = &pod_net {
@@ -347,8 +452,21 @@ impl VmPod {
             .create_sandbox(ttrpc::context::with_timeout(30_000_000_000), &sandbox)
             .await
             .map_err(|e| BackendError::AgentStart(format!("CreateSandbox: {e}")))?;
-        Ok((vmm, virtiofsd, client))
+        Ok(Started {
+            vmm,
+            virtiofsd,
+            client,
+            id,
+        })
     }
+}
+
+/// What [`VmPod::start`] hands back.
+struct Started {
+    vmm: Supervised,
+    virtiofsd: Supervised,
+    client: ttrpc::asynchronous::Client,
+    id: u32,
 }
 
 /// Sends the pod's links, routes and neighbours to the agent, which configures the guest
@@ -483,6 +601,8 @@ impl PodBackend for VmPod {
             cgroups: self.cgroup.iter().map(|c| c.dir().to_path_buf()).collect(),
             netns: self.wired.as_ref().map(|w| w.netns.clone()),
             links: self.wired.iter().flat_map(|w| w.links.clone()).collect(),
+            uid: Some(self.id),
+            log_dir: Some(self.logs.clone()),
         }
     }
 
@@ -494,12 +614,12 @@ impl PodBackend for VmPod {
         tokio::select! {
             s = self.vmm.exited() => {
                 if !self.stopping.load(Ordering::Acquire) {
-                    tracing::error!(status = %s, log = %tail(&self.dir.join("vmm.log")), "hull-vmm ended unexpectedly");
+                    tracing::error!(status = %s, log = %tail(&self.logs.join("vmm.log")), "hull-vmm ended unexpectedly");
                 }
             }
             s = self.virtiofsd.exited() => {
                 if !self.stopping.load(Ordering::Acquire) {
-                    tracing::error!(status = %s, log = %tail(&self.dir.join("virtiofsd.log")), "virtiofsd ended unexpectedly");
+                    tracing::error!(status = %s, log = %tail(&self.logs.join("virtiofsd.log")), "virtiofsd ended unexpectedly");
                 }
             }
         }
@@ -521,9 +641,10 @@ impl PodBackend for VmPod {
         if let Some(c) = &self.cgroup {
             super::cleanup::remove_cgroup(c.dir()).await;
         }
-        tokio::fs::remove_dir_all(&self.dir)
-            .await
-            .map_err(io_err(format!("remove {}", self.dir.display())))
+        super::cleanup::remove_pod_dir(&self.dir).await;
+        super::cleanup::remove_log_dir(&self.logs, &self.sid).await;
+        release_id(&self.sid).await;
+        Ok(())
     }
 }
 

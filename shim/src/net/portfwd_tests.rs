@@ -137,7 +137,9 @@ async fn guest_ports_are_mirrored_on_the_netns_loopback() {
         .expect("join");
         assert_eq!(echo.expect("echo"), b"through the guest", "{ip}");
     }
-    // The guest refused: the dialer sees a reset (or at least no data), never a hang.
+    // The guest refused: the dialer sees a reset (or at least no data), never a hang. When the
+    // reset beats the dialer's write and half-close, the error it sees is that of the step it
+    // was at (ENOTCONN from shutdown, EPIPE from write): seen under load.
     let p = path.clone();
     let refused = tokio::task::spawn_blocking(move || {
         dial_in(
@@ -149,7 +151,15 @@ async fn guest_ports_are_mirrored_on_the_netns_loopback() {
     .await
     .expect("join");
     match refused {
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::NotConnected
+                    | std::io::ErrorKind::BrokenPipe
+            ),
+            "{e}"
+        ),
         Ok(data) => assert!(data.is_empty(), "{data:?}"),
     }
     // Nothing listens on other ports of the netns's loopback.

@@ -9,6 +9,7 @@ use hull_proto::containers::{
 use hull_proto::stats::ContainerStats;
 
 use super::{ctx, not_found, Pod, ProcStatus};
+use crate::bounds::MAX_PIDS;
 use crate::errors::ShimError;
 
 impl Pod {
@@ -110,10 +111,35 @@ impl Pod {
             container_id: id.to_owned(),
             ..Default::default()
         };
-        Ok(containers
+        let pids = containers
             .list_pids(ctx(), &req)
             .await
             .map_err(ShimError::agent(format!("list pids of {id}")))?
-            .pids)
+            .pids;
+        bounded_pids(id, pids)
+    }
+}
+
+/// More pids than a pod VM can number is not an answer: containerd gets an error, not a
+/// list it would copy again into its reply.
+fn bounded_pids(id: &str, pids: Vec<u32>) -> Result<Vec<u32>, ShimError> {
+    if pids.len() > MAX_PIDS {
+        return Err(ShimError::FailedPrecondition(format!(
+            "the agent listed {} pids for {id}, more than {MAX_PIDS}",
+            pids.len()
+        )));
+    }
+    Ok(pids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_list_longer_than_a_vm_can_have_is_refused() {
+        assert_eq!(bounded_pids("c", vec![1, 2]).unwrap(), [1, 2]);
+        let e = bounded_pids("c", vec![1; MAX_PIDS + 1]).unwrap_err();
+        assert!(e.to_string().contains("more than"), "{e}");
     }
 }

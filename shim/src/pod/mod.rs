@@ -3,6 +3,10 @@
 //! the first Create and stopped by Shutdown once no container is left. Process records are
 //! in `process.rs`; execs and terminals in `exec.rs`; pause, resume, update, stats and pids in
 //! `control.rs`; OOM events in `oom.rs`.
+//!
+//! The agent is not trusted (`bounds.rs`): its exit statuses, ids and messages are bounded
+//! before they reach containerd or the log, and the shim joins its pod's cgroup
+//! (`shim_cgroup.rs`) so what the agent can make it allocate is the pod's to pay.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,10 +23,13 @@ use hull_proto::processes::{SignalProcessRequest, WaitProcessRequest};
 use hull_proto::processes_ttrpc::ProcessesClient;
 use tokio::sync::{watch, OnceCell};
 
+use crate::annotations::HullAnnotations;
 use crate::backend::{self, PodBackend};
+use crate::bounds::{self, clip_err};
 use crate::config::HullConfig;
 use crate::errors::ShimError;
 use crate::events::Events;
+use crate::shim_cgroup::Placement;
 use crate::stdio::{ProcRef, Stdio, StdioPaths};
 use crate::{mount, timestamp};
 
@@ -65,10 +72,16 @@ pub(crate) struct Pod {
     /// The sandbox container's pid in the agent, once it is created.
     sandbox_pid: std::sync::OnceLock<u32>,
     oom_watch: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The pod's allowed `io.hull.*` annotations, from the sandbox's spec: what may
+    /// configure its VM.
+    annotations: std::sync::OnceLock<HullAnnotations>,
+    /// The shim in the pod's cgroup, until teardown.
+    placement: Mutex<Option<Placement>>,
     /// Set by the first Shutdown of an empty pod.
     tearing_down: std::sync::atomic::AtomicBool,
     // Short critical sections only (no await while held); the agent owns process state.
-    containers: Mutex<HashMap<String, Container>>,
+    // Shared with the OOM poller, which forwards events for these containers only.
+    containers: Arc<Mutex<HashMap<String, Container>>>,
 }
 
 impl std::fmt::Debug for Pod {
@@ -108,8 +121,10 @@ impl Pod {
             backend: OnceCell::new(),
             sandbox_pid: std::sync::OnceLock::new(),
             oom_watch: Mutex::new(None),
+            annotations: std::sync::OnceLock::new(),
+            placement: Mutex::new(None),
             tearing_down: std::sync::atomic::AtomicBool::new(false),
-            containers: Mutex::new(HashMap::new()),
+            containers: Arc::default(),
         }
     }
 
@@ -129,12 +144,65 @@ impl Pod {
             .backend
             .get_or_try_init(|| async {
                 let b = backend::launch(&self.cfg, &self.sandbox_id, bundle).await?;
-                let watch = oom::spawn(b.agent(), self.events.clone());
+                let containers = Arc::clone(&self.containers);
+                let members: oom::Members = Arc::new(move |id: &str| {
+                    containers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains_key(id)
+                });
+                let watch = oom::spawn(b.agent(), self.events.clone(), members, oom::LIMITS);
                 *self.oom_watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(watch);
+                self.join_pod_cgroup(b.as_ref());
                 Ok::<_, ShimError>(b)
             })
             .await?;
         Ok(b.as_ref())
+    }
+
+    /// Moves the shim into the cgroup of the pod's VMM (`shim_cgroup.rs`). A failure leaves
+    /// the shim where containerd put it, as before, and says so.
+    fn join_pod_cgroup(&self, b: &dyn PodBackend) {
+        let record = b.record();
+        let children: Vec<u32> = record.children.iter().map(|c| c.pid).collect();
+        match Placement::join(std::process::id(), &children, &record.cgroups) {
+            Ok(Some(p)) => {
+                tracing::info!(cgroup = %p.cgroup().display(), "shim joined the pod cgroup");
+                *self.placement.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("the shim stays outside the pod cgroup: {e}"),
+        }
+    }
+
+    /// Refuses a spec whose `io.hull.*` annotations hull.toml does not allow; the sandbox's
+    /// (the first Create's) become the pod's.
+    fn check_annotations(&self, id: &str, bundle: &Path) -> Result<(), ShimError> {
+        let spec = crate::spec::read(bundle)?;
+        let a = HullAnnotations::check(&spec, &self.cfg.annotations)
+            .map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
+        if id == self.sandbox_id {
+            let keys: Vec<&str> = a.keys().collect();
+            if !keys.is_empty() {
+                tracing::info!(?keys, "io.hull annotations in effect");
+            }
+            let _ = self.annotations.set(a);
+        }
+        Ok(())
+    }
+
+    /// The pod's allowed `io.hull.*` annotations (set by the sandbox's Create): the only
+    /// source of per-pod VM settings.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "no io.hull annotation configures anything yet; the VM settings that \
+                      will (rate limits) read them here"
+        )
+    )]
+    pub(crate) fn annotations(&self) -> Option<&HullAnnotations> {
+        self.annotations.get()
     }
 
     fn backend(&self) -> Result<&dyn PodBackend, ShimError> {
@@ -170,6 +238,8 @@ impl Pod {
         if self.lock().contains_key(&spec.id) {
             return Err(ShimError::AlreadyExists(format!("container {}", spec.id)));
         }
+        // Before anything is mounted or booted for it.
+        self.check_annotations(&spec.id, &spec.bundle)?;
         let root = spec.bundle.join("rootfs");
         for m in rootfs {
             containerd_shim::asynchronous::util::mount_rootfs(m, &root)
@@ -356,9 +426,15 @@ impl Pod {
         let id = p.id();
         let status = tokio::select! {
             r = wait => match r {
-                Ok(r) => r.exit.as_ref().map_or(UNKNOWN_EXIT_STATUS, |e| e.status),
+                Ok(r) => {
+                    let reported = r.exit.as_ref().map_or(UNKNOWN_EXIT_STATUS, |e| e.status);
+                    bounds::exit_status(reported).unwrap_or_else(|| {
+                        tracing::warn!(%id, reported, "the agent reported an impossible exit status");
+                        UNKNOWN_EXIT_STATUS
+                    })
+                }
                 Err(e) => {
-                    tracing::error!(%id, "wait: {e}");
+                    tracing::error!(%id, "wait: {}", clip_err(&e));
                     // A broken agent connection is most often the VM going away, and its
                     // socket closes before the VMM has exited. Give the exit a moment so
                     // the backend logs why the VM ended (a guest crash, say).
@@ -531,12 +607,24 @@ impl Pod {
         {
             w.abort();
         }
+        // Teardown kills and removes the pod cgroup: leave it first.
+        let placement = self
+            .placement
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(p) = placement {
+            match p.leave() {
+                Ok(to) => tracing::debug!(cgroup = %to.display(), "shim left the pod cgroup"),
+                Err(e) => tracing::error!("the shim could not leave the pod cgroup: {e}"),
+            }
+        }
         // The shim exits even if teardown fails or hangs: a shim left serving an empty pod
         // is a leak nobody will clean (containerd gave up on it after its 3 s deadline).
         if let Some(b) = self.backend.get() {
             match tokio::time::timeout(SHUTDOWN_TIMEOUT, b.shutdown()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!("shutdown: {e}"),
+                Ok(Err(e)) => tracing::error!("shutdown: {}", clip_err(&e)),
                 Err(_) => tracing::error!(
                     "shutdown: pod teardown did not finish within {SHUTDOWN_TIMEOUT:?}"
                 ),
@@ -557,5 +645,59 @@ async fn remove_in_agent(containers: &ContainersClient, id: &str) -> Result<(), 
         // Already gone in the agent: the shim's record is what remains to clean.
         Err(ttrpc::Error::RpcStatus(s)) if s.code() == ttrpc::Code::NOT_FOUND => Ok(()),
         Err(e) => Err(ShimError::agent(format!("remove container {id}"))(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_peers;
+
+    fn config(allowed: &str) -> HullConfig {
+        let text = format!(
+            "[vm]\nvmm = \"/x/hull-vmm\"\nkernel = \"/x/k\"\ninitrd = \"/x/i\"\n\
+             [annotations]\nallowed = [{allowed}]\n"
+        );
+        HullConfig::parse(&text, Path::new("hull.toml")).unwrap()
+    }
+
+    fn bundle(dir: &Path, annotations: serde_json::Value) -> PathBuf {
+        let b = dir.join("bundle");
+        std::fs::create_dir_all(&b).unwrap();
+        let spec = serde_json::json!({"annotations": annotations});
+        std::fs::write(b.join("config.json"), spec.to_string()).unwrap();
+        b
+    }
+
+    /// RunPodSandbox with an io.hull annotation hull.toml does not allow: INVALID_ARGUMENT
+    /// naming it, before any VM or mount exists; an allowed one becomes the pod's.
+    #[tokio::test(flavor = "current_thread")]
+    async fn unlisted_hull_annotations_refuse_the_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cd, _sink, events) = fake_peers::containerd(dir.path()).await;
+        let pod = Pod::new(
+            "s1".into(),
+            config("\"io.hull.net.\""),
+            events,
+            Arc::default(),
+        );
+        let b = bundle(dir.path(), serde_json::json!({"io.hull.fs.cache": "never"}));
+        let spec = CreateSpec {
+            id: "s1".into(),
+            bundle: b,
+            stdio: StdioPaths::default(),
+        };
+        let e = pod.do_create(spec, &[]).await.unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert!(e.to_string().contains("\"io.hull.fs.cache\""), "{e}");
+        assert!(e.to_string().contains("[annotations] allowed"), "{e}");
+        assert!(pod.backend.get().is_none(), "nothing launched");
+        assert!(pod.annotations().is_none());
+
+        let b = bundle(dir.path(), serde_json::json!({"io.hull.net.rx_rate": "1M"}));
+        pod.check_annotations("s1", &b).unwrap();
+        let a = pod.annotations().expect("the sandbox's");
+        assert_eq!(a.get("io.hull.net.rx_rate"), Some("1M"));
+        fake_peers::stop(cd).await;
     }
 }

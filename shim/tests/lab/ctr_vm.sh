@@ -4,8 +4,11 @@
 # → the hull guest) and compares what a user sees: output, exit code, rootfs writes, a read-only
 # bind mount, stdin that ends (CloseIO); then the rest of the task API on a hull pod (exec ±
 # tty, exec stdin, pause/resume, metrics, OOM, events, an rslave bind that sees a later host
-# mount, a read-only bind whose source's submount is read-only too), a Bidirectional (rshared)
-# bind refused, a fault (kill -9 of hull-vmm → exit 255) and leftovers.
+# mount, a read-only bind whose source's submount is read-only too), hull-vmm's jail (uid,
+# capabilities, no_new_privs, seccomp, namespaces, root, rlimits; virtiofsd's reduced
+# capabilities; logs on disk), a Bidirectional (rshared) bind refused, faults (kill -9 of
+# hull-vmm → exit 255; kill -9 of hull-vmm and of the shim during boot and after) and
+# leftovers (processes, pod and jail dirs, mounts, jail uids, cgroups, logs).
 # Prints one PASS/FAIL line per check; exits 1 on any FAIL.
 # usage: ctr_vm.sh BINDIR VMLINUX INITRD VIRTIOFSD OUTDIR   (BINDIR holds the shim and hull-vmm)
 set -u
@@ -23,6 +26,10 @@ vm_diag() {
 r=/tmp/hull-ctr-lab
 rm -rf "$r"
 mkdir -p "$r"
+# hull-vmm runs unprivileged and reaches /dev/kvm through its group, as udev's rule makes it
+# on a node (scripts/install does the same); the lab has no udev.
+getent group kvm >/dev/null || groupadd --system kvm
+chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
 A=$r/containerd.sock
 write_hull_toml "$r/hull.toml" "$BIN" "$VMLINUX" "$INITRD" "$VIRTIOFSD"
 containerd_config "$r/config.toml" "$r" "$A" 'disabled_plugins = ["io.containerd.grpc.v1.cri"]'
@@ -74,6 +81,10 @@ feed() {
 }
 # shellcheck disable=SC2317 # called through poll
 task_is() { [[ $(ctr -a "$A" -n t task ls 2>/dev/null | awk -v id="$1" '$1 == id {print $3}') == "$2" ]]; }
+# shellcheck disable=SC2317 # called through poll
+task_gone_or_stopped() { [[ $(ctr -a "$A" -n t task ls 2>/dev/null | awk -v id="$1" '$1 == id {print $3}') =~ ^(|STOPPED)$ ]]; }
+# shellcheck disable=SC2317 # called through poll
+pod_gone() { [[ ! -e /run/hull/pods/$1 && ! -e /var/log/hull/pods/$1 ]]; }
 for rt in runc hull; do
 	ro=(--runtime "io.containerd.$rt.v2")
 	[[ $rt == hull ]] && ro+=(--runtime-config-path "$r/hull.toml")
@@ -88,6 +99,61 @@ done
 # host mounts there after the container started, and its release must leave that mount be.
 # Its read-only bind's source has a tmpfs under it, read-only in the container too (hull makes
 # read-only binds recursive; runc's `ro` leaves submounts writable).
+# jail_checks SID: hull-vmm of the running pod SID is jailed (issue 17 §1) and virtiofsd runs
+# with a reduced capability set.
+jail_checks() {
+	local sid=$1 vmm shim_pid uid ns a b caps p fs_caps=""
+	vmm=$(pgrep -f "^$BIN/hull-vmm " | head -1)
+	shim_pid=$(pgrep -f "^$BIN/containerd-shim-hull-v2 .*-id $sid" | head -1)
+	if [[ -z $vmm || -z $shim_pid ]]; then
+		flunk "jail: no hull-vmm ('$vmm') or shim ('$shim_pid') for $sid"
+		return
+	fi
+	st() { awk -v k="$1:" '$1 == k {print $2}' "/proc/$vmm/status"; }
+	uid=$(st Uid)
+	if [[ $uid =~ ^[0-9]+$ && $uid != 0 ]]; then pass "jail: hull-vmm runs as uid $uid"; else flunk "jail: hull-vmm uid '$uid'"; fi
+	check "jail: hull-vmm gid is its uid" "$uid" "$(st Gid)"
+	check "jail: hull-vmm's only extra group is /dev/kvm's" "$(stat -c %g /dev/kvm)" "$(st Groups)"
+	check "jail: hull-vmm CapEff" 0000000000000000 "$(st CapEff)"
+	check "jail: hull-vmm CapBnd" 0000000000000000 "$(st CapBnd)"
+	check "jail: hull-vmm NoNewPrivs" 1 "$(st NoNewPrivs)"
+	check "jail: hull-vmm Seccomp (filter)" 2 "$(st Seccomp)"
+	check "jail: hull-vmm is PID 1 of its pid namespace" 1 "$(awk '$1 == "NSpid:" {print $NF}' "/proc/$vmm/status")"
+	for ns in mnt pid net ipc uts; do
+		a=$(readlink "/proc/$vmm/ns/$ns") b=$(readlink "/proc/$shim_pid/ns/$ns")
+		if [[ -n $a && $a != "$b" ]]; then pass "jail: hull-vmm has its own $ns namespace"; else flunk "jail: hull-vmm $ns namespace $a, the shim's $b"; fi
+	done
+	check "jail: hull-vmm's root is the jail directory" "$(stat -c %d:%i "/run/hull/pods/$sid/jail")" "$(stat -Lc %d:%i "/proc/$vmm/root/")"
+	check "jail: its root holds only what hull-vmm needs" "dev fs.sock hull-vmm initrd kernel vsock.sock" \
+		"$(find "/proc/$vmm/root/" -mindepth 1 -maxdepth 1 -printf '%f\n' | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')"
+	check "jail: its mount namespace holds the jail's mounts only" 6 "$(wc -l <"/proc/$vmm/mountinfo")"
+	check "jail: RLIMIT_NOFILE" "1024 1024" "$(awk '/^Max open files/ {print $4, $5}' "/proc/$vmm/limits")"
+	check "jail: the uid's marker names the pod" "$sid" "$(cat "/run/hull/jail-ids/$uid" 2>/dev/null)"
+	if grep -q "\"uid\": $uid" "/run/hull/pods/$sid/pod.json"; then pass "jail: pod.json records the uid"; else flunk "jail: pod.json: $(cat "/run/hull/pods/$sid/pod.json")"; fi
+	if [[ -s /var/log/hull/pods/$sid/console.log && -z $(ls /run/hull/pods/"$sid"/*.log 2>/dev/null) ]]; then
+		pass "logs: console.log under /var/log/hull/pods/$sid, none on /run"
+	else
+		flunk "logs: $(ls -l "/var/log/hull/pods/$sid" "/run/hull/pods/$sid" 2>&1 | tr '\n' ' ')"
+	fi
+	if "$BIN/hullctl" agent-health --uds "/run/hull/pods/$sid/jail/vsock.sock" >/dev/null 2>&1; then
+		pass "jail: hullctl reaches the agent through <pod>/jail/vsock.sock"
+	else
+		flunk "jail: hullctl agent-health through /run/hull/pods/$sid/jail/vsock.sock"
+	fi
+	# virtiofsd keeps CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID (0xdb) at most:
+	# MKNOD and SETFCAP of its defaults are dropped (--modcaps), root's others never held.
+	for p in $(pgrep -f "^$VIRTIOFSD "); do
+		caps=$(awk '$1 == "CapEff:" {print $2}' "/proc/$p/status")
+		fs_caps+="$caps "
+		(((16#$caps & ~16#db) == 0)) || fs_caps+="(too many) "
+	done
+	if [[ -n $fs_caps && $fs_caps != *"too many"* && $fs_caps == *00000000000000db* ]]; then
+		pass "virtiofsd capabilities reduced: CapEff $fs_caps"
+	else
+		flunk "virtiofsd CapEff: '$fs_caps'"
+	fi
+}
+
 ctr -a "$A" -n t events >"$r/events" 2>/dev/null &
 evpid=$!
 hr=(--runtime io.containerd.hull.v2 --runtime-config-path "$r/hull.toml")
@@ -102,6 +168,7 @@ if timeout 240 ctr -a "$A" -n t run -d "${hr[@]}" --memory-limit $((48 << 20)) -
 	--mount "type=bind,src=$rov,dst=/rov,options=rbind:ro" \
 	"$IMG" h-task sh -c 'echo started; exec sleep 1000' \
 	>/dev/null 2>"$r/task.err" </dev/null; then
+	jail_checks h-task
 	out=$(timeout 60 ctr -a "$A" -n t task exec --exec-id e1 h-task sh -c 'echo exec-out; exit 5' 2>&1 </dev/null) && rc=0 || rc=$?
 	check "exec: output and exit code" "exec-out 5" "$out $rc"
 	# `ctr task ps`: a header, sleep, and cat once it started.
@@ -207,11 +274,46 @@ else
 	flunk "no hull-vmm process for h-kill (ctr run exit $w: $(tail -n 3 "$r/h-kill.out" | cut -c1-400))"
 fi
 
+# Faults during boot and after it (issue 17 §1): kill -9 of hull-vmm or of the shim, then
+# containerd removes the task; nothing may be left (checked below with the rest).
+# pid_of SID PROG: the pid of the pod's shim, or of its hull-vmm (the only pod running).
+pid_of() {
+	case $2 in
+	shim) pgrep -f "^$BIN/containerd-shim-hull-v2 .*-id $1" | head -1 ;;
+	vmm) pgrep -f "^$BIN/hull-vmm " | head -1 ;;
+	esac
+}
+# shellcheck disable=SC2317 # called through poll
+vmm_up() { [[ -n $(pid_of "$1" vmm) ]]; }
+for fault in vmm:boot shim:boot shim:running; do
+	victim=${fault%%:*} when=${fault##*:} id=h-f-$victim-$when
+	timeout 300 ctr -a "$A" -n t run -d "${hr[@]}" "$IMG" "$id" sleep 300 >"$r/$id.out" 2>&1 </dev/null &
+	cpid=$!
+	if [[ $when == boot ]]; then
+		# hull-vmm exists, the agent does not answer yet (a boot takes about a minute here).
+		poll 1200 vmm_up "$id" || flunk "$id: no hull-vmm appeared"
+	else
+		wait "$cpid"
+		poll 100 task_is "$id" RUNNING || flunk "$id: not RUNNING"
+	fi
+	p=$(pid_of "$id" "$victim")
+	if [[ -n $p ]] && kill -9 "$p"; then pass "$id: killed $victim ($p) while ${when/boot/booting}"; else flunk "$id: no $victim to kill"; fi
+	wait "$cpid" 2>/dev/null
+	# containerd notices the dead shim (or VM) and runs `shim delete`; then the task goes.
+	timeout 60 ctr -a "$A" -n t task kill -s SIGKILL "$id" >/dev/null 2>&1
+	poll 300 task_gone_or_stopped "$id"
+	timeout 60 ctr -a "$A" -n t task rm -f "$id" >/dev/null 2>&1
+	timeout 60 ctr -a "$A" -n t containers rm "$id" >/dev/null 2>&1
+	poll 300 pod_gone "$id" || flunk "$id: pod state still there: $(ls -R "/run/hull/pods/$id" 2>&1 | head -5 | tr '\n' ' ')"
+done
+
 sleep 1
 # Anchored at the start of the command line: this script's own arguments name the binaries.
 left=$(pgrep -af "^($BIN/hull-vmm|$VIRTIOFSD|$BIN/containerd-shim-hull-v2) ")
 check "no hull-vmm, virtiofsd or shim left" "" "$left"
-check "no pod state left" "" "$(ls /run/hull/pods 2>/dev/null)"
+check "no pod state (nor jail directory) left" "" "$(ls /run/hull/pods 2>/dev/null)"
+check "no jail uid left in use" "" "$(ls /run/hull/jail-ids 2>/dev/null)"
+check "no pod logs left" "" "$(ls /var/log/hull/pods 2>/dev/null)"
 check "no mounts of hull pods left" "" "$(grep /run/hull /proc/self/mountinfo)"
 check "no pod cgroup left" "" "$(ls -d /sys/fs/cgroup/t/h-* 2>/dev/null)"
 if [[ $fail != 0 ]]; then

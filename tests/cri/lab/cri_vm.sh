@@ -431,7 +431,7 @@ teardown() {
 	# The pod's VMM, guest console and virtiofsd logs go with the pod: keep a copy.
 	if [[ $rt == hull && -n $pod ]]; then
 		mkdir -p "$OUT/hull-pod"
-		cp /run/hull/pods/"$pod"/*.log "$OUT/hull-pod/" 2>/dev/null
+		cp /var/log/hull/pods/"$pod"/*.log "$OUT/hull-pod/" 2>/dev/null
 	fi
 	# SIGTERM ends each container at once; the grace period only has to cover the lab's slow
 	# exit path (seen with containerd 1.7's runc shim: the exit event 2.02 s after the TERM, so a
@@ -467,6 +467,8 @@ leftovers() {
 		check "$key: no hull-vmm, virtiofsd or shim left" "" "$procs"
 		check "$key: no pod state left" "" "$(ls /run/hull/pods 2>/dev/null)"
 		check "$key: no mounts under /run/hull left" "" "$(grep /run/hull /proc/self/mountinfo)"
+		check "$key: no pod logs or jail uid markers left" "" \
+			"$(find /var/log/hull/pods /run/hull/jail-ids -mindepth 1 2>/dev/null)"
 	else
 		check "$key: no shim left" "" "$procs"
 	fi
@@ -711,6 +713,30 @@ for rt in $rts; do
 done
 if [[ -n ${sysctl_seen[runc]:-} && -n ${sysctl_seen[hull]:-} ]]; then
 	check "hull: the pod's sysctls read as with runc" "${sysctl_seen[runc]}" "${sysctl_seen[hull]}"
+fi
+# A kubelet before 1.23 passes no sandbox resources (no sizing annotations) but puts the pod in
+# a cgroup of its limits plus the RuntimeClass overhead: the VM must fit that cgroup, guest RAM
+# and hull's host processes together (issue 16 item 6). A 64Mi pod with hull's 80Mi overhead is
+# a 144 MiB pod cgroup: its guest gets 128 MiB (the default would be 320).
+if [[ $SUITE == full && " $rts " == *" hull "* ]]; then
+	small=/sys/fs/cgroup/$CG/pod-k120
+	mkdir -p "$small"
+	echo +memory >"/sys/fs/cgroup/$CG/cgroup.subtree_control"
+	echo $((144 << 20)) >"$small/memory.max" || flunk "set $small/memory.max"
+	printf '{"name": "cri-k120", "uid": "uid-cri-k120", "namespace": "default", "log_directory": "%s", "cgroup_parent": "/%s/pod-k120"}\n' \
+		"$r/logs" "$CG" >"$r/pod-k120.json"
+	if pod=$(cri runp --runtime hull "$r/pod-k120.json" 2>"$r/err"); then
+		pods[k120]=$pod podrt[k120]=hull
+		netns[k120]=$(cri inspectp "$pod" -f netns 2>/dev/null)
+		vmm=$(cri inspectp "$pod" -f pid 2>&1)
+		check "hull: with no sandbox resources the VM fits its 144 MiB pod cgroup (--mem-mib 128)" 128 \
+			"$(tr '\0' '\n' <"/proc/$vmm/cmdline" 2>/dev/null | grep -A1 -x -- --mem-mib | tail -n 1)"
+		teardown k120
+	else
+		flunk "hull: RunPodSandbox in a 144 MiB pod cgroup: $(<"$r/err")"
+	fi
+	leftovers k120
+	rmdir "$small" 2>/dev/null
 fi
 # CRI_CYCLES (default 20) hull pods created and removed in turn: nothing of the pod network
 # may pile up (issue 6): no network namespace, no veth on the bridge, no host-local address
