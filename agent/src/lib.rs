@@ -8,6 +8,9 @@
 pub mod config;
 pub mod engine;
 pub(crate) mod files;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod guest;
 pub mod init;
 pub mod logbuf;

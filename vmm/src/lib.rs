@@ -9,10 +9,10 @@ pub mod config;
 pub(crate) mod device_manager;
 pub mod devices;
 pub mod exit;
-pub(crate) mod guest_log;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod guest_log;
 pub mod hostcheck;
 pub mod metrics;
 pub mod seccomp;
