@@ -164,6 +164,13 @@ impl Share {
         detach(&self.rw);
         detach(&self.staging);
         for d in [&self.ro, &self.rw, &self.staging] {
+            // A detach that failed leaves a container's host rootfs or a volume mounted below:
+            // a recursive delete would go into them. Leave the directory and say so.
+            let mounted = crate::mount::mounts_under(d);
+            if !mounted.is_empty() {
+                tracing::error!(path = %d.display(), ?mounted, "share dir still has mounts; left in place");
+                continue;
+            }
             if let Err(e) = fs::remove_dir_all(d) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(path = %d.display(), "remove share dir: {e}");

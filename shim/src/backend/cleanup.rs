@@ -4,7 +4,7 @@
 //! by a launch that finds a stale pod directory. Nothing here trusts a bare pid (see
 //! `record.rs`), and no directory is removed recursively while something is mounted in it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::pod_dir;
@@ -51,45 +51,12 @@ pub(crate) async fn dead_pod(sid: &str, record: &PodRecord) {
     .await;
 }
 
-/// Mount points at or below `dir` in this mount namespace.
-pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape_mountinfo(m)))
-        .filter(|m| m.starts_with(dir))
-        .collect()
-}
-
-/// mountinfo writes space, tab, newline and backslash in paths as `\ooo` octal escapes.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let oct = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], oct) {
-            (b'\\', Some(d)) => {
-                let v = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
-                out.push(u8::try_from(v).unwrap_or(b'?'));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// Removes a pod directory, unless something is still mounted in it: a share whose unmount
 /// failed would have `remove_dir_all` delete a container's files through the mount. Then
 /// the directory stays, and the log says what is mounted.
 pub(crate) async fn remove_pod_dir(dir: &Path) {
-    let mounted = mounts_under(dir);
+    let mounted = crate::mount::mounts_under(dir);
     if !mounted.is_empty() {
         tracing::error!(dir = %dir.display(), ?mounted, "still mounted after the unmounts; leaving the pod directory");
         return;
@@ -165,12 +132,6 @@ fn remove_tree(dir: &Path) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn mountinfo_paths_are_unescaped() {
-        assert_eq!(unescape_mountinfo("/run/a\\040b\\134c"), "/run/a b\\c");
-        assert_eq!(unescape_mountinfo("/x\\9"), "/x\\9");
-    }
-
     #[tokio::test(flavor = "current_thread")]
     async fn a_directory_with_a_mount_in_it_is_left_whole() {
         assert!(
@@ -190,7 +151,7 @@ mod tests {
         )
         .expect("mount tmpfs");
         std::fs::write(m.join("container-file"), "keep").expect("write");
-        assert_eq!(mounts_under(&dir), std::slice::from_ref(&m));
+        assert_eq!(crate::mount::mounts_under(&dir), std::slice::from_ref(&m));
         remove_pod_dir(&dir).await;
         assert!(
             m.join("container-file").exists(),
