@@ -43,11 +43,16 @@ fn ensure_share(cfg: &StorageConfig) -> Result<()> {
         return Ok(());
     }
     fs::create_dir_all(&cfg.share_dir).map_err(|e| EngineError::io("create share dir", e))?;
+    // Neither nosuid nor nodev: the share carries the container rootfs and bind sources, and
+    // its flags reach every bind of it and every submount virtio-fs announces in it. With
+    // nosuid a setuid-root binary or a file capability of an image would run unprivileged,
+    // unlike on runc, where the rootfs has neither flag; a container's mounts get the flags
+    // its spec asks for, and no_new_privs still blocks setuid where the spec sets it.
     nix::mount::mount(
         Some(SHARE_TAG),
         &cfg.share_dir,
         Some("virtiofs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        MsFlags::empty(),
         None::<&str>,
     )
     .map_err(|e| {

@@ -262,7 +262,11 @@ mod tests {
         std::fs::create_dir_all(&leaf).unwrap();
         std::fs::write(root.join("kubepods/memory.max"), "8589934592\n").unwrap();
         std::fs::write(root.join("kubepods/burstable/memory.max"), "max\n").unwrap();
-        std::fs::write(root.join("kubepods/burstable/pod1/memory.max"), "150994944\n").unwrap();
+        std::fs::write(
+            root.join("kubepods/burstable/pod1/memory.max"),
+            "150994944\n",
+        )
+        .unwrap();
         // The root's own file (none on a real host) is never read.
         std::fs::write(root.join("memory.max"), "1\n").unwrap();
         assert_eq!(effective_memory_limit(&leaf, &root), Some(150_994_944));

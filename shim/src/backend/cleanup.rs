@@ -51,7 +51,6 @@ pub(crate) async fn dead_pod(sid: &str, record: &PodRecord) {
     .await;
 }
 
-
 /// Removes a pod directory, unless something is still mounted in it: a share whose unmount
 /// failed would have `remove_dir_all` delete a container's files through the mount. Then
 /// the directory stays, and the log says what is mounted.

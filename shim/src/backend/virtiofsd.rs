@@ -10,9 +10,12 @@
 //! image. Its waiting parent keeps no capability; the serving process keeps only what file
 //! serving needs: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID (it switches fsuid/fsgid
 //! per request). `--modcaps` drops the two other defaults: MKNOD (a guest must not create
-//! device nodes on the host; FIFOs and sockets need no capability) and SETFCAP (hull passes
-//! no `--xattr`, so no security.capability can be written anyway). DAC_READ_SEARCH is not
-//! kept (`--inode-file-handles=never`). Its seccomp filter kills on anything else.
+//! device nodes on the host; FIFOs and sockets need no capability) and SETFCAP (a guest reads
+//! an image's file capabilities through `--xattr`, as runc's containers do, but cannot write
+//! `security.capability` onto host files; `trusted.*` and other `security.*` names need
+//! CAP_SYS_ADMIN, which virtiofsd never has, so a guest can set only `user.*` names and its
+//! own files' ACLs). DAC_READ_SEARCH is not kept (`--inode-file-handles=never`). Its seccomp
+//! filter kills on anything else.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -54,6 +57,8 @@ pub(crate) fn start(
         // File handles need CAP_DAC_READ_SEARCH and a filesystem that supports them; fds
         // work everywhere.
         .arg("--inode-file-handles=never")
+        // File capabilities of image layers (security.capability), e.g. ping's cap_net_raw.
+        .arg("--xattr")
         .arg(MODCAPS)
         .arg("--log-level=warn")
         .stdin(Stdio::null())

@@ -38,7 +38,9 @@ fn containerd_of(suite: &str) -> PathBuf {
         .lines()
         .find_map(|l| l.strip_prefix("containerd="))
         .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("scripts/ensure-containerd {suite} printed no containerd=: {stdout}"))
+        .unwrap_or_else(|| {
+            panic!("scripts/ensure-containerd {suite} printed no containerd=: {stdout}")
+        })
 }
 
 /// Runs `cri_vm.sh` with `containerd` (None: the system's) and `suite` (full or smoke), its
