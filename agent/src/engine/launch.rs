@@ -117,6 +117,23 @@ fn setup_failed(msg: String) -> EngineError {
     EngineError::FailedPrecondition(format!("container process setup failed: {msg}"))
 }
 
+/// How long a helper that reported a failure gets to exit (it exits right after writing it).
+const HELPER_EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits (blocking) until the reaper reports the exit on `rx`, or `grace` passes.
+fn await_exit(mut rx: oneshot::Receiver<ExitInfo>, grace: std::time::Duration) {
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        match rx.try_recv() {
+            Err(oneshot::error::TryRecvError::Empty) => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            _ => return,
+        }
+    }
+    tracing::warn!("init helper still running {grace:?} after it reported a failure");
+}
+
 /// Runs the helper and the protocol up to Ready (Create) or the exec (Exec). Blocking: call
 /// it from `spawn_blocking`.
 pub(crate) fn launch(
@@ -134,10 +151,16 @@ pub(crate) fn launch(
         .stdout(Stdio::from(fd1))
         .stderr(Stdio::from(fd2));
     crate::sys::pass_fd_as_3(&mut cmd, theirs.as_raw_fd());
-    // The helper is reaped as an unregistered child; its outcome arrives on the socket.
+    // The helper's outcome arrives on the socket; its exit is registered too (it blocks on the
+    // plan until we send it, so it cannot exit before), because a helper that failed before
+    // giving a pid must be gone before the error is: until then it is still a process of the
+    // container's cgroup (seen: a ListPids right after a fork refused by pids.max found it).
     let helper = cmd
         .spawn()
         .map_err(|e| EngineError::io(format!("spawn init helper {init_exe:?}"), e))?;
+    let helper_exit = i32::try_from(helper.id())
+        .ok()
+        .map(|p| reaper.register(Pid::from_raw(p)));
     drop(helper);
     drop(cmd);
     drop(theirs);
@@ -147,7 +170,12 @@ pub(crate) fn launch(
     sync.send(&line, "send plan to init helper")?;
     let pid = match sync.read_reply()? {
         Some(InitReply::Pid(pid)) => Pid::from_raw(pid),
-        Some(InitReply::Error(msg)) => return Err(setup_failed(msg)),
+        Some(InitReply::Error(msg)) => {
+            if let Some(rx) = helper_exit {
+                await_exit(rx, HELPER_EXIT_GRACE);
+            }
+            return Err(setup_failed(msg));
+        }
         other => {
             return Err(EngineError::Internal(format!(
                 "init helper ended without a pid: {other:?}"
