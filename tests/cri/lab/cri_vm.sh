@@ -468,7 +468,7 @@ leftovers() {
 		check "$key: no pod state left" "" "$(ls /run/hull/pods 2>/dev/null)"
 		check "$key: no mounts under /run/hull left" "" "$(grep /run/hull /proc/self/mountinfo)"
 		check "$key: no pod logs or jail uid markers left" "" \
-			"$(find /var/log/hull/pods /run/hull/jail-ids -mindepth 1 2>/dev/null)"
+			"$(find /var/log/hull/pods /run/hull/jail-ids -mindepth 1 ! -name .lock 2>/dev/null)"
 	else
 		check "$key: no shim left" "" "$procs"
 	fi
