@@ -149,7 +149,7 @@ async fn forward_all(address: String, mut client: EventsClient, mut rx: mpsc::Re
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     use async_trait::async_trait;
     use containerd_shim::api::Empty;
@@ -158,33 +158,11 @@ mod tests {
     use ttrpc::asynchronous::{Server, TtrpcContext};
 
     use super::*;
-
-    /// What containerd's event service received.
-    type Sink = Mutex<Vec<Envelope>>;
-
-    struct Service(Arc<Sink>);
-
-    #[async_trait]
-    impl EventsSvc for Service {
-        async fn forward(&self, _: &TtrpcContext, req: ForwardRequest) -> ttrpc::Result<Empty> {
-            self.0
-                .lock()
-                .unwrap()
-                .push(req.envelope.unwrap_or_default());
-            Ok(Empty::new())
-        }
-    }
-
-    fn serve(path: &std::path::Path, sink: Arc<Sink>) -> Server {
-        Server::new()
-            .bind(&format!("unix://{}", path.display()))
-            .unwrap()
-            .register_service(create_events(Arc::new(Service(sink))))
-    }
+    use crate::fake_peers::{event_server as serve, Sink};
 
     async fn wait_for(sink: &Sink, n: usize) -> Vec<Envelope> {
         for _ in 0..500 {
-            let got = sink.lock().unwrap().clone();
+            let got = sink.got();
             if got.len() >= n {
                 return got;
             }
@@ -201,7 +179,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("ttrpc.sock");
         let sink = Arc::new(Sink::default());
-        let mut server = serve(&sock, Arc::clone(&sink));
+        let mut server = serve(&sock, &sink);
         server.start().await.unwrap();
         let events = Events::connect(sock.to_str().unwrap(), "ns1".into())
             .await
@@ -233,7 +211,7 @@ mod tests {
             ..Default::default()
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut server = serve(&sock, Arc::clone(&sink));
+        let mut server = serve(&sock, &sink);
         server.start().await.unwrap();
         let got = wait_for(&sink, 3).await;
         let exit = TaskExit::parse_from_bytes(&got[2].event.value).unwrap();

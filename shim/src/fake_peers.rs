@@ -45,16 +45,21 @@ fn addr(p: &Path) -> String {
     format!("unix://{}", p.display())
 }
 
+/// containerd's event service recording into `sink`, bound at `sock` (not started yet).
+pub(crate) fn event_server(sock: &Path, sink: &Arc<Sink>) -> Server {
+    Server::new()
+        .bind(&addr(sock))
+        .unwrap()
+        .register_service(create_events(
+            Arc::clone(sink) as Arc<dyn EventsSvc + Send + Sync>
+        ))
+}
+
 /// A fake containerd: its event sink and an `Events` queue connected to it.
 pub(crate) async fn containerd(dir: &Path) -> (Server, Arc<Sink>, Events) {
     let sock = dir.join("containerd.sock");
     let sink = Arc::new(Sink::default());
-    let mut server = Server::new()
-        .bind(&addr(&sock))
-        .unwrap()
-        .register_service(create_events(
-            Arc::clone(&sink) as Arc<dyn EventsSvc + Send + Sync>
-        ));
+    let mut server = event_server(&sock, &sink);
     server.start().await.unwrap();
     let events = Events::connect(sock.to_str().unwrap(), "ns".into())
         .await
