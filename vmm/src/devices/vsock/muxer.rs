@@ -592,9 +592,9 @@ impl Muxer {
             return;
         }
         let path = guest_initiated_path(&self.uds_path, key.0);
-        let stream = match UnixStream::connect(&path) {
-            Ok(s) if s.set_nonblocking(true).is_ok() => s,
-            _ => {
+        let stream = match connect_nonblocking(&path) {
+            Ok(s) => s,
+            Err(_) => {
                 self.metrics.conns_refused.inc();
                 self.queue_orphan_rst(key.0, key.1);
                 return;
@@ -936,6 +936,23 @@ impl Muxer {
     }
 }
 
+/// Connects to a host listener for a guest-initiated stream without blocking the event loop:
+/// a blocking connect to a listener whose backlog is full waits until it accepts, and every
+/// device, the API and the other streams wait with it. Non-blocking, a full backlog is EAGAIN,
+/// which the guest sees as a refused connection. (A Unix stream connect never returns
+/// EINPROGRESS: it either connects at once or fails.)
+fn connect_nonblocking(path: &Path) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    Ok(UnixStream::from(fd))
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::{BufRead, BufReader};
@@ -943,6 +960,48 @@ mod tests {
     use hull_contract::vsock::{connect_request, parse_ok};
 
     use super::*;
+
+    /// A guest-initiated connection to a host listener that does not accept, its backlog full,
+    /// is refused at once instead of blocking the event loop.
+    #[test]
+    fn a_full_backlog_refuses_instead_of_blocking() {
+        use nix::sys::socket::{
+            bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("l.sock");
+        let l = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        bind(l.as_raw_fd(), &UnixAddr::new(&path).expect("addr")).expect("bind");
+        listen(&l, Backlog::new(0).expect("backlog")).expect("listen");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            let refused = loop {
+                match connect_nonblocking(&p) {
+                    Ok(s) if held.len() < 64 => held.push(s),
+                    Ok(_) => break None,
+                    Err(e) => break Some(e.kind()),
+                }
+            };
+            let _ = tx.send((held.len(), refused));
+        });
+        let (accepted, refused) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("connect blocked on a full backlog");
+        assert_eq!(
+            refused,
+            Some(ErrorKind::WouldBlock),
+            "after {accepted} pending"
+        );
+        drop(l);
+    }
 
     const CID: u64 = 3;
 
