@@ -39,20 +39,10 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ShimCgr
     move |source| ShimCgroupError::Io { what, path, source }
 }
 
-/// The cgroup v2 mount point (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid
-/// host), from this process's mount table.
+/// The cgroup v2 hierarchy, where the backend finds it too (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on a hybrid host).
 fn cgroup2_mount() -> Result<PathBuf, ShimCgroupError> {
-    let path = Path::new("/proc/self/mountinfo");
-    let text = std::fs::read_to_string(path).map_err(io("read", path))?;
-    text.lines()
-        .find_map(|l| {
-            // `id parent dev root mountpoint options [optional…] - fstype source super`
-            let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))
-                .flatten()
-        })
-        .ok_or(ShimCgroupError::NoCgroup2)
+    crate::backend::cgroup::cgroup2_root().ok_or(ShimCgroupError::NoCgroup2)
 }
 
 /// The cgroup v2 directory process `pid` is in.

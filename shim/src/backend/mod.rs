@@ -15,7 +15,7 @@ use crate::share::ShareError;
 use crate::sizing::SizingError;
 use crate::spec::SpecError;
 
-mod cgroup;
+pub(crate) mod cgroup;
 pub(crate) mod cleanup;
 #[cfg(feature = "host-agent-backend")]
 mod host_agent;

@@ -258,14 +258,21 @@ pub(crate) fn spawn(spec: &Spec) -> Result<(u32, OwnedFd), JailError> {
         | libc::CLONE_NEWNET
         | libc::CLONE_PIDFD
         | libc::SIGCHLD;
-    // SAFETY: clone(2) without CLONE_VM and with a null stack is fork(2): the child gets a
-    // copy of this address space and only this thread. It runs `child` alone, which makes
-    // only raw system calls on memory prepared above and never returns. x86_64 argument
-    // order: flags, stack, parent_tid (the pidfd with CLONE_PIDFD), child_tid, tls.
+    // The flags are positive constants; a failed conversion must never become a clone without
+    // the namespaces.
+    let flags = c_ulong::try_from(flags).map_err(|_| JailError::Clone {
+        step: "clone flags",
+        source: std::io::ErrorKind::InvalidInput.into(),
+    })?;
+    // clone(2) without CLONE_VM and with a null stack is fork(2); x86_64 argument order:
+    // flags, stack, parent_tid (the pidfd with CLONE_PIDFD), child_tid, tls.
+    // SAFETY: the child gets a copy of this address space and only this thread; it runs
+    // `child` alone, which makes only raw system calls on memory prepared above and never
+    // returns.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            c_ulong::try_from(flags).unwrap_or(0),
+            flags,
             0 as c_ulong,
             &raw mut pidfd,
             std::ptr::null_mut::<c_int>(),
