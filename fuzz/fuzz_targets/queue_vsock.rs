@@ -7,7 +7,6 @@
 #![no_main]
 
 use std::io::Write;
-use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
@@ -16,6 +15,7 @@ use virtio_queue::QueueT;
 
 use arbitrary::Arbitrary;
 use hull_fuzz::guest::{self, Ring};
+use hull_fuzz::vsock_host::VsockHost;
 use hull_vmm::fuzzing::{Muxer, Vsock};
 use libfuzzer_sys::fuzz_target;
 
@@ -32,35 +32,12 @@ enum Step {
     PeersWrite(Vec<u8>),
 }
 
-struct Host {
-    _dir: tempfile::TempDir,
-    uds: std::path::PathBuf,
-    listeners: Vec<UnixListener>,
-}
+type Host = VsockHost;
 
 /// Made once per process: the listeners outlive every iteration's muxer.
 fn host() -> &'static Host {
     static HOST: OnceLock<Host> = OnceLock::new();
-    HOST.get_or_init(new_host)
-}
-
-fn new_host() -> Host {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let uds = dir.path().join("vsock");
-    let listeners = [1024u32, 1025]
-        .iter()
-        .map(|p| {
-            let l = UnixListener::bind(hull_contract::vsock::guest_initiated_path(&uds, *p))
-                .expect("listen");
-            l.set_nonblocking(true).expect("nonblocking");
-            l
-        })
-        .collect();
-    Host {
-        _dir: dir,
-        uds,
-        listeners,
-    }
+    HOST.get_or_init(|| VsockHost::new(&[1024, 1025]))
 }
 
 fuzz_target!(|steps: Vec<Step>| {

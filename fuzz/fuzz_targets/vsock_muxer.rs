@@ -9,12 +9,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
-use hull_contract::vsock::{connect_request, guest_initiated_path};
+use hull_contract::vsock::connect_request;
+use hull_fuzz::vsock_host::VsockHost;
 use hull_vmm::fuzzing::packet::{
     Header, HOST_CID, OP_CREDIT_REQUEST, OP_CREDIT_UPDATE, OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW,
     OP_SHUTDOWN, TYPE_STREAM,
@@ -96,31 +96,11 @@ enum Step {
     },
 }
 
-struct Host {
-    _dir: tempfile::TempDir,
-    uds: PathBuf,
-    listeners: Vec<UnixListener>,
-}
+type Host = VsockHost;
 
 fn host() -> &'static Host {
     static HOST: OnceLock<Host> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let uds = dir.path().join("vsock");
-        let listeners = LISTEN_PORTS
-            .iter()
-            .map(|p| {
-                let l = UnixListener::bind(guest_initiated_path(&uds, *p)).expect("listen");
-                l.set_nonblocking(true).expect("nonblocking");
-                l
-            })
-            .collect();
-        Host {
-            _dir: dir,
-            uds,
-            listeners,
-        }
-    })
+    HOST.get_or_init(|| VsockHost::new(&LISTEN_PORTS))
 }
 
 /// The fuzzer's side of the world, and what it knows about the muxer.

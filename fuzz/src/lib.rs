@@ -3,6 +3,7 @@
 //! Each target is one file under `fuzz_targets/`; README.md says how to add one.
 
 pub mod guest;
+pub mod vsock_host;
 
 /// Runs `f` to completion on a current-thread tokio runtime made once per process (the
 /// targets that drive async parsers are single-threaded, like libFuzzer itself).
