@@ -206,13 +206,15 @@ impl VmPod {
         crate::spec::refuse_shared_propagation(&spec)?;
         // The VM must fit the host cgroup the kubelet made for the pod, whose limit is also the
         // pod's only size when a kubelet before 1.23 passes no sandbox annotations.
-        let pod_limit = match spec.pointer("/linux/cgroupsPath").and_then(Value::as_str) {
-            Some(path) => PodCgroup::dir_for(path)?.and_then(|leaf| {
-                let root = super::cgroup::cgroup2_root()?;
-                sizing::effective_memory_limit(&leaf, &root)
-            }),
-            None => None,
-        };
+        let pod_cgroup = PodCgroup::dir_for(
+            spec.pointer("/linux/cgroupsPath")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        )?;
+        let pod_limit = pod_cgroup.as_deref().and_then(|leaf| {
+            let root = super::cgroup::cgroup2_root()?;
+            sizing::effective_memory_limit(leaf, &root)
+        });
         let size = sizing::vm_size_within(&sizing_inputs(&spec), &cfg.vm, pod_limit)?;
         let dir = pod_dir(sid);
         if dir.exists() {
@@ -248,7 +250,7 @@ impl VmPod {
             wired: None,
         };
         let started = match partial.save() {
-            Ok(()) => Self::start(cfg, sid, &spec, netns, size, &mut partial).await,
+            Ok(()) => Self::start(cfg, sid, &spec, netns, pod_cgroup, size, &mut partial).await,
             Err(e) => Err(e),
         };
         match started {
@@ -294,6 +296,7 @@ impl VmPod {
         sid: &str,
         spec: &Value,
         netns: Option<PathBuf>,
+        pod_cgroup: Option<PathBuf>,
         size: sizing::VmSize,
         p: &mut Partial,
     ) -> Result<Started, BackendError> {
@@ -334,11 +337,7 @@ impl VmPod {
         share.create()?;
         p.share = Some(share.clone());
 
-        let cgroups_path = spec
-            .pointer("/linux/cgroupsPath")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if let Some(cg) = PodCgroup::dir_for(cgroups_path)? {
+        if let Some(cg) = pod_cgroup {
             p.record.cgroups = vec![cg.clone()];
             p.save()?;
             p.cgroup = Some(PodCgroup::create(cg)?);
