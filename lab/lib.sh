@@ -87,6 +87,58 @@ thread_ticks() {
 	done
 }
 
+# vcpu_stuck_in_lab PID: whether a vCPU thread of hull-vmm PID is caught in the lab defect of
+# lab/README.md (a guest stuck re-faulting under QEMU's emulated SVM): for 1 s of the lab
+# kernel's KVM trace events on each vCPU thread, hundreds of exits all at one guest instruction,
+# most of them nested page faults, every fault at one address (the others can only be the
+# interrupts that keep arriving). A guest that spins or deadlocks on its own moves between
+# instructions (a busy loop: ~750 exits/s at ~190 rips in the lab) or does not fault, and is
+# not matched. Prints each vCPU's exit summary; returns 0 when one is stuck so, 1 otherwise
+# (or when the trace events are missing).
+vcpu_stuck_in_lab() {
+	local pid=$1 tr=/sys/kernel/tracing t tid ev summary stuck=1
+	[[ -e $tr/events/kvm/kvm_exit ]] || mount -t tracefs nodev "$tr" 2>/dev/null
+	[[ -e $tr/events/kvm/kvm_exit/enable && -e $tr/events/kvm/kvm_page_fault/enable ]] || {
+		info "no KVM trace events in the lab kernel: the vCPUs' exits are unknown"
+		return 1
+	}
+	for t in /proc/"$pid"/task/*; do
+		[[ $(cat "$t/comm" 2>/dev/null) == hull_vcpu* ]] || continue
+		tid=${t##*/}
+		echo 0 >"$tr/tracing_on"
+		: >"$tr/trace"
+		for ev in kvm_exit kvm_page_fault; do
+			echo "common_pid == $tid" >"$tr/events/kvm/$ev/filter"
+			echo 1 >"$tr/events/kvm/$ev/enable"
+		done
+		echo 1 >"$tr/tracing_on"
+		sleep 1
+		echo 0 >"$tr/tracing_on"
+		for ev in kvm_exit kvm_page_fault; do
+			echo 0 >"$tr/events/kvm/$ev/enable"
+			echo 0 >"$tr/events/kvm/$ev/filter"
+		done
+		# "kvm_exit: vcpu N reason R rip 0x..", "kvm_page_fault: vcpu N rip 0x.. address 0x.."
+		summary=$(awk '
+			/ kvm_exit: / { for (i = 1; i < NF; i++) { if ($i == "reason") r = $(i + 1); if ($i == "rip") p = $(i + 1) }
+				exits++; rip[p]++; if (r == "npf") npf++ }
+			/ kvm_page_fault: / { for (i = 1; i < NF; i++) if ($i == "address") a[$(i + 1)]++; faults++ }
+			END {
+				nr = 0; for (x in rip) { nr++; at = x }
+				na = 0; for (x in a) { na++; addr = x }
+				printf "%d exits (%d npf) at %d rips, %d page faults at %d addresses", exits, npf, nr, faults, na
+				if (nr == 1) printf "; every exit at rip %s", at
+				if (na == 1) printf "; every fault at %s", addr
+				stuck = exits >= 200 && nr == 1 && 2 * npf >= exits && na <= 1
+				printf "%s\n", stuck ? "; STUCK" : ""
+			}' "$tr/trace")
+		info "vCPU thread $tid ($(cat "$t/comm")), 1 s of KVM exits: $summary"
+		[[ $summary == *"; STUCK" ]] && stuck=0
+	done
+	: >"$tr/trace"
+	return $stuck
+}
+
 # --- a private containerd -------------------------------------------------------------------
 # Its root and state go on the lab's tmpfs /tmp: overlayfs cannot sit on the overlay root.
 

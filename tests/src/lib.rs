@@ -172,17 +172,19 @@ pub fn pod_stack() -> Result<PodStack, SuiteError> {
     })
 }
 
-/// `lab/run`'s exit code when the lab's own kernel crashed or locked up (not the script's
-/// failure).
+/// `lab/run`'s exit code when the lab's own kernel crashed or locked up, and a lab script's
+/// when it caught a guest stuck in the lab's emulated SVM (`vcpu_stuck_in_lab` in lab/lib.sh):
+/// the lab's defects, not the script's failure.
 pub const LAB_LOCKED_UP: i32 = 125;
 
 /// Runs `bash SCRIPT ARGS...` inside the lab (`lab/run --timeout SECS`, DESIGN §5) from the
 /// repo root, its output going to ours; returns its exit status. The scripts source
 /// `lab/lib.sh`: one `PASS:`/`FAIL:` line per check, exit 1 on any FAIL.
 ///
-/// The lab host's kernel can crash or lock up under QEMU's SVM emulation (lab/README.md): then
-/// `lab/run` exits [`LAB_LOCKED_UP`] and the script runs once more, saying so. Only that code is
-/// retried: a script's own failure, a timeout or a guest crash inside the lab never is.
+/// The lab host's kernel can crash or lock up under QEMU's SVM emulation, and a guest can get
+/// stuck re-faulting in it (lab/README.md): then `lab/run` or the script exits
+/// [`LAB_LOCKED_UP`] and the script runs once more, saying so. Only that code is retried: a
+/// script's own failure, a timeout or a guest crash inside the lab never is.
 pub fn lab_script(
     timeout_secs: u32,
     script: &str,
@@ -207,8 +209,9 @@ pub fn lab_script(
     let status = run()?;
     if status.code() == Some(LAB_LOCKED_UP) {
         println!(
-            "RETRY: the lab host's kernel crashed or locked up during {script} (a known lab defect, \
-             not a test failure); running it once more"
+            "RETRY: the lab's emulated SVM failed during {script} (the lab host's kernel crashed \
+             or locked up, or a guest got stuck re-faulting: a known lab defect, not a test \
+             failure); running it once more"
         );
         return run();
     }
