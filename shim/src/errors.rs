@@ -12,7 +12,7 @@
 
 use ttrpc::Code;
 
-use crate::backend::{BackendError, CgroupError};
+use crate::backend::{BackendError, CgroupError, JailError};
 use crate::net::NetError;
 use crate::share::ShareError;
 use crate::spec::SpecError;
@@ -94,9 +94,25 @@ fn backend_code(e: &BackendError) -> Code {
         #[cfg(not(feature = "host-agent-backend"))]
         BackendError::HostAgentNotBuilt => Code::FAILED_PRECONDITION,
         BackendError::AgentStart(_) => Code::UNAVAILABLE,
+        BackendError::Jail(e) => jail_code(e),
         BackendError::Io { .. } | BackendError::Virtiofsd { .. } | BackendError::Blocking(_) => {
             Code::INTERNAL
         }
+    }
+}
+
+fn jail_code(e: &JailError) -> Code {
+    match e {
+        // Every uid of [jail] uid_range is held by a running pod: the node is full for now,
+        // as with a full IP range; the kubelet retries.
+        JailError::NoFreeId { .. } => Code::RESOURCE_EXHAUSTED,
+        // The node is set up wrongly (a dynamic hull-vmm, a root-only /dev/kvm): nothing
+        // succeeds until its operator fixes it, which the message says how.
+        JailError::NotStatic { .. } | JailError::KvmRootOnly { .. } => Code::FAILED_PRECONDITION,
+        JailError::Io { .. }
+        | JailError::Nul(_)
+        | JailError::Clone { .. }
+        | JailError::Child { .. } => Code::INTERNAL,
     }
 }
 
@@ -317,6 +333,54 @@ mod tests {
         for (e, want) in cases {
             let msg = e.to_string();
             assert_eq!(e.code(), want, "{msg}");
+        }
+    }
+
+    /// The jail's failures say whose they are: a full uid range is a node out of a resource
+    /// for now, a node set up wrongly a failed precondition, anything else the node's fault.
+    #[test]
+    fn jail_failures_say_whose_fault() {
+        let io = || std::io::Error::from_raw_os_error(libc::EPERM);
+        for (e, want) in [
+            (
+                JailError::NoFreeId {
+                    first: 10,
+                    last: 11,
+                },
+                Code::RESOURCE_EXHAUSTED,
+            ),
+            (
+                JailError::NotStatic {
+                    path: "/usr/bin/hull-vmm".into(),
+                    why: "it has an interpreter".into(),
+                },
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                JailError::KvmRootOnly {
+                    mode: 0o600,
+                    gid: 0,
+                },
+                Code::FAILED_PRECONDITION,
+            ),
+            (
+                JailError::Child {
+                    step: "pivot_root",
+                    source: io(),
+                },
+                Code::INTERNAL,
+            ),
+            (
+                JailError::Clone {
+                    step: "clone3",
+                    source: io(),
+                },
+                Code::INTERNAL,
+            ),
+        ] {
+            let (code, msg) = status(BackendError::from(e).into());
+            assert_eq!(code, want, "{msg}");
+            assert!(msg.starts_with("pod backend: hull-vmm's jail: "), "{msg}");
         }
     }
 

@@ -25,6 +25,7 @@ mod virtiofsd;
 mod vm;
 
 pub(crate) use cgroup::CgroupError;
+pub(crate) use jail::JailError;
 
 /// State directories of pods, one per sandbox id.
 const POD_STATE_ROOT: &str = "/run/hull/pods";
@@ -59,20 +60,11 @@ pub(crate) enum BackendError {
     Spec(#[from] SpecError),
     #[error("pod network: {0}")]
     Network(#[from] NetError),
+    #[error("hull-vmm's jail: {0}")]
+    Jail(#[from] JailError),
     /// Work moved off the runtime thread ended without an answer (it panicked).
     #[error("{0}: the blocking task failed")]
     Blocking(&'static str),
-}
-
-/// The jail's errors travel as host failures (INTERNAL in `errors.rs`, which has no variant
-/// for them yet).
-impl From<jail::JailError> for BackendError {
-    fn from(e: jail::JailError) -> Self {
-        BackendError::Io {
-            context: "hull-vmm's jail".into(),
-            source: std::io::Error::other(e),
-        }
-    }
 }
 
 fn io_err(context: String) -> impl FnOnce(std::io::Error) -> BackendError {

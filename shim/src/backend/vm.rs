@@ -359,7 +359,18 @@ impl VmPod {
 
         let pod_net = match netns {
             Some(ns) => {
+                // Recorded before any link is wired, so a shim killed while wiring leaves
+                // a record `shim delete` unwires them from.
+                let path = ns.clone();
+                let planned = tokio::task::spawn_blocking(move || net::links_to_wire(&path))
+                    .await
+                    .map_err(|_| NetError::Panicked)??;
                 p.record.netns = Some(ns.clone());
+                p.record.links.clone_from(&planned);
+                p.wired = Some(Wired {
+                    netns: ns.clone(),
+                    links: planned,
+                });
                 p.save()?;
                 let path = ns.clone();
                 let n = tokio::task::spawn_blocking(move || net::attach(&path))

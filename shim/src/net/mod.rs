@@ -129,14 +129,7 @@ pub(crate) fn netns_path(spec: &Value) -> Result<Option<PathBuf>, NetError> {
 /// their fds.
 pub(crate) fn attach(path: &Path) -> Result<PodNetwork, NetError> {
     run_in(path, || async {
-        let links: Vec<hull_net::Link> = hull_net::list_links()
-            .await?
-            .into_iter()
-            .filter(|l| !l.name.starts_with(TAP_PREFIX))
-            .collect();
-        if links.len() > MAX_NICS {
-            return Err(NetError::TooManyLinks(links.len()));
-        }
+        let links = links_to_wire_here().await?;
         let h = hull_net::connect()?;
         let mut nics = Vec::new();
         for (i, mut link) in links.into_iter().enumerate() {
@@ -160,6 +153,33 @@ pub(crate) fn attach(path: &Path) -> Result<PodNetwork, NetError> {
             neighbors: hull_net::list_neighbors().await?,
         })
     })
+}
+
+/// The names of the links [`attach`] will wire in the netns at `path`, for the pod's record
+/// before anything is wired: a shim killed in the middle of `attach` then leaves a record
+/// that [`detach`] cleans up from (unwiring a link that was never wired is a no-op).
+pub(crate) fn links_to_wire(path: &Path) -> Result<Vec<String>, NetError> {
+    run_in(path, || async {
+        Ok(links_to_wire_here()
+            .await?
+            .into_iter()
+            .map(|l| l.name)
+            .collect())
+    })
+}
+
+/// The links of the current netns that [`attach`] wires: all but our own taps, at most
+/// [`MAX_NICS`].
+async fn links_to_wire_here() -> Result<Vec<hull_net::Link>, NetError> {
+    let links: Vec<hull_net::Link> = hull_net::list_links()
+        .await?
+        .into_iter()
+        .filter(|l| !l.name.starts_with(TAP_PREFIX))
+        .collect();
+    if links.len() > MAX_NICS {
+        return Err(NetError::TooManyLinks(links.len()));
+    }
+    Ok(links)
 }
 
 async fn wire_one(
