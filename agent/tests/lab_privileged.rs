@@ -35,18 +35,5 @@ fn privileged_containers_and_setuid_binaries_work_as_on_runc() {
         status.success(),
         "scripts/ensure-packages {IMAGE_PACKAGES:?}: {status}"
     );
-    let pod = hull_tests::pod_stack().expect("build the shim, hull-vmm, guest and virtiofsd");
-    let out_dir = hull_tests::lab_out_dir("agent-privileged");
-    hull_tests::assert_lab_script(
-        1200,
-        "agent/tests/lab/privileged.sh",
-        &[
-            pod.bin_dir.as_os_str(),
-            pod.image.vmlinux.as_os_str(),
-            pod.image.initrd.as_os_str(),
-            pod.virtiofsd.as_os_str(),
-            out_dir.as_os_str(),
-        ],
-        &out_dir,
-    );
+    hull_tests::assert_pod_lab_script(1200, "agent/tests/lab/privileged.sh", "agent-privileged");
 }

@@ -1,16 +1,21 @@
 //! The vsock muxer as a state machine: the fuzzer is the guest (packets of any op, port,
 //! credit and payload, sent straight to `send_pkt`; rx buffers of any size via `recv_pkt`)
 //! and the host (clients that connect to the VMM's socket with any handshake bytes, write,
-//! read, hang up, or flood it; peers listening for guest-initiated connections). After every
-//! step the muxer must keep the bounds DESIGN §2 vmm/ promises: at most 512 host and 64
-//! guest connections, at most 256 queued RSTs, one control packet of each kind per
-//! connection, and no more data towards the guest than the credit it gave.
+//! read, hang up, or flood it; peers listening for guest-initiated connections; time passing
+//! beyond the muxer's timeout). The muxer runs with caps small enough that a run reaches them
+//! (4 host and 3 guest connections, 5 queued RSTs, a 2 ms timeout, where hull-vmm has 512,
+//! 64, 256 and 2 s): after every step it must keep them exactly, as DESIGN §2 vmm/ promises
+//! for its own values: no more host connections (handshakes included) or guest connections
+//! than the caps, no more queued RSTs, one control packet of each kind per connection, no
+//! buffer past its size, its indexes consistent, and no more data towards the guest than
+//! the credit it gave.
 #![no_main]
 
 use std::collections::{HashMap, HashSet};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use hull_contract::vsock::connect_request;
@@ -19,14 +24,19 @@ use hull_vmm::fuzzing::packet::{
     Header, HOST_CID, OP_CREDIT_REQUEST, OP_CREDIT_UPDATE, OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW,
     OP_SHUTDOWN, TYPE_STREAM,
 };
-use hull_vmm::fuzzing::{conns_open, Muxer};
+use hull_vmm::fuzzing::{conns_open, muxer_with_limits, occupancy, Muxer, CONN_BUF_ALLOC};
 use libfuzzer_sys::fuzz_target;
 
 const CID: u64 = 3;
-/// The muxer's caps (vsock/muxer.rs), as DESIGN §2 vmm/ states them.
-const MAX_HOST: usize = 512;
-const MAX_GUEST: u64 = 64;
-const MAX_ORPHANS: usize = 256;
+/// The muxer's caps here (vsock/muxer.rs's `Limits`; hull-vmm's are 512, 64, 256 and 2 s).
+const MAX_HOST: usize = 4;
+const MAX_GUEST: usize = 3;
+const MAX_ORPHANS: usize = 5;
+const TIMEOUT: Duration = Duration::from_millis(2);
+/// Longest `CONNECT <port>\n` line a handshake may buffer (hull_contract::vsock).
+const MAX_REQUEST_LINE: usize = hull_contract::vsock::MAX_REQUEST_LINE;
+/// `Wait` steps per input: each sleeps past the timeout.
+const MAX_WAITS: usize = 2;
 /// Host ports with a listener for guest-initiated connections.
 const LISTEN_PORTS: [u32; 2] = [50, 51];
 const OPS: [u16; 7] = [
@@ -94,6 +104,9 @@ enum Step {
     FloodGuest {
         n: u8,
     },
+    /// Time passes beyond the timeout (at most [`MAX_WAITS`] per input), then the muxer looks
+    /// at its epoll set: unanswered REQUESTs, unreset SHUTDOWNs and silent handshakes go.
+    Wait,
 }
 
 type Host = VsockHost;
@@ -228,22 +241,71 @@ impl World {
     }
 
     fn check_bounds(&self) {
+        let o = occupancy(&self.mux);
+        assert!(
+            o.host_conns <= MAX_HOST,
+            "{} host connections: {o:?}",
+            o.host_conns
+        );
+        assert!(
+            o.host_conns <= self.host_clients,
+            "host connections from nowhere: {o:?}"
+        );
+        assert!(
+            o.guest_conns <= MAX_GUEST,
+            "{} guest connections: {o:?}",
+            o.guest_conns
+        );
+        assert_eq!(
+            o.guest_conns, o.conns_from_guest,
+            "guest count drifted: {o:?}"
+        );
+        assert_eq!(
+            o.host_conns,
+            o.conns - o.conns_from_guest + o.handshakes,
+            "host count drifted: {o:?}"
+        );
+        assert_eq!(o.fds, o.conns, "connections by fd: {o:?}");
+        assert!(o.rx_orphans <= MAX_ORPHANS, "{} RSTs queued", o.rx_orphans);
+        assert_eq!(o.rx_ready, o.rx_ready_set, "ready queue and set: {o:?}");
+        assert!(
+            o.rx_ready <= o.conns,
+            "ready entries for gone connections: {o:?}"
+        );
+        // REQUEST or RESPONSE, CREDIT_UPDATE, SHUTDOWN.
+        assert!(o.max_ctrl <= 3, "{} control packets queued", o.max_ctrl);
+        assert!(
+            o.max_handshake_buf < MAX_REQUEST_LINE,
+            "a handshake holds {} bytes",
+            o.max_handshake_buf
+        );
+        assert!(
+            o.max_early < 2 * MAX_REQUEST_LINE,
+            "{} bytes came with a CONNECT line",
+            o.max_early
+        );
+        assert!(
+            o.max_tx_buf <= CONN_BUF_ALLOC as usize,
+            "{} bytes buffered for a host stream",
+            o.max_tx_buf
+        );
         let open = conns_open(self.mux.metrics());
-        let host = u64::try_from(self.host_clients.min(MAX_HOST)).expect("small");
-        assert!(open <= host + MAX_GUEST, "{open} connections open");
+        assert_eq!(open, o.conns as u64, "the conns_open gauge");
     }
 }
 
 fuzz_target!(|steps: Vec<Step>| {
     let h = host();
     let mut w = World {
-        mux: Muxer::new(CID, &h.uds).expect("muxer"),
+        mux: muxer_with_limits(CID, &h.uds, TIMEOUT, MAX_HOST, MAX_GUEST, MAX_ORPHANS)
+            .expect("muxer"),
         streams: Vec::new(),
         host_clients: 0,
         seen: Vec::new(),
         credit: HashMap::new(),
     };
     let mut flooded = false;
+    let mut waits = 0;
     for step in steps.iter().take(48) {
         match step {
             Step::Guest(p) => w.guest(p),
@@ -276,6 +338,12 @@ fuzz_target!(|steps: Vec<Step>| {
                 flood_hosts(&mut w);
             }
             Step::FloodHosts => {}
+            Step::Wait if waits < MAX_WAITS => {
+                waits += 1;
+                std::thread::sleep(TIMEOUT + Duration::from_millis(1));
+                w.mux.process_events();
+            }
+            Step::Wait => {}
             Step::FloodGuest { n } => {
                 for i in 0..u32::from(*n) {
                     let hdr = Header {

@@ -16,18 +16,5 @@
 #[test]
 #[ignore = "lab"]
 fn ctr_runs_containers_in_hull_vms_like_runc() {
-    let pod = hull_tests::pod_stack().expect("build the shim, hull-vmm, guest and virtiofsd");
-    let out_dir = hull_tests::lab_out_dir("shim-ctr");
-    hull_tests::assert_lab_script(
-        1800,
-        "shim/tests/lab/ctr_vm.sh",
-        &[
-            pod.bin_dir.as_os_str(),
-            pod.image.vmlinux.as_os_str(),
-            pod.image.initrd.as_os_str(),
-            pod.virtiofsd.as_os_str(),
-            out_dir.as_os_str(),
-        ],
-        &out_dir,
-    );
+    hull_tests::assert_pod_lab_script(1800, "shim/tests/lab/ctr_vm.sh", "shim-ctr");
 }

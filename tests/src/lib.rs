@@ -242,6 +242,26 @@ pub fn assert_lab_script(
     );
 }
 
+/// The whole check of a lab test that runs pods through containerd: builds the
+/// [`pod_stack`] and runs `script` with [`assert_lab_script`] on the arguments such scripts
+/// take, `BINDIR VMLINUX INITRD VIRTIOFSD OUTDIR` (OUTDIR: [`lab_out_dir`] of `out_name`).
+pub fn assert_pod_lab_script(timeout_secs: u32, script: &str, out_name: &str) {
+    let pod = pod_stack().expect("build the shim, hull-vmm, guest and virtiofsd");
+    let out_dir = lab_out_dir(out_name);
+    assert_lab_script(
+        timeout_secs,
+        script,
+        &[
+            pod.bin_dir.as_os_str(),
+            pod.image.vmlinux.as_os_str(),
+            pod.image.initrd.as_os_str(),
+            pod.virtiofsd.as_os_str(),
+            out_dir.as_os_str(),
+        ],
+        &out_dir,
+    );
+}
+
 /// Returns the path of the workspace binary `name` (debug profile), building the workspace
 /// first: lab tests need other packages' binaries, which cargo does not build for a crate's
 /// tests. The build is the CI build step's own (`--workspace --all-targets`), so in CI it is

@@ -486,32 +486,21 @@ mod tests {
 
     #[test]
     fn nothing_becomes_executable() {
-        let mmap_exec = || {
+        fn mmap_anon(prot: libc::c_int) {
             // SAFETY: a fresh anonymous mapping nothing else uses (the child exits next).
             unsafe {
                 libc::mmap(
                     std::ptr::null_mut(),
                     4096,
-                    libc::PROT_READ | libc::PROT_EXEC,
+                    prot,
                     libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                     -1,
                     0,
                 )
             };
-        };
-        let mmap_rw = || {
-            // SAFETY: as above.
-            unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    4096,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-        };
+        }
+        let mmap_exec = || mmap_anon(libc::PROT_READ | libc::PROT_EXEC);
+        let mmap_rw = || mmap_anon(libc::PROT_READ | libc::PROT_WRITE);
         let mprotect_exec = || {
             // SAFETY: address 0 is not mapped: the call fails (ENOMEM) when allowed.
             unsafe { libc::mprotect(std::ptr::null_mut(), 4096, libc::PROT_EXEC) };

@@ -122,7 +122,7 @@ impl Pod {
 
 /// More pids than a pod VM can number is not an answer: containerd gets an error, not a
 /// list it would copy again into its reply.
-fn bounded_pids(id: &str, pids: Vec<u32>) -> Result<Vec<u32>, ShimError> {
+pub(crate) fn bounded_pids(id: &str, pids: Vec<u32>) -> Result<Vec<u32>, ShimError> {
     if pids.len() > MAX_PIDS {
         return Err(ShimError::FailedPrecondition(format!(
             "the agent listed {} pids for {id}, more than {MAX_PIDS}",

@@ -33,9 +33,9 @@ use crate::shim_cgroup::Placement;
 use crate::stdio::{ProcRef, Stdio, StdioPaths};
 use crate::{mount, timestamp};
 
-mod control;
+pub(crate) mod control;
 mod exec;
-mod oom;
+pub(crate) mod oom;
 mod process;
 
 use process::{Container, Process};
@@ -43,6 +43,14 @@ pub(crate) use process::{Exit, ProcInfo, ProcStatus};
 
 /// Exit status of a process whose fate is unknown (agent or VM gone), as Kata.
 pub(crate) const UNKNOWN_EXIT_STATUS: u32 = 255;
+
+/// The exit status a WaitProcess reply gives: the agent's, or [`UNKNOWN_EXIT_STATUS`] when it
+/// names none; `Err` with what it reported when that is no process's status.
+pub(crate) fn reported_status(r: &hull_proto::processes::WaitProcessResponse) -> Result<u32, u32> {
+    let reported = r.exit.as_ref().map_or(UNKNOWN_EXIT_STATUS, |e| e.status);
+    bounds::exit_status(reported).ok_or(reported)
+}
+
 /// Bound on the pod teardown at Shutdown (VMM stop 10 s + virtiofsd 5 s + unmounts).
 const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long a failed wait gives the VMM to exit, so its reason reaches the log.
@@ -426,13 +434,10 @@ impl Pod {
         let id = p.id();
         let status = tokio::select! {
             r = wait => match r {
-                Ok(r) => {
-                    let reported = r.exit.as_ref().map_or(UNKNOWN_EXIT_STATUS, |e| e.status);
-                    bounds::exit_status(reported).unwrap_or_else(|| {
-                        tracing::warn!(%id, reported, "the agent reported an impossible exit status");
-                        UNKNOWN_EXIT_STATUS
-                    })
-                }
+                Ok(r) => reported_status(&r).unwrap_or_else(|reported| {
+                    tracing::warn!(%id, reported, "the agent reported an impossible exit status");
+                    UNKNOWN_EXIT_STATUS
+                }),
                 Err(e) => {
                     tracing::error!(%id, "wait: {}", clip_err(&e));
                     // A broken agent connection is most often the VM going away, and its

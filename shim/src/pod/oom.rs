@@ -17,6 +17,12 @@ use hull_proto::events_ttrpc::EventsClient;
 use crate::bounds::{clip_err, Bucket, Clip, LogLimit, Verdict, MAX_ID_LEN};
 use crate::events::Events;
 
+/// Whether an OOM event the agent reported for `id` is one to forward: an id containerd could
+/// have made, of a container of this pod (`members`). Anything else is the guest's invention.
+pub(crate) fn accepted(id: &str, members: &dyn Fn(&str) -> bool) -> bool {
+    id.len() <= MAX_ID_LEN && members(id)
+}
+
 /// Pause after a failed poll, so a broken agent connection is not spun on.
 const RETRY: Duration = Duration::from_secs(1);
 /// `/tasks/oom` events forwarded at once; then one per [`FORWARD_EVERY`]. A container that
@@ -71,7 +77,7 @@ pub(super) fn spawn(
                     continue;
                 }
             };
-            if id.len() > MAX_ID_LEN || !members(&id) {
+            if !accepted(&id, &*members) {
                 if let Verdict::Log { suppressed } = refused_log.check(Instant::now()) {
                     tracing::warn!(
                         id = %Clip(&id),

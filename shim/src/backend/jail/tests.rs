@@ -90,20 +90,12 @@ async fn a_jailed_child_is_unprivileged_alone_in_its_namespaces_and_root() {
     let jail_root = std::fs::metadata(format!("/proc/{pid}/root/")).expect("root");
     let dir = std::fs::metadata(&root).expect("jail");
     assert_eq!((jail_root.dev(), jail_root.ino()), (dir.dev(), dir.ino()));
-    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
-        .expect("ls jail")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["hull-vmm"]);
-    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("ls fds")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    fds.sort();
-    assert_eq!(fds, ["0", "1", "2", "3"], "only stdio and the passed fd");
+    assert_eq!(sorted_names(&format!("/proc/{pid}/root")), ["hull-vmm"]);
+    assert_eq!(
+        sorted_names(&format!("/proc/{pid}/fd")),
+        ["0", "1", "2", "3"],
+        "only stdio and the passed fd"
+    );
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
     assert!(
         limits.lines().any(|l| l.starts_with("Max open files")
@@ -152,4 +144,15 @@ fn jail_paths_and_limits() {
         Path::new("/run/hull/pods/p/jail/vsock.sock")
     );
     assert_eq!(fsize_limit(320), 320 << 20);
+}
+
+/// The names in directory `dir`, sorted.
+fn sorted_names(dir: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("ls {dir}: {e}"))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }

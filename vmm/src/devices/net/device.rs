@@ -148,6 +148,19 @@ impl Net {
         self.watch.rx_wanted = true;
     }
 
+    /// RX chains taken from the ring and not yet used (the fuzz targets' check that every
+    /// chain the device took is either used or waiting here).
+    #[cfg(fuzzing)]
+    pub fn rx_pending_len(&self) -> usize {
+        self.rx_pending.len()
+    }
+
+    /// Whether the device stopped serving its tap ([`Net::fail`]).
+    #[cfg(fuzzing)]
+    pub fn broken(&self) -> bool {
+        self.watch.broken
+    }
+
     /// Stops serving the tap after an error that will not go away; the VM goes on without
     /// this NIC (the guest sees a link that carries nothing).
     pub(super) fn fail(&mut self, why: &str) {

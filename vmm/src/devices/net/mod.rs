@@ -18,6 +18,8 @@ mod tx;
 
 pub use device::Net;
 pub use metrics::NetMetrics;
+#[cfg(fuzzing)]
+pub(crate) use tap::Tap;
 pub use tap::{TapError, MAX_NAME_LEN, VNET_HDR_LEN};
 
 /// Queue indices (spec 5.1.2: receiveq1, transmitq1).

@@ -73,13 +73,13 @@ pub enum MuxerError {
     Timer(nix::Error),
 }
 
-/// What one guest may cost the host; tests shrink them.
+/// What one guest may cost the host; tests and the fuzz targets shrink them.
 #[derive(Debug, Clone, Copy)]
-struct Limits {
-    timeout: Duration,
-    host_conns: usize,
-    guest_conns: usize,
-    rx_orphans: usize,
+pub(crate) struct Limits {
+    pub(crate) timeout: Duration,
+    pub(crate) host_conns: usize,
+    pub(crate) guest_conns: usize,
+    pub(crate) rx_orphans: usize,
 }
 
 impl Default for Limits {
@@ -307,7 +307,11 @@ impl Muxer {
         Self::with_limits(guest_cid, uds_path, Limits::default())
     }
 
-    fn with_limits(guest_cid: u64, uds_path: &Path, limits: Limits) -> Result<Self, MuxerError> {
+    pub(crate) fn with_limits(
+        guest_cid: u64,
+        uds_path: &Path,
+        limits: Limits,
+    ) -> Result<Self, MuxerError> {
         let listen_err = |source| MuxerError::Listen {
             path: uds_path.to_path_buf(),
             source,
@@ -366,6 +370,32 @@ impl Muxer {
     #[cfg(test)]
     fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// What the muxer holds now, for the fuzz targets' bound checks after every step.
+    #[cfg(fuzzing)]
+    pub(crate) fn occupancy(&self) -> crate::fuzzing::Occupancy {
+        let conn_max = |f: fn(&Connection) -> usize| self.conns.values().map(f).max();
+        crate::fuzzing::Occupancy {
+            host_conns: self.host_conns(),
+            guest_conns: self.guest_conns,
+            conns: self.conns.len(),
+            conns_from_guest: self.conns.values().filter(|c| c.from_guest).count(),
+            handshakes: self.handshakes.len(),
+            fds: self.fd_conn.len(),
+            rx_orphans: self.rx.orphans.len(),
+            rx_ready: self.rx.ready.len(),
+            rx_ready_set: self.rx.ready_set.len(),
+            max_ctrl: conn_max(|c| c.ctrl.0.len()).unwrap_or(0),
+            max_tx_buf: conn_max(|c| c.tx_buf.len()).unwrap_or(0),
+            max_early: conn_max(|c| c.early.len()).unwrap_or(0),
+            max_handshake_buf: self
+                .handshakes
+                .values()
+                .map(|h| h.buf.len())
+                .max()
+                .unwrap_or(0),
+        }
     }
 
     /// Whether a packet waits for the guest.
