@@ -5,8 +5,11 @@
 # xtables extensions), `nft` and `getcap` with every shared library they load, and HELPER
 # (privhelper.c, static) four times: plain, setuid root, setgid 42, and with the file
 # capability cap_net_raw+ep. The layer keeps modes, owners and security.capability xattrs.
+# With USER-NAME, the archive also holds the image USER-NAME: the same layer, run as 1000:1000
+# (its config's User, which `ctr run` applies: ctr 1.6 has no --user).
+# usage: mk-priv-image.sh OUT.tar NAME HELPER [USER-NAME]
 set -euo pipefail
-out=$1 name=$2 helper=$3
+out=$1 name=$2 helper=$3 user_name=${4:-}
 w=$(mktemp -d)
 trap 'rm -rf "$w"' EXIT
 r=$w/root
@@ -44,12 +47,21 @@ blob() {
 }
 size() { stat -c %s "$w/oci/blobs/sha256/$1"; }
 L=$(blob "$w/layer.tar")
-printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/sbin:/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$L" >"$w/c.json"
-C=$(blob "$w/c.json")
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
-	"$C" "$(size "$C")" "$L" "$(size "$L")" >"$w/m.json"
-M=$(blob "$w/m.json")
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"%s"}}]}' \
-	"$M" "$(size "$M")" "$name" >"$w/oci/index.json"
+# manifest NAME USER: a manifest for the layer whose config runs as USER (empty: the default,
+# root), printed as an entry of the index.
+manifest() {
+	local c m user=""
+	[[ -z $2 ]] || user=$(printf ',"User":"%s"' "$2")
+	printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/sbin:/bin"],"Cmd":["/bin/sh"]%s},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$user" "$L" >"$w/c.json"
+	c=$(blob "$w/c.json")
+	printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
+		"$c" "$(size "$c")" "$L" "$(size "$L")" >"$w/m.json"
+	m=$(blob "$w/m.json")
+	printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"%s"}}' \
+		"$m" "$(size "$m")" "$1"
+}
+manifests=$(manifest "$name" "")
+[[ -z $user_name ]] || manifests+=,$(manifest "$user_name" 1000:1000)
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[%s]}' "$manifests" >"$w/oci/index.json"
 echo '{"imageLayoutVersion":"1.0.0"}' >"$w/oci/oci-layout"
 tar -C "$w/oci" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$out" oci-layout index.json blobs
