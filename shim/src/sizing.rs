@@ -74,31 +74,43 @@ fn number(annotations: &HashMap<String, String>, key: &'static str) -> Result<u6
     }
 }
 
+/// The memory limits of a pod's host cgroup, in bytes (`None`: `max`, or no pod cgroup).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PodMemory {
+    /// The pod's own: set on the pod's cgroup (or the sandbox's below it) by kubelet when
+    /// every container of the pod has a memory limit.
+    pub(crate) own: Option<u64>,
+    /// What is in force: the smallest limit of the pod's cgroup and all its ancestors (e.g.
+    /// the node-level `kubepods`, which is the node's allocatable memory, not the pod's size).
+    pub(crate) in_force: Option<u64>,
+}
+
 /// Sizes the VM of the pod whose sandbox spec carries `annotations` and whose host cgroup
-/// allows `pod_limit` bytes of memory (`None`: unlimited, or no pod cgroup): the annotations'
-/// size, or without a memory annotation the pod cgroup's limit, always within that limit.
+/// has the limits `pod`: the annotations' size, or without a memory annotation the pod's own
+/// limit (kubelet before 1.23 passes none; the pod cgroup is then the pod's only size), or
+/// without either the defaults; always within the limit in force. A limit in force that
+/// leaves less than the smallest VM (`MIN_MEMORY_MIB` for containers plus the guest's
+/// `overhead_memory_mib`) is refused: the VM would be OOM-killed on the host, or not boot.
 pub(crate) fn vm_size_within(
     annotations: &HashMap<String, String>,
     vm: &VmSection,
-    pod_limit: Option<u64>,
+    pod: PodMemory,
 ) -> Result<VmSize, SizingError> {
     let mut size = vm_size(annotations, vm)?;
-    let Some(limit) = pod_limit else {
+    let Some(limit) = pod.in_force else {
         return Ok(size);
     };
+    let room_of = |bytes: u64| (bytes / MIB).saturating_sub(HOST_RESERVE_MIB);
     let limit_mib = limit / MIB;
-    let room = limit_mib.saturating_sub(HOST_RESERVE_MIB);
-    if room < u64::from(crate::config::MIN_MEMORY_MIB) {
-        return Err(SizingError::PodCgroupTooSmall {
-            limit_mib,
-            min_mib: crate::config::MIN_MEMORY_MIB,
-        });
+    let room = room_of(limit);
+    let min_mib = crate::config::MIN_MEMORY_MIB.saturating_add(vm.overhead_memory_mib);
+    if room < u64::from(min_mib) {
+        return Err(SizingError::PodCgroupTooSmall { limit_mib, min_mib });
     }
     let annotated = number(annotations, ANNOTATION_MEMORY)? > 0;
-    let mib = if annotated {
-        u64::from(size.memory_mib).min(room)
-    } else {
-        room
+    let mib = match pod.own {
+        Some(own) if !annotated => room_of(own).min(room),
+        _ => u64::from(size.memory_mib).min(room),
     };
     if mib > MAX_MEMORY_MIB {
         return Err(SizingError::TooMuchMemory { mib });
@@ -107,15 +119,25 @@ pub(crate) fn vm_size_within(
     Ok(size)
 }
 
-/// The memory limit in force for a process in cgroup `dir` (a directory of the cgroup v2
-/// tree under `root`): the smallest `memory.max` of `dir` and its ancestors, `None` when all
-/// say `max` or cannot be read.
-pub(crate) fn effective_memory_limit(dir: &Path, root: &Path) -> Option<u64> {
-    dir.ancestors()
+/// The memory limits of the pod whose sandbox cgroup is `dir` (a directory of the cgroup v2
+/// tree under `root`, below the pod's cgroup): its own is the smallest `memory.max` of `dir`
+/// and its parent (the pod's cgroup, with kubelet's cgroupfs and systemd layouts alike), the
+/// one in force the smallest of `dir` and every ancestor. A `max` or unreadable file limits
+/// nothing.
+pub(crate) fn pod_memory_limits(dir: &Path, root: &Path) -> PodMemory {
+    let limits: Vec<Option<u64>> = dir
+        .ancestors()
         .take_while(|d| d.starts_with(root) && *d != root)
-        .filter_map(|d| std::fs::read_to_string(d.join("memory.max")).ok())
-        .filter_map(|v| v.trim().parse::<u64>().ok())
-        .min()
+        .map(|d| {
+            std::fs::read_to_string(d.join("memory.max"))
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .collect();
+    PodMemory {
+        own: limits.iter().take(2).flatten().min().copied(),
+        in_force: limits.iter().flatten().min().copied(),
+    }
 }
 
 /// Sizes the VM of the pod whose sandbox spec carries `annotations`, from them alone.
@@ -224,42 +246,86 @@ mod tests {
 
     #[test]
     fn without_annotations_the_pod_cgroup_sizes_the_vm() {
+        let pod = |mib: u64| PodMemory {
+            own: Some(mib * MIB),
+            in_force: Some(mib * MIB),
+        };
         // kubelet 1.20: a 64Mi pod in a cgroup of 64 + 80 (RuntimeClass overhead) MiB.
-        let s = vm_size_within(&HashMap::new(), &vm(), Some(144 * MIB)).unwrap();
+        let s = vm_size_within(&HashMap::new(), &vm(), pod(144)).unwrap();
         assert_eq!(s.memory_mib, 128);
         // A 2 GiB pod gets its 2 GiB, not the 256 MiB default.
-        let s = vm_size_within(&HashMap::new(), &vm(), Some(2048 * MIB + 80 * MIB)).unwrap();
+        let s = vm_size_within(&HashMap::new(), &vm(), pod(2048 + 80)).unwrap();
         assert_eq!(s.memory_mib, 2048 + 64);
         // No limit anywhere: the defaults.
-        let s = vm_size_within(&HashMap::new(), &vm(), None).unwrap();
+        let s = vm_size_within(&HashMap::new(), &vm(), PodMemory::default()).unwrap();
         assert_eq!(s.memory_mib, 320);
+    }
+
+    /// Seen with kubelet 1.20 in the lab: a pod without a memory limit sits in a cgroup whose
+    /// only limit is the node's (`kubepods`, 3.9 GiB there), which sized a 3.9 GiB guest that
+    /// took minutes to boot. Without a limit of its own, a pod gets the defaults, within
+    /// what is in force.
+    #[test]
+    fn a_node_level_limit_is_no_pod_size() {
+        let node = PodMemory {
+            own: None,
+            in_force: Some(3992 * MIB),
+        };
+        let s = vm_size_within(&HashMap::new(), &vm(), node).unwrap();
+        assert_eq!(s.memory_mib, 320);
+        let small_node = PodMemory {
+            own: None,
+            in_force: Some(300 * MIB),
+        };
+        let s = vm_size_within(&HashMap::new(), &vm(), small_node).unwrap();
+        assert_eq!(s.memory_mib, 300 - 16);
     }
 
     #[test]
     fn annotations_never_outgrow_the_pod_cgroup() {
         let a = ann(&[(ANNOTATION_MEMORY, &(512 * MIB).to_string())]);
+        let pod = |mib: u64| PodMemory {
+            own: Some(mib * MIB),
+            in_force: Some(mib * MIB),
+        };
         // kubelet >= 1.23 with the RuntimeClass overhead: limit + 80 MiB, the VM as annotated.
-        let s = vm_size_within(&a, &vm(), Some(592 * MIB)).unwrap();
+        let s = vm_size_within(&a, &vm(), pod(592)).unwrap();
         assert_eq!(s.memory_mib, 512 + 64);
         // A RuntimeClass without overhead: the VM shrinks into the cgroup.
-        let s = vm_size_within(&a, &vm(), Some(512 * MIB)).unwrap();
+        let s = vm_size_within(&a, &vm(), pod(512)).unwrap();
         assert_eq!(s.memory_mib, 512 - 16);
-        let e = vm_size_within(&a, &vm(), Some(70 * MIB)).unwrap_err();
+    }
+
+    /// Seen with kubelet 1.20 in the lab: a 32Mi pod (cgroup 32 + 80 MiB) got a 96 MiB guest,
+    /// whose kernel could not unpack the initrd ("Initramfs unpacking failed: write error")
+    /// and panicked, and kubelet retried forever. The smallest VM is MIN_MEMORY_MIB for the
+    /// containers plus the guest's overhead (64 + 64 MiB, what the lab's pods boot with); a
+    /// cgroup with less room is refused with what to change.
+    #[test]
+    fn a_cgroup_too_small_for_a_bootable_vm_is_refused() {
+        let pod = |mib: u64| PodMemory {
+            own: Some(mib * MIB),
+            in_force: Some(mib * MIB),
+        };
+        let e = vm_size_within(&HashMap::new(), &vm(), pod(32 + 80)).unwrap_err();
         assert_eq!(
             e,
             SizingError::PodCgroupTooSmall {
-                limit_mib: 70,
-                min_mib: 64
+                limit_mib: 112,
+                min_mib: 128
             }
         );
         assert!(e.to_string().contains("raise the pod's memory limit"));
+        let s = vm_size_within(&HashMap::new(), &vm(), pod(64 + 80)).unwrap();
+        assert_eq!(s.memory_mib, 128);
     }
 
     #[test]
-    fn the_smallest_ancestor_limit_is_in_force() {
+    fn the_pods_own_limit_and_the_one_in_force() {
         let root = std::env::temp_dir().join(format!("hull-sizing-{}", std::process::id()));
+        // The sandbox's cgroup does not exist yet when the VM is sized.
         let leaf = root.join("kubepods/burstable/pod1/sandbox");
-        std::fs::create_dir_all(&leaf).unwrap();
+        std::fs::create_dir_all(leaf.parent().unwrap()).unwrap();
         std::fs::write(root.join("kubepods/memory.max"), "8589934592\n").unwrap();
         std::fs::write(root.join("kubepods/burstable/memory.max"), "max\n").unwrap();
         std::fs::write(
@@ -269,9 +335,21 @@ mod tests {
         .unwrap();
         // The root's own file (none on a real host) is never read.
         std::fs::write(root.join("memory.max"), "1\n").unwrap();
-        assert_eq!(effective_memory_limit(&leaf, &root), Some(150_994_944));
+        assert_eq!(
+            pod_memory_limits(&leaf, &root),
+            PodMemory {
+                own: Some(150_994_944),
+                in_force: Some(150_994_944)
+            }
+        );
         std::fs::write(root.join("kubepods/burstable/pod1/memory.max"), "max\n").unwrap();
-        assert_eq!(effective_memory_limit(&leaf, &root), Some(8_589_934_592));
+        assert_eq!(
+            pod_memory_limits(&leaf, &root),
+            PodMemory {
+                own: None,
+                in_force: Some(8_589_934_592)
+            }
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -211,11 +211,14 @@ impl VmPod {
                 .and_then(Value::as_str)
                 .unwrap_or_default(),
         )?;
-        let pod_limit = pod_cgroup.as_deref().and_then(|leaf| {
-            let root = super::cgroup::cgroup2_root()?;
-            sizing::effective_memory_limit(leaf, &root)
-        });
-        let size = sizing::vm_size_within(&sizing_inputs(&spec), &cfg.vm, pod_limit)?;
+        let pod_memory = pod_cgroup
+            .as_deref()
+            .and_then(|leaf| {
+                let root = super::cgroup::cgroup2_root()?;
+                Some(sizing::pod_memory_limits(leaf, &root))
+            })
+            .unwrap_or_default();
+        let size = sizing::vm_size_within(&sizing_inputs(&spec), &cfg.vm, pod_memory)?;
         let dir = pod_dir(sid);
         if dir.exists() {
             // A previous shim of this pod died without cleaning up (DESIGN §2 shim/: nothing
