@@ -14,10 +14,9 @@
 #![no_main]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arbitrary::Arbitrary;
-use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use hull_fuzz::guest::{self, Addr, Desc, Len, Ring};
 use hull_vmm::devices::virtio::{VirtioDevice, VIRTIO_F_VERSION_1};
 use hull_vmm::fuzzing::{net_on_socket, Net, ETH_HLEN, MAX_FRAME, VNET_HDR_LEN};
@@ -368,14 +367,8 @@ fuzz_target!(|input: Input| {
     let mem = guest::memory();
     let vqs = guest::mock_queues(&mem, 2);
     guest::activate(&mut dev, &mem, &vqs);
-    let dev = Arc::new(Mutex::new(dev));
-    let mut events =
-        EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new().expect("event loop");
-    events.add_subscriber(dev.clone());
-    let kick = |q: usize| {
-        let d = dev.lock().expect("device lock");
-        d.queue_events()[q].write(1).expect("queue kick");
-    };
+    let (dev, mut events) = guest::on_event_loop(dev);
+    let kick = |q: usize| guest::kick(&dev, q);
     let mut w = World {
         host: Some(host_end),
         acked,

@@ -7,9 +7,8 @@
 #![no_main]
 
 use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
-use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use hull_vmm::devices::virtio::VirtioDevice;
 use virtio_queue::QueueT;
 
@@ -49,14 +48,8 @@ fuzz_target!(|steps: Vec<Step>| {
     let mem = guest::memory();
     let vqs = guest::mock_queues(&mem, 3);
     guest::activate(&mut dev, &mem, &vqs);
-    let dev = Arc::new(Mutex::new(dev));
-    let mut events =
-        EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new().expect("event loop");
-    events.add_subscriber(dev.clone());
-    let kick = |q: usize| {
-        let d = dev.lock().expect("device lock");
-        d.queue_events()[q].write(1).expect("queue kick");
-    };
+    let (dev, mut events) = guest::on_event_loop(dev);
+    let kick = |q: usize| guest::kick(&dev, q);
     let mut peers = Vec::new();
     let (mut rx_idx, mut tx_idx) = (0u16, 0u16);
     let (mut rx_bad, mut tx_bad) = (false, false);

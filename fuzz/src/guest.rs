@@ -3,9 +3,10 @@
 //! whose descriptors, avail entries and buffer contents the fuzzer picks, written with
 //! `virtio-queue`'s mock driver as the device unit tests do.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arbitrary::Arbitrary;
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use hull_vmm::devices::virtio::{IrqTrigger, VirtioDevice};
 use hull_vmm::vstate::memory::GuestMemoryMmap;
 use virtio_queue::desc::split::Descriptor;
@@ -221,4 +222,22 @@ pub fn activate(
     ));
     dev.activate(mem.clone(), irq.clone()).expect("activate");
     irq
+}
+
+/// The event loop a device under test runs on, as in hull-vmm.
+pub type EventLoop = EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>;
+
+/// Puts an activated device on an event loop of its own; returns the shared device and the
+/// loop.
+pub fn on_event_loop<D: MutEventSubscriber + Send + 'static>(dev: D) -> (Arc<Mutex<D>>, EventLoop) {
+    let dev = Arc::new(Mutex::new(dev));
+    let mut events = EventLoop::new().expect("event loop");
+    events.add_subscriber(dev.clone());
+    (dev, events)
+}
+
+/// The guest's notification of queue `q`: its eventfd written, as the MMIO transport does.
+pub fn kick<D: VirtioDevice>(dev: &Mutex<D>, q: usize) {
+    let d = dev.lock().expect("device lock");
+    d.queue_events()[q].write(1).expect("queue kick");
 }
