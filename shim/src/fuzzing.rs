@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use containerd_shim::protos::cgroups_v2::metrics::Metrics;
 use containerd_shim::protos::events::task::{TaskExit, TaskOOM};
 use hull_proto::containers::StatsContainerResponse;
 use hull_proto::events::GetOomEventResponse;
@@ -23,10 +22,11 @@ use crate::{stats, timestamp, typeurl};
 pub fn stats_reply(bytes: &[u8]) -> Option<()> {
     let reply = StatsContainerResponse::parse_from_bytes(bytes).ok()?;
     let metrics = stats::to_metrics(&reply.stats.into_option().unwrap_or_default());
-    let any = typeurl::pack(typeurl::CGROUPS_V2, &metrics).expect("metrics always encode");
-    assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
-    let back = Metrics::parse_from_bytes(&any.value).expect("containerd decodes the metrics");
-    assert_eq!(back, metrics, "the metrics survive the trip");
+    round_trip(
+        typeurl::CGROUPS_V2,
+        &metrics,
+        "io.containerd.cgroups.v2.Metrics",
+    );
     Some(())
 }
 
@@ -114,10 +114,7 @@ pub fn wait_reply(bytes: &[u8]) -> Option<()> {
         exited_at: Some(timestamp::of(SystemTime::now())).into(),
         ..Default::default()
     };
-    let any = typeurl::pack(typeurl::EVENTS, &ev).expect("an exit event always encodes");
-    assert_eq!(any.type_url, "containerd.events.TaskExit");
-    let back = TaskExit::parse_from_bytes(&any.value).expect("containerd decodes the event");
-    assert_eq!(back, ev, "the event survives the trip");
+    round_trip(typeurl::EVENTS, &ev, "containerd.events.TaskExit");
     Some(())
 }
 
@@ -146,10 +143,7 @@ pub fn oom_reply(bytes: &[u8]) -> Option<()> {
             container_id: id,
             ..Default::default()
         };
-        let any = typeurl::pack(typeurl::EVENTS, &ev).expect("an OOM event always encodes");
-        assert_eq!(any.type_url, "containerd.events.TaskOOM");
-        let back = TaskOOM::parse_from_bytes(&any.value).expect("containerd decodes the event");
-        assert_eq!(back, ev);
+        round_trip(typeurl::EVENTS, &ev, "containerd.events.TaskOOM");
     }
     Some(())
 }
@@ -208,4 +202,13 @@ pub fn pids_reply(bytes: &[u8]) -> Option<()> {
         ),
     }
     Some(())
+}
+
+/// What the shim sends containerd for `msg`: packed as an Any of `package` with the type URL
+/// containerd expects (`type_url`), and decoded by containerd into the same message.
+fn round_trip<M: Message + PartialEq + std::fmt::Debug>(package: &str, msg: &M, type_url: &str) {
+    let any = typeurl::pack(package, msg).expect("a message always encodes");
+    assert_eq!(any.type_url, type_url);
+    let back = M::parse_from_bytes(&any.value).expect("containerd decodes the message");
+    assert_eq!(&back, msg, "the message survives the trip");
 }
