@@ -13,15 +13,37 @@ use crate::share::Share;
 
 /// How long killed processes may take to leave their cgroup before it is removed.
 const CGROUP_DRAIN: Duration = Duration::from_secs(3);
+/// How long `shim delete` lets a recorded shim that still runs finish exiting. containerd runs
+/// `shim delete` as soon as the shim's connection closes: after every Shutdown (the shim is
+/// then tearing the pod down itself) and when the shim is killed, and a killed process closes
+/// its socket before it leaves /proc. kubelet 1.20 SIGKILLs whatever is in a finished pod's
+/// cgroup, the shim included, while the pod is being stopped: seen in the lab, the pod's
+/// hull-vmm, virtiofsd and directories stayed, as when the delete finds the dying shim still
+/// there and leaves the pod to it. containerd gives the whole delete 5 s
+/// (`io.containerd.timeout.shim.cleanup`): this wait plus [`CGROUP_DRAIN`] stay under it.
+const SHIM_EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// Pod `sid`'s record, unless its shim still runs (then its own Shutdown cleans the pod and
 /// there is nothing for `shim delete` to do). A pod without a readable record counts as dead.
-pub(crate) fn dead_pod_record(sid: &str) -> Option<PodRecord> {
-    let record = record::read(&pod_dir(sid)).unwrap_or_default();
-    match record.shim {
-        Some(s) if s.alive() => None,
-        _ => Some(record),
+pub(crate) async fn dead_pod_record(sid: &str) -> Option<PodRecord> {
+    once_shim_gone(
+        record::read(&pod_dir(sid)).unwrap_or_default(),
+        SHIM_EXIT_WAIT,
+    )
+    .await
+}
+
+/// `record` once its shim has gone (at once if it is not running), or `None` if the shim is
+/// still there after `wait`.
+async fn once_shim_gone(record: PodRecord, wait: Duration) -> Option<PodRecord> {
+    let start = Instant::now();
+    while record.shim.is_some_and(|s| s.alive()) {
+        if start.elapsed() >= wait {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    Some(record)
 }
 
 /// Kills everything pod `sid` started (`record`), then removes its cgroups, its share mounts
@@ -31,6 +53,11 @@ pub(crate) fn dead_pod_record(sid: &str) -> Option<PodRecord> {
 pub(crate) async fn dead_pod(sid: &str, record: &PodRecord) {
     let dir = pod_dir(sid);
     kill_all(record);
+    // Every cgroup killed first, so their processes die together and the drains below share
+    // one wait instead of adding up against containerd's deadline.
+    for cg in &record.cgroups {
+        kill_cgroup(cg).await;
+    }
     for cg in &record.cgroups {
         remove_cgroup(cg).await;
     }
@@ -94,9 +121,7 @@ pub(crate) async fn remove_cgroup(dir: &Path) {
     if !dir.is_dir() {
         return;
     }
-    // cgroup.kill (Linux 5.14) reaches processes hull never recorded: container processes
-    // of the test-only host agent, or a child virtiofsd forked.
-    let _ = tokio::fs::write(dir.join("cgroup.kill"), "1").await;
+    kill_cgroup(dir).await;
     let start = Instant::now();
     loop {
         // `populated` covers the whole subtree, unlike this cgroup's own cgroup.procs.
@@ -109,6 +134,12 @@ pub(crate) async fn remove_cgroup(dir: &Path) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     remove_tree(dir);
+}
+
+/// `cgroup.kill` (Linux 5.14): reaches processes hull never recorded, container processes of
+/// the test-only host agent or a child virtiofsd forked.
+async fn kill_cgroup(dir: &Path) {
+    let _ = tokio::fs::write(dir.join("cgroup.kill"), "1").await;
 }
 
 /// rmdir of a cgroup directory after its child cgroups (cgroupfs has no recursive rmdir).
@@ -159,6 +190,45 @@ mod tests {
         nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).expect("umount");
         remove_pod_dir(&dir).await;
         assert!(!dir.exists());
+    }
+
+    fn record_of(shim: &std::process::Child) -> PodRecord {
+        PodRecord {
+            shim: Some(record::ProcId::of(shim.id()).expect("the child runs")),
+            ..PodRecord::default()
+        }
+    }
+
+    /// A shim killed just before `shim delete` runs (still exiting) is waited for, so its
+    /// pod is cleaned; one that keeps running is left to its own Shutdown.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_dying_shim_is_waited_for_a_running_one_is_not() {
+        let mut dying = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let record = record_of(&dying);
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            dying.kill().expect("kill");
+            dying.wait().expect("reap");
+        });
+        let start = Instant::now();
+        let got = once_shim_gone(record.clone(), Duration::from_secs(5)).await;
+        assert_eq!(got, Some(record), "the record once the shim died");
+        assert!(start.elapsed() >= Duration::from_millis(150));
+        killer.join().expect("killer");
+
+        let mut running = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let got = once_shim_gone(record_of(&running), Duration::from_millis(300)).await;
+        running.kill().expect("kill");
+        running.wait().expect("reap");
+        assert_eq!(got, None, "a shim that still runs owns its pod");
+        let none = once_shim_gone(PodRecord::default(), Duration::ZERO).await;
+        assert_eq!(none, Some(PodRecord::default()), "no recorded shim: dead");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -30,7 +30,11 @@ pub(crate) async fn run(flags: Flags) -> Result<(), BootstrapError> {
         // containerd's identifiers start with a letter or digit and have no '/': anything
         // else must not become a path to delete.
         let plausible = sid.starts_with(|c: char| c.is_ascii_alphanumeric()) && !sid.contains('/');
-        let dead = plausible.then(|| cleanup::dead_pod_record(sid)).flatten();
+        let dead = if plausible {
+            cleanup::dead_pod_record(sid).await
+        } else {
+            None
+        };
         if let Some(record) = dead {
             cleanup::dead_pod(sid, &record).await;
             // The dead shim's socket (shared by the pod's tasks, so only once it is dead).
