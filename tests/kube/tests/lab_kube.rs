@@ -1,16 +1,21 @@
 //! Lab test: a real Kubernetes 1.20 node in the nested-KVM lab (issue 16, "A real kubelet").
 //! etcd, kube-apiserver (no scheduler, no controller-manager: pods name their node), Debian
-//! 12's containerd 1.6 with CRI and a CNI bridge, and kubelet 1.20 over CRI v1alpha2; then what
-//! a kubectl user does with the default runtime (runc): node Ready, a pod Running, `kubectl
-//! exec`, `kubectl delete` with nothing left. See `tests/kube/lab/kube_vm.sh`.
+//! 12's containerd 1.6 with CRI, a CNI bridge and the runtime handlers runc and hull, kubelet
+//! 1.20 over CRI v1alpha2 and a RuntimeClass `hull`; then what a kubectl user does, once with
+//! runc (no runtimeClassName) and once with hull (`runtimeClassName: hull`) in the same run:
+//! pod Running, `exec` (plain, `-i`, `-t`), `logs` (`-f`, `--previous`), `attach -i`, `cp` both
+//! ways, `port-forward`, exec and HTTP probes, a liveness restart, exit code and termination
+//! message, OOMKilled, `delete` within the grace period with nothing left. One PASS/FAIL line
+//! per check and runtime; see `tests/kube/lab/kube_vm.sh`.
 //!
-//! The binaries come from `scripts/ensure-kubernetes`, run here on the host first: a cold cache
-//! builds them from Debian's source (about 10 minutes on 2 cores), a warm one costs nothing.
+//! The Kubernetes binaries come from `scripts/ensure-kubernetes`, run here on the host first: a
+//! cold cache builds them from Debian's source (about 10 minutes on 2 cores), a warm one costs
+//! nothing. The pod stack (shim, static hull-vmm, guest, virtiofsd) is `hull_tests::pod_stack`.
 //! Alone: `cargo test -p hull-kube-tests --test lab_kube -- --ignored --exact NAME --nocapture`.
 
 #[test]
 #[ignore = "lab"]
-fn kubelet_runs_a_runc_pod_through_containerd() {
+fn kubelet_runs_pods_on_hull_like_runc() {
     let kube = hull_kube_tests::ensure_kubernetes(&hull_tests::repo_root())
         .expect("scripts/ensure-kubernetes (kubelet, kube-apiserver, kubectl, etcd)");
     println!(
@@ -19,11 +24,5 @@ fn kubelet_runs_a_runc_pod_through_containerd() {
         kube.debian_version,
         kube.kubelet.display()
     );
-    let out_dir = hull_tests::lab_out_dir("kube");
-    hull_tests::assert_lab_script(
-        1200,
-        "tests/kube/lab/kube_vm.sh",
-        &[out_dir.as_os_str()],
-        &out_dir,
-    );
+    hull_tests::assert_pod_lab_script(1200, "tests/kube/lab/kube_vm.sh", "kube");
 }
