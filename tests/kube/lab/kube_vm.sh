@@ -289,6 +289,18 @@ spec:
   containers:
 EOF
 }
+# one_container NAME COMMAND [MEMORY_LIMIT]: a restartPolicy Never pod NAME with one
+# container c running COMMAND (a YAML list).
+one_container() {
+	pod_head "$1" "restartPolicy: Never"
+	cat <<EOF
+  - name: c
+    image: $IMG
+    imagePullPolicy: Never
+    command: $2
+EOF
+	[[ -z ${3:-} ]] || printf '    resources:\n      limits: {memory: %s}\n' "$3"
+}
 # pod_yaml NAME: pod NAME's manifest (RT-main, RT-exit, RT-oom, hull-tiny).
 pod_yaml() {
 	case $1 in
@@ -325,39 +337,11 @@ pod_yaml() {
     command: [sh, -c, 'exec 3<&0; trap "exit 0" TERM; cat <&3 & wait']
 EOF
 		;;
-	*-exit)
-		pod_head "$1" "restartPolicy: Never"
-		cat <<EOF
-  - name: c
-    image: $IMG
-    imagePullPolicy: Never
-    command: [sh, -c, 'echo exit-1; nc -l -p 9000 -e true </dev/null; echo exit-2; echo bye-3 >/dev/termination-log; exit 3']
-EOF
-		;;
-	*-oom)
-		pod_head "$1" "restartPolicy: Never"
-		cat <<EOF
-  - name: c
-    image: $IMG
-    imagePullPolicy: Never
-    command: [dd, if=/dev/zero, of=/dev/null, bs=96M, count=1]
-    resources:
-      limits: {memory: 64Mi}
-EOF
-		;;
+	*-exit) one_container "$1" "[sh, -c, 'echo exit-1; nc -l -p 9000 -e true </dev/null; echo exit-2; echo bye-3 >/dev/termination-log; exit 3']" ;;
+	*-oom) one_container "$1" "[dd, if=/dev/zero, of=/dev/null, bs=96M, count=1]" 64Mi ;;
 	# A pod whose cgroup (32Mi + the 80Mi overhead) has no room for the smallest VM that
 	# boots: refused at RunPodSandbox, with what to change (shim/src/sizing.rs).
-	hull-tiny)
-		pod_head "$1" "restartPolicy: Never"
-		cat <<EOF
-  - name: c
-    image: $IMG
-    imagePullPolicy: Never
-    command: ["true"]
-    resources:
-      limits: {memory: 32Mi}
-EOF
-		;;
+	hull-tiny) one_container "$1" '["true"]' 32Mi ;;
 	*) return 1 ;;
 	esac
 }
