@@ -320,4 +320,5 @@ if [[ $fail != 0 ]]; then
 	echo "--- why hull VMs ended (containerd log) ---"
 	vm_diag
 fi
+exit_if_guest_triple_faulted "$OUT/containerd.log"
 exit $fail

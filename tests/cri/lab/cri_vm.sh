@@ -781,4 +781,5 @@ if ((fail)); then
 	info "containerd errors (last 15; full log: $OUT/containerd.log):"
 	grep -E 'level=(error|fatal)' "$OUT/containerd.log" | tail -n 15 | cut -c1-600
 fi
+exit_if_guest_triple_faulted "$OUT/containerd.log"
 exit $fail
