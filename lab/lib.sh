@@ -87,6 +87,12 @@ thread_ticks() {
 	done
 }
 
+# guest_triple_fault LOG [FROM]: prints the first hull guest triple fault (hull-vmm's
+# `vCPU N: triple fault (KVM_EXIT_SHUTDOWN)`) that the shim logged in LOG, containerd's log,
+# from line FROM on (default 1); prints nothing if there is none.
+guest_triple_fault() {
+	tail -n +"${2:-1}" "$1" | grep -o 'hull-vmm: vCPU [0-9]*: triple fault (KVM_EXIT_SHUTDOWN)' | head -n 1
+}
 # exit_if_guest_triple_faulted LOG: for a run that failed, exit 125 (a lab defect: rerun once)
 # when LOG, containerd's log with the hull shim's lines, says a hull guest triple-faulted
 # (`hull-vmm: vCPU N: triple fault`): the lab's emulated nested paging (lab/README.md) does so
@@ -95,7 +101,7 @@ thread_ticks() {
 exit_if_guest_triple_faulted() {
 	((fail)) || return 0
 	local hit
-	hit=$(grep -o 'hull-vmm: vCPU [0-9]*: triple fault[^;]*' "$1" | head -n 1)
+	hit=$(guest_triple_fault "$1")
 	[[ -n $hit ]] || return 0
 	echo "LAB-DEFECT: a hull guest triple-faulted during this run ($hit; lab/README.md): its FAIL lines are void, run it once more"
 	exit 125

@@ -648,12 +648,13 @@ pod_round() {
 # LAB-DEFECT with the evidence, and the pod is checked again from a new one. Anything else
 # counts, and so does a second round's failure.
 run_pod() {
-	local was=$fail mark
+	local was=$fail mark hit
 	mark=$(wc -l <"$L/containerd.log")
 	fail=0
 	pod_round "$@"
-	if ((fail)) && [[ $1 == hull ]] && tail -n +"$mark" "$L/containerd.log" | grep -q 'triple fault (KVM_EXIT_SHUTDOWN)'; then
-		info "LAB-DEFECT: a hull guest triple-faulted during $2's round ($(tail -n +"$mark" "$L/containerd.log" | grep -o 'hull-vmm: vCPU [0-9]*: triple fault[^;]*' | head -n 1)): the FAIL lines above for $2 are void; once more with a new pod"
+	((fail)) && [[ $1 == hull ]] && hit=$(guest_triple_fault "$L/containerd.log" "$mark")
+	if [[ -n ${hit:-} ]]; then
+		info "LAB-DEFECT: a hull guest triple-faulted during $2's round ($hit): the FAIL lines above for $2 are void; once more with a new pod"
 		fail=0
 		pod_round "$@"
 	fi
