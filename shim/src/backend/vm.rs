@@ -50,6 +50,17 @@ const VIRTIOFSD_STOP_GRACE: Duration = Duration::from_secs(5);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes of each log quoted in a boot failure.
 const LOG_TAIL: usize = 2000;
+/// Kernel parameters of every pod VM before the operator's `vm.kernel_params`. `quiet`: the
+/// console is an emulated 8250, one VM exit per byte, and the full boot log (~20 KB) cost a
+/// booting guest several seconds in the lab; warnings, oopses and the panic line (which
+/// hull-vmm watches for) still reach `console.log`, and so does the agent's own output.
+const POD_KERNEL_PARAMS: &str = "quiet";
+
+/// What the shim appends to hull-vmm's command line: [`POD_KERNEL_PARAMS`], then the
+/// operator's (the kernel takes the last of a repeated parameter).
+fn kernel_params(operator: &str) -> String {
+    format!("{POD_KERNEL_PARAMS} {operator}")
+}
 
 /// A running pod VM.
 pub(super) struct VmPod {
@@ -404,8 +415,8 @@ impl VmPod {
             socket: jail::FS_SOCKET.into(),
             tag: hull_contract::SHARE_FS_TAG.to_owned(),
         });
-        // Blank parameters are not passed (`VmmArgs::to_args`).
-        args.cmdline_append = Some(cfg.vm.kernel_params.clone());
+        // The operator's parameters come after hull's, so `loglevel=7` there undoes `quiet`.
+        args.cmdline_append = Some(kernel_params(&cfg.vm.kernel_params));
         let mut fds = vec![];
         if let Some(n) = &pod_net {
             for (fd_no, nic) in (3..).zip(&n.nics) {
@@ -666,6 +677,16 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn pods_boot_quiet_unless_the_operator_says_otherwise() {
+        assert_eq!(
+            kernel_params("").split_whitespace().collect::<Vec<_>>(),
+            ["quiet"]
+        );
+        // `loglevel=` after `quiet` wins: the kernel parses early parameters in order.
+        assert_eq!(kernel_params("loglevel=7"), "quiet loglevel=7");
+    }
 
     #[test]
     fn lone_container_sizes_from_its_resources_and_cri_annotations_win() {
