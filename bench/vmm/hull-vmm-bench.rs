@@ -52,6 +52,9 @@ enum Cmd {
         /// Also boot with this QEMU binary (`-M microvm`, KVM) for the ratio.
         #[arg(long)]
         qemu: Option<PathBuf>,
+        /// Also boot hull-vmm with this initrd, alternating, for the ratio of a guest change.
+        #[arg(long)]
+        baseline_initrd: Option<PathBuf>,
         /// Deadline of one boot, seconds.
         #[arg(long, default_value_t = 180)]
         timeout: u64,
@@ -270,6 +273,8 @@ struct Setup<'a> {
     ctl: &'a Path,
     kernel: &'a Path,
     initrd: &'a Path,
+    /// A second initrd booted alternately with `initrd`, for an A/B of a guest change.
+    baseline_initrd: Option<&'a Path>,
     vcpus: u8,
     dir: &'a Path,
     timeout: Duration,
@@ -297,12 +302,12 @@ fn anon_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn hull_boot(s: &Setup, i: usize) -> Result<HullRun, String> {
+fn hull_boot(s: &Setup, initrd: &Path, i: usize) -> Result<HullRun, String> {
     let uds = s.dir.join("v.sock");
     let t0 = Instant::now();
     let deadline = t0 + s.timeout;
     let args = VmmArgs {
-        initrd: Some(s.initrd.to_path_buf()),
+        initrd: Some(initrd.to_path_buf()),
         cmdline: Some(cmdline()),
         vsock_uds: Some(uds.clone()),
         boot_timer: true,
@@ -450,15 +455,24 @@ fn qemu_boot(s: &Setup, qemu: &Path, i: usize) -> Result<f64, String> {
 }
 
 fn boot(s: &Setup, runs: usize, qemu: Option<&Path>) -> bool {
-    let (mut hull, mut q) = (vec![], vec![]);
+    let (mut hull, mut q, mut base) = (vec![], vec![], vec![]);
     let mut failed = false;
-    // Alternate the two so drift in the emulated lab hits both alike.
+    // Alternate them so drift in the emulated lab hits all alike.
     for i in 0..runs {
-        match hull_boot(s, i) {
+        match hull_boot(s, s.initrd, i) {
             Ok(r) => hull.push(r),
             Err(e) => {
                 eprintln!("hull run {i}: {e}");
                 failed = true;
+            }
+        }
+        if let Some(initrd) = s.baseline_initrd {
+            match hull_boot(s, initrd, runs + i) {
+                Ok(r) => base.push(r),
+                Err(e) => {
+                    eprintln!("hull run {i} with the baseline initrd: {e}");
+                    failed = true;
+                }
             }
         }
         if let Some(qemu) = qemu {
@@ -492,6 +506,33 @@ fn boot(s: &Setup, runs: usize, qemu: Option<&Path>) -> bool {
         &col(|r| r.rss_kib),
     );
     row("hull: of which anonymous (KiB)", &col(|r| r.anon_kib));
+    if s.baseline_initrd.is_some() {
+        let bcol = |f: fn(&HullRun) -> f64| base.iter().map(f).collect::<Vec<_>>();
+        row(
+            "baseline initrd: exec → boot timer (agent ready)",
+            &bcol(|r| r.boot_timer),
+        );
+        row(
+            "baseline initrd: exec → agent health reply",
+            &bcol(|r| r.health),
+        );
+        // The guest's own part: from the first KVM_RUN to the agent's boot-timer write.
+        let guest = |v: &[HullRun]| {
+            pct(
+                &v.iter()
+                    .map(|r| r.boot_timer - r.first_kvm_run)
+                    .collect::<Vec<_>>(),
+                50,
+            )
+        };
+        println!();
+        println!(
+            "first KVM_RUN → agent ready, p50 initrd / p50 baseline initrd = {:.2} ({:.0} / {:.0} ms)",
+            guest(&hull) / guest(&base),
+            guest(&hull),
+            guest(&base)
+        );
+    }
     if qemu.is_some() {
         row("qemu microvm: exec → agent port accepts", &q);
         let ratio = pct(&col(|r| r.port), 50) / pct(&q, 50);
@@ -522,6 +563,7 @@ fn main() {
             runs,
             vcpus,
             qemu,
+            baseline_initrd,
             timeout,
             out,
         } => {
@@ -533,6 +575,7 @@ fn main() {
                 ctl: hullctl,
                 kernel,
                 initrd,
+                baseline_initrd: baseline_initrd.as_deref(),
                 vcpus: *vcpus,
                 dir: &dir,
                 timeout: Duration::from_secs(*timeout),
