@@ -195,14 +195,39 @@ containerd_config() {
 	} >"$file"
 }
 
+# off_cpu0_cpus: the lab's CPUs but CPU 0 ("1-N"); nothing on a 1-CPU lab. Every crash of the
+# lab's kernel kept in its logs (11 of 11 on 2026-12-06, lab/README.md) hit a hull vCPU thread
+# running on CPU 0, so pods are kept off it where the lab crashed most.
+off_cpu0_cpus() {
+	local n
+	n=$(nproc)
+	((n > 1)) && echo "1-$((n - 1))"
+}
+
+# cgroup_off_cpu0 NAME: creates the cgroup /sys/fs/cgroup/NAME with the cpuset off_cpu0_cpus, so
+# that every task placed in or under it runs off CPU 0. A cgroup move resets a task's affinity
+# to its cpuset: a taskset of containerd alone does not outlive the shim's move of hull-vmm into
+# the pod's cgroup.
+cgroup_off_cpu0() {
+	local cg=/sys/fs/cgroup/$1 cpus
+	cpus=$(off_cpu0_cpus)
+	[[ -n $cpus ]] || return 0
+	echo +cpuset >/sys/fs/cgroup/cgroup.subtree_control &&
+		mkdir -p "$cg" && echo "$cpus" >"$cg/cpuset.cpus"
+}
+
 # start_containerd BINDIR CONFIG LOG: containerd in the background, with BINDIR (the shim,
 # hull-vmm) first on its PATH; sets ctrd to its PID. The shim runs hull-vmm jailed under an
 # unprivileged uid that reaches /dev/kvm through its group: the lab's /dev/kvm gets udev's
 # usual root:kvm 0660 first (the shim refuses a /dev/kvm only root can use).
+# With LAB_PODS_OFF_CPU0=1 containerd, and so every shim, hull-vmm and container it starts, runs
+# off the lab's CPU 0 (off_cpu0_cpus above) until moved into a cgroup.
 start_containerd() {
+	local -a pin=()
 	getent group kvm >/dev/null || groupadd --system kvm
 	chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
-	PATH=$1:$PATH containerd --config "$2" >"$3" 2>&1 &
+	[[ ${LAB_PODS_OFF_CPU0:-0} == 1 && -n $(off_cpu0_cpus) ]] && pin=(taskset -c "$(off_cpu0_cpus)")
+	PATH=$1:$PATH "${pin[@]}" containerd --config "$2" >"$3" 2>&1 &
 	ctrd=$!
 }
 

@@ -190,30 +190,50 @@ pub fn lab_script(
     script: &str,
     args: &[&std::ffi::OsStr],
 ) -> Result<std::process::ExitStatus, SuiteError> {
+    lab_script_with_reruns(timeout_secs, script, args, 1)
+}
+
+/// [`lab_script`] with up to `reruns` reruns on [`LAB_LOCKED_UP`], for a long script that
+/// resumes where the lab failed instead of starting over: the k-th rerun gets
+/// `HULL_LAB_RERUN=k` in its environment (`lab/run` passes `HULL_*` on), so the script can
+/// keep what earlier runs recorded in its output directory.
+pub fn lab_script_with_reruns(
+    timeout_secs: u32,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    reruns: u32,
+) -> Result<std::process::ExitStatus, SuiteError> {
     let root = repo_root();
-    let run = || {
-        Command::new(root.join("lab/run"))
-            .arg("--timeout")
+    let run = |rerun: u32| {
+        let mut cmd = Command::new(root.join("lab/run"));
+        cmd.arg("--timeout")
             .arg(timeout_secs.to_string())
             .arg("--")
             .arg("bash")
             .arg(root.join(script))
             .args(args)
-            .current_dir(&root)
-            .status()
-            .map_err(|source| SuiteError::Spawn {
-                cmd: format!("lab/run -- bash {script}"),
-                source,
-            })
+            .current_dir(&root);
+        if rerun > 0 {
+            cmd.env("HULL_LAB_RERUN", rerun.to_string());
+        } else {
+            cmd.env_remove("HULL_LAB_RERUN");
+        }
+        cmd.status().map_err(|source| SuiteError::Spawn {
+            cmd: format!("lab/run -- bash {script}"),
+            source,
+        })
     };
-    let status = run()?;
-    if status.code() == Some(LAB_LOCKED_UP) {
+    let mut status = run(0)?;
+    for rerun in 1..=reruns {
+        if status.code() != Some(LAB_LOCKED_UP) {
+            break;
+        }
         println!(
             "RETRY: the lab's emulated SVM failed during {script} (the lab host's kernel crashed \
              or locked up, or a guest got stuck re-faulting: a known lab defect, not a test \
-             failure); running it once more"
+             failure); rerun {rerun} of at most {reruns}"
         );
-        return run();
+        status = run(rerun)?;
     }
     Ok(status)
 }
@@ -233,7 +253,18 @@ pub fn assert_lab_script(
     args: &[&std::ffi::OsStr],
     out_dir: &Path,
 ) {
-    let status = lab_script(timeout_secs, script, args)
+    assert_lab_script_with_reruns(timeout_secs, script, args, out_dir, 1);
+}
+
+/// [`assert_lab_script`] through [`lab_script_with_reruns`].
+pub fn assert_lab_script_with_reruns(
+    timeout_secs: u32,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    out_dir: &Path,
+    reruns: u32,
+) {
+    let status = lab_script_with_reruns(timeout_secs, script, args, reruns)
         .unwrap_or_else(|e| panic!("lab/run -- bash {script}: {e}"));
     assert!(
         status.success(),
@@ -246,9 +277,20 @@ pub fn assert_lab_script(
 /// [`pod_stack`] and runs `script` with [`assert_lab_script`] on the arguments such scripts
 /// take, `BINDIR VMLINUX INITRD VIRTIOFSD OUTDIR` (OUTDIR: [`lab_out_dir`] of `out_name`).
 pub fn assert_pod_lab_script(timeout_secs: u32, script: &str, out_name: &str) {
+    assert_pod_lab_script_with_reruns(timeout_secs, script, out_name, 1);
+}
+
+/// [`assert_pod_lab_script`] with up to `reruns` reruns on [`LAB_LOCKED_UP`], for a script
+/// that resumes (see [`lab_script_with_reruns`]).
+pub fn assert_pod_lab_script_with_reruns(
+    timeout_secs: u32,
+    script: &str,
+    out_name: &str,
+    reruns: u32,
+) {
     let pod = pod_stack().expect("build the shim, hull-vmm, guest and virtiofsd");
     let out_dir = lab_out_dir(out_name);
-    assert_lab_script(
+    assert_lab_script_with_reruns(
         timeout_secs,
         script,
         &[
@@ -259,6 +301,7 @@ pub fn assert_pod_lab_script(timeout_secs: u32, script: &str, out_name: &str) {
             out_dir.as_os_str(),
         ],
         &out_dir,
+        reruns,
     );
 }
 

@@ -24,5 +24,7 @@ fn kubelet_runs_pods_on_hull_like_runc() {
         kube.debian_version,
         kube.kubelet.display()
     );
-    hull_tests::assert_pod_lab_script(1200, "tests/kube/lab/kube_vm.sh", "kube");
+    // The lab's kernel crashed in most runs of this suite (lab/README.md): each rerun resumes
+    // at the pod round it interrupted, so a crash costs a node's start and one round.
+    hull_tests::assert_pod_lab_script_with_reruns(1200, "tests/kube/lab/kube_vm.sh", "kube", 3);
 }
