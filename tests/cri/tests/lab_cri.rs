@@ -10,7 +10,8 @@
 //! - Debian trixie's 1.7 and sid's 2.x (`scripts/ensure-containerd`, cached; run with Debian
 //!   12's runc): the `smoke` suite, which keeps what depends on containerd's version (the
 //!   config version and drop-in, the shim bootstrap, the CRI plugin's sandbox spec and its
-//!   defaults, e.g. 2.x's net.* sysctls in every sandbox) and leaves out what does not.
+//!   defaults, e.g. 2.x's net.* sysctls in every sandbox and how it writes a host namespace,
+//!   which hull's refusals read) and leaves out what does not.
 //!
 //! Slow (lab boot, then VM boots under nested KVM). One alone:
 //! `cargo test -p hull-cri-tests --test lab_cri -- --ignored --exact NAME --nocapture`.
