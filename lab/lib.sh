@@ -54,9 +54,9 @@ fresh_dir() {
 }
 
 # --- guests ---------------------------------------------------------------------------------
-# The guest kernel command line of hull-vmm boots (no PCI, no i8042 probing, the console on
+# The guest kernel command line of hull-vmm boots (no i8042 probing, the console on
 # ttyS0, a panic resets at once through the i8042: `reboot=k panic=1`), and its quiet form.
-guest_cmdline="console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd"
+guest_cmdline="console=ttyS0 reboot=k panic=1 i8042.noaux i8042.nomux i8042.dumbkbd"
 guest_cmdline_quiet="$guest_cmdline quiet"
 
 # busybox_initrd DIR CPIO [SUBDIR...] <INIT: a root in DIR with Debian's busybox-static at

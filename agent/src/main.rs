@@ -61,6 +61,12 @@ fn main() {
         engine::init::main();
     }
     let is_init = std::process::id() == 1;
+    if is_init {
+        // The boot profile's "/init started" (bench/vmm); after the switch_root below the
+        // agent comes here again, and the VMM keeps only the first mark. Nothing to report
+        // on failure yet: tracing is not set up, and the ready mark will fail the same way.
+        let _ = sys::boot_timer_mark(hull_contract::boot_timer::INIT_STARTED);
+    }
     if is_init && switch_root::needed() {
         // Containers cannot pivot_root while the agent runs from the initramfs.
         let mut argv = std::env::args_os();
@@ -192,7 +198,7 @@ async fn run(args: Args, is_init: bool, logs: LogBuffer) -> anyhow::Result<()> {
     tracing::info!("ready: serving ttrpc on {}", args.listen.to_ttrpc());
 
     if is_init {
-        if let Err(e) = sys::boot_timer_mark() {
+        if let Err(e) = sys::boot_timer_mark(hull_contract::boot_timer::AGENT_READY) {
             tracing::warn!("boot timer mark: {e}");
         }
         // PID 1 never returns while the reaper runs; the reaper only ends on runtime shutdown.

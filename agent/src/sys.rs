@@ -8,11 +8,11 @@ use std::process::Command;
 
 use nix::unistd::{fork, ForkResult};
 
-use hull_contract::boot_timer::{AGENT_READY, PORT as BOOT_TIMER_PORT};
+use hull_contract::boot_timer::PORT as BOOT_TIMER_PORT;
 
-/// Writes the boot-timer mark ([`hull_contract::boot_timer`]). Only meaningful as PID 1
-/// inside a hull VM, where the VMM traps the port; on a host it is never called.
-pub fn boot_timer_mark() -> io::Result<()> {
+/// Writes a boot-timer mark ([`hull_contract::boot_timer`]). Only meaningful as PID 1 inside
+/// a hull VM, where the VMM traps the port; on a host it is never called.
+pub fn boot_timer_mark(mark: u8) -> io::Result<()> {
     // SAFETY: ioperm only changes this thread's I/O permission bitmap for one port; it has no
     // memory effects. It fails with EPERM without CAP_SYS_RAWIO, which we report.
     let rc = unsafe { libc::ioperm(libc::c_ulong::from(BOOT_TIMER_PORT), 1, 1) };
@@ -22,7 +22,7 @@ pub fn boot_timer_mark() -> io::Result<()> {
     // SAFETY: the ioperm above granted access to exactly this port on this thread, so `out`
     // cannot fault; the instruction touches no memory and clobbers only the named registers.
     unsafe {
-        std::arch::asm!("out dx, al", in("dx") BOOT_TIMER_PORT, in("al") AGENT_READY,
+        std::arch::asm!("out dx, al", in("dx") BOOT_TIMER_PORT, in("al") mark,
             options(nomem, nostack, preserves_flags));
     }
     Ok(())

@@ -4,21 +4,23 @@
 //!
 //! - `api-ready`: exec → API socket accepting, wall time and the VMM's CPU time, no guest.
 //! - `payload-rss`: non-guest RSS of an idle VM running a tiny payload (host, no Linux).
-//! - `boot`: the real guest in the lab: exec → first `KVM_RUN` → boot timer (agent ready) →
-//!   agent port accepting → health reply, non-guest RSS after the agent is ready; with
-//!   `--qemu`, the same kernel + initrd under `qemu -M microvm -accel kvm` in the same run,
-//!   compared on exec → agent port accepting (the one point both VMMs expose the same way).
+//! - `boot`: the real guest in the lab, phase by phase (`boot.rs`): exec → first `KVM_RUN` →
+//!   /init → agent ready → agent port accepting → health reply, non-guest RSS after the agent
+//!   is ready; optionally a baseline hull (A/B of a VMM, initrd or command-line change), QEMU
+//!   `-M microvm -accel kvm` with the same guest, and the guest's costliest initcalls.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod boot;
+mod initcalls;
+
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use hull_contract::vmm_args::{flag, Console, VmmArgs};
-use hull_contract::vsock::{connect_request, parse_ok, AGENT_PORT};
+use hull_contract::vsock::{connect_request, parse_ok};
 use hull_vmm::config::DEFAULT_CMDLINE;
 
 #[derive(Debug, Parser)]
@@ -32,6 +34,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once per run")]
 enum Cmd {
     ApiReady {
         #[arg(long, default_value_t = 100)]
@@ -52,9 +55,24 @@ enum Cmd {
         /// Also boot with this QEMU binary (`-M microvm`, KVM) for the ratio.
         #[arg(long)]
         qemu: Option<PathBuf>,
-        /// Also boot hull-vmm with this initrd, alternating, for the ratio of a guest change.
+        /// Kernel command line (default: hull-vmm's default plus `quiet`).
+        #[arg(long)]
+        cmdline: Option<String>,
+        /// Also boot a baseline hull, alternating, for the ratio of one change: this initrd...
         #[arg(long)]
         baseline_initrd: Option<PathBuf>,
+        /// ...this hull-vmm binary...
+        #[arg(long)]
+        baseline_vmm: Option<PathBuf>,
+        /// ...this command line; what is not given is the same as the main hull's.
+        #[arg(long)]
+        baseline_cmdline: Option<String>,
+        /// One more boot with `initcall_debug`: print this many of the costliest initcalls.
+        #[arg(long, default_value_t = 0)]
+        initcalls: usize,
+        /// The kernel's System.map, to name the initcalls (default: next to --kernel).
+        #[arg(long)]
+        system_map: Option<PathBuf>,
         /// Deadline of one boot, seconds.
         #[arg(long, default_value_t = 180)]
         timeout: u64,
@@ -64,8 +82,8 @@ enum Cmd {
     },
 }
 
-/// The guest command line of both VMMs: hull's default plus `quiet`.
-fn cmdline() -> String {
+/// The default guest command line of both VMMs: hull's default plus `quiet`.
+fn default_cmdline() -> String {
     format!("{DEFAULT_CMDLINE} quiet")
 }
 
@@ -254,294 +272,6 @@ fn wait_until(deadline: Instant, mut accepts: impl FnMut() -> bool) -> bool {
     false
 }
 
-#[derive(Debug, Default)]
-struct HullRun {
-    main: f64,
-    api_or_vm: f64,
-    first_kvm_run: f64,
-    boot_timer: f64,
-    port: f64,
-    health: f64,
-    rss_kib: f64,
-    anon_kib: f64,
-}
-
-/// What every boot of one `boot` invocation shares.
-#[derive(Debug)]
-struct Setup<'a> {
-    vmm: &'a Path,
-    ctl: &'a Path,
-    kernel: &'a Path,
-    initrd: &'a Path,
-    /// A second initrd booted alternately with `initrd`, for an A/B of a guest change.
-    baseline_initrd: Option<&'a Path>,
-    vcpus: u8,
-    dir: &'a Path,
-    timeout: Duration,
-    /// Where to keep logs (None: nowhere).
-    out: Option<&'a Path>,
-}
-
-impl Setup<'_> {
-    fn log(&self, name: &str) -> Stdio {
-        match self.out.map(|o| std::fs::File::create(o.join(name))) {
-            Some(Ok(f)) => f.into(),
-            _ => Stdio::null(),
-        }
-    }
-}
-
-/// Anonymous (private, per-process) resident memory of `pid` in KiB.
-fn anon_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let l = s.lines().find(|l| l.starts_with("RssAnon:"))?;
-            l.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
-}
-
-fn hull_boot(s: &Setup, initrd: &Path, i: usize) -> Result<HullRun, String> {
-    let uds = s.dir.join("v.sock");
-    let t0 = Instant::now();
-    let deadline = t0 + s.timeout;
-    let args = VmmArgs {
-        initrd: Some(initrd.to_path_buf()),
-        cmdline: Some(cmdline()),
-        vsock_uds: Some(uds.clone()),
-        boot_timer: true,
-        metrics_on_exit: true,
-        ..VmmArgs::new(s.kernel, s.vcpus, GUEST_MIB)
-    };
-    let mut child = Command::new(s.vmm)
-        .args(args.to_args())
-        .stdout(s.log(&format!("hull-console-{i}.log")))
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn hull-vmm: {e}"))?;
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut all = String::new();
-        let _ = stderr.read_to_string(&mut all);
-        let _ = tx.send(all);
-    });
-    let mut run = HullRun::default();
-    let result = (|| {
-        if !wait_until(deadline, || hybrid_accepts(&uds, AGENT_PORT)) {
-            return Err("agent port never accepted".to_string());
-        }
-        run.port = ms(t0.elapsed());
-        let (total, guest) = rss_kib(child.id());
-        run.rss_kib = (total - guest) as f64;
-        run.anon_kib = anon_kib(child.id()) as f64;
-        if let (Some(out), 0) = (s.out, i) {
-            let _ = std::fs::copy(
-                format!("/proc/{}/smaps", child.id()),
-                out.join("hull-smaps.txt"),
-            );
-        }
-        let mut h = Command::new(s.ctl)
-            .args(["agent-health", "--uds"])
-            .arg(&uds)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("spawn hullctl: {e}"))?;
-        let ok = loop {
-            match h.try_wait() {
-                Ok(Some(st)) => break st.success(),
-                _ if Instant::now() > deadline => {
-                    let _ = h.kill();
-                    let _ = h.wait();
-                    break false;
-                }
-                _ => std::thread::sleep(Duration::from_millis(1)),
-            }
-        };
-        if !ok {
-            return Err("agent-health failed".to_string());
-        }
-        run.health = ms(t0.elapsed());
-        Ok(())
-    })();
-    let code = stop(&mut child, Duration::from_secs(30));
-    let err = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
-    if let Some(out) = s.out {
-        let _ = std::fs::write(out.join(format!("hull-stderr-{i}.log")), &err);
-    }
-    result.map_err(|e| format!("{e}; stderr: {}", err.lines().last().unwrap_or("")))?;
-    if code != Some(0) {
-        return Err(format!("hull-vmm exit {code:?} after SIGTERM"));
-    }
-    let m: serde_json::Value = err
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .and_then(|l| serde_json::from_str(l).ok())
-        .ok_or("no metrics on stderr")?;
-    let us = |k: &str| m["boot"][k].as_f64().unwrap_or(f64::NAN) / 1e3;
-    run.main = us("main_us");
-    run.api_or_vm = us("vm_created_us");
-    run.first_kvm_run = us("first_kvm_run_us");
-    run.boot_timer = us("guest_boot_timer_us");
-    Ok(run)
-}
-
-fn qemu_boot(s: &Setup, qemu: &Path, i: usize) -> Result<f64, String> {
-    // acpi=off: the guest kernel has no ACPI, and only without ACPI does QEMU announce its
-    // virtio-mmio devices on the kernel command line. A CID per process so a dying QEMU
-    // cannot collide with the next one.
-    let cid = 100 + std::process::id() % 1000;
-    let console = s.dir.join("qemu-console.log");
-    let t0 = Instant::now();
-    let mut child = Command::new(qemu)
-        .args([
-            "-M",
-            "microvm,x-option-roms=off,rtc=off,acpi=off",
-            "-accel",
-            "kvm",
-            "-cpu",
-            "host",
-        ])
-        .args(["-smp", &s.vcpus.to_string(), "-m", &GUEST_MIB.to_string()])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
-        ])
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .arg("-kernel")
-        .arg(s.kernel)
-        .arg("-initrd")
-        .arg(s.initrd)
-        .args(["-append", &cmdline()])
-        .args(["-device", &format!("vhost-vsock-device,guest-cid={cid}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn qemu: {e}"))?;
-    let mut exited = false;
-    let ok = wait_until(t0 + s.timeout, || {
-        exited = !matches!(child.try_wait(), Ok(None));
-        exited || vsock_accepts(cid, AGENT_PORT)
-    }) && !exited;
-    let t = ms(t0.elapsed());
-    let _ = child.kill();
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    let _ = child.wait();
-    let con = std::fs::read_to_string(&console).unwrap_or_default();
-    if let Some(out) = s.out {
-        let _ = std::fs::write(out.join(format!("qemu-console-{i}.log")), &con);
-        let _ = std::fs::write(out.join(format!("qemu-stderr-{i}.log")), &err);
-    }
-    if ok {
-        Ok(t)
-    } else {
-        let last = |t: &str| t.lines().last().unwrap_or("").to_string();
-        Err(format!(
-            "QEMU: agent port never accepted (exited: {exited}): stderr: {}; console: {}",
-            last(&err),
-            last(&con)
-        ))
-    }
-}
-
-fn boot(s: &Setup, runs: usize, qemu: Option<&Path>) -> bool {
-    let (mut hull, mut q, mut base) = (vec![], vec![], vec![]);
-    let mut failed = false;
-    // Alternate them so drift in the emulated lab hits all alike.
-    for i in 0..runs {
-        match hull_boot(s, s.initrd, i) {
-            Ok(r) => hull.push(r),
-            Err(e) => {
-                eprintln!("hull run {i}: {e}");
-                failed = true;
-            }
-        }
-        if let Some(initrd) = s.baseline_initrd {
-            match hull_boot(s, initrd, runs + i) {
-                Ok(r) => base.push(r),
-                Err(e) => {
-                    eprintln!("hull run {i} with the baseline initrd: {e}");
-                    failed = true;
-                }
-            }
-        }
-        if let Some(qemu) = qemu {
-            match qemu_boot(s, qemu, i) {
-                Ok(t) => q.push(t),
-                Err(e) => {
-                    eprintln!("qemu run {i}: {e}");
-                    failed = true;
-                }
-            }
-        }
-    }
-    let col = |f: fn(&HullRun) -> f64| hull.iter().map(f).collect::<Vec<_>>();
-    println!(
-        "boot phases, {} vCPU(s), {GUEST_MIB} MiB guest (ms since exec; lab timings: compare only as ratios)",
-        s.vcpus
-    );
-    println!();
-    header();
-    row("hull: exec → main()", &col(|r| r.main));
-    row("hull: exec → VM created", &col(|r| r.api_or_vm));
-    row("hull: exec → first KVM_RUN", &col(|r| r.first_kvm_run));
-    row(
-        "hull: exec → boot timer (agent ready)",
-        &col(|r| r.boot_timer),
-    );
-    row("hull: exec → agent port accepts", &col(|r| r.port));
-    row("hull: exec → agent health reply", &col(|r| r.health));
-    row(
-        "hull: non-guest RSS after agent ready (KiB)",
-        &col(|r| r.rss_kib),
-    );
-    row("hull: of which anonymous (KiB)", &col(|r| r.anon_kib));
-    if s.baseline_initrd.is_some() {
-        let bcol = |f: fn(&HullRun) -> f64| base.iter().map(f).collect::<Vec<_>>();
-        row(
-            "baseline initrd: exec → boot timer (agent ready)",
-            &bcol(|r| r.boot_timer),
-        );
-        row(
-            "baseline initrd: exec → agent health reply",
-            &bcol(|r| r.health),
-        );
-        // The guest's own part: from the first KVM_RUN to the agent's boot-timer write.
-        let guest = |v: &[HullRun]| {
-            pct(
-                &v.iter()
-                    .map(|r| r.boot_timer - r.first_kvm_run)
-                    .collect::<Vec<_>>(),
-                50,
-            )
-        };
-        println!();
-        println!(
-            "first KVM_RUN → agent ready, p50 initrd / p50 baseline initrd = {:.2} ({:.0} / {:.0} ms)",
-            guest(&hull) / guest(&base),
-            guest(&hull),
-            guest(&base)
-        );
-    }
-    if qemu.is_some() {
-        row("qemu microvm: exec → agent port accepts", &q);
-        let ratio = pct(&col(|r| r.port), 50) / pct(&q, 50);
-        println!();
-        println!("exec → agent port accepts, p50 hull / p50 qemu-microvm = {ratio:.2}");
-    }
-    !failed
-}
-
 fn main() {
     let cli = Cli::parse();
     let vmm = vmm_path(&cli);
@@ -563,25 +293,52 @@ fn main() {
             runs,
             vcpus,
             qemu,
+            cmdline,
             baseline_initrd,
+            baseline_vmm,
+            baseline_cmdline,
+            initcalls,
+            system_map,
             timeout,
             out,
         } => {
             if let Some(o) = out {
                 let _ = std::fs::create_dir_all(o);
             }
-            let setup = Setup {
-                vmm: &vmm,
+            let hull = boot::Variant {
+                vmm: vmm.clone(),
+                initrd: initrd.clone(),
+                cmdline: cmdline.clone().unwrap_or_else(default_cmdline),
+            };
+            let baseline =
+                (baseline_initrd.is_some() || baseline_vmm.is_some() || baseline_cmdline.is_some())
+                    .then(|| boot::Variant {
+                        vmm: baseline_vmm.clone().unwrap_or_else(|| hull.vmm.clone()),
+                        initrd: baseline_initrd
+                            .clone()
+                            .unwrap_or_else(|| hull.initrd.clone()),
+                        cmdline: baseline_cmdline
+                            .clone()
+                            .unwrap_or_else(|| hull.cmdline.clone()),
+                    });
+            let system_map = system_map
+                .clone()
+                .or_else(|| Some(kernel.parent()?.join("System.map")))
+                .filter(|p| p.exists());
+            let setup = boot::Setup {
                 ctl: hullctl,
                 kernel,
-                initrd,
-                baseline_initrd: baseline_initrd.as_deref(),
+                hull,
+                baseline,
+                qemu: qemu.as_deref(),
                 vcpus: *vcpus,
                 dir: &dir,
                 timeout: Duration::from_secs(*timeout),
                 out: out.as_deref(),
+                initcalls: *initcalls,
+                system_map: system_map.as_deref(),
             };
-            boot(&setup, *runs, qemu.as_deref())
+            boot::boot(&setup, *runs)
         }
     };
     let _ = std::fs::remove_dir_all(&dir);

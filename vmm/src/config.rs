@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_VCPUS: u8 = 1;
 pub const DEFAULT_MEM_MIB: u32 = 128;
 /// Default guest kernel command line: console on COM1, reset through the i8042 on reboot.
+/// No `pci=off`: hull's guest kernel has no PCI, so the word would be unknown to it and the
+/// kernel would pass it on to /init's environment.
 pub const DEFAULT_CMDLINE: &str =
-    "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd";
+    "console=ttyS0 reboot=k panic=1 i8042.noaux i8042.nomux i8042.dumbkbd";
 
 /// Where the guest console goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -136,6 +136,9 @@ pub struct BootMetrics {
     pub vm_created_us: Stamp,
     pub kernel_loaded_us: Stamp,
     pub first_kvm_run_us: Stamp,
+    /// The guest's /init started (hull_contract::boot_timer::INIT_STARTED).
+    pub guest_init_us: Stamp,
+    /// The guest agent serves (hull_contract::boot_timer::AGENT_READY).
     pub guest_boot_timer_us: Stamp,
 }
 
@@ -176,6 +179,7 @@ pub static METRICS: Metrics = Metrics {
         vm_created_us: Stamp::new(),
         kernel_loaded_us: Stamp::new(),
         first_kvm_run_us: Stamp::new(),
+        guest_init_us: Stamp::new(),
         guest_boot_timer_us: Stamp::new(),
     },
     vcpu: VcpuMetrics {

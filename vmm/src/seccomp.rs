@@ -181,6 +181,7 @@ const fn kvm_iowr<T>(nr: u32) -> u64 {
 pub(crate) mod ioctls {
     use super::*;
     pub const KVM_CREATE_VM: u64 = kvm_io(0x01);
+    pub const KVM_CHECK_EXTENSION: u64 = kvm_io(0x03);
     pub const KVM_GET_VCPU_MMAP_SIZE: u64 = kvm_io(0x04);
     pub const KVM_GET_SUPPORTED_CPUID: u64 = kvm_iowr::<kvm_cpuid2>(0x05);
     pub const KVM_CREATE_VCPU: u64 = kvm_io(0x41);
@@ -230,6 +231,8 @@ const BOOT_IOCTLS: &[u64] = &[
     ioctls::TUNSETVNETHDRSZ,
     ioctls::KVM_CREATE_VM,
     ioctls::KVM_GET_VCPU_MMAP_SIZE,
+    // A read-only query; the CPUID set-up asks for the TSC-deadline timer (vstate/vm.rs).
+    ioctls::KVM_CHECK_EXTENSION,
     ioctls::KVM_GET_SUPPORTED_CPUID,
     ioctls::KVM_CREATE_VCPU,
     ioctls::KVM_SET_USER_MEMORY_REGION,
@@ -399,6 +402,7 @@ mod tests {
         // Spot checks against linux/kvm.h.
         assert_eq!(ioctls::KVM_RUN, 0xae80);
         assert_eq!(ioctls::KVM_CREATE_VM, 0xae01);
+        assert_eq!(ioctls::KVM_CHECK_EXTENSION, 0xae03);
         assert_eq!(ioctls::KVM_SET_USER_MEMORY_REGION, 0x4020_ae46);
         assert_eq!(ioctls::KVM_GET_REGS, 0x8090_ae81);
         assert_eq!(ioctls::KVM_GET_SREGS, 0x8138_ae83);

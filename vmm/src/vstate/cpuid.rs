@@ -18,6 +18,7 @@ const LEAF_AMD_PERFMON_V2: u32 = 0x8000_0022;
 const ECX_HYPERVISOR: u32 = 1 << 31;
 const ECX_PDCM: u32 = 1 << 15; // perf capabilities MSR
 const ECX_MONITOR: u32 = 1 << 3;
+const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const EDX_HTT: u32 = 1 << 28;
 const AMD_ECX_PERFCTR_CORE: u32 = 1 << 23;
 const AMD_ECX_PERFCTR_NB: u32 = 1 << 24;
@@ -54,6 +55,19 @@ fn topology(e: &mut kvm_cpuid_entry2, cpu: u8, n: u8) {
             e.eax = 0;
             e.ebx = 0;
             e.ecx = e.index;
+        }
+    }
+}
+
+/// Advertises the LAPIC's TSC-deadline mode. KVM_GET_SUPPORTED_CPUID always reports it off
+/// because it needs the in-kernel LAPIC; KVM_CAP_TSC_DEADLINE_TIMER says it is there (KVM API
+/// docs). Without it the guest calibrates its LAPIC timer against the PIT at boot (~0.2 s in
+/// the lab, and under a slow host it gives up: "APIC timer disabled due to verification
+/// failure", leaving every tick to the PIT).
+pub fn add_tsc_deadline(cpuid: &mut CpuId) {
+    for e in cpuid.as_mut_slice().iter_mut() {
+        if e.function == LEAF_FEATURES {
+            e.ecx |= ECX_TSC_DEADLINE;
         }
     }
 }
@@ -138,6 +152,20 @@ mod tests {
         assert_eq!((s[2].eax, s[2].ebx, s[2].edx), (0, 1, 3));
         assert_eq!((s[3].eax, s[3].ebx, s[3].ecx >> 8), (2, 4, LEVEL_CORE));
         assert_eq!((s[4].ebx, s[4].ecx), (0, 2));
+    }
+
+    #[test]
+    fn tsc_deadline_is_added_to_leaf_1_only() {
+        let mut zero = entry(1, 0);
+        zero.ecx = 0;
+        let mut other = entry(7, 0);
+        other.ecx = 0;
+        let mut c = CpuId::from_entries(&[zero, other]).unwrap();
+        add_tsc_deadline(&mut c);
+        filter(&mut c, 0, 1);
+        let s = c.as_slice();
+        assert_eq!(s[0].ecx & ECX_TSC_DEADLINE, ECX_TSC_DEADLINE);
+        assert_eq!(s[1].ecx, 0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The KVM VM: memory slots, in-kernel irqchip and PIT, irqfds and ioeventfds.
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{IoEventAddress, Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuFd, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -72,11 +72,17 @@ impl Vm {
         self.fd.create_pit2(pit).map_err(VmError::Irqchip)
     }
 
-    /// What CPUID the host's KVM can give a guest.
+    /// What CPUID the host's KVM can give a guest, with what KVM reports only as a
+    /// capability of the in-kernel irqchip (`setup_irqchip` always creates it).
     pub fn supported_cpuid(&self) -> Result<CpuId, VmError> {
-        self.kvm
+        let mut cpuid = self
+            .kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-            .map_err(VmError::Cpuid)
+            .map_err(VmError::Cpuid)?;
+        if self.kvm.check_extension(Cap::TscDeadlineTimer) {
+            super::cpuid::add_tsc_deadline(&mut cpuid);
+        }
+        Ok(cpuid)
     }
 
     pub fn create_vcpu(&self, id: u8) -> Result<VcpuFd, VmError> {

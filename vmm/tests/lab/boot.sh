@@ -85,12 +85,41 @@ boot_agent() {
 	[[ $(ls -A "$d") == v.sock ]] && pass "$tag: only the vsock socket left, for the caller" ||
 		flunk "$tag: left in $d: $(ls -A "$d")"
 	grep -m1 '^{' "$OUT/vmm-$tag.err" >"$OUT/metrics-$tag.json" || true
+	# The boot profile's marks (bench/vmm): the kernel starts /init after the first KVM_RUN,
+	# and the agent serves after that.
+	local order
+	order=$(python3 -c 'import json,sys
+try: b=json.load(open(sys.argv[1]))["boot"]
+except Exception as e: sys.exit(f"no metrics from hull-vmm ({e})")
+k=b["first_kvm_run_us"]; i=b["guest_init_us"]; r=b["guest_boot_timer_us"]
+print(f"first KVM_RUN {k} < /init {i} < agent ready {r} us" if 0 < k < i < r else f"bad order: {b}")' \
+		"$OUT/metrics-$tag.json" 2>&1)
+	[[ $order == first* ]] && pass "$tag: boot marks: $order" || flunk "$tag: boot marks: $order"
 	rm -rf "$d"
 }
 
 boot_agent pvh-1cpu "$VMLINUX" 1
 boot_agent pvh-2cpu "$VMLINUX" 2
 boot_agent bzimage-1cpu "$BZIMAGE" 1
+
+# No UART at all (`8250.nr_uarts=0`: the console-less boot of microVMs): the kernel finds no
+# console and starts the agent with its stdio closed; it must still come up and answer.
+boot_no_uart() {
+	local d pid
+	d=$(mktemp -d /tmp/hull-lab.XXXXXX)
+	"$VMM" --kernel "$VMLINUX" --initrd "$INITRD" --mem-mib 256 \
+		--cmdline "$guest_cmdline_quiet 8250.nr_uarts=0" --vsock-uds "$d/v.sock" \
+		--console "$OUT/console-no-uart.log" --metrics-on-exit 2>"$OUT/vmm-no-uart.err" &
+	pid=$!
+	if "$CTL" agent-health --uds "$d/v.sock" --wait 180 >"$OUT/health-no-uart.out" 2>&1; then
+		pass "no-uart: agent healthy with no serial port: $(head -1 "$OUT/health-no-uart.out")"
+	else
+		flunk "no-uart: agent-health: $(tail -2 "$OUT/health-no-uart.out"); hull-vmm: $(tail -2 "$OUT/vmm-no-uart.err")"
+	fi
+	stop_vmm "$pid" no-uart || flunk "no-uart: exit $? after SIGTERM: $(tail -2 "$OUT/vmm-no-uart.err")"
+	rm -rf "$d"
+}
+boot_no_uart
 
 # A disk: the guest kernel must see it (vda, read-only flag honoured).
 img=$(mktemp /tmp/hull-disk.XXXXXX)
@@ -220,7 +249,7 @@ for f in "$OUT"/metrics-*.json; do
 	python3 - "$f" "$tag" <<'PY' || true
 import json, sys
 m = json.load(open(sys.argv[1]))["boot"]
-print(f"{sys.argv[2]:14} vm_created {m['vm_created_us']:>9} kernel_loaded {m['kernel_loaded_us']:>9} first_kvm_run {m['first_kvm_run_us']:>9} agent_ready(boot timer) {m['guest_boot_timer_us']:>10}")
+print(f"{sys.argv[2]:14} vm_created {m['vm_created_us']:>9} kernel_loaded {m['kernel_loaded_us']:>9} first_kvm_run {m['first_kvm_run_us']:>9} init {m['guest_init_us']:>10} agent_ready(boot timer) {m['guest_boot_timer_us']:>10}")
 PY
 done
 exit $fail
