@@ -13,6 +13,7 @@ pub(crate) mod files;
 pub mod fuzzing;
 pub(crate) mod guest;
 pub mod init;
+pub mod kmsg;
 pub mod logbuf;
 pub mod portfwd;
 pub mod reaper;

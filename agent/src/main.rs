@@ -82,7 +82,7 @@ fn main() {
     );
     hull_heap::tune_for_stream_messages();
     let logs = LogBuffer::new(hull_agent::logbuf::DEFAULT_CAPACITY);
-    init_tracing(&logs);
+    init_tracing(&logs, is_init);
 
     let args = match Args::try_parse() {
         Ok(args) => args,
@@ -201,6 +201,16 @@ async fn run(args: Args, is_init: bool, logs: LogBuffer) -> anyhow::Result<()> {
         if let Err(e) = sys::boot_timer_mark(hull_contract::boot_timer::AGENT_READY) {
             tracing::warn!("boot timer mark: {e}");
         }
+        if hull_agent::kmsg::wanted() {
+            // Off the runtime's thread: every console byte is a VM exit. Not through a held
+            // stderr lock either: the agent's own log lines (tracing, on this runtime's one
+            // thread) would wait for the whole copy, and so would every RPC.
+            tokio::task::spawn_blocking(|| {
+                if let Err(e) = hull_agent::kmsg::copy_to(&mut std::io::stderr()) {
+                    tracing::warn!("copy the kernel log to the console: {e}");
+                }
+            });
+        }
         // PID 1 never returns while the reaper runs; the reaper only ends on runtime shutdown.
         reaper.await.context("reaper task")?.context("reaper")?;
         return Ok(());
@@ -233,18 +243,29 @@ fn park_as_init(why: &str) -> ! {
     }
 }
 
-fn init_tracing(logs: &LogBuffer) {
+/// Every line goes to the in-memory log (`Guest.GetLogs`). As PID 1, stderr is the guest
+/// console, an emulated 8250 that costs a VM exit per byte: an INFO line there cost the boot
+/// ~100 ms in the lab (bench/vmm, guest/README), so the console gets warnings and errors only
+/// unless the kernel command line sets `RUST_LOG` (the kernel passes it to /init).
+fn init_tracing(logs: &LogBuffer, is_init: bool) {
+    use tracing_subscriber::filter::LevelFilter;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use tracing_subscriber::{EnvFilter, Layer};
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let console = if is_init && from_env.is_none() {
+        LevelFilter::WARN
+    } else {
+        LevelFilter::TRACE
+    };
     tracing_subscriber::registry()
-        .with(filter)
+        .with(from_env.unwrap_or_else(|| EnvFilter::new("info")))
         .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
                 .with_target(false)
-                .with_writer(std::io::stderr),
+                .with_writer(std::io::stderr)
+                .with_filter(console),
         )
         .with(logs.layer())
         .init();

@@ -4,7 +4,7 @@
 //! reply. Optional in the same run, alternating so the lab's drift hits all alike:
 //! - a baseline hull (another hull-vmm, initrd or command line): an A/B of one change;
 //! - QEMU `-M microvm` booting the same kernel and initrd, as the reference;
-//! - one more boot with `initcall_debug`, whose console names the costliest initcalls.
+//! - one more boot with `initcall_debug`, whose kernel log names the costliest initcalls.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use hull_contract::guest_env;
 use hull_contract::vmm_args::VmmArgs;
 use hull_contract::vsock::AGENT_PORT;
 
@@ -87,7 +88,14 @@ fn anon_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn hull_boot(s: &Setup, v: &Variant, tag: &str) -> Result<HullRun, String> {
+/// Boots `v` once to a health reply; with `console_line`, the guest must also have printed
+/// that line on its console (waited for within the same deadline, before the health check).
+fn hull_boot(
+    s: &Setup,
+    v: &Variant,
+    tag: &str,
+    console_line: Option<&str>,
+) -> Result<HullRun, String> {
     let uds = s.dir.join("v.sock");
     let t0 = Instant::now();
     let deadline = t0 + s.timeout;
@@ -126,6 +134,17 @@ fn hull_boot(s: &Setup, v: &Variant, tag: &str) -> Result<HullRun, String> {
                 format!("/proc/{}/smaps", child.id()),
                 out.join(format!("{tag}-smaps.txt")),
             );
+        }
+        // Before the health check: in the lab a guest busy printing to its 8250 (a VM exit per
+        // byte) can miss hullctl's deadline.
+        if let Some(line) = console_line {
+            let console = s.log_path(&format!("{tag}-console.log"));
+            let seen = || {
+                std::fs::read_to_string(&console).is_ok_and(|c| c.lines().any(|l| l.contains(line)))
+            };
+            if !wait_until(deadline, seen) {
+                return Err(format!("the console never showed {line:?}"));
+            }
         }
         let mut h = Command::new(s.ctl)
             .args(["agent-health", "--uds"])
@@ -291,15 +310,20 @@ fn print_phases(hull: &[HullRun], base: Option<&[HullRun]>) {
     }
 }
 
-/// One more hull boot with `initcall_debug`, and the costliest initcalls from its console.
-/// The kernel prints each initcall's line outside the time it measures, so the UART's cost of
-/// printing them lengthens this boot but not the figures.
+/// One more hull boot with `initcall_debug`, and the costliest initcalls from its log. The boot
+/// stays as quiet as the others (the debug lines only go to the kernel's ring buffer, a verbose
+/// console would add a VM exit per byte to the initcalls that print); hull-agent copies the log
+/// to the console once it serves (`hull_contract::guest_env`).
 fn initcall_profile(s: &Setup) -> Result<(), String> {
     let v = Variant {
-        cmdline: format!("{} initcall_debug loglevel=8", s.hull.cmdline),
+        cmdline: format!(
+            "{} initcall_debug log_buf_len=1M {}=1",
+            s.hull.cmdline,
+            guest_env::KMSG_TO_CONSOLE
+        ),
         ..s.hull.clone()
     };
-    hull_boot(s, &v, "hull-initcalls")?;
+    hull_boot(s, &v, "hull-initcalls", Some(guest_env::KMSG_COPIED))?;
     let console = std::fs::read_to_string(s.log_path("hull-initcalls-console.log"))
         .map_err(|e| format!("read the initcall boot's console: {e}"))?;
     let syms = match s.system_map {
@@ -344,12 +368,12 @@ pub(crate) fn boot(s: &Setup, runs: usize) -> bool {
         failed = true;
     };
     for i in 0..runs {
-        match hull_boot(s, &s.hull, &format!("hull-{i}")) {
+        match hull_boot(s, &s.hull, &format!("hull-{i}"), None) {
             Ok(r) => hull.push(r),
             Err(e) => note(format!("hull run {i}: {e}")),
         }
         if let Some(b) = &s.baseline {
-            match hull_boot(s, b, &format!("baseline-{i}")) {
+            match hull_boot(s, b, &format!("baseline-{i}"), None) {
                 Ok(r) => base.push(r),
                 Err(e) => note(format!("baseline run {i}: {e}")),
             }

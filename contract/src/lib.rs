@@ -5,7 +5,8 @@
 //! | module | between | what |
 //! |---|---|---|
 //! | [`vsock`] | shim, hullctl ↔ hull-vmm ↔ agent | guest CID, ports, the hybrid-vsock handshake |
-//! | [`boot_timer`] | agent → hull-vmm | the "agent ready" port write |
+//! | [`boot_timer`] | agent → hull-vmm | the "/init started" and "agent ready" port writes |
+//! | [`guest_env`] | shim, bench → agent | kernel command-line words the agent reads |
 //! | [`vmm_args`] | shim, tests → hull-vmm | hull-vmm's command line, as a typed builder |
 //! | this module | shim ↔ hull-vmm ↔ agent | VM limits and the virtio-fs tag |
 //!
@@ -13,6 +14,7 @@
 //! bring their own sockets and runtimes.
 
 pub mod boot_timer;
+pub mod guest_env;
 pub mod vmm_args;
 pub mod vsock;
 
