@@ -88,6 +88,9 @@ fn anon_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The tag of the first boot of this tree's hull (`boot`'s loop names them `hull-{i}`).
+const FIRST_HULL_TAG: &str = "hull-0";
+
 /// Boots `v` once to a health reply; with `console_line`, the guest must also have printed
 /// that line on its console (waited for within the same deadline, before the health check).
 fn hull_boot(
@@ -129,7 +132,8 @@ fn hull_boot(
         let (total, guest) = rss_kib(child.id());
         run.rss_kib = (total - guest) as f64;
         run.anon_kib = anon_kib(child.id()) as f64;
-        if let Some(out) = s.out {
+        // Of the first hull boot only: the copy lies on the timed path to the health reply.
+        if let (Some(out), FIRST_HULL_TAG) = (s.out, tag) {
             let _ = std::fs::copy(
                 format!("/proc/{}/smaps", child.id()),
                 out.join(format!("{tag}-smaps.txt")),
