@@ -16,6 +16,9 @@ use hull_agent::storage::StorageConfig;
 use hull_agent::{engine, init, portfwd, reaper, server, switch_root, sys, AGENT_VERSION};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// How long a host-mode agent told to stop lets in-flight RPCs finish.
+const SERVER_SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
+
 #[derive(Debug, Parser)]
 #[command(name = "hull-agent", version, about = "hull guest agent (PID 1)")]
 struct Args {
@@ -222,7 +225,13 @@ async fn run(args: Args, is_init: bool, logs: LogBuffer) -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     tracing::info!("shutting down");
-    server.shutdown().await.context("shut down ttrpc server")?;
+    // ttrpc waits up to 5 s per connection for its handlers, and the shim's long polls
+    // (GetOOMEvent, stdout reads) only end with their container: the shim that sent SIGTERM
+    // waited that long for every pod, and `shim delete` after it.
+    match tokio::time::timeout(SERVER_SHUTDOWN_GRACE, server.shutdown()).await {
+        Ok(r) => r.context("shut down ttrpc server")?,
+        Err(_) => tracing::debug!("ttrpc handlers still running at exit"),
+    }
     for addr in [Some(&args.listen), portfwd.as_ref()].into_iter().flatten() {
         if let ListenAddr::Unix(path) = addr {
             let _ = std::fs::remove_file(path);
