@@ -65,18 +65,17 @@ fn main() {
     }
     let is_init = std::process::id() == 1;
     if is_init {
-        // The boot profile's "/init started" (bench/vmm); after the switch_root below the
-        // agent comes here again, and the VMM keeps only the first mark. Nothing to report
-        // on failure yet: tracing is not set up, and the ready mark will fail the same way.
+        // The boot profile's "/init started" (bench/vmm). Nothing to report on failure yet:
+        // tracing is not set up, and the ready mark will fail the same way.
         let _ = sys::boot_timer_mark(hull_contract::boot_timer::INIT_STARTED);
     }
     if is_init && switch_root::needed() {
-        // Containers cannot pivot_root while the agent runs from the initramfs.
-        let mut argv = std::env::args_os();
-        let exe = argv.next().unwrap_or_else(|| "/init".into());
-        let rest: Vec<_> = argv.collect();
-        let e = switch_root::switch_and_reexec(std::path::Path::new(&exe), &rest);
-        eprintln!("hull-agent: cannot leave the initramfs ({e}); containers will fail to start");
+        // Containers cannot pivot_root while `/` is the initramfs.
+        if let Err(e) = switch_root::switch() {
+            eprintln!(
+                "hull-agent: cannot leave the initramfs ({e}); containers will fail to start"
+            );
+        }
     }
     // The first console line: the lab smoke test and the VMM's boot log look for it.
     eprintln!(
