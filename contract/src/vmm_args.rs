@@ -33,6 +33,7 @@ pub mod flag {
     pub const CONSOLE: &str = "console";
     pub const BOOT_TIMER: &str = "boot-timer";
     pub const NO_RNG: &str = "no-rng";
+    pub const NO_FREE_PAGE_REPORTING: &str = "no-free-page-reporting";
     pub const ALLOW_SOFTWARE_KVM: &str = "allow-software-kvm";
     pub const METRICS_ON_EXIT: &str = "metrics-on-exit";
     pub const API_SOCK: &str = "api-sock";
@@ -173,6 +174,7 @@ pub struct VmmArgs {
     pub console: Console,
     pub boot_timer: bool,
     pub no_rng: bool,
+    pub no_free_page_reporting: bool,
     pub allow_software_kvm: bool,
     pub metrics_on_exit: bool,
     pub api_sock: Option<PathBuf>,
@@ -230,6 +232,7 @@ impl VmmArgs {
         for (on, name) in [
             (self.boot_timer, flag::BOOT_TIMER),
             (self.no_rng, flag::NO_RNG),
+            (self.no_free_page_reporting, flag::NO_FREE_PAGE_REPORTING),
             (self.allow_software_kvm, flag::ALLOW_SOFTWARE_KVM),
             (self.metrics_on_exit, flag::METRICS_ON_EXIT),
             (self.no_seccomp, flag::NO_SECCOMP),

@@ -104,6 +104,10 @@ pub(crate) struct VmSection {
     /// Seconds from exec of hull-vmm until the agent must answer its health check.
     #[serde(default = "default_boot_timeout_secs")]
     pub(crate) boot_timeout_secs: u32,
+    /// The guest reports free memory and hull-vmm gives its host pages back (a virtio-balloon
+    /// that never inflates; vmm/API.md).
+    #[serde(default = "default_true")]
+    pub(crate) free_page_reporting: bool,
 }
 
 /// `[virtiofs]`: the per-pod virtiofsd that serves the pod's share (DESIGN §1).
@@ -211,6 +215,9 @@ fn default_memory_mib() -> u32 {
 }
 fn default_overhead_memory_mib() -> u32 {
     64
+}
+fn default_true() -> bool {
+    true
 }
 fn default_boot_timeout_secs() -> u32 {
     30
@@ -402,6 +409,7 @@ initrd = "/usr/local/share/hull/initrd.cpio.gz"
         assert_eq!(c.vm.default_memory_mib, 256);
         assert_eq!(c.vm.overhead_memory_mib, 64);
         assert_eq!(c.vm.boot_timeout_secs, 30);
+        assert!(c.vm.free_page_reporting);
         assert_eq!(c.log.level, "info");
         assert!(c.vm.kernel_params.is_empty());
     }

@@ -188,6 +188,7 @@ mod tests {
             default_memory_mib: 256,
             overhead_memory_mib: 64,
             boot_timeout_secs: 30,
+            free_page_reporting: true,
         }
     }
 

@@ -55,6 +55,9 @@ pub struct Args {
     /// No virtio-rng device.
     #[arg(long = flag::NO_RNG)]
     no_rng: bool,
+    /// No virtio-balloon: the guest cannot report free memory for the host to release.
+    #[arg(long = flag::NO_FREE_PAGE_REPORTING)]
+    no_free_page_reporting: bool,
     /// Boot anyway on a software-KVM (kvm_pvm) host.
     #[arg(long = flag::ALLOW_SOFTWARE_KVM)]
     allow_software_kvm: bool,
@@ -102,6 +105,7 @@ impl Args {
             fs: self.fs.clone(),
             net: self.net.clone(),
             rng: !self.no_rng,
+            free_page_reporting: !self.no_free_page_reporting,
             console: self.console.clone(),
             boot_timer: self.boot_timer,
             allow_software_kvm: self.allow_software_kvm,
@@ -160,6 +164,7 @@ mod tests {
             console: Console::File("off".into()),
             boot_timer: true,
             no_rng: true,
+            no_free_page_reporting: true,
             allow_software_kvm: true,
             metrics_on_exit: true,
             api_sock: Some("/run/pod/api.sock".into()),
@@ -207,6 +212,7 @@ mod tests {
                     },
                 ],
                 rng: false,
+                free_page_reporting: false,
                 console: ConsoleConfig::File("./off".into()),
                 boot_timer: true,
                 allow_software_kvm: true,

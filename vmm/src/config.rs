@@ -246,6 +246,10 @@ pub struct VmConfig {
     pub net: Vec<NetConfig>,
     #[serde(default = "default_true")]
     pub rng: bool,
+    /// A virtio-balloon through which the guest reports free memory, whose host backing
+    /// hull-vmm then releases.
+    #[serde(default = "default_true")]
+    pub free_page_reporting: bool,
     #[serde(default)]
     pub console: ConsoleConfig,
     #[serde(default)]
@@ -287,6 +291,7 @@ impl Default for VmConfig {
             fs: vec![],
             net: vec![],
             rng: true,
+            free_page_reporting: true,
             console: ConsoleConfig::Stdout,
             boot_timer: false,
             allow_software_kvm: false,
@@ -364,10 +369,25 @@ impl VmConfig {
                 return bad(&format!("net mac {} is used twice", n.mac));
             }
         }
-        if self.cmdline.len() >= crate::arch::CMDLINE_MAX_SIZE - 256 {
+        if self.cmdline.len() + self.cmdline_added() >= crate::arch::CMDLINE_MAX_SIZE {
             return bad("command line too long");
         }
         Ok(())
+    }
+
+    /// The most hull-vmm adds to the command line (`builder.rs`): one
+    /// `virtio_mmio.device=4K@0xd0000000:NN` per device and the page reporting order, each
+    /// with a separating space.
+    fn cmdline_added(&self) -> usize {
+        const DEVICE: &str = " virtio_mmio.device=4K@0xd0000000:NN";
+        const REPORTING: &str = "page_reporting.page_reporting_order=5 ";
+        let devices = usize::from(self.vsock.is_some())
+            + self.disks.len()
+            + self.fs.len()
+            + usize::from(self.rng)
+            + usize::from(self.free_page_reporting)
+            + self.net.len();
+        devices * DEVICE.len() + usize::from(self.free_page_reporting) * REPORTING.len()
     }
 }
 
@@ -540,5 +560,22 @@ mod tests {
         assert_eq!(c.fs[0].tag, "hull");
         let j = r#"{"kernel":"/k","vcpus":2,"bogus":1}"#;
         assert!(serde_json::from_str::<VmConfig>(j).is_err());
+    }
+
+    /// A command line that validates leaves room for every device entry and the page
+    /// reporting order hull-vmm appends; one device more and it no longer validates.
+    #[test]
+    fn command_line_leaves_room_for_what_hull_vmm_adds() {
+        let mut c = VmConfig {
+            kernel: Some("k".into()),
+            ..VmConfig::default()
+        };
+        c.cmdline = "x".repeat(crate::arch::CMDLINE_MAX_SIZE - 1 - c.cmdline_added());
+        c.validate().unwrap();
+        c.net = vec!["fd=3,mac=02:00:00:00:00:01".parse().unwrap()];
+        assert!(c.validate().is_err());
+        c.net.clear();
+        c.free_page_reporting = false;
+        c.validate().unwrap();
     }
 }

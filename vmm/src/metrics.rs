@@ -198,7 +198,7 @@ pub static METRICS: Metrics = Metrics {
 /// One virtio device in a [`MetricsReport`].
 #[derive(Debug, Serialize)]
 pub struct DeviceReport {
-    /// The virtio device type (1 net, 2 blk, 4 rng, 19 vsock, 26 fs).
+    /// The virtio device type (1 net, 2 blk, 4 rng, 5 balloon, 19 vsock, 26 fs).
     #[serde(rename = "type")]
     pub device_type: u32,
     pub activated: bool,

@@ -290,6 +290,7 @@ fn kick_signal() -> libc::c_int {
 ///   panic that aborts raises it on its own thread; it must die of that, see
 ///   `vmm::install_crash_handlers`). No `kill`/`tkill` at all: nothing else is signalled.
 /// - `rt_sigaction` for [`CRASH_SIGNALS`] (the pre-boot filter allows it for every signal).
+/// - `fallocate` only to punch a hole (the VMM thread; the balloon's free page reporting).
 fn arg_rules(
     kind: ThreadKind,
     tgid: libc::pid_t,
@@ -330,6 +331,11 @@ fn arg_rules(
             u64::from(libc::AF_UNIX.unsigned_abs()),
         )?;
         m.insert(libc::SYS_socket, vec![rule(kind, vec![unix])?]);
+        // The balloon releases guest RAM the guest reported free (`devices/balloon`): a
+        // hole punched in the memfd, never a size change or an allocation.
+        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        let punch = cond(kind, 1, SeccompCmpOp::Eq, u64::from(punch.unsigned_abs()))?;
+        m.insert(libc::SYS_fallocate, vec![rule(kind, vec![punch])?]);
     }
     Ok(m)
 }
@@ -486,6 +492,27 @@ mod tests {
         assert_eq!(outcomes(netlink), [KILLED, KILLED, KILLED]);
         assert_eq!(outcomes(unix), [ALLOWED, ALLOWED, KILLED]);
         assert_eq!(outcomes(unix_high), [ALLOWED, ALLOWED, KILLED]);
+    }
+
+    #[test]
+    fn fallocate_only_punches_holes() {
+        let punch = || {
+            // SAFETY: no pointers; fd -1 makes the call fail (EBADF) when allowed.
+            unsafe {
+                libc::fallocate(
+                    -1,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    0,
+                    4096,
+                )
+            };
+        };
+        let allocate = || {
+            // SAFETY: as above.
+            unsafe { libc::fallocate(-1, 0, 0, 4096) };
+        };
+        assert_eq!(outcomes(punch), [ALLOWED, ALLOWED, KILLED]);
+        assert_eq!(outcomes(allocate), [KILLED, KILLED, KILLED]);
     }
 
     #[test]

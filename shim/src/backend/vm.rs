@@ -417,6 +417,7 @@ impl VmPod {
         });
         // The operator's parameters come after hull's, so `loglevel=7` there undoes `quiet`.
         args.cmdline_append = Some(kernel_params(&cfg.vm.kernel_params));
+        args.no_free_page_reporting = !cfg.vm.free_page_reporting;
         let mut fds = vec![];
         if let Some(n) = &pod_net {
             for (fd_no, nic) in (3..).zip(&n.nics) {

@@ -1,5 +1,6 @@
 //! Guest-visible devices: legacy PC devices and virtio devices, one folder each.
 
+pub(crate) mod balloon;
 pub(crate) mod blk;
 pub(crate) mod legacy;
 pub(crate) mod net;

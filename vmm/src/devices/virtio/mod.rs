@@ -12,6 +12,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub use self::chain::{ChainError, DescChain};
 pub(crate) use self::mmio::MmioTransport;
+use crate::devices::balloon::BalloonMetrics;
 use crate::devices::blk::BlockMetrics;
 use crate::devices::net::NetMetrics;
 use crate::devices::rng::RngMetrics;
@@ -26,6 +27,7 @@ pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
+pub const TYPE_BALLOON: u32 = 5;
 pub const TYPE_VSOCK: u32 = 19;
 pub const TYPE_FS: u32 = 26;
 
@@ -246,6 +248,7 @@ pub enum DeviceMetrics {
     Block(Arc<BlockMetrics>),
     Net(Arc<NetMetrics>),
     Rng(Arc<RngMetrics>),
+    Balloon(Arc<BalloonMetrics>),
     Vsock(Arc<VsockMetrics>),
     Fs(Arc<FsMetrics>),
 }
@@ -256,6 +259,7 @@ impl serde::Serialize for DeviceMetrics {
             DeviceMetrics::Block(m) => m.serialize(s),
             DeviceMetrics::Net(m) => m.serialize(s),
             DeviceMetrics::Rng(m) => m.serialize(s),
+            DeviceMetrics::Balloon(m) => m.serialize(s),
             DeviceMetrics::Vsock(m) => m.serialize(s),
             DeviceMetrics::Fs(m) => m.serialize(s),
         }
