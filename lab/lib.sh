@@ -46,6 +46,33 @@ wait_for() { poll $(($3 * 10)) grep -q "$2" "$1"; }
 wait_gone() { poll $(($2 * 10)) lab_gone "$1"; }
 lab_gone() { ! kill -0 "$1" 2>/dev/null; }
 
+# --- guest memory ---------------------------------------------------------------------------
+# guest_ram_kib PID: KiB the guest RAM memfd of hull-vmm PID holds (st_blocks), the host
+# memory behind it. A mapping's RSS or PSS undercounts it once free page reporting punched
+# holes that split 2 MiB pages (the rest stays in the file, unmapped until touched).
+guest_ram_kib() {
+	local f
+	for f in /proc/"$1"/fd/*; do
+		[[ $(readlink "$f") == /memfd:hull-guest-ram* ]] || continue
+		echo $(($(stat -L -c %b "$f") / 2))
+		return
+	done
+	echo 0
+}
+# guest_ram_settled PID: guest_ram_kib PID once it has held still for 4 s, at most 60 s. The
+# guest reports freed memory 2 s after freeing it, then a batch every 2 s while some stays
+# unreported, and the lab is slow.
+guest_ram_settled() {
+	local i prev=-1 same=0 kib=0
+	for ((i = 0; i < 30 && same < 2; i++)); do
+		sleep 2
+		kib=$(guest_ram_kib "$1")
+		if [[ $kib == "$prev" ]]; then same=$((same + 1)); else same=0; fi
+		prev=$kib
+	done
+	echo "$kib"
+}
+
 # --- files ----------------------------------------------------------------------------------
 # fresh_dir DIR: DIR, empty (stale files of an earlier run would satisfy a script's waits).
 fresh_dir() {

@@ -13,7 +13,7 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::{self, boot, mptable, regs::EntryMode};
-use crate::config::{ConsoleConfig, VmConfig};
+use crate::config::{ConsoleConfig, VmConfig, PAGE_REPORTING_ORDER};
 use crate::device_manager::bus::{Bus, BusDevice};
 use crate::device_manager::MmioAllocator;
 use crate::devices::balloon::Balloon;
@@ -244,9 +244,8 @@ pub fn build_and_boot(config: &VmConfig, host: HostKvm) -> Result<Vmm, BuildErro
         // blocks exist in a guest that just booted: in the lab, order 9 gave back nothing
         // after boot, order 5 the 6 MiB that 2 MiB host pages had added to a 30 MiB guest
         // (vmm/API.md). Before the caller's command line, which may set another order.
-        cmdline
-            .insert("page_reporting.page_reporting_order", "5")
-            .map_err(BuildError::Cmdline)?;
+        let (key, value) = PAGE_REPORTING_ORDER;
+        cmdline.insert(key, value).map_err(BuildError::Cmdline)?;
     }
     cmdline
         .insert_str(&config.cmdline)

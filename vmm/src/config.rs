@@ -265,6 +265,10 @@ pub struct VmConfig {
     pub raw_payload_32bit: bool,
 }
 
+/// The kernel parameter hull-vmm puts first on the command line of a VM with free page
+/// reporting: the guest reports free blocks from order 5 (128 KiB) up (why: `builder.rs`).
+pub(crate) const PAGE_REPORTING_ORDER: (&str, &str) = ("page_reporting.page_reporting_order", "5");
+
 fn default_cmdline() -> String {
     DEFAULT_CMDLINE.to_string()
 }
@@ -376,18 +380,19 @@ impl VmConfig {
     }
 
     /// The most hull-vmm adds to the command line (`builder.rs`): one
-    /// `virtio_mmio.device=4K@0xd0000000:NN` per device and the page reporting order, each
+    /// `virtio_mmio.device=4K@0xd0000000:NN` per device and [`PAGE_REPORTING_ORDER`], each
     /// with a separating space.
     fn cmdline_added(&self) -> usize {
         const DEVICE: &str = " virtio_mmio.device=4K@0xd0000000:NN";
-        const REPORTING: &str = "page_reporting.page_reporting_order=5 ";
+        let (key, value) = PAGE_REPORTING_ORDER;
+        let reporting = key.len() + "=".len() + value.len() + " ".len();
         let devices = usize::from(self.vsock.is_some())
             + self.disks.len()
             + self.fs.len()
             + usize::from(self.rng)
             + usize::from(self.free_page_reporting)
             + self.net.len();
-        devices * DEVICE.len() + usize::from(self.free_page_reporting) * REPORTING.len()
+        devices * DEVICE.len() + usize::from(self.free_page_reporting) * reporting
     }
 }
 

@@ -125,17 +125,6 @@ boot_no_uart
 # hull-vmm releases their host memory. Once the guest is idle, hull-vmm must have released
 # some (2 MiB host pages hold free guest blocks after boot); the guest RAM's size next to a
 # boot without the device is information only.
-# KiB the guest RAM memfd holds (st_blocks): the host memory behind it. The mapping's RSS
-# undercounts once punched holes split 2 MiB pages (the rest stays in the file, unmapped).
-guest_kib() {
-	local f
-	for f in /proc/"$1"/fd/*; do
-		[[ $(readlink "$f") == /memfd:hull-guest-ram* ]] || continue
-		echo $(($(stat -L -c %b "$f") / 2))
-		return
-	done
-	echo 0
-}
 # boot_reporting TAG [vmm args...]: sets $guest_kib_idle.
 boot_reporting() {
 	local tag=$1 d pid
@@ -147,16 +136,7 @@ boot_reporting() {
 	pid=$!
 	"$CTL" agent-health --uds "$d/v.sock" --wait 180 >"$OUT/health-$tag.out" 2>&1 ||
 		flunk "$tag: agent-health: $(tail -2 "$OUT/health-$tag.out")"
-	# Linux reports a batch 2 s after memory was freed, then one more every 2 s while free
-	# blocks remain unreported: wait until the guest RAM holds still for 4 s (at most
-	# 60 s; the emulated lab is slow).
-	local i prev=-1 same=0
-	for ((i = 0; i < 30 && same < 2; i++)); do
-		sleep 2
-		guest_kib_idle=$(guest_kib "$pid")
-		if [[ $guest_kib_idle == "$prev" ]]; then same=$((same + 1)); else same=0; fi
-		prev=$guest_kib_idle
-	done
+	guest_kib_idle=$(guest_ram_settled "$pid")
 	stop_vmm "$pid" "$tag" || flunk "$tag: exit $? after SIGTERM: $(tail -2 "$OUT/vmm-$tag.err")"
 	grep -m1 '^{' "$OUT/vmm-$tag.err" >"$OUT/metrics-$tag.json" || true
 	rm -rf "$d"
