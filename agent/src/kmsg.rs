@@ -8,6 +8,56 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use hull_contract::guest_env::{KMSG_COPIED, KMSG_TO_CONSOLE};
 
+/// Whether this process started without a console: a guest booted with no UART finds none to
+/// open for /init, and fd 2 is then the /dev/null Rust's runtime put there (guest/README).
+pub fn console_missing() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(stderr) = io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let (Ok(err), Ok(null)) = (
+        std::fs::File::from(stderr).metadata(),
+        std::fs::metadata("/dev/null"),
+    ) else {
+        return false;
+    };
+    err.rdev() == null.rdev() && err.dev() == null.dev() && err.ino() == null.ino()
+}
+
+/// PID 1's log lines for the kernel log when there is no console: each `write` (the fmt
+/// layer writes each event once) becomes one record, tagged. At a panic the end of the
+/// kernel log is what hull-vmm gets back from the guest (ramoops, vmm/src/pstore.rs), so an
+/// agent that fails before the kernel panics says why there. The kernel rate-limits writers
+/// of /dev/kmsg (10 lines in 5 s by default): these are warnings and errors only.
+#[derive(Debug)]
+pub struct KernelLog(std::fs::File);
+
+impl KernelLog {
+    const TAG: &'static [u8] = b"hull-agent: ";
+
+    pub fn open() -> io::Result<Self> {
+        OpenOptions::new()
+            .write(true)
+            .open("/dev/kmsg")
+            .map(KernelLog)
+    }
+}
+
+impl Write for KernelLog {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut record = Vec::with_capacity(Self::TAG.len() + buf.len());
+        record.extend_from_slice(Self::TAG);
+        record.extend_from_slice(buf);
+        self.0.write(&record)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Whether the kernel command line asked for the copy.
 pub fn wanted() -> bool {
     std::env::var_os(KMSG_TO_CONSOLE).is_some_and(|v| v == "1")
@@ -59,6 +109,19 @@ pub fn copy_to(out: &mut impl Write) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_log_line_is_one_tagged_write() {
+        let f = tempfile::tempfile().expect("tmp");
+        let mut k = KernelLog(f.try_clone().expect("dup"));
+        let line = b" WARN ignoring init arguments: x\n";
+        assert_eq!(k.write(line).expect("write"), line.len());
+        let mut got = String::new();
+        let mut f = f;
+        std::io::Seek::rewind(&mut f).expect("rewind");
+        f.read_to_string(&mut got).expect("read");
+        assert_eq!(got, "hull-agent:  WARN ignoring init arguments: x\n");
+    }
 
     #[test]
     fn records_read_as_dmesg_prints_them() {

@@ -244,7 +244,8 @@ async fn run(args: Args, is_init: bool, logs: LogBuffer) -> anyhow::Result<()> {
 /// fatal error it says why on the console and keeps reaping, so the shim sees a VM that does
 /// not answer and reports the console log.
 fn park_as_init(why: &str) -> ! {
-    eprintln!("hull-agent: fatal: {why}; parking as init");
+    // Through tracing (set up by now): to the console, or the kernel log without one.
+    tracing::error!("fatal: {why}; parking as init");
     loop {
         let _ = reaper::reap_exited();
         std::thread::sleep(Duration::from_secs(1));
@@ -261,20 +262,36 @@ fn init_tracing(logs: &LogBuffer, is_init: bool) {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, Layer};
     let from_env = EnvFilter::try_from_default_env().ok();
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let console = if is_init && from_env.is_none() {
         LevelFilter::WARN
     } else {
         LevelFilter::TRACE
     };
+    // A guest without a console (no UART, the pods' default): the kernel log instead, where
+    // the host finds it after a panic. The kernel stamps the time.
+    let kernel_log = is_init
+        .then(hull_agent::kmsg::console_missing)
+        .unwrap_or(false)
+        .then(hull_agent::kmsg::KernelLog::open)
+        .and_then(Result::ok);
+    let with_time = kernel_log.is_none();
+    let writer = match kernel_log {
+        Some(k) => BoxMakeWriter::new(std::sync::Mutex::new(k)),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    let line = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(writer);
+    let line = if with_time {
+        line.boxed()
+    } else {
+        line.without_time().boxed()
+    };
     tracing_subscriber::registry()
         .with(from_env.unwrap_or_else(|| EnvFilter::new("info")))
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(false)
-                .with_target(false)
-                .with_writer(std::io::stderr)
-                .with_filter(console),
-        )
+        .with(line.with_filter(console))
         .with(logs.layer())
         .init();
 }

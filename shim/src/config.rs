@@ -108,6 +108,11 @@ pub(crate) struct VmSection {
     /// that never inflates; vmm/API.md).
     #[serde(default = "default_true")]
     pub(crate) free_page_reporting: bool,
+    /// Boot pods with the guest's serial console, logged to `console.log`: for debugging.
+    /// Without it (the default) the guest has no UART, and a kernel panic still ends the VM
+    /// as a crash, with the end of the kernel's log in `vmm.log` (vmm/src/pstore.rs).
+    #[serde(default)]
+    pub(crate) guest_console: bool,
 }
 
 /// `[virtiofs]`: the per-pod virtiofsd that serves the pod's share (DESIGN §1).
@@ -410,6 +415,7 @@ initrd = "/usr/local/share/hull/initrd.cpio.gz"
         assert_eq!(c.vm.overhead_memory_mib, 64);
         assert_eq!(c.vm.boot_timeout_secs, 30);
         assert!(c.vm.free_page_reporting);
+        assert!(!c.vm.guest_console);
         assert_eq!(c.log.level, "info");
         assert!(c.vm.kernel_params.is_empty());
     }

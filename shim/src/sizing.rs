@@ -189,6 +189,7 @@ mod tests {
             overhead_memory_mib: 64,
             boot_timeout_secs: 30,
             free_page_reporting: true,
+            guest_console: false,
         }
     }
 

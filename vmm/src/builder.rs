@@ -247,6 +247,14 @@ pub fn build_and_boot(config: &VmConfig, host: HostKvm) -> Result<Vmm, BuildErro
         let (key, value) = PAGE_REPORTING_ORDER;
         cmdline.insert(key, value).map_err(BuildError::Cmdline)?;
     }
+    if config.raw_payload.is_none() {
+        // Where the guest kernel keeps its crash record, read back when it resets: how a
+        // panic of a guest without a console is told from a reboot (`crate::pstore`).
+        for (key, value) in crate::pstore::cmdline_params() {
+            cmdline.insert(key, &value).map_err(BuildError::Cmdline)?;
+        }
+        exit.read_crash_record_from(mem.clone());
+    }
     cmdline
         .insert_str(&config.cmdline)
         .map_err(BuildError::Cmdline)?;

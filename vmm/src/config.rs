@@ -380,8 +380,8 @@ impl VmConfig {
     }
 
     /// The most hull-vmm adds to the command line (`builder.rs`): one
-    /// `virtio_mmio.device=4K@0xd0000000:NN` per device and [`PAGE_REPORTING_ORDER`], each
-    /// with a separating space.
+    /// `virtio_mmio.device=4K@0xd0000000:NN` per device, [`PAGE_REPORTING_ORDER`] and the
+    /// crash record's `ramoops.*` parameters, each with a separating space.
     fn cmdline_added(&self) -> usize {
         const DEVICE: &str = " virtio_mmio.device=4K@0xd0000000:NN";
         let (key, value) = PAGE_REPORTING_ORDER;
@@ -392,7 +392,8 @@ impl VmConfig {
             + usize::from(self.rng)
             + usize::from(self.free_page_reporting)
             + self.net.len();
-        devices * DEVICE.len() + usize::from(self.free_page_reporting) * reporting
+        let pstore = usize::from(self.raw_payload.is_none()) * crate::pstore::cmdline_len();
+        devices * DEVICE.len() + usize::from(self.free_page_reporting) * reporting + pstore
     }
 }
 

@@ -2,9 +2,11 @@
 //! and read by the event loop, which then tears the VM down.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::vstate::memory::GuestMemoryMmap;
 
 /// Process exit status after an orderly end: guest reset or power-off, shutdown, SIGTERM.
 pub const STATUS_OK: i32 = 0;
@@ -34,9 +36,10 @@ pub enum ExitReason {
     /// how a guest kernel that lost its IDT, stack or page tables dies without a panic
     /// message. A guest booted with `reboot=t` also reboots this way, indistinguishably.
     TripleFault { vcpu: u8 },
-    /// The guest kernel printed `Kernel panic - not syncing` on the serial console and then
-    /// reset the machine (hull's `panic=1`; or triple-faulted, with `reboot=t`): a crash, not
-    /// the reboot it looks like to KVM.
+    /// The guest kernel panicked and then reset the machine (hull's `panic=1`; or
+    /// triple-faulted, with `reboot=t`): a crash, not the reboot it looks like to KVM. Known
+    /// from `Kernel panic - not syncing` on the serial console, or without one from the panic
+    /// record the kernel left in guest RAM (`crate::pstore`).
     GuestPanic,
     /// SIGTERM/SIGINT or an API shutdown.
     Stopped,
@@ -62,6 +65,8 @@ pub(crate) struct VmExit {
     reason: Mutex<Option<ExitReason>>,
     /// The serial console saw the kernel's panic line: a reset that follows is the panic's.
     panicked: AtomicBool,
+    /// Guest RAM, where a kernel with ramoops leaves its crash record (set for kernel boots).
+    pstore: OnceLock<GuestMemoryMmap>,
     evt: EventFd,
 }
 
@@ -70,27 +75,54 @@ impl VmExit {
         Ok(VmExit {
             reason: Mutex::new(None),
             panicked: AtomicBool::new(false),
+            pstore: OnceLock::new(),
             evt: EventFd::new(EFD_NONBLOCK)?,
         })
     }
 
     pub fn signal(&self, reason: ExitReason) {
-        // After the panic line, a reset (`reboot=k`) or a triple fault (`reboot=t`) is how
-        // the panic ends the machine.
-        let reason = match reason {
-            ExitReason::GuestReset | ExitReason::TripleFault { .. }
-                if self.panicked.load(Ordering::Acquire) =>
-            {
-                ExitReason::GuestPanic
-            }
-            r => r,
-        };
         let mut r = crate::device_manager::bus::lock(&self.reason);
         if r.is_none() {
-            *r = Some(reason);
+            *r = Some(match reason {
+                ExitReason::GuestReset | ExitReason::TripleFault { .. } => self.reset(reason),
+                r => r,
+            });
         }
         drop(r);
         let _ = self.evt.write(1);
+    }
+
+    /// What a reset or triple fault is: after the panic line on the console, or with a panic
+    /// record in guest RAM, it is how the panic ends the machine (`reboot=k` resets,
+    /// `reboot=t` triple-faults). A crash record the kernel left goes to the log either way:
+    /// without a console it is all the host learns of the guest's end.
+    fn reset(&self, reason: ExitReason) -> ExitReason {
+        let record = self.pstore.get().and_then(crate::pstore::read);
+        if let Some(rec) = &record {
+            // The panic line again at the end: a log's tail (what the shim quotes) is
+            // otherwise the backtrace.
+            let cause = rec
+                .panic_line()
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
+            crate::guest_log::line(format_args!(
+                "the guest kernel's log at its {} (ramoops, {} bytes):\n{}\n\
+                 hull-vmm: end of the guest kernel's log{cause}",
+                rec.reason.to_lowercase(),
+                rec.text.len(),
+                rec.text
+            ));
+        }
+        if self.panicked.load(Ordering::Acquire) || record.is_some_and(|r| r.is_panic()) {
+            ExitReason::GuestPanic
+        } else {
+            reason
+        }
+    }
+
+    /// Lets a reset look for the guest kernel's crash record in `mem` (`crate::pstore`).
+    pub(crate) fn read_crash_record_from(&self, mem: GuestMemoryMmap) {
+        let _ = self.pstore.set(mem);
     }
 
     /// Records that the guest kernel panicked. The VM keeps running: the kernel still prints
@@ -131,6 +163,52 @@ mod tests {
         e.signal(ExitReason::TripleFault { vcpu: 0 });
         assert_eq!(e.reason(), Some(ExitReason::GuestReset));
         assert_eq!(e.eventfd().read().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_reset_with_a_panic_record_in_guest_ram_is_the_panic_and_logs_it() {
+        use vm_memory::{Bytes, GuestAddress};
+        let mem = crate::vstate::memory::create(4 << 20).expect("guest memory");
+        let at = GuestAddress(crate::arch::PSTORE_START);
+        let e = VmExit::new().unwrap();
+        e.read_crash_record_from(mem.clone());
+        let lines = crate::guest_log::capture::lines(|| e.signal(ExitReason::GuestReset));
+        assert_eq!(
+            e.reason(),
+            Some(ExitReason::GuestReset),
+            "no record: a reboot"
+        );
+        assert!(lines.is_empty(), "{lines:?}");
+
+        let panic = "====1.000001-D\nPanic#1 Part1\n<0>[    1.2] Kernel panic - not syncing: x\n";
+        mem.write_slice(&crate::pstore::zone_holding(panic), at)
+            .unwrap();
+        let e = VmExit::new().unwrap();
+        e.read_crash_record_from(mem.clone());
+        let lines = crate::guest_log::capture::lines(|| e.signal(ExitReason::GuestReset));
+        assert_eq!(e.reason(), Some(ExitReason::GuestPanic));
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].starts_with("the guest kernel's log at its panic (ramoops, 42 bytes):\n<0>"),
+            "{lines:?}"
+        );
+        assert!(lines[0].ends_with(
+            "Kernel panic - not syncing: x\n\
+             hull-vmm: end of the guest kernel's log: Kernel panic - not syncing: x"
+        ));
+
+        // An oops record is logged, but the reset stays a reset.
+        mem.write_slice(
+            &crate::pstore::zone_holding(&panic.replace("Panic", "Oops")),
+            at,
+        )
+        .unwrap();
+        let e = VmExit::new().unwrap();
+        e.read_crash_record_from(mem);
+        let lines =
+            crate::guest_log::capture::lines(|| e.signal(ExitReason::TripleFault { vcpu: 0 }));
+        assert_eq!(e.reason(), Some(ExitReason::TripleFault { vcpu: 0 }));
+        assert!(lines[0].contains("at its oops"), "{lines:?}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod fuzzing;
 pub(crate) mod guest_log;
 pub mod hostcheck;
 pub mod metrics;
+pub(crate) mod pstore;
 pub mod seccomp;
 pub mod vmm;
 pub mod vstate;

@@ -52,14 +52,24 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 const LOG_TAIL: usize = 2000;
 /// Kernel parameters of every pod VM before the operator's `vm.kernel_params`. `quiet`: the
 /// console is an emulated 8250, one VM exit per byte, and the full boot log (~20 KB) cost a
-/// booting guest several seconds in the lab; warnings, oopses and the panic line (which
-/// hull-vmm watches for) still reach `console.log`, and so does the agent's own output.
+/// booting guest several seconds in the lab; with `vm.guest_console`, warnings, oopses and
+/// the panic line still reach `console.log`, and so does the agent's own output.
 const POD_KERNEL_PARAMS: &str = "quiet";
+/// Added without `vm.guest_console`: no UART at all, so the kernel neither probes nor
+/// registers one (guest/README has the boot time it saves). A panic is then known from the
+/// crash record the guest kernel leaves in its RAM, which hull-vmm reads back and logs
+/// (vmm/src/pstore.rs); the agent logs its warnings to the kernel log instead.
+const NO_UART_KERNEL_PARAMS: &str = "8250.nr_uarts=0";
 
-/// What the shim appends to hull-vmm's command line: [`POD_KERNEL_PARAMS`], then the
-/// operator's (the kernel takes the last of a repeated parameter).
-fn kernel_params(operator: &str) -> String {
-    format!("{POD_KERNEL_PARAMS} {operator}")
+/// What the shim appends to hull-vmm's command line: [`POD_KERNEL_PARAMS`] (and
+/// [`NO_UART_KERNEL_PARAMS`] without a console), then the operator's (the kernel takes the
+/// last of a repeated parameter).
+fn kernel_params(operator: &str, console: bool) -> String {
+    if console {
+        format!("{POD_KERNEL_PARAMS} {operator}")
+    } else {
+        format!("{POD_KERNEL_PARAMS} {NO_UART_KERNEL_PARAMS} {operator}")
+    }
 }
 
 /// A running pod VM.
@@ -401,8 +411,14 @@ impl VmPod {
 
         let vsock = jail::host_path(&dir, jail::VSOCK_SOCKET);
         let console_path = logs.join("console.log");
-        let console = std::fs::File::create(&console_path)
-            .map_err(io_err(format!("create {}", console_path.display())))?;
+        let console = if cfg.vm.guest_console {
+            Some(
+                std::fs::File::create(&console_path)
+                    .map_err(io_err(format!("create {}", console_path.display())))?,
+            )
+        } else {
+            None
+        };
         let vmm_log = logs.join("vmm.log");
         let log = std::fs::File::create(&vmm_log)
             .map_err(io_err(format!("create {}", vmm_log.display())))?;
@@ -416,7 +432,7 @@ impl VmPod {
             tag: hull_contract::SHARE_FS_TAG.to_owned(),
         });
         // The operator's parameters come after hull's, so `loglevel=7` there undoes `quiet`.
-        args.cmdline_append = Some(kernel_params(&cfg.vm.kernel_params));
+        args.cmdline_append = Some(kernel_params(&cfg.vm.kernel_params, console.is_some()));
         args.no_free_page_reporting = !cfg.vm.free_page_reporting;
         let mut fds = vec![];
         if let Some(n) = &pod_net {
@@ -429,8 +445,14 @@ impl VmPod {
             }
         }
         // The console is opened here and passed: hull-vmm cannot open host paths.
-        args.console = Console::Fd(3 + i32::try_from(fds.len()).unwrap_or(0));
-        fds.push(console.as_raw_fd());
+        args.console = match &console {
+            Some(f) => {
+                let fd_no = 3 + i32::try_from(fds.len()).unwrap_or(0);
+                fds.push(f.as_raw_fd());
+                Console::Fd(fd_no)
+            }
+            None => Console::Off,
+        };
         let vmm = jail.spawn_vmm(jail::VmmLaunch {
             vmm: &cfg.vm.vmm,
             kernel: &cfg.vm.kernel,
@@ -461,10 +483,14 @@ impl VmPod {
         let client = connect_when_ready(&vmm, &virtiofsd, &vsock, deadline)
             .await
             .map_err(|why| {
+                // Without a console, a guest kernel's panic is in hull-vmm's log (pstore).
+                let console = match cfg.vm.guest_console {
+                    true => format!("\n--- guest console ---\n{}", tail(&console_path)),
+                    false => String::new(),
+                };
                 BackendError::AgentStart(format!(
-                    "{why}\n--- hull-vmm log ---\n{}\n--- guest console ---\n{}\n--- virtiofsd log ---\n{}",
+                    "{why}\n--- hull-vmm log ---\n{}{console}\n--- virtiofsd log ---\n{}",
                     tail(&vmm_log),
-                    tail(&console_path),
                     tail(&logs.join("virtiofsd.log"))
                 ))
             })?;
@@ -680,13 +706,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pods_boot_quiet_unless_the_operator_says_otherwise() {
+    fn pods_boot_quiet_without_a_uart_unless_the_operator_says_otherwise() {
         assert_eq!(
-            kernel_params("").split_whitespace().collect::<Vec<_>>(),
+            kernel_params("", false)
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            ["quiet", "8250.nr_uarts=0"]
+        );
+        assert_eq!(
+            kernel_params("", true)
+                .split_whitespace()
+                .collect::<Vec<_>>(),
             ["quiet"]
         );
         // `loglevel=` after `quiet` wins: the kernel parses early parameters in order.
-        assert_eq!(kernel_params("loglevel=7"), "quiet loglevel=7");
+        assert_eq!(kernel_params("loglevel=7", true), "quiet loglevel=7");
     }
 
     #[test]

@@ -31,6 +31,12 @@ pub const CMDLINE_START: u64 = 0x20000;
 pub const CMDLINE_MAX_SIZE: usize = 2048;
 /// Extended BIOS data area: the MP table lives here.
 pub const EBDA_START: u64 = 0x9fc00;
+/// The guest kernel's crash record (ramoops, `crate::pstore`): the start of the legacy VGA
+/// window, which no e820 RAM range covers (the kernel never allocates it) and hull's guests
+/// have no VGA to use, but which is backed by guest RAM like the rest of low memory.
+pub const PSTORE_START: u64 = 0xa_0000;
+/// 16 KiB: the newest ~16 KB of the kernel log at a panic (pstore dumps one part per crash).
+pub const PSTORE_SIZE: u64 = 0x4000;
 /// Start of high memory (kernels are loaded above it).
 pub const HIMEM_START: u64 = 0x10_0000;
 /// RAM below 4 GiB stops here; the rest is the MMIO hole.

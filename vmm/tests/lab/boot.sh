@@ -179,6 +179,20 @@ rc=$?
 	pass "guest panic (panic=1, reboot=k) -> exit 3: $(tail -1 "$OUT/vmm-panic.err")" ||
 	flunk "guest panic: exit $rc: $(tail -2 "$OUT/vmm-panic.err")"
 
+# The same panic without a UART (a pod's default): hull-vmm reads the crash record the kernel
+# left in guest RAM (ramoops, vmm/src/pstore.rs) when it resets -> still exit 3, GuestPanic,
+# with the end of the kernel's log in hull-vmm's own log.
+e="$OUT/vmm-panic-no-uart.err"
+timeout -k 10 120 "$VMM" --kernel "$VMLINUX" --vcpus 1 --mem-mib 128 \
+	--cmdline "$guest_cmdline_quiet 8250.nr_uarts=0" --console off 2>"$e"
+rc=$?
+if [[ $rc == 3 ]] && grep -q "VM ended: GuestPanic" "$e" &&
+	grep -q "the guest kernel's log at its panic (ramoops" "$e" && grep -q "Kernel panic - not syncing" "$e"; then
+	pass "guest panic without a UART -> exit 3 and the kernel log's end: $(grep -m1 -o 'Kernel panic.*' "$e")"
+else
+	flunk "guest panic without a UART: exit $rc: $(tail -3 "$e")"
+fi
+
 # A busybox initrd: writes a pattern to the rw disk vda, reads the ro disk vdb and tries to
 # write it, then `reboot -f` -> the VMM exits 0. The host reads the pattern back. A second
 # busybox initrd runs `poweroff -f` -> the VMM exits 0.
@@ -236,6 +250,28 @@ INIT
 			pass "guest 'poweroff -f' with $n vCPU(s) -> exit 0: $(tail -1 "$OUT/vmm-poweroff-$n.err")" ||
 			flunk "guest poweroff -f ($n vCPUs): exit $rc: $(tail -2 "$OUT/vmm-poweroff-$n.err"); console: $(tail -2 "$c" | tr -d '\r')"
 	done
+	# PID 1 dies in a guest without a UART (a pod's default): the kernel panics ("Attempted
+	# to kill init"), leaves its crash record in guest RAM (ramoops) and resets. hull-vmm must
+	# still call it a guest crash (exit 3) and log the end of the kernel log, including what
+	# /init wrote to /dev/kmsg, as hull-agent does without a console.
+	busybox_initrd "$r/die" "$r/die.cpio.gz" <<'INIT'
+#!/bin/busybox sh
+B=/bin/busybox
+$B mount -t devtmpfs dev /dev
+$B echo "hull-lab: init exits now" >/dev/kmsg
+exit 7
+INIT
+	e="$OUT/vmm-init-dies-no-uart.err"
+	timeout -k 10 120 "$VMM" --kernel "$VMLINUX" --initrd "$r/die.cpio.gz" --vcpus 1 --mem-mib 128 \
+		--cmdline "$guest_cmdline_quiet 8250.nr_uarts=0" --console off 2>"$e"
+	rc=$?
+	if [[ $rc == 3 ]] && grep -q "VM ended: GuestPanic" "$e" &&
+		grep -q "the guest kernel's log at its panic (ramoops" "$e" &&
+		grep -q "hull-lab: init exits now" "$e" && grep -q "Attempted to kill init" "$e"; then
+		pass "init dies without a UART -> exit 3, its kmsg line and the panic in hull-vmm's log: $(grep -m1 -o 'Kernel panic.*' "$e")"
+	else
+		flunk "init dies without a UART: exit $rc: $(tail -4 "$e")"
+	fi
 	rm -rf "$r"
 fi
 
