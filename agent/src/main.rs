@@ -256,13 +256,19 @@ fn park_as_init(why: &str) -> ! {
 /// console, an emulated 8250 that costs a VM exit per byte: an INFO line there cost the boot
 /// ~100 ms in the lab (bench/vmm, guest/README), so the console gets warnings and errors only
 /// unless the kernel command line sets `RUST_LOG` (the kernel passes it to /init).
+///
+/// `RUST_LOG` is one level (`error` … `trace`), not `EnvFilter` directives: their parser
+/// brings a regex engine, ~0.5 MB of the binary, and the binary stays in guest RAM for the
+/// pod's life (guest/README).
 fn init_tracing(logs: &LogBuffer, is_init: bool) {
     use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{EnvFilter, Layer};
-    let from_env = EnvFilter::try_from_default_env().ok();
-    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    use tracing_subscriber::Layer;
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.trim().parse::<LevelFilter>().ok());
     let console = if is_init && from_env.is_none() {
         LevelFilter::WARN
     } else {
@@ -290,7 +296,7 @@ fn init_tracing(logs: &LogBuffer, is_init: bool) {
         line.without_time().boxed()
     };
     tracing_subscriber::registry()
-        .with(from_env.unwrap_or_else(|| EnvFilter::new("info")))
+        .with(from_env.unwrap_or(LevelFilter::INFO))
         .with(line.with_filter(console))
         .with(logs.layer())
         .init();
