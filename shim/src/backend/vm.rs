@@ -499,10 +499,12 @@ impl VmPod {
                 .await
                 .map_err(|e| BackendError::AgentStart(format!("guest network: {e}")))?;
         }
+        let t = std::time::Instant::now();
         SandboxClient::new(client.clone())
             .create_sandbox(ttrpc::context::with_timeout(30_000_000_000), &sandbox)
             .await
             .map_err(|e| BackendError::AgentStart(format!("CreateSandbox: {e}")))?;
+        tracing::debug!(elapsed = ?t.elapsed(), "sandbox created in the agent");
         Ok(Started {
             vmm,
             virtiofsd,

@@ -282,9 +282,13 @@ impl Pod {
     ) -> Result<(u32, Stdio), ShimError> {
         let b = self.launch(&spec.bundle).await?;
         let sandbox_pid = self.sandbox_pid.get().copied();
+        // Each step's time in the debug log: what a pod start spends after the boot.
+        let t = std::time::Instant::now();
         let prepared = b
             .prepare_container(&spec.id, &spec.bundle, root, sandbox_pid)
             .await?;
+        tracing::debug!(id = %spec.id, elapsed = ?t.elapsed(), "container prepared");
+        let t = std::time::Instant::now();
         let (containers, processes) = self.clients()?;
         let req = CreateContainerRequest {
             container_id: spec.id.clone(),
@@ -297,6 +301,7 @@ impl Pod {
         };
         let pid = match containers.create_container(ctx(), &req).await {
             Ok(r) => {
+                tracing::debug!(id = %spec.id, elapsed = ?t.elapsed(), "created in the agent");
                 if spec.id == self.sandbox_id {
                     let _ = self.sandbox_pid.set(r.pid);
                 }
@@ -311,8 +316,12 @@ impl Pod {
             container_id: spec.id.clone(),
             exec_id: String::new(),
         };
+        let t = std::time::Instant::now();
         match Stdio::open(&processes, &p, &spec.stdio, self.events.namespace()).await {
-            Ok(io) => Ok((pid, io)),
+            Ok(io) => {
+                tracing::debug!(id = %spec.id, elapsed = ?t.elapsed(), "stdio open");
+                Ok((pid, io))
+            }
             Err(e) => {
                 let _ = remove_in_agent(&containers, &spec.id).await;
                 b.release_container(&spec.id).await;
