@@ -240,9 +240,9 @@ async fn run(args: Args, is_init: bool, logs: LogBuffer) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// PID 1 must never exit (the kernel would panic and the host would learn nothing): after a
-/// fatal error it says why on the console and keeps reaping, so the shim sees a VM that does
-/// not answer and reports the console log.
+/// PID 1 must never exit (the kernel would panic): after a fatal error it says why (on the
+/// console, or in the kernel log without one) and keeps reaping, so the shim sees a VM that
+/// does not answer and reports its logs.
 fn park_as_init(why: &str) -> ! {
     // Through tracing (set up by now): to the console, or the kernel log without one.
     tracing::error!("fatal: {why}; parking as init");
@@ -282,6 +282,16 @@ fn init_tracing(logs: &LogBuffer, is_init: bool) {
         .then(hull_agent::kmsg::KernelLog::open)
         .and_then(Result::ok);
     let with_time = kernel_log.is_none();
+    if kernel_log.is_some() {
+        // A panic's message goes to stderr, /dev/null here: through tracing it reaches the
+        // kernel log (and the crash record, if PID 1's death panics the kernel) and the
+        // in-memory log.
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            tracing::error!("panic: {info}");
+            default_hook(info);
+        }));
+    }
     let writer = match kernel_log {
         Some(k) => BoxMakeWriter::new(std::sync::Mutex::new(k)),
         None => BoxMakeWriter::new(std::io::stderr),

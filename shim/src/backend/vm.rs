@@ -484,9 +484,10 @@ impl VmPod {
             .await
             .map_err(|why| {
                 // Without a console, a guest kernel's panic is in hull-vmm's log (pstore).
-                let console = match cfg.vm.guest_console {
-                    true => format!("\n--- guest console ---\n{}", tail(&console_path)),
-                    false => String::new(),
+                let console = if cfg.vm.guest_console {
+                    format!("\n--- guest console ---\n{}", tail(&console_path))
+                } else {
+                    String::new()
                 };
                 BackendError::AgentStart(format!(
                     "{why}\n--- hull-vmm log ---\n{}{console}\n--- virtiofsd log ---\n{}",
