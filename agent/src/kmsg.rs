@@ -10,19 +10,16 @@ use hull_contract::guest_env::{KMSG_COPIED, KMSG_TO_CONSOLE};
 
 /// Whether this process started without a console: a guest booted with no UART finds none to
 /// open for /init, and fd 2 is then the /dev/null Rust's runtime put there (guest/README).
+/// Told by the device number, not by a look at /dev/null: PID 1 asks before it mounts /dev.
 pub fn console_missing() -> bool {
     use std::os::fd::AsFd;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let Ok(stderr) = io::stderr().as_fd().try_clone_to_owned() else {
         return false;
     };
-    let (Ok(err), Ok(null)) = (
-        std::fs::File::from(stderr).metadata(),
-        std::fs::metadata("/dev/null"),
-    ) else {
-        return false;
-    };
-    err.rdev() == null.rdev() && err.dev() == null.dev() && err.ino() == null.ino()
+    std::fs::File::from(stderr)
+        .metadata()
+        .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == libc::makedev(1, 3))
 }
 
 /// PID 1's log lines for the kernel log when there is no console: each `write` (the fmt
@@ -30,26 +27,26 @@ pub fn console_missing() -> bool {
 /// kernel log is what hull-vmm gets back from the guest (ramoops, vmm/src/pstore.rs), so an
 /// agent that fails before the kernel panics says why there. The kernel rate-limits writers
 /// of /dev/kmsg (10 lines in 5 s by default): these are warnings and errors only.
-#[derive(Debug)]
-pub struct KernelLog(std::fs::File);
+#[derive(Debug, Default)]
+pub struct KernelLog(Option<std::fs::File>);
 
 impl KernelLog {
     const TAG: &'static [u8] = b"hull-agent: ";
-
-    pub fn open() -> io::Result<Self> {
-        OpenOptions::new()
-            .write(true)
-            .open("/dev/kmsg")
-            .map(KernelLog)
-    }
 }
 
 impl Write for KernelLog {
+    /// Opens /dev/kmsg at the first line that finds it: PID 1 sets up its log before it
+    /// mounts /dev, and a line from before that is lost (as it would be on no console).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut record = Vec::with_capacity(Self::TAG.len() + buf.len());
-        record.extend_from_slice(Self::TAG);
-        record.extend_from_slice(buf);
-        self.0.write(&record)?;
+        if self.0.is_none() {
+            self.0 = OpenOptions::new().write(true).open("/dev/kmsg").ok();
+        }
+        if let Some(f) = &mut self.0 {
+            let mut record = Vec::with_capacity(Self::TAG.len() + buf.len());
+            record.extend_from_slice(Self::TAG);
+            record.extend_from_slice(buf);
+            f.write(&record)?;
+        }
         Ok(buf.len())
     }
 
@@ -113,7 +110,7 @@ mod tests {
     #[test]
     fn each_log_line_is_one_tagged_write() {
         let f = tempfile::tempfile().expect("tmp");
-        let mut k = KernelLog(f.try_clone().expect("dup"));
+        let mut k = KernelLog(Some(f.try_clone().expect("dup")));
         let line = b" WARN ignoring init arguments: x\n";
         assert_eq!(k.write(line).expect("write"), line.len());
         let mut got = String::new();

@@ -276,11 +276,8 @@ fn init_tracing(logs: &LogBuffer, is_init: bool) {
     };
     // A guest without a console (no UART, the pods' default): the kernel log instead, where
     // the host finds it after a panic. The kernel stamps the time.
-    let kernel_log = is_init
-        .then(hull_agent::kmsg::console_missing)
-        .unwrap_or(false)
-        .then(hull_agent::kmsg::KernelLog::open)
-        .and_then(Result::ok);
+    let kernel_log =
+        (is_init && hull_agent::kmsg::console_missing()).then(hull_agent::kmsg::KernelLog::default);
     let with_time = kernel_log.is_none();
     if kernel_log.is_some() {
         // A panic's message goes to stderr, /dev/null here: through tracing it reaches the

@@ -54,6 +54,7 @@ impl Engine {
         spec: oci_spec::runtime::Spec,
         ns: spec::Namespaces,
     ) -> Result<u32> {
+        let t0 = std::time::Instant::now();
         let cgroup = self.cgroups().create(&req.id)?;
         let undo_cgroup = |e: EngineError| {
             let _ = cgroup.remove(std::time::Duration::from_secs(1));
@@ -66,6 +67,7 @@ impl Engine {
         let mut plan = spec::create_plan(&spec, &ns, req.terminal, self.config().host_mode)
             .map_err(undo_cgroup)?;
         plan.cgroup_procs = Some(cgroup.procs_file());
+        tracing::debug!(container = %req.id, elapsed = ?t0.elapsed(), "cgroup and stdio ready");
         let seccomp = plan.process.seccomp.clone();
         let StdioSetup { child, io } = stdio;
         let exe = self.config().init_exe.clone();
@@ -106,7 +108,7 @@ impl Engine {
             .watch(req.id.clone(), container.cgroup.memory_events());
         *container.oom_stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop);
         self.registry().commit(container);
-        tracing::info!(container = %req.id, pid = pid.as_raw(), "created");
+        tracing::info!(container = %req.id, pid = pid.as_raw(), elapsed = ?t0.elapsed(), "created");
         u32::try_from(pid.as_raw()).map_err(|_| EngineError::Internal("negative pid".into()))
     }
 }

@@ -142,6 +142,9 @@ pub(crate) fn launch(
     child_fds: [OwnedFd; 3],
     reaper: &ReaperHandle,
 ) -> Result<Launched> {
+    // Each step's time in the debug log (the helper's exec and start-up, its namespaces and
+    // fork, the container's rootfs and credentials): what a container start spends.
+    let t0 = std::time::Instant::now();
     let (ours, theirs) = UnixStream::pair().map_err(|e| EngineError::io("socketpair", e))?;
     let [fd0, fd1, fd2] = child_fds;
     let mut cmd = Command::new(init_exe);
@@ -158,6 +161,7 @@ pub(crate) fn launch(
     let helper = cmd
         .spawn()
         .map_err(|e| EngineError::io(format!("spawn init helper {init_exe:?}"), e))?;
+    let spawned = t0.elapsed();
     let helper_exit = i32::try_from(helper.id())
         .ok()
         .map(|p| reaper.register(Pid::from_raw(p)));
@@ -182,6 +186,7 @@ pub(crate) fn launch(
             )))
         }
     };
+    let forked = t0.elapsed();
     let exit_rx = reaper.register(pid);
     let fail = |e: EngineError| {
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
@@ -208,12 +213,20 @@ pub(crate) fn launch(
     };
     match plan.kind {
         super::plan::InitKind::Create => match sync.read_reply().map_err(fail)? {
-            Some(InitReply::Ready) => Ok(Launched {
-                pid,
-                exit_rx,
-                sync: Some(sync),
-                terminal,
-            }),
+            Some(InitReply::Ready) => {
+                tracing::debug!(
+                    ?spawned,
+                    ?forked,
+                    ready = ?t0.elapsed(),
+                    "container process ready (helper spawned, its child forked, set up)"
+                );
+                Ok(Launched {
+                    pid,
+                    exit_rx,
+                    sync: Some(sync),
+                    terminal,
+                })
+            }
             Some(InitReply::Error(msg)) => Err(fail(setup_failed(msg))),
             other => Err(fail(setup_failed(format!(
                 "process ended during setup ({other:?})"

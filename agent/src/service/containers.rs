@@ -24,9 +24,11 @@ impl Containers for ContainersService {
             crate::engine::validate_id(&r.container_id, "container id")?;
             let cfg = self.0.sandbox.storage_config().clone();
             let storages = r.storages.clone();
+            let t = std::time::Instant::now();
             let mounted = tokio::task::spawn_blocking(move || storage::mount_all(&cfg, &storages))
                 .await
                 .map_err(|e| crate::engine::EngineError::Internal(e.to_string()))??;
+            tracing::debug!(container = %r.container_id, elapsed = ?t.elapsed(), "storages mounted");
             let req = CreateRequest {
                 id: r.container_id.clone(),
                 exec_id: r.exec_id.clone(),

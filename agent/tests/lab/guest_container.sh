@@ -112,4 +112,27 @@ kill -TERM "$vmm_pid"
 if wait_gone "$vmm_pid" 30; then wait "$vmm_pid"; else flunk "hull-vmm did not stop on SIGTERM"; fi
 vmm_pid=
 grep -iE "panic|fatal" "$OUT/console.log" && flunk "guest console shows a panic/fatal line"
+
+# No UART (a pod's default): hull-agent finds no console and logs to the kernel log instead,
+# where a panic's crash record carries it to the host. RUST_LOG=info makes it log at all;
+# printk.devkmsg=on lifts the kernel's rate limit on /dev/kmsg writers (10 lines in 5 s).
+sock=$work/v2.sock
+"$VMM" --kernel "$VMLINUX" --initrd "$INITRD" --vcpus 1 --mem-mib 256 \
+	--cmdline "$guest_cmdline_quiet 8250.nr_uarts=0 RUST_LOG=info printk.devkmsg=on" \
+	--vsock-uds "$sock" --disk "$img" --console off 2>"$OUT/vmm-no-uart.err" &
+vmm_pid=$!
+if "$CTL" agent-health --uds "$sock" --wait 240 >"$OUT/health-no-uart.out" 2>&1; then
+	ctl sandbox-create --id pod2 --hostname pod2 || flunk "no UART: CreateSandbox"
+	out=$(ctl run --id k1 --block "$serial" --rootfs /run/hull/k1/rootfs -- dmesg 2>&1)
+	if [[ $out == *"hull-agent: "*"ready: serving ttrpc"* ]]; then
+		pass "no UART: the agent logs to the kernel log: $(grep -m1 -o 'hull-agent: .*ready: serving.*' <<<"$out")"
+	else
+		flunk "no UART: no agent line in the kernel log: $(tail -3 <<<"$out")"
+	fi
+else
+	flunk "no UART: agent-health: $(tail -2 "$OUT/health-no-uart.out")"
+fi
+kill -TERM "$vmm_pid"
+if wait_gone "$vmm_pid" 30; then wait "$vmm_pid"; else flunk "hull-vmm (no UART) did not stop on SIGTERM"; fi
+vmm_pid=
 exit $fail
