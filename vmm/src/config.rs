@@ -269,6 +269,11 @@ pub struct VmConfig {
 /// reporting: the guest reports free blocks from order 5 (128 KiB) up (why: `builder.rs`).
 pub(crate) const PAGE_REPORTING_ORDER: (&str, &str) = ("page_reporting.page_reporting_order", "5");
 
+/// Bytes `key=value` adds to a command line, with its separating space.
+pub(crate) fn cmdline_param_len(key: &str, value: &str) -> usize {
+    " ".len() + key.len() + "=".len() + value.len()
+}
+
 fn default_cmdline() -> String {
     DEFAULT_CMDLINE.to_string()
 }
@@ -385,7 +390,7 @@ impl VmConfig {
     fn cmdline_added(&self) -> usize {
         const DEVICE: &str = " virtio_mmio.device=4K@0xd0000000:NN";
         let (key, value) = PAGE_REPORTING_ORDER;
-        let reporting = key.len() + "=".len() + value.len() + " ".len();
+        let reporting = cmdline_param_len(key, value);
         let devices = usize::from(self.vsock.is_some())
             + self.disks.len()
             + self.fs.len()
@@ -568,8 +573,9 @@ mod tests {
         assert!(serde_json::from_str::<VmConfig>(j).is_err());
     }
 
-    /// A command line that validates leaves room for every device entry and the page
-    /// reporting order hull-vmm appends; one device more and it no longer validates.
+    /// A command line that validates leaves room for every device entry, the page reporting
+    /// order and the `ramoops.*` parameters hull-vmm adds; one device more and it no longer
+    /// validates.
     #[test]
     fn command_line_leaves_room_for_what_hull_vmm_adds() {
         let mut c = VmConfig {

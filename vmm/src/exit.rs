@@ -8,6 +8,10 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::vstate::memory::GuestMemoryMmap;
 
+/// The line every Linux panic prints (`panic()` in kernel/panic.c), at KERN_EMERG, so even a
+/// `quiet` console shows it; the serial console watches for it and a crash record names it.
+pub(crate) const KERNEL_PANIC_LINE: &str = "Kernel panic - not syncing";
+
 /// Process exit status after an orderly end: guest reset or power-off, shutdown, SIGTERM.
 pub const STATUS_OK: i32 = 0;
 /// Process exit status when the VMM could not go on (boot failure, KVM or device error).

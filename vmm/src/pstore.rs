@@ -47,7 +47,7 @@ pub(crate) fn cmdline_params() -> [(&'static str, String); 7] {
 pub(crate) fn cmdline_len() -> usize {
     cmdline_params()
         .iter()
-        .map(|(k, v)| " ".len() + k.len() + "=".len() + v.len())
+        .map(|(k, v)| crate::config::cmdline_param_len(k, v))
         .sum()
 }
 
@@ -69,9 +69,13 @@ impl CrashRecord {
     /// The panic's own line (`Kernel panic - not syncing: …`), which comes before its
     /// backtrace: quoted again after the record, so the end of the log names the cause.
     pub fn panic_line(&self) -> Option<&str> {
-        const PANIC: &str = "Kernel panic - not syncing";
-        let line = self.text.lines().rev().find(|l| l.contains(PANIC))?;
-        line.find(PANIC).map(|at| &line[at..])
+        use crate::exit::KERNEL_PANIC_LINE;
+        let line = self
+            .text
+            .lines()
+            .rev()
+            .find(|l| l.contains(KERNEL_PANIC_LINE))?;
+        line.find(KERNEL_PANIC_LINE).map(|at| &line[at..])
     }
 }
 
@@ -144,45 +148,36 @@ fn printable(s: &str) -> String {
         .collect()
 }
 
-/// A dmesg zone holding `text` as ramoops writes a crash record, for tests.
+/// The whole pstore region as a zone header (`sig`, `start`, `size`) and `data`, zero-filled.
+#[cfg(test)]
+fn zone(sig: u32, start: u32, size: u32, data: &[u8]) -> Vec<u8> {
+    let len = usize::try_from(arch::PSTORE_SIZE).expect("16 KiB");
+    let mut z = Vec::with_capacity(len);
+    z.extend(sig.to_le_bytes());
+    z.extend(start.to_le_bytes());
+    z.extend(size.to_le_bytes());
+    z.extend(data);
+    z.resize(len, 0);
+    z
+}
+
+/// The pstore region holding `text` as ramoops writes a crash record, for tests.
 #[cfg(test)]
 pub(crate) fn zone_holding(text: &str) -> Vec<u8> {
     let n = u32::try_from(text.len()).expect("a short text");
-    let mut z = Vec::new();
-    z.extend(DMESG_ZONE_SIG.to_le_bytes());
-    z.extend(n.to_le_bytes());
-    z.extend(n.to_le_bytes());
-    z.extend(text.as_bytes());
-    z
+    zone(DMESG_ZONE_SIG, n, n, text.as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn zone(sig: u32, start: u32, size: u32, data: &[u8]) -> Vec<u8> {
-        let cap = usize::try_from(arch::PSTORE_SIZE).unwrap() - HEADER_LEN;
-        let mut z = Vec::with_capacity(HEADER_LEN + cap);
-        z.extend(sig.to_le_bytes());
-        z.extend(start.to_le_bytes());
-        z.extend(size.to_le_bytes());
-        z.extend(data);
-        z.resize(HEADER_LEN + cap, 0);
-        z
-    }
-
     const PANIC: &str = "====1765000000.123456-D\nPanic#1 Part1\n<6>[    0.5] booting\n\
                          <0>[    1.2] Kernel panic - not syncing: VFS: Unable to mount root fs\n";
 
-    fn record(text: &str) -> Vec<u8> {
-        let mut z = zone_holding(text);
-        z.resize(usize::try_from(arch::PSTORE_SIZE).unwrap(), 0);
-        z
-    }
-
     #[test]
     fn a_panic_record_is_read_back_with_its_reason_and_log() {
-        let r = parse(&record(PANIC)).expect("a record");
+        let r = parse(&zone_holding(PANIC)).expect("a record");
         assert!(r.is_panic());
         assert_eq!(
             r.panic_line(),
@@ -193,7 +188,7 @@ mod tests {
             "<6>[    0.5] booting\n<0>[    1.2] Kernel panic - not syncing: VFS: Unable to mount root fs"
         );
         let oops = PANIC.replace("Panic#1", "Oops#1");
-        let r = parse(&record(&oops)).expect("a record");
+        let r = parse(&zone_holding(&oops)).expect("a record");
         assert_eq!(r.reason, "Oops");
         assert!(!r.is_panic());
     }
@@ -207,8 +202,8 @@ mod tests {
             "zapped at boot"
         );
         let compressed = PANIC.replace("-D\n", "-C\n");
-        assert_eq!(parse(&record(&compressed)), None);
-        assert_eq!(parse(&record("hello\nPanic#1 Part1\nx")), None);
+        assert_eq!(parse(&zone_holding(&compressed)), None);
+        assert_eq!(parse(&zone_holding("hello\nPanic#1 Part1\nx")), None);
     }
 
     #[test]
@@ -245,7 +240,7 @@ mod tests {
     #[test]
     fn control_characters_from_the_guest_do_not_reach_the_host_log() {
         let evil = PANIC.replace("booting", "boot\u{1b}[2J\ring\u{7}");
-        let r = parse(&record(&evil)).expect("a record");
+        let r = parse(&zone_holding(&evil)).expect("a record");
         assert!(r.text.contains("boot?[2J?ing?"), "{}", r.text);
     }
 
@@ -253,7 +248,7 @@ mod tests {
     fn the_record_is_read_from_guest_memory_at_the_pstore_region() {
         let mem = crate::vstate::memory::create(4 << 20).expect("guest memory");
         assert_eq!(read(&mem), None, "fresh memory holds no record");
-        mem.write_slice(&record(PANIC), GuestAddress(arch::PSTORE_START))
+        mem.write_slice(&zone_holding(PANIC), GuestAddress(arch::PSTORE_START))
             .expect("write");
         assert!(read(&mem).expect("a record").is_panic());
     }

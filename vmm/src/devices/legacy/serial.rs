@@ -48,9 +48,8 @@ impl SerialConsole {
     }
 }
 
-/// The line every Linux panic prints (`panic()` in kernel/panic.c), at KERN_EMERG, so even a
-/// `quiet` console shows it.
-const PANIC_LINE: &[u8] = b"Kernel panic - not syncing";
+/// [`crate::exit::KERNEL_PANIC_LINE`], as the console's bytes.
+const PANIC_LINE: &[u8] = crate::exit::KERNEL_PANIC_LINE.as_bytes();
 /// Enough of a line for printk's `[ seconds.micros] ` prefix and [`PANIC_LINE`].
 const LINE_HEAD: usize = 64;
 
