@@ -182,12 +182,19 @@ rc=$?
 # The same panic without a UART (a pod's default): hull-vmm reads the crash record the kernel
 # left in guest RAM (ramoops, vmm/src/pstore.rs) when it resets -> still exit 3, GuestPanic,
 # with the end of the kernel's log in hull-vmm's own log.
-e="$OUT/vmm-panic-no-uart.err"
-timeout -k 10 120 "$VMM" --kernel "$VMLINUX" --vcpus 1 --mem-mib 128 \
-	--cmdline "$guest_cmdline_quiet 8250.nr_uarts=0" --console off 2>"$e"
-rc=$?
-if [[ $rc == 3 ]] && grep -q "VM ended: GuestPanic" "$e" &&
-	grep -q "the guest kernel's log at its panic (ramoops" "$e" && grep -q "Kernel panic - not syncing" "$e"; then
+# panic_without_uart TAG [vmm args...]: boots with no UART and no console; sets $rc and $e
+# (hull-vmm's log) and is true when hull-vmm ended the VM as a guest panic (exit 3,
+# GuestPanic) and logged the kernel's crash record.
+panic_without_uart() {
+	e="$OUT/vmm-$1.err"
+	shift
+	timeout -k 10 120 "$VMM" --kernel "$VMLINUX" --vcpus 1 --mem-mib 128 \
+		--cmdline "$guest_cmdline_quiet 8250.nr_uarts=0" --console off "$@" 2>"$e"
+	rc=$?
+	[[ $rc == 3 ]] && grep -q "VM ended: GuestPanic" "$e" &&
+		grep -q "the guest kernel's log at its panic (ramoops" "$e"
+}
+if panic_without_uart panic-no-uart && grep -q "Kernel panic - not syncing" "$e"; then
 	pass "guest panic without a UART -> exit 3 and the kernel log's end: $(grep -m1 -o 'Kernel panic.*' "$e")"
 else
 	flunk "guest panic without a UART: exit $rc: $(tail -3 "$e")"
@@ -261,12 +268,7 @@ $B mount -t devtmpfs dev /dev
 $B echo "hull-lab: init exits now" >/dev/kmsg
 exit 7
 INIT
-	e="$OUT/vmm-init-dies-no-uart.err"
-	timeout -k 10 120 "$VMM" --kernel "$VMLINUX" --initrd "$r/die.cpio.gz" --vcpus 1 --mem-mib 128 \
-		--cmdline "$guest_cmdline_quiet 8250.nr_uarts=0" --console off 2>"$e"
-	rc=$?
-	if [[ $rc == 3 ]] && grep -q "VM ended: GuestPanic" "$e" &&
-		grep -q "the guest kernel's log at its panic (ramoops" "$e" &&
+	if panic_without_uart init-dies-no-uart --initrd "$r/die.cpio.gz" &&
 		grep -q "hull-lab: init exits now" "$e" && grep -q "Attempted to kill init" "$e"; then
 		pass "init dies without a UART -> exit 3, its kmsg line and the panic in hull-vmm's log: $(grep -m1 -o 'Kernel panic.*' "$e")"
 	else
