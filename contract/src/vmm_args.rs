@@ -37,6 +37,8 @@ pub mod flag {
     pub const ALLOW_SOFTWARE_KVM: &str = "allow-software-kvm";
     pub const METRICS_ON_EXIT: &str = "metrics-on-exit";
     pub const API_SOCK: &str = "api-sock";
+    /// With `--api-sock`: boot at once from the flags; the socket serves the running VM.
+    pub const BOOT: &str = "boot";
     pub const NO_SECCOMP: &str = "no-seccomp";
     /// Test payloads only (hull-vmm's own tests and benchmarks): flat code entered at 0x1000
     /// instead of a kernel, and whether it starts in 32-bit protected mode.
@@ -80,17 +82,111 @@ impl Console {
     }
 }
 
-/// A raw disk image (`--disk PATH[,ro]`).
+/// A token bucket on one I/O stream of a device, written `RATE[:BURST[:ONE_TIME]]`: `rate`
+/// units (bytes or operations) per second; the bucket holds `burst` (default a tenth of a
+/// second's worth, at least 1), and `one_time` more at start, which never refill. hull-vmm's
+/// `--net` and `--disk` take it, and the shim's `[limits]` and pod annotations use the same
+/// words.
+///
+/// ```
+/// use hull_contract::vmm_args::Bucket;
+///
+/// let b: Bucket = "1000000:250000".parse().unwrap();
+/// assert_eq!((b.rate, b.burst(), b.one_time), (1_000_000, 250_000, 0));
+/// assert_eq!("5".parse::<Bucket>().unwrap().burst(), 1);
+/// assert!("0".parse::<Bucket>().is_err());
+/// assert_eq!(b.to_string(), "1000000:250000:0");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    pub rate: u64,
+    /// `None`: the default, [`Bucket::burst`].
+    pub burst: Option<u64>,
+    pub one_time: u64,
+}
+
+impl Bucket {
+    /// The bucket's size: what was asked for, else a tenth of a second's worth, at least 1.
+    pub fn burst(&self) -> u64 {
+        self.burst.unwrap_or((self.rate / 10).max(1))
+    }
+}
+
+impl std::fmt::Display for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.rate, self.burst(), self.one_time)
+    }
+}
+
+impl std::str::FromStr for Bucket {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "rate limit {s:?}: expected RATE[:BURST[:ONE_TIME]] (integers, RATE and BURST > 0)"
+            )
+        };
+        let mut parts = s.split(':').map(|p| p.parse::<u64>().map_err(|_| bad()));
+        let rate = parts.next().ok_or_else(bad)??;
+        let burst = parts.next().transpose()?;
+        let one_time = parts.next().transpose()?.unwrap_or(0);
+        if parts.next().is_some() || rate == 0 || burst == Some(0) {
+            return Err(bad());
+        }
+        Ok(Bucket {
+            rate,
+            burst,
+            one_time,
+        })
+    }
+}
+
+/// Token buckets on one I/O stream: bytes and operations (frames, requests). A request goes
+/// when both have tokens; unset means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IoLimit {
+    pub bytes: Option<Bucket>,
+    pub ops: Option<Bucket>,
+}
+
+impl IoLimit {
+    /// `,{prefix}bytes=…,{prefix}ops=…` for what is set.
+    fn push_to(&self, s: &mut String, prefix: &str) {
+        for (name, b) in [("bytes", &self.bytes), ("ops", &self.ops)] {
+            if let Some(b) = b {
+                s.push_str(&format!(",{prefix}{name}={b}"));
+            }
+        }
+    }
+
+    /// Takes `key=value` if `key` is `{prefix}bytes` or `{prefix}ops`; `Ok(false)` if it is
+    /// another key.
+    pub fn take(&mut self, prefix: &str, key: &str, value: &str) -> Result<bool, String> {
+        let slot = match key.strip_prefix(prefix) {
+            Some("bytes") => &mut self.bytes,
+            Some("ops") => &mut self.ops,
+            _ => return Ok(false),
+        };
+        *slot = Some(value.parse()?);
+        Ok(true)
+    }
+}
+
+/// A raw disk image (`--disk PATH[,ro|rw][,bytes=BUCKET][,ops=BUCKET]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskArg {
     pub path: PathBuf,
     pub read_only: bool,
+    pub limit: IoLimit,
 }
 
 impl DiskArg {
     pub fn to_arg(&self) -> OsString {
         let mut s = self.path.clone().into_os_string();
         s.push(if self.read_only { ",ro" } else { ",rw" });
+        let mut rest = String::new();
+        self.limit.push_to(&mut rest, "");
+        s.push(rest);
         s
     }
 }
@@ -119,12 +215,15 @@ pub enum TapArg {
     Name(String),
 }
 
-/// A virtio-net NIC (`--net fd=N|tap=NAME,mac=MAC[,mtu=N]`).
+/// A virtio-net NIC (`--net fd=N|tap=NAME,mac=MAC[,mtu=N][,rx_bytes=BUCKET][,rx_ops=…]
+/// [,tx_bytes=…][,tx_ops=…]`); rx is host to guest, tx guest to host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetArg {
     pub tap: TapArg,
     pub mac: String,
     pub mtu: Option<u16>,
+    pub rx: IoLimit,
+    pub tx: IoLimit,
 }
 
 impl NetArg {
@@ -134,6 +233,8 @@ impl NetArg {
             tap: TapArg::Fd(fd),
             mac: mac.to_string(),
             mtu: Some(mtu),
+            rx: IoLimit::default(),
+            tx: IoLimit::default(),
         }
     }
 
@@ -147,6 +248,8 @@ impl NetArg {
         if let Some(mtu) = self.mtu {
             s.push_str(&format!(",mtu={mtu}"));
         }
+        self.rx.push_to(&mut s, "rx_");
+        self.tx.push_to(&mut s, "tx_");
         s
     }
 }
@@ -178,6 +281,8 @@ pub struct VmmArgs {
     pub allow_software_kvm: bool,
     pub metrics_on_exit: bool,
     pub api_sock: Option<PathBuf>,
+    /// With `api_sock`: boot from the flags at once instead of waiting for the API's `boot`.
+    pub boot: bool,
     pub no_seccomp: bool,
 }
 
@@ -235,6 +340,7 @@ impl VmmArgs {
             (self.no_free_page_reporting, flag::NO_FREE_PAGE_REPORTING),
             (self.allow_software_kvm, flag::ALLOW_SOFTWARE_KVM),
             (self.metrics_on_exit, flag::METRICS_ON_EXIT),
+            (self.boot, flag::BOOT),
             (self.no_seccomp, flag::NO_SECCOMP),
         ] {
             if on {

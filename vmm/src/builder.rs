@@ -273,8 +273,9 @@ pub fn build_and_boot(config: &VmConfig, host: HostKvm) -> Result<Vmm, BuildErro
         parts.attach(Vsock::new(u64::from(v.cid), mux)?)?;
     }
     for d in &config.disks {
-        let blk =
+        let mut blk =
             Block::new(&d.path, d.read_only).map_err(file_err("cannot open disk", &d.path))?;
+        blk.set_limit(d.limit);
         parts.attach(blk)?;
     }
     // The back end (virtiofsd) must already listen: a VM whose share is missing is useless.

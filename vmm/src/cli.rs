@@ -74,6 +74,10 @@ pub struct Args {
     /// the VM boots on the API's `boot` action.
     #[arg(long = flag::API_SOCK)]
     pub api_sock: Option<PathBuf>,
+    /// With --api-sock: boot from the flags at once; the socket then serves the running VM
+    /// (metrics, rate limits, pause). The shim starts every pod's VM this way.
+    #[arg(long = flag::BOOT, requires = "api_sock")]
+    pub boot: bool,
     /// Do not install seccomp filters (debugging only).
     #[arg(long = flag::NO_SECCOMP)]
     pub no_seccomp: bool,
@@ -119,9 +123,25 @@ impl Args {
 mod tests {
     use std::ffi::OsString;
 
-    use hull_contract::vmm_args::{Console, DiskArg, FsArg, NetArg, TapArg, VmmArgs};
+    use hull_contract::vmm_args::{
+        Bucket, Console, DiskArg, FsArg, IoLimit, NetArg, TapArg, VmmArgs,
+    };
 
     use super::*;
+    use crate::config::{BucketConfig, LimitConfig};
+
+    fn bucket(s: &str) -> Bucket {
+        s.parse().unwrap()
+    }
+
+    /// What the command line carries: the default burst written out.
+    fn limit(rate: u64, burst: Option<u64>, one_time_burst: u64) -> BucketConfig {
+        BucketConfig {
+            rate,
+            burst: Some(burst.unwrap_or((rate / 10).max(1))),
+            one_time_burst,
+        }
+    }
 
     fn parse(a: &VmmArgs) -> Args {
         Args::try_parse_from([OsString::from("hull-vmm")].into_iter().chain(a.to_args()))
@@ -143,10 +163,15 @@ mod tests {
                 DiskArg {
                     path: "/img/a,b.raw".into(),
                     read_only: true,
+                    limit: IoLimit::default(),
                 },
                 DiskArg {
-                    path: "/img/c.raw".into(),
+                    path: "/img/c,bytes=1.raw".into(),
                     read_only: false,
+                    limit: IoLimit {
+                        bytes: Some(bucket("1000000")),
+                        ops: Some(bucket("100:10:1000")),
+                    },
                 },
             ],
             fs: vec![FsArg {
@@ -159,6 +184,14 @@ mod tests {
                     tap: TapArg::Name("tap0".into()),
                     mac: "02:00:00:00:00:02".into(),
                     mtu: None,
+                    rx: IoLimit {
+                        bytes: Some(bucket("12500000:1250000")),
+                        ops: None,
+                    },
+                    tx: IoLimit {
+                        bytes: None,
+                        ops: Some(bucket("1000")),
+                    },
                 },
             ],
             console: Console::File("off".into()),
@@ -168,6 +201,7 @@ mod tests {
             allow_software_kvm: true,
             metrics_on_exit: true,
             api_sock: Some("/run/pod/api.sock".into()),
+            boot: true,
             no_seccomp: true,
         };
         let args = parse(&a);
@@ -187,10 +221,15 @@ mod tests {
                     DiskConfig {
                         path: "/img/a,b.raw".into(),
                         read_only: true,
+                        limit: LimitConfig::default(),
                     },
                     DiskConfig {
-                        path: "/img/c.raw".into(),
+                        path: "/img/c,bytes=1.raw".into(),
                         read_only: false,
+                        limit: LimitConfig {
+                            bytes: Some(limit(1_000_000, None, 0)),
+                            ops: Some(limit(100, Some(10), 1000)),
+                        },
                     },
                 ],
                 fs: vec![FsConfig {
@@ -203,12 +242,22 @@ mod tests {
                         tap: None,
                         mac: "02:00:00:00:00:01".into(),
                         mtu: Some(1450),
+                        rx: LimitConfig::default(),
+                        tx: LimitConfig::default(),
                     },
                     NetConfig {
                         fd: None,
                         tap: Some("tap0".into()),
                         mac: "02:00:00:00:00:02".into(),
                         mtu: None,
+                        rx: LimitConfig {
+                            bytes: Some(limit(12_500_000, Some(1_250_000), 0)),
+                            ops: None,
+                        },
+                        tx: LimitConfig {
+                            bytes: None,
+                            ops: Some(limit(1000, Some(100), 0)),
+                        },
                     },
                 ],
                 rng: false,
@@ -221,7 +270,7 @@ mod tests {
             })
         );
         assert_eq!(args.api_sock, Some(PathBuf::from("/run/pod/api.sock")));
-        assert!(args.metrics_on_exit && args.no_seccomp);
+        assert!(args.metrics_on_exit && args.no_seccomp && args.boot);
     }
 
     #[test]

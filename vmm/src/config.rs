@@ -3,8 +3,11 @@
 
 use std::path::PathBuf;
 
+use hull_contract::vmm_args::IoLimit;
 use hull_contract::{MAX_VCPUS, SHARE_FS_TAG};
 use serde::{Deserialize, Serialize};
+
+pub use crate::devices::rate_limiter::{BucketConfig, LimitConfig};
 
 /// vCPUs and memory when the caller names none.
 pub const DEFAULT_VCPUS: u8 = 1;
@@ -51,29 +54,50 @@ impl std::str::FromStr for ConsoleConfig {
     }
 }
 
-/// A virtio-blk disk: a raw file.
+/// A virtio-blk disk: a raw file, its requests limited by `limit` (bytes moved, requests).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DiskConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub read_only: bool,
+    #[serde(default)]
+    pub limit: LimitConfig,
 }
 
 impl std::str::FromStr for DiskConfig {
     type Err = ConfigError;
-    /// `PATH[,ro]`
+    /// `PATH[,ro|rw][,bytes=BUCKET][,ops=BUCKET]`: taken from the right, so a path may hold
+    /// commas (the shim always writes `ro` or `rw` after it).
     fn from_str(s: &str) -> Result<Self, ConfigError> {
-        let (path, read_only) = match s.rsplit_once(',') {
+        let mut limit = IoLimit::default();
+        let mut rest = s;
+        while let Some((head, tail)) = rest.rsplit_once(',') {
+            let taken = match tail.split_once('=') {
+                Some((k, v)) => limit
+                    .take("", k, v)
+                    .map_err(|e| ConfigError::Invalid(format!("--disk {s:?}: {e}")))?,
+                None => false,
+            };
+            if !taken {
+                break;
+            }
+            rest = head;
+        }
+        let (path, read_only) = match rest.rsplit_once(',') {
             Some((p, "ro")) => (p, true),
             Some((p, "rw")) => (p, false),
-            _ => (s, false),
+            _ => (rest, false),
         };
         if path.is_empty() {
-            return Err(ConfigError::Invalid("--disk needs PATH[,ro]".into()));
+            return Err(ConfigError::Invalid(
+                "--disk needs PATH[,ro|rw][,bytes=BUCKET][,ops=BUCKET]".into(),
+            ));
         }
         Ok(DiskConfig {
             path: PathBuf::from(path),
             read_only,
+            limit: limit.into(),
         })
     }
 }
@@ -126,6 +150,12 @@ pub struct NetConfig {
     /// Largest IP packet the guest may send (default 1500).
     #[serde(default)]
     pub mtu: Option<u16>,
+    /// Host to guest: frames and their bytes.
+    #[serde(default)]
+    pub rx: LimitConfig,
+    /// Guest to host.
+    #[serde(default)]
+    pub tx: LimitConfig,
 }
 
 impl NetConfig {
@@ -180,39 +210,49 @@ impl NetConfig {
                 self.mtu()
             ));
         }
-        Ok(())
+        self.rx.validate("net rx").map_err(ConfigError::Invalid)?;
+        self.tx.validate("net tx").map_err(ConfigError::Invalid)
     }
 }
 
 impl std::str::FromStr for NetConfig {
     type Err = ConfigError;
-    /// `fd=N|tap=NAME,mac=MAC[,mtu=N]`
+    /// `fd=N|tap=NAME,mac=MAC[,mtu=N][,rx_bytes=BUCKET][,rx_ops=…][,tx_bytes=…][,tx_ops=…]`
     fn from_str(s: &str) -> Result<Self, ConfigError> {
         let usage = || {
             ConfigError::Invalid(format!(
-                "--net {s:?}: expected fd=N|tap=NAME,mac=MAC[,mtu=N]"
+                "--net {s:?}: expected fd=N|tap=NAME,mac=MAC[,mtu=N][,rx_bytes=BUCKET]\
+                 [,rx_ops=BUCKET][,tx_bytes=BUCKET][,tx_ops=BUCKET]"
             ))
         };
-        let mut c = NetConfig {
-            fd: None,
-            tap: None,
-            mac: String::new(),
-            mtu: None,
-        };
+        let (mut fd, mut tap, mut mac, mut mtu) = (None, None, String::new(), None);
+        let (mut rx, mut tx) = (IoLimit::default(), IoLimit::default());
         for kv in s.split(',') {
             let (k, v) = kv.split_once('=').ok_or_else(usage)?;
             match k {
-                "fd" => c.fd = Some(v.parse().map_err(|_| usage())?),
-                "tap" => c.tap = Some(v.to_string()),
-                "mac" => c.mac = v.to_string(),
-                "mtu" => c.mtu = Some(v.parse().map_err(|_| usage())?),
-                _ => return Err(usage()),
+                "fd" => fd = Some(v.parse().map_err(|_| usage())?),
+                "tap" => tap = Some(v.to_string()),
+                "mac" => mac = v.to_string(),
+                "mtu" => mtu = Some(v.parse().map_err(|_| usage())?),
+                _ => {
+                    let bad = |e: String| ConfigError::Invalid(format!("--net {s:?}: {e}"));
+                    if !(rx.take("rx_", k, v).map_err(bad)? || tx.take("tx_", k, v).map_err(bad)?) {
+                        return Err(usage());
+                    }
+                }
             }
         }
-        if c.mac.is_empty() || c.fd.is_some() == c.tap.is_some() {
+        if mac.is_empty() || fd.is_some() == tap.is_some() {
             return Err(usage());
         }
-        Ok(c)
+        Ok(NetConfig {
+            fd,
+            tap,
+            mac,
+            mtu,
+            rx: rx.into(),
+            tx: tx.into(),
+        })
     }
 }
 
@@ -363,6 +403,11 @@ impl VmConfig {
             }
             fds.insert(fd);
         }
+        for (i, d) in self.disks.iter().enumerate() {
+            d.limit
+                .validate(&format!("disk {i}"))
+                .map_err(ConfigError::Invalid)?;
+        }
         let mut macs = std::collections::HashSet::new();
         let mut taps = std::collections::HashSet::new();
         for n in &self.net {
@@ -412,9 +457,35 @@ mod tests {
             "a.img,ro".parse::<DiskConfig>().unwrap(),
             DiskConfig {
                 path: "a.img".into(),
-                read_only: true
+                read_only: true,
+                limit: LimitConfig::default(),
             }
         );
+        let d: DiskConfig = "a,ro.img,rw,ops=10,bytes=5:6:7".parse().unwrap();
+        assert_eq!((d.path.to_str(), d.read_only), (Some("a,ro.img"), false));
+        assert_eq!(
+            d.limit,
+            LimitConfig {
+                bytes: Some(BucketConfig {
+                    rate: 5,
+                    burst: Some(6),
+                    one_time_burst: 7
+                }),
+                ops: Some(BucketConfig {
+                    rate: 10,
+                    burst: None,
+                    one_time_burst: 0
+                }),
+            }
+        );
+        for bad in [
+            "a.img,ops=0",
+            "a.img,bytes=1:0",
+            "a.img,bytes=x",
+            "a.img,bytes=1:2:3:4",
+        ] {
+            assert!(bad.parse::<DiskConfig>().is_err(), "{bad}");
+        }
         assert!(!"a,b.img".parse::<DiskConfig>().unwrap().read_only);
         assert_eq!(
             "/run/v.sock".parse::<FsConfig>().unwrap(),
@@ -472,9 +543,20 @@ mod tests {
                 fd: Some(3),
                 tap: None,
                 mac: "02:42:0a:58:00:05".into(),
-                mtu: Some(1450)
+                mtu: Some(1450),
+                rx: LimitConfig::default(),
+                tx: LimitConfig::default(),
             }
         );
+        let l: NetConfig = "fd=3,mac=02:42:0a:58:00:05,tx_ops=100,rx_bytes=1000:2000"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            l.rx.bytes.map(|b| (b.rate, b.burst)),
+            Some((1000, Some(2000)))
+        );
+        assert_eq!(l.tx.ops.map(|b| b.rate), Some(100));
+        assert!(l.rx.ops.is_none() && l.tx.bytes.is_none());
         assert_eq!(n.mac_bytes().unwrap(), [2, 0x42, 0x0a, 0x58, 0, 5]);
         let t: NetConfig = "tap=tap0,mac=02:00:00:00:00:01".parse().unwrap();
         assert_eq!((t.tap.as_deref(), t.mtu()), (Some("tap0"), 1500));
@@ -485,6 +567,8 @@ mod tests {
             "fd=x,mac=02:00:00:00:00:01",
             "fd=3,mac=02:00:00:00:00:01,speed=10",
             "fd=3,mac=02:00:00:00:00:01,mtu=70000",
+            "fd=3,mac=02:00:00:00:00:01,rx_ops=0",
+            "fd=3,mac=02:00:00:00:00:01,tx_bits=10",
         ] {
             assert!(bad.parse::<NetConfig>().is_err(), "{bad}");
         }

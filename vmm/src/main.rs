@@ -72,12 +72,12 @@ fn run() -> anyhow::Result<i32> {
     // API, building the VM), then each thread adds its own narrower one.
     seccomp::apply_for_thread(seccomp::ThreadKind::PreBoot);
     match &api {
-        Some(api) => {
+        Some(api) if !args.boot => {
             if wait_for_boot(api, &mut ctl, &sigfd)?.is_none() {
                 return Ok(0);
             }
         }
-        None => {
+        _ => {
             ctl.handle(VmmAction::Boot)?;
         }
     }

@@ -243,6 +243,23 @@ impl Vmm {
         MetricsReport::new(devices)
     }
 
+    /// Replaces the rate limits of the `index`th device of `device_type` (in the order the
+    /// configuration lists them).
+    pub fn set_rate_limits(
+        &self,
+        device_type: u32,
+        index: usize,
+        limits: &crate::devices::virtio::RateLimits,
+    ) -> Result<(), String> {
+        let dev = self
+            .devices
+            .iter()
+            .filter(|d| lock(d).device_type() == device_type)
+            .nth(index)
+            .ok_or_else(|| format!("no such device ({index})"))?;
+        lock(dev).set_rate_limits(limits)
+    }
+
     /// Stops and joins every vCPU thread; devices (and their sockets) go with `self`.
     pub fn shutdown(mut self) {
         for v in &mut self.vcpus {

@@ -8,7 +8,8 @@ pub mod server;
 use serde::{Deserialize, Serialize};
 
 use crate::builder::{self, BuildError};
-use crate::config::VmConfig;
+use crate::config::{LimitConfig, VmConfig};
+use crate::devices::virtio::{RateLimits, TYPE_BLOCK, TYPE_NET};
 use crate::exit::ExitReason;
 use crate::hostcheck::HostKvm;
 use crate::metrics::MetricsReport;
@@ -28,6 +29,11 @@ pub enum VmmAction {
     Shutdown,
     GetMetrics,
     GetState,
+    /// New rate limits for the `index`th NIC or disk of the configuration.
+    SetRateLimits {
+        index: usize,
+        limits: RateLimits,
+    },
 }
 
 /// Where the VM is in its life.
@@ -110,6 +116,35 @@ struct ActionBody {
     action: String,
 }
 
+/// `PUT /net/N/rate_limits`: both directions; one left out is unlimited.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetLimitsBody {
+    #[serde(default)]
+    rx: LimitConfig,
+    #[serde(default)]
+    tx: LimitConfig,
+}
+
+/// `/net/N/rate_limits` or `/disks/N/rate_limits` with `body`.
+fn rate_limits(path: &str, body: &[u8]) -> Option<Result<VmmAction, ApiError>> {
+    let rest = path.strip_suffix("/rate_limits")?;
+    let (kind, index) = rest.strip_prefix('/')?.split_once('/')?;
+    let index = index.parse::<usize>().ok()?;
+    let bad = |e: serde_json::Error| ApiError::BadRequest(e.to_string());
+    let limits = match kind {
+        "net" => serde_json::from_slice::<NetLimitsBody>(body)
+            .map(|b| RateLimits::Net { rx: b.rx, tx: b.tx }),
+        "disks" => serde_json::from_slice::<LimitConfig>(body).map(RateLimits::Disk),
+        _ => return None,
+    };
+    Some(
+        limits
+            .map_err(bad)
+            .map(|limits| VmmAction::SetRateLimits { index, limits }),
+    )
+}
+
 /// Maps a request line and body to an action.
 pub(crate) fn parse_action(method: &str, path: &str, body: &[u8]) -> Result<VmmAction, ApiError> {
     let bad = |e: serde_json::Error| ApiError::BadRequest(e.to_string());
@@ -128,6 +163,9 @@ pub(crate) fn parse_action(method: &str, path: &str, body: &[u8]) -> Result<VmmA
                 "shutdown" => Ok(VmmAction::Shutdown),
                 other => Err(ApiError::BadRequest(format!("unknown action {other:?}"))),
             }
+        }
+        ("PUT", p) => {
+            rate_limits(p, body).unwrap_or_else(|| Err(ApiError::NotFound(format!("PUT {p}"))))
         }
         (m, p) => Err(ApiError::NotFound(format!("{m} {p}"))),
     }
@@ -228,12 +266,45 @@ impl Controller {
                 Some(v) => v.metrics(),
                 None => MetricsReport::new(vec![]),
             })),
+            VmmAction::SetRateLimits { index, limits } => {
+                self.set_rate_limits(index, limits)?;
+                Ok(Reply::Empty)
+            }
             VmmAction::GetState => Ok(Reply::Vm(Box::new(VmInfo {
                 state: self.state,
                 config: self.config.clone(),
                 vcpus: self.vmm.as_ref().map(Vmm::vcpu_states),
             }))),
         }
+    }
+
+    /// New limits go to the configuration (so `GET /vm` shows them, and a VM not booted yet
+    /// starts with them) and to the running device.
+    fn set_rate_limits(&mut self, index: usize, limits: RateLimits) -> Result<(), ApiError> {
+        let Some(cfg) = self.config.as_mut() else {
+            return Err(self.wrong("rate_limits"));
+        };
+        let missing = || ApiError::NotFound(format!("device {index}"));
+        let device_type = match limits {
+            RateLimits::Net { rx, tx } => {
+                rx.validate("rx")
+                    .and_then(|()| tx.validate("tx"))
+                    .map_err(ApiError::BadRequest)?;
+                let n = cfg.net.get_mut(index).ok_or_else(missing)?;
+                (n.rx, n.tx) = (rx, tx);
+                TYPE_NET
+            }
+            RateLimits::Disk(l) => {
+                l.validate("disk").map_err(ApiError::BadRequest)?;
+                cfg.disks.get_mut(index).ok_or_else(missing)?.limit = l;
+                TYPE_BLOCK
+            }
+        };
+        if let Some(vmm) = &self.vmm {
+            vmm.set_rate_limits(device_type, index, &limits)
+                .map_err(ApiError::BadRequest)?;
+        }
+        Ok(())
     }
 
     /// Whether the process should end because of this action (shutdown before boot).
@@ -308,5 +379,66 @@ mod tests {
         assert_eq!(v["state"], "configured");
         assert_eq!(v["config"]["kernel"], "/nonexistent");
         assert!(v["vcpus"].is_null(), "{v}");
+    }
+
+    #[test]
+    fn rate_limits_map_to_actions_and_go_into_the_configuration() {
+        let put = |path: &str, body: &str| parse_action("PUT", path, body.as_bytes());
+        let net = put("/net/0/rate_limits", r#"{"rx":{"bytes":{"rate":1000}}}"#).unwrap();
+        let VmmAction::SetRateLimits {
+            index: 0,
+            limits: RateLimits::Net { rx, tx },
+        } = net
+        else {
+            panic!("{net:?}");
+        };
+        assert_eq!(rx.bytes.map(|b| b.rate), Some(1000));
+        assert_eq!(tx, LimitConfig::default(), "left out: unlimited");
+        let disk = put("/disks/1/rate_limits", r#"{"ops":{"rate":5,"burst":1}}"#).unwrap();
+        assert!(matches!(
+            disk,
+            VmmAction::SetRateLimits {
+                index: 1,
+                limits: RateLimits::Disk(l)
+            } if l.ops.is_some_and(|o| o.rate == 5 && o.burst == Some(1))
+        ));
+        for (path, body, status) in [
+            ("/net/0/rate_limits", r#"{"bytes":{"rate":1}}"#, 400),
+            ("/disks/0/rate_limits", r#"{"rx":{}}"#, 400),
+            (
+                "/net/0/rate_limits",
+                r#"{"rx":{"ops":{"rate":1,"speed":2}}}"#,
+                400,
+            ),
+            ("/net/x/rate_limits", "{}", 404),
+            ("/vsock/0/rate_limits", "{}", 404),
+            ("/net/0", "{}", 404),
+        ] {
+            assert_eq!(
+                put(path, body).unwrap_err().http_status(),
+                status,
+                "{path} {body}"
+            );
+        }
+
+        // Before boot the configuration takes them (GET /vm shows them); a zero rate and a
+        // device that is not there are refused.
+        let mut c = Controller::new(Some(HostKvm::Hardware), None);
+        assert_eq!(c.handle(net.clone()).unwrap_err().http_status(), 409);
+        let cfg = VmConfig {
+            kernel: Some("/nonexistent".into()),
+            net: vec!["tap=t0,mac=02:00:00:00:00:01".parse().unwrap()],
+            ..Default::default()
+        };
+        c.handle(VmmAction::Configure(Box::new(cfg))).unwrap();
+        c.handle(net).unwrap();
+        let body = c.handle(VmmAction::GetState).unwrap().body().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["config"]["net"][0]["rx"]["bytes"]["rate"], 1000, "{v}");
+        let zero = put("/net/0/rate_limits", r#"{"tx":{"ops":{"rate":0}}}"#).unwrap();
+        assert_eq!(c.handle(zero).unwrap_err().http_status(), 400);
+        let missing = put("/net/1/rate_limits", "{}").unwrap();
+        assert_eq!(c.handle(missing).unwrap_err().http_status(), 404);
+        assert_eq!(c.handle(disk).unwrap_err().http_status(), 404);
     }
 }

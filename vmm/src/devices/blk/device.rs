@@ -10,9 +10,12 @@ use std::sync::Arc;
 use virtio_queue::QueueT;
 
 use super::metrics::BlockMetrics;
+use crate::config::LimitConfig;
+use crate::devices::rate_limiter::{self, RateLimiter};
 use crate::devices::virtio::chain::ChainLimits;
 use crate::devices::virtio::{
-    read_config_bytes, DescChain, DeviceMetrics, DeviceState, VirtioDevice, INT_VRING, TYPE_BLOCK,
+    read_config_bytes, DescChain, DeviceMetrics, DeviceState, RateLimits, VirtioDevice, INT_VRING,
+    TYPE_BLOCK,
 };
 use crate::vstate::memory::GuestMemoryMmap;
 
@@ -51,6 +54,8 @@ pub struct Block {
     read_only: bool,
     sectors: u64,
     id: [u8; ID_LEN],
+    /// Requests and the bytes they move (unlimited unless configured).
+    pub(super) limit: RateLimiter,
     pub(super) metrics: Arc<BlockMetrics>,
 }
 
@@ -70,8 +75,14 @@ impl Block {
             read_only,
             sectors: meta.len() / SECTOR_SIZE,
             id,
+            limit: RateLimiter::new(LimitConfig::default())?,
             metrics: Arc::default(),
         })
+    }
+
+    /// Replaces the disk's limits (build time, or the API at runtime).
+    pub fn set_limit(&mut self, limit: LimitConfig) {
+        self.limit.set(limit, rate_limiter::now());
     }
 
     /// Byte offset of `len` bytes at `sector`, if inside the disk.
@@ -168,19 +179,45 @@ impl Block {
         u32::try_from(written + 1).ok()
     }
 
-    /// Serves every available request; returns whether any was used.
+    /// Serves the available requests its rate limit allows (the rest wait in the ring for
+    /// the limiter's timer); returns whether any was used.
     pub fn process_queue(&mut self) -> bool {
         let Some(active) = &self.state.active else {
             return false;
         };
+        if self.limit.throttled() {
+            return false;
+        }
         let mem = active.mem.clone();
         let irq = active.irq.clone();
         let mut used = false;
-        while let Some(chain) = self.state.queues[0].pop_descriptor_chain(&mem) {
+        loop {
+            let q = &self.state.queues[0];
+            let waiting = q
+                .avail_idx(&mem, std::sync::atomic::Ordering::Acquire)
+                .is_ok_and(|i| i.0 != q.next_avail());
+            if !waiting {
+                break;
+            }
+            if !self.limit.admit(rate_limiter::now()) {
+                self.metrics.throttled.inc();
+                break;
+            }
+            let Some(chain) = self.state.queues[0].pop_descriptor_chain(&mem) else {
+                break;
+            };
             let head = chain.head_index();
             let len = match DescChain::parse(chain, &mem, LIMITS) {
-                Ok(c) => self.handle(&mem, &c),
-                Err(_) => None,
+                Ok(c) => {
+                    // The data the request moves: what is neither header nor status.
+                    let data = (c.readable_len() + c.writable_len()).saturating_sub(HEADER_LEN + 1);
+                    self.limit.charge(data);
+                    self.handle(&mem, &c)
+                }
+                Err(_) => {
+                    self.limit.charge(0);
+                    None
+                }
             };
             let len = len.unwrap_or_else(|| {
                 self.metrics.invalid_chains.inc();
@@ -221,6 +258,14 @@ impl VirtioDevice for Block {
     }
     fn metrics(&self) -> DeviceMetrics {
         DeviceMetrics::Block(self.metrics.clone())
+    }
+    fn set_rate_limits(&mut self, limits: &RateLimits) -> Result<(), String> {
+        let RateLimits::Disk(limit) = *limits else {
+            return Err("a disk's limits are bytes and ops".into());
+        };
+        limit.validate("disk")?;
+        self.set_limit(limit);
+        Ok(())
     }
 }
 
@@ -492,5 +537,204 @@ mod tests {
             0,
         );
         assert_eq!(status(&mem), S_OK);
+    }
+}
+
+/// The rate limiter in the device: requests wait in the ring while the disk is throttled and
+/// are served, all of them and in order, at the configured rate. The limiters' clock is the
+/// test's ([`rate_limiter::test_clock`]): it moves exactly when the device's timer would fire.
+#[cfg(test)]
+mod limit_tests {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    use super::*;
+    use crate::config::BucketConfig;
+    use crate::devices::rate_limiter::test_clock;
+    use crate::devices::virtio::chain::test_util::{desc, NEXT, WRITE};
+    use crate::devices::virtio::IrqTrigger;
+    use crate::vstate::memory;
+
+    const REQ: u64 = 16 << 10;
+    const N: u16 = 48;
+
+    fn sector_byte(sector: u64) -> u8 {
+        u8::try_from(sector % 251).unwrap()
+    }
+
+    /// A 1 MiB disk whose every byte names its sector, and `N` reads of `REQ` bytes queued,
+    /// request `i` at sector `i * 32`.
+    fn queued(
+        mem: &GuestMemoryMmap,
+        limit: LimitConfig,
+    ) -> (
+        tempfile::NamedTempFile,
+        Block,
+        MockSplitQueue<'_, GuestMemoryMmap>,
+    ) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let content: Vec<u8> = (0..(1u64 << 20))
+            .map(|i| sector_byte(i / SECTOR_SIZE))
+            .collect();
+        f.write_all(&content).unwrap();
+        let mut b = Block::new(f.path(), true).unwrap();
+        b.set_limit(limit);
+        let vq = MockSplitQueue::create(mem, GuestAddress(0x1_0000), 256);
+        b.state.queues[0] = vq.create_queue().unwrap();
+        let irq = Arc::new(IrqTrigger::new(EventFd::new(EFD_NONBLOCK).unwrap()));
+        b.activate(mem.clone(), irq).unwrap();
+        for i in 0..N {
+            let hdr = 0x10_0000 + u64::from(i) * 16;
+            let data = 0x20_0000 + u64::from(i) * REQ;
+            let status = 0x80_0000 + u64::from(i);
+            mem.write_obj(T_IN, GuestAddress(hdr)).unwrap();
+            mem.write_obj(u64::from(i) * 32, GuestAddress(hdr + 8))
+                .unwrap();
+            mem.write_obj(0xffu8, GuestAddress(status)).unwrap();
+            let slot = i * 3;
+            vq.add_desc_chains(
+                &[
+                    desc(hdr, 16, NEXT, slot + 1),
+                    desc(data, u32::try_from(REQ).unwrap(), WRITE | NEXT, slot + 2),
+                    desc(status, 1, WRITE, 0),
+                ],
+                slot,
+            )
+            .unwrap();
+        }
+        (f, b, vq)
+    }
+
+    fn used(vq: &MockSplitQueue<'_, GuestMemoryMmap>) -> u16 {
+        vq.used().idx().load()
+    }
+
+    /// Serves the queue as the event loop would, the clock moving to each timer expiry;
+    /// returns the clock's time at which each request became used.
+    fn drain(b: &mut Block, vq: &MockSplitQueue<'_, GuestMemoryMmap>) -> Vec<Duration> {
+        let t0 = test_clock::elapsed();
+        let mut done = Vec::new();
+        loop {
+            b.process_queue();
+            while done.len() < usize::from(used(vq)) {
+                done.push(test_clock::elapsed() - t0);
+            }
+            if !b.limit.throttled() {
+                break;
+            }
+            // Throttled: nothing more was taken from the ring than was served.
+            assert_eq!(b.state.queues[0].next_avail(), used(vq));
+            b.limit.fire_now();
+        }
+        done
+    }
+
+    fn every_read_arrived(mem: &GuestMemoryMmap, vq: &MockSplitQueue<'_, GuestMemoryMmap>) {
+        assert_eq!(used(vq), N, "every request served");
+        for i in 0..N {
+            let e = vq.used().ring().ref_at(usize::from(i)).unwrap().load();
+            assert_eq!(e.id(), u32::from(i) * 3, "in order");
+            let status: u8 = mem
+                .read_obj(GuestAddress(0x80_0000 + u64::from(i)))
+                .unwrap();
+            assert_eq!(status, S_OK);
+            let last: u8 = mem
+                .read_obj(GuestAddress(0x20_0000 + u64::from(i) * REQ + REQ - 1))
+                .unwrap();
+            assert_eq!(last, sector_byte(u64::from(i) * 32 + 31));
+        }
+    }
+
+    #[test]
+    fn bytes_limit_holds_the_disk_to_its_rate_and_loses_nothing() {
+        let mem = memory::create(16 << 20).unwrap();
+        let rate = 64 << 10;
+        let (_f, mut b, vq) = queued(
+            &mem,
+            LimitConfig {
+                bytes: Some(BucketConfig {
+                    rate,
+                    burst: Some(REQ),
+                    one_time_burst: 0,
+                }),
+                ops: None,
+            },
+        );
+        let done = drain(&mut b, &vq);
+        every_read_arrived(&mem, &vq);
+        // The burst's worth at once, then REQ bytes every REQ / rate = 250 ms.
+        assert_eq!(done[0], Duration::ZERO);
+        let total = done[usize::from(N) - 1];
+        let moved = u64::from(N - 1) * REQ;
+        let measured = moved as f64 / total.as_secs_f64();
+        let err = (measured - rate as f64).abs() / rate as f64;
+        assert!(
+            err < 0.05,
+            "{measured:.0} B/s against {rate} B/s over {total:?}"
+        );
+        assert!(b.metrics.throttled.get() >= u64::from(N) - 2);
+    }
+
+    #[test]
+    fn ops_limit_with_a_one_time_burst() {
+        let mem = memory::create(16 << 20).unwrap();
+        let (_f, mut b, vq) = queued(
+            &mem,
+            LimitConfig {
+                bytes: None,
+                ops: Some(BucketConfig {
+                    rate: 10,
+                    burst: Some(2),
+                    one_time_burst: 6,
+                }),
+            },
+        );
+        let done = drain(&mut b, &vq);
+        every_read_arrived(&mem, &vq);
+        // 2 + 6 at once, then one every 100 ms.
+        assert!(done[..8].iter().all(|t| t.is_zero()), "{done:?}");
+        assert!(!done[8].is_zero());
+        let rest = done[usize::from(N) - 1] - done[8];
+        let measured = f64::from(N - 9) / rest.as_secs_f64();
+        assert!(
+            (measured - 10.0).abs() < 0.5,
+            "{measured} requests/s over {rest:?}"
+        );
+    }
+
+    #[test]
+    fn new_limits_at_runtime_apply_at_once() {
+        let mem = memory::create(16 << 20).unwrap();
+        let (_f, mut b, vq) = queued(
+            &mem,
+            LimitConfig {
+                bytes: None,
+                ops: Some(BucketConfig {
+                    rate: 1,
+                    burst: Some(1),
+                    one_time_burst: 0,
+                }),
+            },
+        );
+        b.process_queue();
+        assert_eq!(used(&vq), 1);
+        assert!(b.limit.throttled());
+        // The API lifts the limit: the device, woken by its timer, serves the rest now.
+        b.set_rate_limits(&RateLimits::Disk(LimitConfig::default()))
+            .unwrap();
+        assert!(b
+            .set_rate_limits(&RateLimits::Net {
+                rx: LimitConfig::default(),
+                tx: LimitConfig::default()
+            })
+            .is_err());
+        b.limit.expired();
+        b.process_queue();
+        every_read_arrived(&mem, &vq);
     }
 }

@@ -12,5 +12,7 @@ pub struct BlockMetrics {
     pub read_bytes: Counter,
     pub write_bytes: Counter,
     pub io_errors: Counter,
+    /// Times the queue stopped because the disk's rate limit ran out (requests wait).
+    pub throttled: Counter,
     pub invalid_chains: Counter,
 }

@@ -18,6 +18,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::offload::{self, GSO_NONE, GSO_TCPV4};
 use super::tap::Tap;
 use super::{Net, RXQ, TXQ, VNET_HDR_LEN};
+use crate::config::LimitConfig;
 use crate::devices::virtio::{IrqTrigger, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::vstate::memory::{self, GuestMemoryMmap};
 
@@ -62,13 +63,28 @@ const WRITE: u16 = 2;
 
 /// Runs `frames` frames of `frame_len` bytes (Ethernet frame, ≥ 60) through the device.
 pub fn run(dir: Direction, frame_len: usize, frames: u64) -> Result<Report, String> {
+    run_limited(dir, frame_len, frames, LimitConfig::default())
+}
+
+/// [`run`] with `limit` on the direction's rate limiter (TX only). A throttled device
+/// waits for its limiter's timer as on the event loop (a blocking read of the timer fd), so
+/// the wall time is what real timers give.
+pub fn run_limited(
+    dir: Direction,
+    frame_len: usize,
+    frames: u64,
+    limit: LimitConfig,
+) -> Result<Report, String> {
     if !(60..=65535).contains(&frame_len) {
         return Err(format!("frame length {frame_len}: 60..=65535"));
+    }
+    if dir == Direction::Rx && limit != LimitConfig::default() {
+        return Err("the bench limits TX only".into());
     }
     std::thread::spawn(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| format!("unshare(CLONE_NEWNET) (needs root): {e}"))?;
-        run_in_netns(dir, frame_len, frames)
+        run_in_netns(dir, frame_len, frames, limit)
     })
     .join()
     .map_err(|_| "the bench thread panicked".to_owned())?
@@ -237,10 +253,16 @@ impl Driver {
     }
 }
 
-fn run_in_netns(dir: Direction, frame_len: usize, frames: u64) -> Result<Report, String> {
+fn run_in_netns(
+    dir: Direction,
+    frame_len: usize,
+    frames: u64,
+    limit: LimitConfig,
+) -> Result<Report, String> {
     let (dev_tap, peer) = wire()?;
     let mem = memory::create(64 << 20).map_err(|e| e.to_string())?;
     let mut net = Net::new(dev_tap, [2, 0, 0, 0, 0, 2], 1500).map_err(|e| e.to_string())?;
+    net.set_limits(LimitConfig::default(), limit);
     let mut rx = Driver {
         base: 0x1_0000,
         avail: 0,
@@ -299,6 +321,9 @@ fn run_in_netns(dir: Direction, frame_len: usize, frames: u64) -> Result<Report,
             let mut sent = 0u64;
             while sent < frames {
                 net.process_tx();
+                if net.tx_limit.throttled() {
+                    net.tx_limit.expired();
+                }
                 if net.watch.tx_blocked {
                     back_off();
                     net.watch.tx_blocked = false;

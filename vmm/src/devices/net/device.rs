@@ -15,10 +15,11 @@ use super::offload::{self, Negotiated};
 use super::rx::RxChain;
 use super::tap::Tap;
 use super::NetError;
-use crate::config::NetConfig;
+use crate::config::{LimitConfig, NetConfig};
+use crate::devices::rate_limiter::{self, RateLimiter};
 use crate::devices::virtio::{
-    read_config_bytes, ActivateError, DeviceMetrics, DeviceState, IrqTrigger, VirtioDevice,
-    TYPE_NET,
+    read_config_bytes, ActivateError, DeviceMetrics, DeviceState, IrqTrigger, RateLimits,
+    VirtioDevice, TYPE_NET,
 };
 use crate::vstate::memory::GuestMemoryMmap;
 
@@ -39,6 +40,8 @@ pub(super) struct TapWatch {
     pub registered: EventSet,
     /// The tap failed for good (e.g. its interface was deleted): stop serving it.
     pub broken: bool,
+    /// RX waits for its rate limiter's timer: input is not wanted until then.
+    pub rx_throttled: bool,
 }
 
 impl Default for TapWatch {
@@ -48,6 +51,7 @@ impl Default for TapWatch {
             tx_blocked: false,
             registered: EventSet::empty(),
             broken: false,
+            rx_throttled: false,
         }
     }
 }
@@ -59,7 +63,7 @@ impl TapWatch {
         if self.broken {
             return set;
         }
-        if self.rx_wanted {
+        if self.rx_wanted && !self.rx_throttled {
             set |= EventSet::IN;
         }
         if self.tx_blocked {
@@ -87,6 +91,9 @@ pub struct Net {
     /// every chain the guest posts, so the ring's avail event (event indices) always points
     /// past the last one, and a frame needing several mergeable buffers can wait for them.
     pub(super) rx_pending: VecDeque<RxChain>,
+    /// Host-to-guest and guest-to-host limits (unlimited unless configured).
+    pub(super) rx_limit: RateLimiter,
+    pub(super) tx_limit: RateLimiter,
     pub(super) metrics: Arc<NetMetrics>,
 }
 
@@ -101,7 +108,16 @@ impl Net {
             (None, Some(name)) => Tap::open_named(name)?,
             _ => return Err(NetError::Config("give exactly one of fd and tap".into())),
         };
-        Self::new(tap, mac, cfg.mtu())
+        let mut net = Self::new(tap, mac, cfg.mtu())?;
+        net.set_limits(cfg.rx, cfg.tx);
+        Ok(net)
+    }
+
+    /// Replaces both directions' limits (build time, or the API at runtime).
+    pub fn set_limits(&mut self, rx: LimitConfig, tx: LimitConfig) {
+        let now = rate_limiter::now();
+        self.rx_limit.set(rx, now);
+        self.tx_limit.set(tx, now);
     }
 
     pub fn new(tap: Tap, mac: [u8; 6], mtu: u16) -> Result<Self, NetError> {
@@ -125,6 +141,8 @@ impl Net {
             watch: TapWatch::default(),
             neg: Negotiated::default(),
             rx_pending: VecDeque::new(),
+            rx_limit: RateLimiter::new(LimitConfig::default())?,
+            tx_limit: RateLimiter::new(LimitConfig::default())?,
             metrics,
         })
     }
@@ -196,6 +214,15 @@ impl VirtioDevice for Net {
     }
     fn metrics(&self) -> DeviceMetrics {
         DeviceMetrics::Net(self.metrics.clone())
+    }
+    fn set_rate_limits(&mut self, limits: &RateLimits) -> Result<(), String> {
+        let RateLimits::Net { rx, tx } = *limits else {
+            return Err("a NIC's limits are rx and tx".into());
+        };
+        rx.validate("rx")?;
+        tx.validate("tx")?;
+        self.set_limits(rx, tx);
+        Ok(())
     }
     fn activate(
         &mut self,

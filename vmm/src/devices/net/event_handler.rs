@@ -35,6 +35,12 @@ impl Net {
         }
     }
 
+    /// RX's limiter allows input again: take what the tap holds, and want more.
+    pub(super) fn rx_unthrottled(&mut self) {
+        self.watch.rx_throttled = false;
+        self.process_rx();
+    }
+
     /// Whether the event loop currently watches the tap for input.
     pub fn watching_rx(&self) -> bool {
         self.watch.registered.contains(EventSet::IN)
@@ -47,6 +53,8 @@ impl MutEventSubscriber for Net {
             self.activate_evt.as_raw_fd(),
             self.state.queue_evts[RXQ].as_raw_fd(),
             self.state.queue_evts[TXQ].as_raw_fd(),
+            self.rx_limit.timer().as_raw_fd(),
+            self.tx_limit.timer().as_raw_fd(),
         ];
         for fd in fds {
             if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
@@ -69,6 +77,12 @@ impl MutEventSubscriber for Net {
             }
         } else if fd == self.state.queue_evts[TXQ].as_raw_fd() {
             let _ = self.state.queue_evts[TXQ].read();
+            self.process_tx();
+        } else if fd == self.rx_limit.timer().as_raw_fd() {
+            self.rx_limit.expired();
+            self.rx_unthrottled();
+        } else if fd == self.tx_limit.timer().as_raw_fd() {
+            self.tx_limit.expired();
             self.process_tx();
         } else if fd == self.tap.as_raw_fd() {
             let set = events.event_set();

@@ -25,6 +25,10 @@ pub struct NetMetrics {
     pub tx_dropped: Counter,
     /// Times the tap said EAGAIN on a write (TX then waits for it to be writable).
     pub tx_blocked: Counter,
+    /// Times RX stopped because its rate limit ran out (the tap waits; nothing is dropped).
+    pub rx_throttled: Counter,
+    /// Times TX stopped because its rate limit ran out (chains wait in the ring).
+    pub tx_throttled: Counter,
     /// Tap failures that stopped the device.
     pub tap_errors: Counter,
     pub invalid_chains: Counter,

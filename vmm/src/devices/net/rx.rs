@@ -17,6 +17,7 @@ use vm_memory::{Bytes, GuestAddress};
 use super::device::Net;
 use super::tx::{tap_is_gone, BATCH};
 use super::{MAX_FRAME, RXQ, VNET_HDR_LEN};
+use crate::devices::rate_limiter;
 use crate::devices::virtio::chain::ChainLimits;
 use crate::devices::virtio::{DescChain, INT_VRING};
 use crate::vstate::memory::GuestMemoryMmap;
@@ -52,8 +53,9 @@ pub(super) struct RxChain {
 
 /// What became of one RX attempt.
 enum Rx {
-    /// A frame was delivered, or dropped (counted); either way it is gone from the tap.
-    Done,
+    /// A frame of this many bytes (header included) was delivered, or dropped (counted);
+    /// either way it is gone from the tap.
+    Done(u64),
     /// The tap has nothing now.
     Empty,
     /// The tap failed for good; the device stopped.
@@ -65,7 +67,7 @@ impl Net {
     /// little room left for a frame, stops wanting tap input (`watch.rx_wanted`) until it
     /// posts more and notifies the queue.
     pub fn process_rx(&mut self) {
-        if !self.started || self.watch.broken {
+        if !self.started || self.watch.broken || self.watch.rx_throttled {
             return;
         }
         let Some(active) = &self.state.active else {
@@ -93,8 +95,18 @@ impl Net {
                 self.metrics.rx_no_buffer.inc();
                 break;
             };
+            // The limit is asked before the frame is read: a frame once read must be
+            // delivered, and its size is known only then (rate_limiter.rs: debt).
+            if !self.rx_limit.admit(rate_limiter::now()) {
+                self.watch.rx_throttled = true;
+                self.metrics.rx_throttled.inc();
+                break;
+            }
             match self.receive(&mem, k) {
-                Rx::Done => frames += 1,
+                Rx::Done(n) => {
+                    self.rx_limit.charge(n);
+                    frames += 1;
+                }
                 Rx::Empty | Rx::Failed => break,
             }
         }
@@ -210,14 +222,14 @@ impl Net {
             // The tap refused this one frame (and dropped it): a NIC drops a bad frame.
             Err(_) => {
                 self.metrics.rx_dropped.inc();
-                return Rx::Done;
+                return Rx::Done(0);
             }
         };
         if n < VNET_HDR_LEN as u64 || n > room {
             // Larger than the MTU promised (a tap whose MTU is above the configured one):
             // the frame is lost, the buffers serve the next one.
             self.metrics.rx_dropped.inc();
-            return Rx::Done;
+            return Rx::Done(n);
         }
         // The chains the frame filled, in order, and their lengths.
         let mut left = n;
@@ -248,7 +260,7 @@ impl Net {
         }
         self.metrics.rx_packets.inc();
         self.metrics.rx_bytes.add(n - VNET_HDR_LEN as u64);
-        Rx::Done
+        Rx::Done(n)
     }
 
     /// Room one received frame may need: header, Ethernet header, a VLAN tag and the MTU

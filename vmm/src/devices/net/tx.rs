@@ -11,6 +11,7 @@ use virtio_queue::{Queue, QueueT};
 
 use super::device::Net;
 use super::{ETH_HLEN, MAX_FRAME, TXQ, VNET_HDR_LEN};
+use crate::devices::rate_limiter;
 use crate::devices::virtio::chain::ChainLimits;
 use crate::devices::virtio::{DescChain, INT_VRING};
 use crate::vstate::memory::GuestMemoryMmap;
@@ -29,6 +30,12 @@ fn unpop(q: &mut Queue) {
     q.set_next_avail(q.next_avail().wrapping_sub(1));
 }
 
+/// Whether the guest has made a chain available that the device has not taken.
+fn has_avail(q: &Queue, mem: &GuestMemoryMmap) -> bool {
+    q.avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+        .is_ok_and(|i| i.0 != q.next_avail())
+}
+
 /// Errors that mean the tap itself is gone (its interface deleted, its netns destroyed), as
 /// opposed to one frame the kernel refused.
 pub(super) fn tap_is_gone(e: &std::io::Error) -> bool {
@@ -40,8 +47,8 @@ pub(super) fn tap_is_gone(e: &std::io::Error) -> bool {
 
 /// What became of one TX chain.
 enum Sent {
-    /// Handed to the tap (bytes of frame, header not counted), or dropped and counted.
-    Done,
+    /// Handed to the tap, or dropped and counted: the bytes the chain held (header included).
+    Done(u64),
     /// The tap is full: the chain goes back to the ring.
     Blocked,
     /// The tap is gone.
@@ -52,7 +59,8 @@ impl Net {
     /// Sends what the guest queued; on EAGAIN the chain stays in the ring and the event loop
     /// watches the tap for room (`watch.tx_blocked`).
     pub fn process_tx(&mut self) {
-        if !self.started || self.watch.broken || self.watch.tx_blocked {
+        if !self.started || self.watch.broken || self.watch.tx_blocked || self.tx_limit.throttled()
+        {
             return;
         }
         let Some(active) = &self.state.active else {
@@ -67,11 +75,23 @@ impl Net {
             // Kicks would only tell us what this loop is about to find.
             let _ = self.state.queues[TXQ].disable_notification(&mem);
             let mut popped = false;
-            while let Some(chain) = self.state.queues[TXQ].pop_descriptor_chain(&mem) {
+            loop {
+                if !has_avail(&self.state.queues[TXQ], &mem) {
+                    break;
+                }
+                // Asked before the chain is taken: a throttled device leaves it in the ring
+                // (kicks stay off; the limiter's timer brings the loop back).
+                if !self.tx_limit.admit(rate_limiter::now()) {
+                    self.metrics.tx_throttled.inc();
+                    break 'drain;
+                }
+                let Some(chain) = self.state.queues[TXQ].pop_descriptor_chain(&mem) else {
+                    break;
+                };
                 popped = true;
                 let head = chain.head_index();
                 match self.send(&mem, DescChain::parse(chain, &mem, TX_LIMITS)) {
-                    Sent::Done => {}
+                    Sent::Done(n) => self.tx_limit.charge(n),
                     Sent::Blocked => {
                         unpop(&mut self.state.queues[TXQ]);
                         self.metrics.tx_blocked.inc();
@@ -124,9 +144,10 @@ impl Net {
             Ok(c) if c.writable.is_empty() && c.readable_len() >= MIN_TX => c,
             _ => {
                 self.metrics.invalid_chains.inc();
-                return Sent::Done;
+                return Sent::Done(0);
             }
         };
+        let len = c.readable_len();
         let mut hdr = [0u8; VNET_HDR_LEN];
         let frame = match c
             .read_at(mem, 0, &mut hdr)
@@ -135,12 +156,12 @@ impl Net {
             Ok(f) => f,
             Err(_) => {
                 self.metrics.invalid_chains.inc();
-                return Sent::Done;
+                return Sent::Done(len);
             }
         };
         if !self.neg.sanitize_tx(&mut hdr) {
             self.metrics.tx_dropped.inc();
-            return Sent::Done;
+            return Sent::Done(len);
         }
         match self.tap.write_frame_from(&hdr, &frame) {
             Ok(n) => {
@@ -148,7 +169,7 @@ impl Net {
                 self.metrics
                     .tx_bytes
                     .add(n.saturating_sub(VNET_HDR_LEN) as u64);
-                Sent::Done
+                Sent::Done(len)
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => Sent::Blocked,
             Err(e) if tap_is_gone(&e) => Sent::Broken(e),
@@ -156,7 +177,7 @@ impl Net {
             // it, as a NIC drops a bad frame.
             Err(_) => {
                 self.metrics.tx_dropped.inc();
-                Sent::Done
+                Sent::Done(len)
             }
         }
     }

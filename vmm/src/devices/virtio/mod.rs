@@ -239,6 +239,23 @@ pub trait VirtioDevice: Send {
     fn interrupt_status_always_vring(&self) -> bool {
         false
     }
+    /// Replaces the device's rate limits (the API's `PUT /net/N/rate_limits`,
+    /// `PUT /disks/N/rate_limits`); devices without limits refuse.
+    fn set_rate_limits(&mut self, _limits: &RateLimits) -> Result<(), String> {
+        Err("this device has no rate limits".into())
+    }
+}
+
+/// New rate limits for one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimits {
+    /// A NIC: host to guest (`rx`) and guest to host (`tx`).
+    Net {
+        rx: crate::config::LimitConfig,
+        tx: crate::config::LimitConfig,
+    },
+    /// A disk: its requests.
+    Disk(crate::config::LimitConfig),
 }
 
 /// A device's metrics, as `GET /metrics` shows them under `devices[].metrics` (vmm/API.md).
