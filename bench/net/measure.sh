@@ -20,6 +20,9 @@ nb_time_ms() {
 	if "$@" >/dev/null 2>&1; then ms_since "$t0"; else echo fail; fi
 }
 
+# nb_rate MS: MB/s of NB_BYTES in MS milliseconds ("-" for a failed one).
+nb_rate() { [[ $1 =~ ^[0-9]+$ && $1 -gt 0 ]] && awk -v b="$NB_BYTES" -v ms="$1" 'BEGIN {printf "%.1f", b / 1e3 / ms}' || echo "-"; }
+
 # nb_pod KEY: prints "down_ms up_ms rr_ms" for pod KEY (medians; "fail" for a broken one).
 nb_pod() {
 	local key=$1 rt=${podrt[$1]:-$1} ip=${podip[$1]} id=${c1[$1]} i t got
@@ -68,7 +71,6 @@ net_bench() {
 	kill "$server" 2>/dev/null
 	local mib=$((NB_BYTES >> 20))
 	# MB/s from ms, and the ratio hull/runc (throughput: >1 is hull faster; latency: >1 is hull slower).
-	nb_rate() { [[ $1 =~ ^[0-9]+$ && $1 -gt 0 ]] && awk -v b="$NB_BYTES" -v ms="$1" 'BEGIN {printf "%.1f", b / 1e3 / ms}' || echo "-"; }
 	nb_ratio() { [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]] && awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}' || echo "-"; }
 	local dr dh ur uh
 	dr=$(nb_rate "${r_runc[0]}") dh=$(nb_rate "${r_hull[0]}")
@@ -80,4 +82,55 @@ net_bench() {
 	echo "BENCH: | pod → host TCP, $mib MiB (MB/s) | $dr | $dh | $(nb_ratio "$dh" "$dr") |"
 	echo "BENCH: | host → pod TCP, $mib MiB (MB/s) | $ur | $uh | $(nb_ratio "$uh" "$ur") |"
 	echo "BENCH: | HTTP request/response host → pod, new connection each (ms) | ${r_runc[2]} | ${r_hull[2]} | $(nb_ratio "${r_hull[2]}" "${r_runc[2]}") |"
+}
+
+# The hull pod's network while a second hull pod floods the host (pod → host TCP, a loop of
+# connections sending zeros): alone, next to the flooder without a limit, and next to it once
+# hull-vmm's API has limited its NIC at runtime to NB_FLOOD_LIMIT bytes/s out of the pod
+# (vmm/API.md, Rate limits). Per-VM limits are what keeps one pod's I/O from taking the node's.
+NB_FLOOD_LIMIT=2000000
+
+# nb_pod_once KEY: "down_ms rr_ms" for pod KEY, one transfer and one RR sample (medians of
+# NB_RUNS would triple a run that already takes minutes).
+nb_pod_once() {
+	local NB_RUNS=1
+	local -a r
+	read -ra r <<<"$(nb_pod "$1")"
+	echo "${r[0]} ${r[2]}"
+}
+
+net_flood_bench() {
+	local flood_sock sink alone with limited
+	alone=$(nb_pod_once hull)
+	mini_pod flood hull || return
+	flood_sock=/run/hull/pods/${pods[flood]}/jail/api.sock
+	busybox nc -ll -p 9102 -e dd of=/dev/null bs=64k </dev/null >/dev/null 2>&1 &
+	sink=$!
+	sleep 0.5
+	in_ctr hull "${c1[flood]}" sh -c "{ while :; do nc 10.88.0.1 9102 </dev/zero; done >/dev/null 2>&1 & }"
+	sleep 2
+	with=$(nb_pod_once hull)
+	timeout 10 "$BIN/hullctl" api --sock "$flood_sock" PUT /net/0/rate_limits \
+		"{\"tx\": {\"bytes\": {\"rate\": $NB_FLOOD_LIMIT}}}" >/dev/null 2>&1 ||
+		info "flood bench: the limit could not be set"
+	sleep 2
+	limited=$(nb_pod_once hull)
+	local flood_tx
+	flood_tx=$(timeout 10 "$BIN/hullctl" api --sock "$flood_sock" GET /metrics 2>/dev/null |
+		grep -o '"tx_bytes":[0-9]*' | head -n 1 | grep -o '[0-9]*$')
+	kill "$sink" 2>/dev/null
+	teardown flood
+	local a w l
+	read -ra a <<<"$alone"
+	read -ra w <<<"$with"
+	read -ra l <<<"$limited"
+	echo "BENCH: "
+	echo "BENCH: ## The hull pod next to a flooding hull pod (lab, one sample each)"
+	echo "BENCH: "
+	echo "BENCH: | hull pod | alone | flooder unlimited | flooder limited to $((NB_FLOOD_LIMIT / 1000)) kB/s |"
+	echo "BENCH: |---|---|---|---|"
+	echo "BENCH: | pod → host TCP, $((NB_BYTES >> 20)) MiB (MB/s) | $(nb_rate "${a[0]}") | $(nb_rate "${w[0]}") | $(nb_rate "${l[0]}") |"
+	echo "BENCH: | HTTP request/response (ms) | ${a[1]} | ${w[1]} | ${l[1]} |"
+	echo "BENCH: "
+	echo "BENCH: The flooder sent ${flood_tx:-?} bytes in all (its NIC's tx_bytes)."
 }

@@ -58,14 +58,6 @@ impl HullAnnotations {
     }
 
     /// The value of allowed annotation `key`; `None` if the pod did not set it.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "no io.hull annotation configures anything yet; the VM settings that \
-                      will (rate limits) must read them here"
-        )
-    )]
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }

@@ -50,6 +50,9 @@ pub(crate) struct HullConfig {
     pub(crate) host_agent: Option<HostAgentSection>,
     #[serde(default)]
     pub(crate) annotations: AnnotationsSection,
+    /// Every pod's I/O limits, which allowed `io.hull.limits.*` annotations replace.
+    #[serde(default)]
+    pub(crate) limits: crate::limits::LimitsSection,
 }
 
 /// The prefix of every annotation that may configure hull (`pod_annotations` in the
@@ -259,6 +262,9 @@ impl HullConfig {
             key,
             reason,
         };
+        self.limits
+            .validate()
+            .map_err(|e| invalid("limits", e.to_string()))?;
         let vm = &self.vm;
         for (key, p) in [
             ("vm.vmm", &vm.vmm),
@@ -482,6 +488,7 @@ initrd = "/usr/local/share/hull/initrd.cpio.gz"
         every.host_agent = Some(HostAgentSection {
             agent: PathBuf::from("/a"),
         });
+        every.limits = crate::limits::LimitsSection::every_key("1");
         let mut want = BTreeSet::new();
         keys_of(&serde_json::to_value(&every).unwrap(), "", &mut want);
         let documented = documented_keys(&text);

@@ -85,7 +85,7 @@ impl ShimError {
 
 fn backend_code(e: &BackendError) -> Code {
     match e {
-        BackendError::Sizing(_) => Code::INVALID_ARGUMENT,
+        BackendError::Sizing(_) | BackendError::Limits(_) => Code::INVALID_ARGUMENT,
         BackendError::Spec(e) => spec_code(e),
         BackendError::Share(e) => share_code(e),
         BackendError::Cgroup(e) => cgroup_code(e),
@@ -181,6 +181,7 @@ impl From<ShimError> for ttrpc::Error {
 
 #[cfg(test)]
 mod tests {
+    use crate::annotations::HullAnnotations;
     use std::path::{Path, PathBuf};
 
     use serde_json::json;
@@ -228,12 +229,33 @@ mod tests {
         bundle_with_hosts(dir.path(), &hosts);
         let cfg = vm_config();
         let sid = format!("hull-errors-test-{}", std::process::id());
-        let e = crate::backend::launch(&cfg, &sid, dir.path())
+        let e = crate::backend::launch(&cfg, &sid, dir.path(), &HullAnnotations::default())
             .await
             .expect_err("oversized hosts");
         let (code, msg) = status(e.into());
         assert_eq!(code, Code::INVALID_ARGUMENT, "{msg}");
         assert!(msg.contains("larger than 65536 bytes"), "{msg}");
+        assert!(!PathBuf::from("/run/hull/pods").join(&sid).exists());
+    }
+
+    /// A pod whose allowed `io.hull.limits.*` annotation hull-vmm could not take: its
+    /// sandbox's Create is INVALID_ARGUMENT naming the annotation, and nothing is made.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_bad_limit_annotation_is_invalid_argument() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("config.json"), "{}").expect("spec");
+        let spec = json!({"annotations": {"io.hull.limits.net_rx_ops": "10:0"}});
+        let allow = crate::config::AnnotationsSection {
+            allowed: vec!["io.hull.limits.".into()],
+        };
+        let ann = HullAnnotations::check(&spec, &allow).expect("allowed");
+        let sid = format!("hull-errors-limits-{}", std::process::id());
+        let e = crate::backend::launch(&vm_config(), &sid, dir.path(), &ann)
+            .await
+            .expect_err("zero burst");
+        let (code, msg) = status(e.into());
+        assert_eq!(code, Code::INVALID_ARGUMENT, "{msg}");
+        assert!(msg.contains("io.hull.limits.net_rx_ops"), "{msg}");
         assert!(!PathBuf::from("/run/hull/pods").join(&sid).exists());
     }
 
@@ -262,7 +284,7 @@ mod tests {
             let spec = json!({"linux": {"namespaces": namespaces}});
             std::fs::write(dir.path().join("config.json"), spec.to_string()).expect("spec");
             let sid = format!("hull-errors-hostns-{}", std::process::id());
-            let e = crate::backend::launch(&cfg, &sid, dir.path())
+            let e = crate::backend::launch(&cfg, &sid, dir.path(), &HullAnnotations::default())
                 .await
                 .expect_err(field);
             let (code, msg) = status(e.into());

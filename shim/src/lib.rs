@@ -17,6 +17,7 @@ mod fake_peers;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
+mod limits;
 mod memvol;
 mod mount;
 mod net;

@@ -3,6 +3,7 @@
 //! host agent, compiled in with the `host-agent-backend` cargo feature and chosen by
 //! `[host_agent]` in hull.toml.
 
+use crate::annotations::HullAnnotations;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
@@ -62,6 +63,8 @@ pub(crate) enum BackendError {
     Network(#[from] NetError),
     #[error("hull-vmm's jail: {0}")]
     Jail(#[from] JailError),
+    #[error("pod I/O limits: {0}")]
+    Limits(#[from] crate::limits::LimitError),
     /// Work moved off the runtime thread ended without an answer (it panicked).
     #[error("{0}: the blocking task failed")]
     Blocking(&'static str),
@@ -115,17 +118,19 @@ fn pod_dir(sid: &str) -> PathBuf {
 
 /// Starts pod `sid`, whose sandbox (first) container has `bundle`, with the backend `cfg`
 /// selects.
+/// `annotations` are the pod's allowed `io.hull.*` ones.
 pub(crate) async fn launch(
     cfg: &HullConfig,
     sid: &str,
     bundle: &Path,
+    annotations: &HullAnnotations,
 ) -> Result<Box<dyn PodBackend>, BackendError> {
     let b: Box<dyn PodBackend> = match &cfg.host_agent {
         #[cfg(feature = "host-agent-backend")]
         Some(h) => Box::new(host_agent::HostAgent::launch(&h.agent, sid, &pod_dir(sid)).await?),
         #[cfg(not(feature = "host-agent-backend"))]
         Some(_) => return Err(BackendError::HostAgentNotBuilt),
-        None => Box::new(vm::VmPod::launch(cfg, sid, bundle).await?),
+        None => Box::new(vm::VmPod::launch(cfg, sid, bundle, annotations).await?),
     };
     // Without the record a shim crash would leak the VM: a pod that cannot write it stops.
     if let Err(e) = record::write(&pod_dir(sid), &b.record()) {

@@ -13,6 +13,7 @@
 //! does. Any failure tears down what was made, in reverse, and the error carries the tails
 //! of the VMM log, guest console and virtiofsd log.
 
+use crate::annotations::HullAnnotations;
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
@@ -211,13 +212,25 @@ async fn release_id(sid: &str) {
     let _ = tokio::task::spawn_blocking(move || jail::Ids::node().release(&sid)).await;
 }
 
+/// What the pod asked for and the node allows, decided before anything is made for it.
+#[derive(Debug)]
+struct Wanted {
+    netns: Option<PathBuf>,
+    pod_cgroup: Option<PathBuf>,
+    size: sizing::VmSize,
+    /// Every NIC's limits ([`crate::limits`]).
+    limits: crate::limits::NetLimits,
+}
+
 impl VmPod {
     pub(super) async fn launch(
         cfg: &HullConfig,
         sid: &str,
         bundle: &Path,
+        annotations: &HullAnnotations,
     ) -> Result<Self, BackendError> {
         let spec = crate::spec::read(bundle)?;
+        let limits = cfg.limits.for_pod(annotations)?;
         // What a VM cannot give (the node's network, IPC or PID namespace) is refused before
         // anything is made for it.
         let netns = net::netns_path(&spec)?;
@@ -274,7 +287,15 @@ impl VmPod {
             wired: None,
         };
         let started = match partial.save() {
-            Ok(()) => Self::start(cfg, sid, &spec, netns, pod_cgroup, size, &mut partial).await,
+            Ok(()) => {
+                let wanted = Wanted {
+                    netns,
+                    pod_cgroup,
+                    size,
+                    limits,
+                };
+                Self::start(cfg, sid, &spec, wanted, &mut partial).await
+            }
             Err(e) => Err(e),
         };
         match started {
@@ -319,11 +340,15 @@ impl VmPod {
         cfg: &HullConfig,
         sid: &str,
         spec: &Value,
-        netns: Option<PathBuf>,
-        pod_cgroup: Option<PathBuf>,
-        size: sizing::VmSize,
+        wanted: Wanted,
         p: &mut Partial,
     ) -> Result<Started, BackendError> {
+        let Wanted {
+            netns,
+            pod_cgroup,
+            size,
+            limits,
+        } = wanted;
         // Read before the VM boots: a pod file that cannot be read fails the pod at once.
         let pod_file = |dest| crate::spec::pod_file(spec, dest);
         let sandbox = CreateSandboxRequest {
@@ -426,6 +451,8 @@ impl VmPod {
         let mut args = VmmArgs::new(jail::KERNEL, size.vcpus, size.memory_mib);
         args.initrd = Some(jail::INITRD.into());
         args.vsock_uds = Some(jail::VSOCK_SOCKET.into());
+        args.api_sock = Some(jail::API_SOCKET.into());
+        args.boot = true;
         args.cid = Some(hull_contract::vsock::GUEST_CID);
         args.fs.push(FsArg {
             socket: jail::FS_SOCKET.into(),
@@ -440,8 +467,9 @@ impl VmPod {
                 fds.push(nic.tap.as_raw_fd());
                 // A link's MTU is at most ETH_MAX_MTU (65535): the saturation never bites.
                 let mtu = u16::try_from(nic.link.mtu).unwrap_or(u16::MAX);
-                args.net
-                    .push(NetArg::fd(fd_no, &nic.link.mac.to_string(), mtu));
+                let mut nic = NetArg::fd(fd_no, &nic.link.mac.to_string(), mtu);
+                (nic.rx, nic.tx) = (limits.rx, limits.tx);
+                args.net.push(nic);
             }
         }
         // The console is opened here and passed: hull-vmm cannot open host paths.

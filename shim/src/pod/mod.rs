@@ -151,7 +151,8 @@ impl Pod {
         let b = self
             .backend
             .get_or_try_init(|| async {
-                let b = backend::launch(&self.cfg, &self.sandbox_id, bundle).await?;
+                let annotations = self.annotations().cloned().unwrap_or_default();
+                let b = backend::launch(&self.cfg, &self.sandbox_id, bundle, &annotations).await?;
                 let containers = Arc::clone(&self.containers);
                 let members: oom::Members = Arc::new(move |id: &str| {
                     containers
@@ -201,14 +202,6 @@ impl Pod {
 
     /// The pod's allowed `io.hull.*` annotations (set by the sandbox's Create): the only
     /// source of per-pod VM settings.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "no io.hull annotation configures anything yet; the VM settings that \
-                      will (rate limits) read them here"
-        )
-    )]
     pub(crate) fn annotations(&self) -> Option<&HullAnnotations> {
         self.annotations.get()
     }

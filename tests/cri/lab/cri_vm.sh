@@ -14,7 +14,8 @@
 # everything and look for leftovers (processes, pod state, mounts, the pod's network
 # namespace, its cgroup). While both pods run, CRI PortForward to servers in each pod, the
 # guest's interface counters in the hull shim's Task.Stats, TCP between the pods both ways,
-# and between the hull pod and a second, small hull pod. Then a pod with sysctls (a safe, an
+# and between the hull pod and a second, small hull pod, whose annotation limits its NIC (the
+# limit in hull-vmm's API, a throttled transfer that arrives whole, the limit lifted at runtime). Then a pod with sysctls (a safe, an
 # unsafe and containerd 2.x's two net.* defaults) per runtime: a container reads the same values.
 # Prints one PASS/FAIL line per check and INFO lines with timings; exits 1 on any FAIL.
 # usage: cri_vm.sh BINDIR HULL_CRI VMLINUX INITRD VIRTIOFSD OUTDIR [CONTAINERD_BINDIR [full|smoke]]
@@ -36,6 +37,8 @@ mkdir -p "$r/cni" "$r/logs"
 A=$r/containerd.sock
 CG=hull-cri-test # cgroup parent of the pods (kubelet's would be kubepods/...)
 write_hull_toml "$r/hull.toml" "$BIN" "$VMLINUX" "$INITRD" "$VIRTIOFSD"
+# Pods may set their own I/O limits (the second hull pod does: pod_limits).
+printf '[annotations]\nallowed = ["io.hull.limits."]\n' >>"$r/hull.toml"
 # HULL_CRI_CONTAINERD: the bin directory of another containerd (scripts/ensure-containerd: Debian
 # trixie's 1.7 or sid's 2.x) to run instead of Debian 12's 1.6, with its own ctr and runc shim.
 # Its major version picks the config version and how the hull runtime gets in, as
@@ -487,11 +490,11 @@ leftovers() {
 
 # mini_pod KEY RT: one more pod, of runtime RT, whose only container c1 serves
 # http://IP:8080/f ("from-KEY-pod"). Recorded like a scenario's pod, under KEY.
-mini_pod() {
+mini_pod() { # KEY RT [ANNOTATIONS_JSON]
 	local key=$1 rt=$2 pod id podjson=$r/pod-$1.json ctrjson=$r/$1-c1.json
 	mkdir -p "$r/logs/$key"
-	printf '{"name": "cri-%s", "uid": "uid-cri-%s", "namespace": "default", "hostname": "cri-%s", "log_directory": "%s", "cgroup_parent": "/%s/pod-%s"}\n' \
-		"$key" "$key" "$key" "$r/logs/$key" "$CG" "$key" >"$podjson"
+	printf '{"name": "cri-%s", "uid": "uid-cri-%s", "namespace": "default", "hostname": "cri-%s", "log_directory": "%s", "cgroup_parent": "/%s/pod-%s", "annotations": %s}\n' \
+		"$key" "$key" "$key" "$r/logs/$key" "$CG" "$key" "${3:-"{}"}" >"$podjson"
 	printf '{"name": "c1", "image": "%s", "command": ["sh", "-c", "mkdir -p /tmp/www && echo from-%s-pod >/tmp/www/f && exec httpd -f -p 8080 -h /tmp/www"], "log_path": "c1.log"}\n' \
 		"$IMG" "$key" >"$ctrjson"
 	if ! pod=$(cri runp --runtime "$rt" "$podjson" 2>"$r/err"); then
@@ -512,6 +515,35 @@ mini_pod() {
 		return 1
 	fi
 	info "$key: one more $rt pod (${pod:0:12}), IP ${podip[$key]}"
+}
+
+# pod_limits KEY: the hull pod KEY set annotation io.hull.limits.net_tx_bytes (500 kB/s out of
+# the pod, a 50 kB bucket): hull-vmm's API on the pod's socket shows the limit on its NIC, 4 MiB
+# sent out of the pod arrive whole while the NIC counts throttling, and the API lifts the limit
+# at runtime. The rates are INFO (lab timings are emulated).
+pod_limits() {
+	local key=$1 sock=/run/hull/pods/${pods[$1]}/jail/api.sock ip=${podip[$1]} n=$((4 << 20))
+	local api vm rate got t ms
+	api() { timeout 10 "$BIN/hullctl" api --sock "$sock" "$@" 2>&1; }
+	vm=$(api GET /vm)
+	rate=$(grep -o '"tx":{"bytes":{"rate":[0-9]*' <<<"$vm" | grep -o '[0-9]*$')
+	check "$key: its annotation's limit is on its NIC in hull-vmm (GET /vm)" 500000 "$rate"
+	in_ctr hull "${c1[$key]}" sh -c "{ nc -ll -p 9100 -e head -c $n /dev/zero </dev/null >/dev/null 2>&1 & }"
+	sleep 1
+	for limited in yes no; do
+		t=$(date +%s%N)
+		got=$(timeout 120 busybox nc "$ip" 9100 </dev/null | wc -c)
+		ms=$(ms_since "$t")
+		check "$key: 4 MiB out of the pod arrive whole (limit: $limited)" "$n" "$got"
+		info "$key: 4 MiB out of the pod in $ms ms ($((n / (ms > 0 ? ms : 1))) kB/s), limit: $limited"
+		if [[ $limited == yes ]]; then
+			local throttled
+			throttled=$(api GET /metrics | grep -o '"tx_throttled":[0-9]*' | grep -o '[0-9]*$')
+			check "$key: the NIC throttled the transfer (tx_throttled > 0)" yes "$( ((${throttled:-0} > 0)) && echo yes || echo "no: ${throttled:-none}")"
+			check "$key: PUT /net/0/rate_limits lifts the limit at runtime" "" "$(api PUT /net/0/rate_limits '{}')"
+			check "$key: no limit left (GET /vm)" 1 "$(api GET /vm | grep -c '"tx":{"bytes":null')"
+		fi
+	done
 }
 
 # reach FROM TO: c1 of pod FROM gets http://IP-of-TO:8080/f over the pod network, over IPv4
@@ -612,6 +644,7 @@ if [[ ${CRI_NET_BENCH:-0} == 1 && -n ${c1[hull]:-} && -n ${c1[runc]:-} ]]; then
 	# shellcheck source-path=SCRIPTDIR source=../../../bench/net/measure.sh
 	source "$lab_repo/bench/net/measure.sh"
 	net_bench
+	net_flood_bench
 fi
 if [[ -n ${c1[hull]:-} ]]; then
 	if [[ -n ${c1[runc]:-} ]]; then
@@ -619,9 +652,10 @@ if [[ -n ${c1[hull]:-} ]]; then
 		reach runc hull
 	fi
 	if [[ $SUITE == full ]]; then
-		if mini_pod hull2 hull; then
+		if mini_pod hull2 hull '{"io.hull.limits.net_tx_bytes": "500000:50000"}'; then
 			reach hull hull2
 			reach hull2 hull
+			pod_limits hull2
 		fi
 		teardown hull2
 	fi
