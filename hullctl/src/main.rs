@@ -8,9 +8,14 @@
 //! `hullctl sandbox-create|run|exec|rm|sandbox-destroy` drive containers through the agent
 //! (see [`agent`]); `run` and `exec` stream the process's output and exit with its status.
 //! `hullctl task-stats --address ADDR ID` prints a shim's Task.Stats reply as JSON ([`task`]).
+//! `hullctl pods [-o json]`, `hullctl inspect POD`, `hullctl metrics POD`: the hull pods on
+//! this node and their VMs, for an operator ([`pods`]); `hullctl monitor --listen ADDR` serves
+//! them to Prometheus ([`monitor`]).
 
 mod agent;
 mod bench;
+mod monitor;
+mod pods;
 mod task;
 
 use std::path::{Path, PathBuf};
@@ -21,8 +26,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use hull_contract::vsock::AGENT_PORT;
 use hull_proto::health::{check_response::ServingStatus, CheckRequest, VersionRequest};
 use hull_proto::health_ttrpc::HealthClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 
 #[derive(Debug, Parser)]
 #[command(name = "hullctl", version, about = "Debug CLI for hull pods")]
@@ -59,6 +62,24 @@ enum Cmd {
         path: String,
         /// JSON body
         body: Option<String>,
+    },
+    /// The hull pods on this node: sandbox id, Kubernetes name, VM state, hull-vmm's pid,
+    /// vCPUs, memory, uptime, boot time (root: reads /run/hull/pods).
+    Pods {
+        /// `table` or `json`.
+        #[arg(short = 'o', long = "output", default_value = "table")]
+        output: Output,
+    },
+    /// One pod in full, as JSON: the summary, its VM's configuration and counters. POD is a
+    /// sandbox id, a unique prefix of one, or namespace/name.
+    Inspect { pod: String },
+    /// A pod's hull-vmm counters as JSON (vmm/API.md, Metrics).
+    Metrics { pod: String },
+    /// The node's Prometheus endpoint: GET /metrics on ADDR gives every pod's hull-vmm
+    /// metrics, labelled with the pod (root: reads /run/hull/pods).
+    Monitor {
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: String,
     },
     /// CreateSandbox: prepare the guest for containers.
     SandboxCreate {
@@ -222,6 +243,13 @@ async fn agent_health(
     }
 }
 
+/// How `hullctl pods` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
 /// The methods hull-vmm's API serves.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Method {
@@ -241,28 +269,13 @@ impl Method {
 }
 
 async fn api(sock: &Path, method: Method, path: &str, body: Option<&str>) -> anyhow::Result<bool> {
-    let method = method.as_str();
-    let mut s = UnixStream::connect(sock)
-        .await
-        .with_context(|| format!("connect {}", sock.display()))?;
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).await?;
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    let ok = head
-        .split_whitespace()
-        .nth(1)
-        .is_some_and(|c| c.starts_with('2'));
-    if !body.is_empty() {
-        println!("{body}");
+    let r = pods::request(sock, method.as_str(), path, body.unwrap_or("")).await?;
+    if !r.body.is_empty() {
+        println!("{}", r.body);
     }
+    let ok = (200..300).contains(&r.status);
     if !ok {
-        eprintln!("hullctl: {}", head.lines().next().unwrap_or(""));
+        eprintln!("hullctl: status {}", r.status);
     }
     Ok(ok)
 }
@@ -335,7 +348,13 @@ async fn container_cmd(cmd: &Cmd) -> anyhow::Result<i32> {
             bench::run(unix, rootfs, (*n).max(1), *stdout_mib).await?;
             Ok(0)
         }
-        Cmd::AgentHealth { .. } | Cmd::Api { .. } | Cmd::TaskStats { .. } => {
+        Cmd::AgentHealth { .. }
+        | Cmd::Api { .. }
+        | Cmd::TaskStats { .. }
+        | Cmd::Pods { .. }
+        | Cmd::Inspect { .. }
+        | Cmd::Metrics { .. }
+        | Cmd::Monitor { .. } => {
             unreachable!("handled in main")
         }
     }
@@ -387,6 +406,10 @@ fn main() {
                     println!("{j}");
                     0
                 }),
+            Cmd::Pods { output } => pods::pods(*output == Output::Json).await,
+            Cmd::Inspect { pod } => pods::inspect(pod).await,
+            Cmd::Metrics { pod } => pods::metrics(pod).await,
+            Cmd::Monitor { listen } => monitor::run(listen).await,
             other => container_cmd(other).await,
         }
     });

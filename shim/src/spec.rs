@@ -148,6 +148,22 @@ fn array_at<'a>(spec: &'a Value, at: &str) -> &'a [Value] {
 /// would silently give it private ones. containerd's CRI leaves the `ipc` or `pid` entry out
 /// of such a pod's sandbox spec, while its default spec, which every other sandbox and a lone
 /// `ctr run` container start from, has both. hostNetwork is `NetError::HostNetwork`.
+/// Who the pod is, from the CRI annotations of its sandbox's spec (empty for `ctr run`).
+pub(crate) fn pod_identity(spec: &Value) -> hull_contract::pods::PodIdentity {
+    let get = |key: &str| {
+        spec.pointer("/annotations")
+            .and_then(|a| a.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    hull_contract::pods::PodIdentity {
+        namespace: get("io.kubernetes.cri.sandbox-namespace"),
+        name: get("io.kubernetes.cri.sandbox-name"),
+        uid: get("io.kubernetes.cri.sandbox-uid"),
+    }
+}
+
 pub(crate) fn refuse_host_namespaces(spec: &Value) -> Result<(), SpecError> {
     let namespaces = array_at(spec, "/linux/namespaces");
     let has = |kind: &str| {
@@ -370,6 +386,21 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn pod_identity_comes_from_the_sandbox_annotations() {
+        let s = json!({"annotations": {
+            "io.kubernetes.cri.sandbox-namespace": "team-a",
+            "io.kubernetes.cri.sandbox-name": "web-0",
+            "io.kubernetes.cri.sandbox-uid": "6f1c",
+        }});
+        let id = pod_identity(&s);
+        assert_eq!(
+            (id.namespace.as_str(), id.name.as_str(), id.uid.as_str()),
+            ("team-a", "web-0", "6f1c")
+        );
+        assert_eq!(pod_identity(&json!({})).display_name(), "-");
+    }
 
     #[test]
     fn rootfs_is_absolute_and_host_only_parts_are_dropped() {

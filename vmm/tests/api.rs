@@ -105,6 +105,16 @@ fn configure_boot_pause_resume_metrics_shutdown() {
     assert_ne!(m["boot"]["api_ready_us"], 0);
     assert_ne!(m["boot"]["first_kvm_run_us"], 0);
     assert_eq!(m["devices"][0]["type"], 4, "rng attached: {m}");
+    // The same report in Prometheus' text format, served under the running VM's filter.
+    let (code, text) = request(&sock, "GET", "/metrics/prometheus", "");
+    assert_eq!(code, 200);
+    for want in [
+        "# TYPE hull_vmm_boot_phase_seconds gauge",
+        "hull_vmm_boot_phase_seconds{phase=\"first_kvm_run\"} ",
+        "# TYPE hull_vmm_rng_invalid_chains_total counter",
+    ] {
+        assert!(text.contains(want), "{want:?} missing in:\n{text}");
+    }
     assert_eq!(
         request(&sock, "PUT", "/actions", r#"{"action":"shutdown"}"#).0,
         204

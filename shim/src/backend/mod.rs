@@ -28,9 +28,6 @@ mod vm;
 pub(crate) use cgroup::CgroupError;
 pub(crate) use jail::JailError;
 
-/// State directories of pods, one per sandbox id.
-const POD_STATE_ROOT: &str = "/run/hull/pods";
-
 /// Why a pod could not be launched, a container not be prepared, or a pod not be removed.
 /// Each cause keeps its type: `errors.rs` maps them to ttrpc codes (a spec that asks for too
 /// much is INVALID_ARGUMENT, a VM that did not boot UNAVAILABLE, a host failure INTERNAL).
@@ -113,7 +110,7 @@ pub(crate) trait PodBackend: Send + Sync + Debug {
 
 /// Where pod `sid` keeps its state.
 fn pod_dir(sid: &str) -> PathBuf {
-    PathBuf::from(POD_STATE_ROOT).join(sid)
+    hull_contract::pods::pod_dir(sid)
 }
 
 /// Starts pod `sid`, whose sandbox (first) container has `bundle`, with the backend `cfg`

@@ -274,6 +274,11 @@ impl VmPod {
             .mode(0o700)
             .create(&dir)
             .map_err(io_err(format!("create {}", dir.display())))?;
+        // For hullctl; a pod without it is only shown without its Kubernetes name.
+        let identity = dir.join(hull_contract::pods::IDENTITY);
+        if let Err(e) = std::fs::write(&identity, crate::spec::pod_identity(&spec).to_text()) {
+            tracing::warn!("cannot write {}: {e}", identity.display());
+        }
         let mut partial = Partial {
             sid: sid.to_owned(),
             dir: dir.clone(),

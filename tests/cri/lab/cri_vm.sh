@@ -15,7 +15,9 @@
 # namespace, its cgroup). While both pods run, CRI PortForward to servers in each pod, the
 # guest's interface counters in the hull shim's Task.Stats, TCP between the pods both ways,
 # and between the hull pod and a second, small hull pod, whose annotation limits its NIC (the
-# limit in hull-vmm's API, a throttled transfer that arrives whole, the limit lifted at runtime). Then a pod with sysctls (a safe, an
+# limit in hull-vmm's API, a throttled transfer that arrives whole, the limit lifted at runtime),
+# found by `hullctl pods` and `inspect` under its Kubernetes name; the node's Prometheus endpoint
+# (`hullctl monitor`) passes Debian's promtool and a real Prometheus scrapes it. Then a pod with sysctls (a safe, an
 # unsafe and containerd 2.x's two net.* defaults) per runtime: a container reads the same values.
 # Prints one PASS/FAIL line per check and INFO lines with timings; exits 1 on any FAIL.
 # usage: cri_vm.sh BINDIR HULL_CRI VMLINUX INITRD VIRTIOFSD OUTDIR [CONTAINERD_BINDIR [full|smoke]]
@@ -523,11 +525,19 @@ mini_pod() { # KEY RT [ANNOTATIONS_JSON]
 # at runtime. The rates are INFO (lab timings are emulated).
 pod_limits() {
 	local key=$1 sock=/run/hull/pods/${pods[$1]}/jail/api.sock ip=${podip[$1]} n=$((4 << 20))
-	local api vm rate got t ms
+	local api vm rate got t ms listing
 	api() { timeout 10 "$BIN/hullctl" api --sock "$sock" "$@" 2>&1; }
-	vm=$(api GET /vm)
-	rate=$(grep -o '"tx":{"bytes":{"rate":[0-9]*' <<<"$vm" | grep -o '[0-9]*$')
-	check "$key: its annotation's limit is on its NIC in hull-vmm (GET /vm)" 500000 "$rate"
+	# The operator's view: hullctl finds the pod by its Kubernetes name.
+	listing=$(timeout 20 "$BIN/hullctl" pods 2>&1)
+	info "hullctl pods:"$'\n'"$listing"
+	check "$key: hullctl pods lists it by sandbox id and Kubernetes name, running" 1 \
+		"$(grep -cE "^${pods[$key]:0:12} +default/cri-$key +running +[0-9]+ " <<<"$listing")"
+	vm=$(timeout 20 "$BIN/hullctl" inspect "default/cri-$key" 2>&1)
+	check "$key: hullctl inspect names its hull-vmm's host pid" yes \
+		"$(pgrep -x hull-vmm | grep -qx "$(grep -o '"vmm_pid":[0-9]*' <<<"$vm" | grep -o '[0-9]*$')" && echo yes || echo "no: $vm")"
+	# hullctl prints keys in name order: the tx bucket's fields are burst, one_time_burst, rate.
+	rate=$(grep -o '"tx":{"bytes":{[^}]*}' <<<"$vm" | grep -o '"rate":[0-9]*' | grep -o '[0-9]*$')
+	check "$key: its annotation's limit is on its NIC in hull-vmm (hullctl inspect)" 500000 "$rate"
 	in_ctr hull "${c1[$key]}" sh -c "{ nc -ll -p 9100 -e head -c $n /dev/zero </dev/null >/dev/null 2>&1 & }"
 	sleep 1
 	for limited in yes no; do
@@ -544,6 +554,47 @@ pod_limits() {
 			check "$key: no limit left (GET /vm)" 1 "$(api GET /vm | grep -c '"tx":{"bytes":null')"
 		fi
 	done
+}
+
+# node_metrics KEY: the node's Prometheus endpoint (`hullctl monitor`) while the hull pods run:
+# Debian's promtool accepts a scrape, which holds pod KEY's VMM counters under its Kubernetes
+# name, and a real Prometheus scraping the endpoint finds the pod up.
+node_metrics() {
+	local key=$1 prom mon srv scrape i up=
+	prom=$(HOME=${HOME:-/root} "$lab_repo/scripts/ensure-prometheus" 2>&1 | sed -n 's/^prometheus=//p')
+	if [[ ! -x $prom/promtool ]]; then
+		flunk "node metrics: no promtool in the cache (scripts/ensure-prometheus on the host fills it)"
+		return
+	fi
+	"$BIN/hullctl" monitor --listen 127.0.0.1:9464 >"$r/monitor.log" 2>&1 &
+	mon=$!
+	for ((i = 0; i < 50; i++)); do
+		busybox wget -q -O "$r/scrape.txt" http://127.0.0.1:9464/metrics 2>/dev/null && break
+		sleep 0.2
+	done
+	scrape=$(<"$r/scrape.txt")
+	cp "$r/scrape.txt" "$OUT/node-metrics.txt"
+	check "node metrics: promtool check metrics accepts the endpoint's scrape" "" \
+		"$("$prom/promtool" check metrics <"$r/scrape.txt" 2>&1)"
+	check "node metrics: $key's hull-vmm answers, labelled with its pod" 1 \
+		"$(grep -c "^hull_pod_up{sandbox_id=\"${pods[$key]}\",namespace=\"default\",pod=\"cri-$key\",uid=\"uid-cri-$key\"} 1$" <<<"$scrape")"
+	check "node metrics: $key's NIC counters are there" 1 \
+		"$(grep -c "^hull_vmm_net_tx_bytes_total{sandbox_id=\"${pods[$key]}\",.*index=\"0\"} [1-9]" <<<"$scrape")"
+	mkdir -p "$r/prom"
+	printf 'global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: hull\n    static_configs:\n      - targets: ["127.0.0.1:9464"]\n' >"$r/prom/prometheus.yml"
+	"$prom/prometheus" --config.file="$r/prom/prometheus.yml" --storage.tsdb.path="$r/prom/data" \
+		--web.listen-address=127.0.0.1:9091 >"$r/prom/log" 2>&1 &
+	srv=$!
+	for ((i = 0; i < 120; i++)); do
+		up=$(busybox wget -q -O - "http://127.0.0.1:9091/api/v1/query?query=hull_pod_up%7Bpod%3D%22cri-$key%22%7D" 2>/dev/null |
+			grep -o '"value":\[[0-9.]*,"[01]"\]' | grep -o '"[01]"')
+		[[ $up == '"1"' ]] && break
+		sleep 0.5
+	done
+	check "node metrics: a real Prometheus scraping the endpoint finds $key up" '"1"' "$up"
+	kill "$srv" "$mon" 2>/dev/null
+	wait "$srv" "$mon" 2>/dev/null
+	[[ $up == '"1"' ]] || tail -n 5 "$r/prom/log" | sed 's/^/INFO: prometheus: /'
 }
 
 # reach FROM TO: c1 of pod FROM gets http://IP-of-TO:8080/f over the pod network, over IPv4
@@ -656,6 +707,7 @@ if [[ -n ${c1[hull]:-} ]]; then
 			reach hull hull2
 			reach hull2 hull
 			pod_limits hull2
+			node_metrics hull2
 		fi
 		teardown hull2
 	fi

@@ -46,7 +46,26 @@ fn containerd_of(suite: &str) -> PathBuf {
 
 /// Runs `cri_vm.sh` with `containerd` (None: the system's) and `suite` (full or smoke), its
 /// logs in `target/lab-out/<out>`.
+/// Fills the cache with Debian's prometheus and promtool on the host (the lab has no network;
+/// the full suite's node-metrics check finds them there with the same script).
+fn ensure_prometheus() {
+    let script = hull_tests::repo_root().join("scripts/ensure-prometheus");
+    let out = Command::new(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "scripts/ensure-prometheus failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn run_suite(out: &str, containerd: Option<PathBuf>, suite: &str) {
+    if suite == "full" {
+        ensure_prometheus();
+    }
     let pod = hull_tests::pod_stack().expect("build the shim, hull-vmm, guest and virtiofsd");
     // This package's own binary: cargo builds it for the package's integration tests.
     let cri = std::path::Path::new(env!("CARGO_BIN_EXE_hull-cri"));

@@ -59,7 +59,12 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Writes a reply with a JSON `body`; a 200 without one is a 204.
-pub fn write_response(mut w: impl Write, status: u16, body: Option<&str>) -> std::io::Result<()> {
+pub fn write_response(
+    mut w: impl Write,
+    status: u16,
+    content_type: &str,
+    body: Option<&str>,
+) -> std::io::Result<()> {
     let text = body.unwrap_or_default();
     let status = if body.is_none() && status == 200 {
         204
@@ -68,7 +73,7 @@ pub fn write_response(mut w: impl Write, status: u16, body: Option<&str>) -> std
     };
     write!(
         w,
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
         reason(status),
         text.len()
     )?;
@@ -88,7 +93,14 @@ mod tests {
         assert!(read_request(&b"\r\n"[..]).is_err());
         assert!(read_request(&b"GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"[..]).is_err());
         let mut out = Vec::new();
-        write_response(&mut out, 200, None).unwrap();
+        write_response(&mut out, 200, "application/json", None).unwrap();
         assert!(out.starts_with(b"HTTP/1.1 204"));
+        let mut out = Vec::new();
+        write_response(&mut out, 200, "text/plain; version=0.0.4", Some("m 1\n")).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("Content-Type: text/plain; version=0.0.4\r\n"),
+            "{out}"
+        );
     }
 }

@@ -28,6 +28,8 @@ pub enum VmmAction {
     /// Stop the VM and exit the process.
     Shutdown,
     GetMetrics,
+    /// The metrics in Prometheus' text format.
+    GetMetricsPrometheus,
     GetState,
     /// New rate limits for the `index`th NIC or disk of the configuration.
     SetRateLimits {
@@ -72,6 +74,8 @@ pub enum Reply {
     Empty,
     Vm(Box<VmInfo>),
     Metrics(MetricsReport),
+    /// `text/plain` Prometheus exposition.
+    Prometheus(String),
 }
 
 impl Reply {
@@ -81,6 +85,14 @@ impl Reply {
             Reply::Empty => None,
             Reply::Vm(v) => serde_json::to_string(v).ok(),
             Reply::Metrics(m) => Some(m.to_string()),
+            Reply::Prometheus(t) => Some(t.clone()),
+        }
+    }
+
+    pub(crate) fn content_type(&self) -> &'static str {
+        match self {
+            Reply::Prometheus(_) => "text/plain; version=0.0.4",
+            _ => "application/json",
         }
     }
 }
@@ -154,6 +166,7 @@ pub(crate) fn parse_action(method: &str, path: &str, body: &[u8]) -> Result<VmmA
         ))),
         ("GET", "/vm") => Ok(VmmAction::GetState),
         ("GET", "/metrics") => Ok(VmmAction::GetMetrics),
+        ("GET", "/metrics/prometheus") => Ok(VmmAction::GetMetricsPrometheus),
         ("PUT", "/actions") => {
             let a: ActionBody = serde_json::from_slice(body).map_err(bad)?;
             match a.action.as_str() {
@@ -262,10 +275,10 @@ impl Controller {
                 }
                 Ok(Reply::Empty)
             }
-            VmmAction::GetMetrics => Ok(Reply::Metrics(match &self.vmm {
-                Some(v) => v.metrics(),
-                None => MetricsReport::new(vec![]),
-            })),
+            VmmAction::GetMetrics => Ok(Reply::Metrics(self.metrics())),
+            VmmAction::GetMetricsPrometheus => Ok(Reply::Prometheus(
+                crate::metrics::prometheus::render(&self.metrics()),
+            )),
             VmmAction::SetRateLimits { index, limits } => {
                 self.set_rate_limits(index, limits)?;
                 Ok(Reply::Empty)
@@ -275,6 +288,13 @@ impl Controller {
                 config: self.config.clone(),
                 vcpus: self.vmm.as_ref().map(Vmm::vcpu_states),
             }))),
+        }
+    }
+
+    fn metrics(&self) -> MetricsReport {
+        match &self.vmm {
+            Some(v) => v.metrics(),
+            None => MetricsReport::new(vec![]),
         }
     }
 

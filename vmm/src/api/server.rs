@@ -78,8 +78,15 @@ pub fn serve_pending(pending: &Pending, ctl: &mut Controller) -> bool {
             ctl.handle(a)
         });
         let _ = match result {
-            Ok(reply) => http::write_response(&stream, 200, reply.body().as_deref()),
-            Err(e) => http::write_response(&stream, e.http_status(), Some(&error_body(&e))),
+            Ok(reply) => {
+                http::write_response(&stream, 200, reply.content_type(), reply.body().as_deref())
+            }
+            Err(e) => http::write_response(
+                &stream,
+                e.http_status(),
+                "application/json",
+                Some(&error_body(&e)),
+            ),
         };
     }
 }

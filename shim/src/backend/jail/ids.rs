@@ -30,7 +30,7 @@ impl Ids {
     pub(crate) fn node() -> Ids {
         Ids {
             dir: PathBuf::from(ID_DIR),
-            pods: PathBuf::from(super::super::POD_STATE_ROOT),
+            pods: PathBuf::from(hull_contract::pods::POD_STATE_ROOT),
         }
     }
 

@@ -34,7 +34,8 @@ pub(crate) const KERNEL: &str = "/kernel";
 pub(crate) const INITRD: &str = "/initrd";
 pub(crate) const FS_SOCKET: &str = "/fs.sock";
 pub(crate) const VSOCK_SOCKET: &str = "/vsock.sock";
-/// hull-vmm's API socket (vmm/API.md): the pod's VM metrics and rate limits at runtime.
+/// hull-vmm's API socket (vmm/API.md): the pod's VM metrics and rate limits at runtime;
+/// `hull_contract::pods::API_SOCKET` on the host (a test holds the two together).
 pub(crate) const API_SOCKET: &str = "/api.sock";
 
 /// RLIMIT_NOFILE of hull-vmm: the vsock muxer's caps (512 host + 64 guest-initiated

@@ -143,6 +143,12 @@ fn jail_paths_and_limits() {
         host_path(Path::new("/run/hull/pods/p"), VSOCK_SOCKET),
         Path::new("/run/hull/pods/p/jail/vsock.sock")
     );
+    // Where hullctl looks for a pod's hull-vmm API.
+    let pod = hull_contract::pods::pod_dir("p");
+    assert_eq!(
+        host_path(&pod, API_SOCKET),
+        pod.join(hull_contract::pods::API_SOCKET)
+    );
     assert_eq!(fsize_limit(320), 320 << 20);
 }
 

@@ -2,6 +2,8 @@
 //! served as JSON over the API socket and logged at exit ([`MetricsReport`]). Each value is an
 //! atomic the code that counts it owns; a report serializes what they read at that moment.
 
+pub mod prometheus;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -64,9 +66,11 @@ impl Stamp {
     }
 }
 
+// Each metric type serializes as a newtype struct named after it: JSON shows the bare value,
+// and `prometheus::render` learns the metric's kind from the name.
 impl Serialize for Stamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(self.get())
+        s.serialize_newtype_struct(prometheus::STAMP, &self.get())
     }
 }
 
@@ -91,7 +95,7 @@ impl Counter {
 
 impl Serialize for Counter {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(self.get())
+        s.serialize_newtype_struct(prometheus::COUNTER, &self.get())
     }
 }
 
@@ -107,7 +111,7 @@ impl Gauge {
 
 impl Serialize for Gauge {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(self.0.load(Ordering::Relaxed))
+        s.serialize_newtype_struct(prometheus::GAUGE, &self.0.load(Ordering::Relaxed))
     }
 }
 
@@ -123,7 +127,7 @@ impl Flag {
 
 impl Serialize for Flag {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bool(self.0.load(Ordering::Relaxed))
+        s.serialize_newtype_struct(prometheus::FLAG, &self.0.load(Ordering::Relaxed))
     }
 }
 

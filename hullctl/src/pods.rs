@@ -1,0 +1,364 @@
+//! The node operator's view of hull pods: `hullctl pods`, `inspect POD`, `metrics POD`. A pod
+//! is a directory under `/run/hull/pods` (`hull_contract::pods`): who it is (its identity
+//! file) and its hull-vmm's API socket, asked for the VM's state and counters. The VMM's host
+//! pid comes from the socket itself (SO_PEERCRED): hull-vmm runs in a pid namespace of its own
+//! and does not know it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use hull_contract::pods::{PodIdentity, API_SOCKET, IDENTITY, POD_STATE_ROOT};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+/// One reply of the VMM API.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: String,
+    /// The VMM's pid on the host.
+    pub(crate) peer_pid: Option<i32>,
+}
+
+/// Sends one request to the VMM API socket `sock` (vmm/API.md).
+pub(crate) async fn request(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<Reply> {
+    let mut s = UnixStream::connect(sock)
+        .await
+        .with_context(|| format!("connect {}", sock.display()))?;
+    let peer_pid = s.peer_cred().ok().and_then(|c| c.pid());
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await?;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok(Reply {
+        status,
+        body: body.to_owned(),
+        peer_pid,
+    })
+}
+
+/// A GET that must answer 200 with JSON.
+async fn get_json(sock: &Path, path: &str) -> anyhow::Result<(Value, Option<i32>)> {
+    let r = request(sock, "GET", path, "").await?;
+    if r.status != 200 {
+        bail!("GET {path}: status {}: {}", r.status, r.body.trim());
+    }
+    let v = serde_json::from_str(&r.body).with_context(|| format!("GET {path}: not JSON"))?;
+    Ok((v, r.peer_pid))
+}
+
+/// A pod on this node, as its directory says.
+#[derive(Debug, Clone)]
+pub(crate) struct Pod {
+    pub(crate) sandbox_id: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) identity: PodIdentity,
+}
+
+impl Pod {
+    fn api_socket(&self) -> PathBuf {
+        self.dir.join(API_SOCKET)
+    }
+}
+
+/// Every pod directory under `root`, by sandbox id.
+pub(crate) fn list(root: &Path) -> anyhow::Result<Vec<Pod>> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        // No pod has run on this node since boot.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("read {}", root.display())),
+    };
+    let mut pods: Vec<Pod> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| {
+            let dir = e.path();
+            let identity = std::fs::read_to_string(dir.join(IDENTITY))
+                .map(|t| PodIdentity::parse(&t))
+                .unwrap_or_default();
+            Pod {
+                sandbox_id: e.file_name().to_string_lossy().into_owned(),
+                dir,
+                identity,
+            }
+        })
+        .collect();
+    pods.sort_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
+    Ok(pods)
+}
+
+/// The pod `which` names: its sandbox id, a unique prefix of it, or `namespace/name`.
+pub(crate) fn find(root: &Path, which: &str) -> anyhow::Result<Pod> {
+    let pods = list(root)?;
+    let by_name: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.identity.display_name() == which || p.sandbox_id == which)
+        .collect();
+    let hits = if by_name.is_empty() {
+        pods.iter()
+            .filter(|p| p.sandbox_id.starts_with(which))
+            .collect()
+    } else {
+        by_name
+    };
+    match hits.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => bail!("no hull pod {which:?} on this node (hullctl pods lists them)"),
+        many => bail!(
+            "{which:?} names {} pods: {}",
+            many.len(),
+            many.iter()
+                .map(|p| p.sandbox_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Seconds the process `pid` has run, from /proc.
+fn uptime_secs(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the last ')': state is the 1st, starttime the 20th.
+    let start_ticks: u64 = stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    // Whole seconds are enough for an uptime column.
+    let up: u64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split(['.', ' '])
+        .next()?
+        .parse()
+        .ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|h| u64::try_from(h).ok())
+        .filter(|&h| h > 0)?;
+    Some(up.saturating_sub(start_ticks / hz))
+}
+
+/// What `hullctl pods` shows of one pod (and `inspect` adds to).
+pub(crate) async fn summary(pod: &Pod) -> Value {
+    let sock = pod.api_socket();
+    let mut v = json!({
+        "sandbox_id": pod.sandbox_id,
+        "pod": pod.identity.display_name(),
+        "namespace": pod.identity.namespace,
+        "name": pod.identity.name,
+        "uid": pod.identity.uid,
+    });
+    match get_json(&sock, "/vm").await {
+        Ok((vm, pid)) => {
+            v["state"] = vm["state"].clone();
+            v["vcpus"] = vm["config"]["vcpus"].clone();
+            v["memory_mib"] = vm["config"]["mem_mib"].clone();
+            v["vmm_pid"] = json!(pid);
+            v["uptime_secs"] = json!(pid.and_then(uptime_secs));
+        }
+        Err(e) => v["error"] = json!(format!("{e:#}")),
+    }
+    if let Ok((m, _)) = get_json(&sock, "/metrics").await {
+        // The agent's ready mark, in µs after hull-vmm's exec (vmm/API.md, Metrics).
+        let ready = m["boot"]["guest_boot_timer_us"]
+            .as_u64()
+            .filter(|&us| us > 0);
+        v["boot_ms"] = json!(ready.map(|us| us / 1000));
+    }
+    v
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) if s.is_empty() => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn duration_cell(secs: &Value) -> String {
+    let Some(s) = secs.as_u64() else {
+        return "-".into();
+    };
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// The table `hullctl pods` prints.
+pub(crate) fn table(rows: &[Value]) -> String {
+    let header = [
+        "SANDBOX", "POD", "STATE", "VMM PID", "VCPUS", "MEMORY", "UPTIME", "BOOT",
+    ];
+    let mut lines: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
+    for r in rows {
+        let id = cell(&r["sandbox_id"]);
+        lines.push(vec![
+            id.chars().take(12).collect(),
+            cell(&r["pod"]),
+            if r["error"].is_string() {
+                "unreachable".into()
+            } else {
+                cell(&r["state"])
+            },
+            cell(&r["vmm_pid"]),
+            cell(&r["vcpus"]),
+            r["memory_mib"]
+                .as_u64()
+                .map_or("-".into(), |m| format!("{m}Mi")),
+            duration_cell(&r["uptime_secs"]),
+            r["boot_ms"]
+                .as_u64()
+                .map_or("-".into(), |ms| format!("{ms}ms")),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            lines
+                .iter()
+                .map(|l| l[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    lines
+        .iter()
+        .map(|l| {
+            let cells: Vec<String> = l
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            cells.join("  ").trim_end().to_owned() + "\n"
+        })
+        .collect()
+}
+
+/// `hullctl pods`.
+pub(crate) async fn pods(json_out: bool) -> anyhow::Result<i32> {
+    let mut rows = Vec::new();
+    for p in list(Path::new(POD_STATE_ROOT))? {
+        rows.push(summary(&p).await);
+    }
+    if json_out {
+        println!("{}", Value::Array(rows));
+    } else {
+        print!("{}", table(&rows));
+    }
+    Ok(0)
+}
+
+/// `hullctl inspect POD`: the summary, the VM's configuration and its counters.
+pub(crate) async fn inspect(which: &str) -> anyhow::Result<i32> {
+    let pod = find(Path::new(POD_STATE_ROOT), which)?;
+    let mut v = summary(&pod).await;
+    v["dir"] = json!(pod.dir);
+    v["api_socket"] = json!(pod.api_socket());
+    if let Ok((vm, _)) = get_json(&pod.api_socket(), "/vm").await {
+        v["vm"] = vm;
+    }
+    if let Ok((m, _)) = get_json(&pod.api_socket(), "/metrics").await {
+        v["metrics"] = m;
+    }
+    println!("{v}");
+    Ok(0)
+}
+
+/// `hullctl metrics POD`: the VMM's counters (vmm/API.md, Metrics).
+pub(crate) async fn metrics(which: &str) -> anyhow::Result<i32> {
+    let pod = find(Path::new(POD_STATE_ROOT), which)?;
+    let (m, _) = get_json(&pod.api_socket(), "/metrics").await?;
+    println!("{m}");
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod_dir(root: &Path, id: &str, who: Option<(&str, &str)>) {
+        let dir = root.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Some((ns, name)) = who {
+            let identity = PodIdentity {
+                namespace: ns.into(),
+                name: name.into(),
+                uid: "u".into(),
+            };
+            std::fs::write(dir.join(IDENTITY), identity.to_text()).unwrap();
+        }
+    }
+
+    #[test]
+    fn pods_are_found_by_id_prefix_and_kubernetes_name() {
+        let root = tempfile::tempdir().unwrap();
+        pod_dir(root.path(), "abc123", Some(("default", "web-0")));
+        pod_dir(root.path(), "abd456", Some(("default", "web-1")));
+        pod_dir(root.path(), "ctr-run", None);
+        std::fs::write(root.path().join("stray-file"), "").unwrap();
+        let all = list(root.path()).unwrap();
+        let ids: Vec<&str> = all.iter().map(|p| p.sandbox_id.as_str()).collect();
+        assert_eq!(ids, ["abc123", "abd456", "ctr-run"]);
+        assert_eq!(find(root.path(), "abc").unwrap().sandbox_id, "abc123");
+        assert_eq!(
+            find(root.path(), "default/web-1").unwrap().sandbox_id,
+            "abd456"
+        );
+        assert_eq!(
+            find(root.path(), "ctr-run")
+                .unwrap()
+                .identity
+                .display_name(),
+            "-"
+        );
+        let e = find(root.path(), "ab").unwrap_err().to_string();
+        assert!(e.contains("names 2 pods"), "{e}");
+        let e = find(root.path(), "nope").unwrap_err().to_string();
+        assert!(e.contains("no hull pod"), "{e}");
+        assert!(list(&root.path().join("missing")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_table_has_a_column_per_field_and_dashes_for_unknowns() {
+        let rows = [
+            json!({"sandbox_id": "0123456789abcdef", "pod": "default/web-0", "state": "running",
+                   "vmm_pid": 4242, "vcpus": 2, "memory_mib": 576, "uptime_secs": 7300,
+                   "boot_ms": 85}),
+            json!({"sandbox_id": "ctr", "pod": "-", "error": "connect: refused"}),
+        ];
+        let t = table(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("SANDBOX       POD"), "{t}");
+        assert!(
+            lines[1].starts_with("0123456789ab  default/web-0  running")
+                && lines[1].ends_with("4242     2      576Mi   2h      85ms"),
+            "{t}"
+        );
+        assert!(
+            lines[2].contains("unreachable") && lines[2].ends_with("-"),
+            "{t}"
+        );
+    }
+}
