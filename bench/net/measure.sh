@@ -28,12 +28,14 @@ nb_pod() {
 	local key=$1 rt=${podrt[$1]:-$1} ip=${podip[$1]} id=${c1[$1]} i t got
 	local -a down=() up=() rr=()
 	# Pod -> host: the pod serves NB_BYTES of zeros per connection, the host reads them.
-	in_ctr "$rt" "$id" sh -c "{ nc -ll -p 9100 -e head -c $NB_BYTES /dev/zero </dev/null >/dev/null 2>&1 & }" ||
+	# The server stays (-ll): a caller with another NB_BYTES sets its own NB_PORT.
+	local port=${NB_PORT:-9100}
+	in_ctr "$rt" "$id" sh -c "{ nc -ll -p $port -e head -c $NB_BYTES /dev/zero </dev/null >/dev/null 2>&1 & }" ||
 		{ echo "fail fail fail"; return; }
 	sleep 1
 	for ((i = 0; i < NB_RUNS; i++)); do
 		t=$(date +%s%N)
-		got=$(timeout 300 busybox nc "$ip" 9100 </dev/null | wc -c)
+		got=$(timeout 300 busybox nc "$ip" "$port" </dev/null | wc -c)
 		((got == NB_BYTES)) && down+=("$(ms_since "$t")") || down+=(fail)
 	done
 	# Host -> pod: the host serves, the pod reads; the exec's own cost is measured apart and
@@ -115,7 +117,7 @@ flood_phase() {
 }
 
 net_flood_bench() {
-	local NB_BYTES=$((4 << 20))
+	local NB_BYTES=$((4 << 20)) NB_PORT=9103
 	local flood_sock puller alone with limited
 	alone=$(nb_pod_down_rr hull)
 	mini_pod flood hull || return

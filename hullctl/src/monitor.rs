@@ -208,8 +208,11 @@ pub(crate) async fn scrape(root: &Path) -> Exposition {
     e
 }
 
-/// Reads one request head (bounded); answers `GET /metrics` and 404 for the rest.
-async fn serve_one(mut s: TcpStream) -> std::io::Result<()> {
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads one request head (bounded in size and time).
+async fn read_head(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
@@ -219,6 +222,14 @@ async fn serve_one(mut s: TcpStream) -> std::io::Result<()> {
         }
         head.extend_from_slice(&buf[..n]);
     }
+    Ok(head)
+}
+
+/// Answers `GET /metrics`, and 404 for the rest.
+async fn serve_one(mut s: TcpStream) -> std::io::Result<()> {
+    let head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut s))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     let line = String::from_utf8_lossy(&head);
     let mut words = line.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));

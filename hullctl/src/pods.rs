@@ -21,8 +21,23 @@ pub(crate) struct Reply {
     pub(crate) peer_pid: Option<i32>,
 }
 
+/// How long one API request may take: hull-vmm answers on its event loop at once, so more
+/// means a stuck VMM, which must not hang `hullctl pods` or a scrape of every pod.
+const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Sends one request to the VMM API socket `sock` (vmm/API.md).
 pub(crate) async fn request(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<Reply> {
+    tokio::time::timeout(API_TIMEOUT, request_unbounded(sock, method, path, body))
+        .await
+        .with_context(|| format!("{method} {path} on {}: no answer", sock.display()))?
+}
+
+async fn request_unbounded(
     sock: &Path,
     method: &str,
     path: &str,
