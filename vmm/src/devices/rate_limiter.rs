@@ -123,6 +123,29 @@ impl LimitConfig {
     }
 }
 
+#[cfg(test)]
+impl LimitConfig {
+    /// Only bytes limited (the device tests' shorthand).
+    pub(crate) fn bytes_only(rate: u64, burst: u64, one_time_burst: u64) -> Self {
+        LimitConfig {
+            bytes: Some(BucketConfig {
+                rate,
+                burst: Some(burst),
+                one_time_burst,
+            }),
+            ops: None,
+        }
+    }
+
+    /// Only operations limited.
+    pub(crate) fn ops_only(rate: u64, burst: u64, one_time_burst: u64) -> Self {
+        LimitConfig {
+            bytes: None,
+            ops: LimitConfig::bytes_only(rate, burst, one_time_burst).bytes,
+        }
+    }
+}
+
 /// A token bucket whose balance may go negative (debt) by one request.
 #[derive(Debug, Clone)]
 struct TokenBucket {

@@ -554,7 +554,6 @@ mod limit_tests {
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
     use super::*;
-    use crate::config::BucketConfig;
     use crate::devices::rate_limiter::test_clock;
     use crate::devices::virtio::chain::test_util::{desc, NEXT, WRITE};
     use crate::devices::virtio::IrqTrigger;
@@ -654,17 +653,7 @@ mod limit_tests {
     fn bytes_limit_holds_the_disk_to_its_rate_and_loses_nothing() {
         let mem = memory::create(16 << 20).unwrap();
         let rate = 64 << 10;
-        let (_f, mut b, vq) = queued(
-            &mem,
-            LimitConfig {
-                bytes: Some(BucketConfig {
-                    rate,
-                    burst: Some(REQ),
-                    one_time_burst: 0,
-                }),
-                ops: None,
-            },
-        );
+        let (_f, mut b, vq) = queued(&mem, LimitConfig::bytes_only(rate, REQ, 0));
         let done = drain(&mut b, &vq);
         every_read_arrived(&mem, &vq);
         // The burst's worth at once, then REQ bytes every REQ / rate = 250 ms.
@@ -683,17 +672,7 @@ mod limit_tests {
     #[test]
     fn ops_limit_with_a_one_time_burst() {
         let mem = memory::create(16 << 20).unwrap();
-        let (_f, mut b, vq) = queued(
-            &mem,
-            LimitConfig {
-                bytes: None,
-                ops: Some(BucketConfig {
-                    rate: 10,
-                    burst: Some(2),
-                    one_time_burst: 6,
-                }),
-            },
-        );
+        let (_f, mut b, vq) = queued(&mem, LimitConfig::ops_only(10, 2, 6));
         let done = drain(&mut b, &vq);
         every_read_arrived(&mem, &vq);
         // 2 + 6 at once, then one every 100 ms.
@@ -710,17 +689,7 @@ mod limit_tests {
     #[test]
     fn new_limits_at_runtime_apply_at_once() {
         let mem = memory::create(16 << 20).unwrap();
-        let (_f, mut b, vq) = queued(
-            &mem,
-            LimitConfig {
-                bytes: None,
-                ops: Some(BucketConfig {
-                    rate: 1,
-                    burst: Some(1),
-                    one_time_burst: 0,
-                }),
-            },
-        );
+        let (_f, mut b, vq) = queued(&mem, LimitConfig::ops_only(1, 1, 0));
         b.process_queue();
         assert_eq!(used(&vq), 1);
         assert!(b.limit.throttled());

@@ -699,22 +699,11 @@ fn rx_interrupts_follow_the_used_event_and_pending_chains_are_bounded() {
 /// the configured rate.
 mod limits {
     use super::*;
-    use crate::config::{BucketConfig, LimitConfig};
+    use crate::config::LimitConfig;
     use virtio_queue::QueueT;
     use vmm_sys_util::epoll::EventSet;
 
     use crate::devices::rate_limiter::test_clock;
-
-    fn bytes(rate: u64, burst: u64) -> LimitConfig {
-        LimitConfig {
-            bytes: Some(BucketConfig {
-                rate,
-                burst: Some(burst),
-                one_time_burst: 0,
-            }),
-            ops: None,
-        }
-    }
 
     #[test]
     fn tx_is_held_to_its_byte_rate_and_loses_no_frame() {
@@ -724,7 +713,10 @@ mod limits {
             let (rate, burst) = (50_000, 2000);
             let mem = memory::create(64 << 20).unwrap();
             let mut r = started(&mem);
-            r.dev.set_limits(LimitConfig::default(), bytes(rate, burst));
+            r.dev.set_limits(
+                LimitConfig::default(),
+                LimitConfig::bytes_only(rate, burst, 0),
+            );
             let sock = UdpSocket::bind((HOST_IP, 5556)).unwrap();
             sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             for i in 0..N {
@@ -776,15 +768,8 @@ mod limits {
             const N: usize = 24;
             let mem = memory::create(64 << 20).unwrap();
             let mut r = started(&mem);
-            let ten_a_second = LimitConfig {
-                bytes: None,
-                ops: Some(BucketConfig {
-                    rate: 10,
-                    burst: Some(1),
-                    one_time_burst: 0,
-                }),
-            };
-            r.dev.set_limits(ten_a_second, LimitConfig::default());
+            r.dev
+                .set_limits(LimitConfig::ops_only(10, 1, 0), LimitConfig::default());
             for i in 0..32u64 {
                 post(
                     &r.rx,
