@@ -124,7 +124,7 @@ jail_checks() {
 		if [[ -n $a && $a != "$b" ]]; then pass "jail: hull-vmm has its own $ns namespace"; else flunk "jail: hull-vmm $ns namespace $a, the shim's $b"; fi
 	done
 	check "jail: hull-vmm's root is the jail directory" "$(stat -c %d:%i "/run/hull/pods/$sid/jail")" "$(stat -Lc %d:%i "/proc/$vmm/root/")"
-	check "jail: its root holds only what hull-vmm needs" "dev fs.sock hull-vmm initrd kernel vsock.sock" \
+	check "jail: its root holds only what hull-vmm needs (api.sock: its API, for hullctl)" "api.sock dev fs.sock hull-vmm initrd kernel vsock.sock" \
 		"$(find "/proc/$vmm/root/" -mindepth 1 -maxdepth 1 -printf '%f\n' | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')"
 	check "jail: its mount namespace holds the jail's mounts only" 6 "$(wc -l <"/proc/$vmm/mountinfo")"
 	check "jail: RLIMIT_NOFILE" "1024 1024" "$(awk '/^Max open files/ {print $4, $5}' "/proc/$vmm/limits")"
