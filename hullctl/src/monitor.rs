@@ -14,7 +14,7 @@ use hull_contract::pods::{API_SOCKET, POD_STATE_ROOT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::pods::{self, Pod};
+use crate::pods::{self, process_stats, Pod};
 
 /// One metric family: its HELP and TYPE, then its samples in order.
 #[derive(Debug, Default)]
@@ -103,26 +103,6 @@ impl Exposition {
         }
         out
     }
-}
-
-/// (resident bytes, CPU seconds, start time in seconds since boot) of `pid`, from /proc.
-fn process_stats(pid: i32) -> Option<(u64, f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    // After ')': utime and stime are the 12th and 13th, starttime the 20th, rss (pages) the 22nd.
-    let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .and_then(|h| u64::try_from(h).ok())
-        .filter(|&h| h > 0)?;
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .and_then(|p| u64::try_from(p).ok())?;
-    #[allow(clippy::cast_precision_loss)] // tick counts fit f64's 53 bits for ages
-    let secs = |ticks: u64| ticks as f64 / hz as f64;
-    Some((num(21)? * page, secs(num(11)? + num(12)?), secs(num(19)?)))
 }
 
 /// The exposition of every pod on the node, now.

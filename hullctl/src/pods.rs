@@ -147,32 +147,43 @@ pub(crate) fn find(root: &Path, which: &str) -> anyhow::Result<Pod> {
     }
 }
 
-/// Seconds the process `pid` has run, from /proc.
+/// Seconds the process `pid` has run: /proc/uptime less its start ([`process_stats`]).
 fn uptime_secs(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the last ')': state is the 1st, starttime the 20th.
-    let start_ticks: u64 = stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()?;
-    // Whole seconds are enough for an uptime column.
-    let up: u64 = std::fs::read_to_string("/proc/uptime")
+    let (_, _, started) = process_stats(pid)?;
+    let up: f64 = std::fs::read_to_string("/proc/uptime")
         .ok()?
-        .split(['.', ' '])
+        .split_whitespace()
         .next()?
         .parse()
         .ok()?;
+    // Whole seconds for an uptime column; a negative difference (clock granularity) is 0.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Some((up - started).max(0.0) as u64)
+}
+
+/// (resident bytes, CPU seconds, start in seconds after boot) of `pid`, from /proc/PID/stat.
+pub(crate) fn process_stats(pid: i32) -> Option<(u64, f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    // After ')': utime and stime are the 12th and 13th, starttime the 20th, rss (pages) the 22nd.
+    let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .and_then(|h| u64::try_from(h).ok())
         .filter(|&h| h > 0)?;
-    Some(up.saturating_sub(start_ticks / hz))
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| u64::try_from(p).ok())?;
+    #[allow(clippy::cast_precision_loss)] // tick counts fit f64's 53 bits for ages
+    let secs = |ticks: u64| ticks as f64 / hz as f64;
+    Some((num(21)? * page, secs(num(11)? + num(12)?), secs(num(19)?)))
 }
 
-/// What `hullctl pods` shows of one pod (and `inspect` adds to).
-pub(crate) async fn summary(pod: &Pod) -> Value {
+/// What `hullctl pods` shows of one pod, and the `GET /vm` and `GET /metrics` replies it was
+/// read from (`inspect` prints them too; `null` for one that failed).
+pub(crate) async fn summary(pod: &Pod) -> (Value, Value, Value) {
     let sock = pod.api_socket();
     let mut v = json!({
         "sandbox_id": pod.sandbox_id,
@@ -181,24 +192,29 @@ pub(crate) async fn summary(pod: &Pod) -> Value {
         "name": pod.identity.name,
         "uid": pod.identity.uid,
     });
-    match get_json(&sock, "/vm").await {
+    let vm = match get_json(&sock, "/vm").await {
         Ok((vm, pid)) => {
             v["state"] = vm["state"].clone();
             v["vcpus"] = vm["config"]["vcpus"].clone();
             v["memory_mib"] = vm["config"]["mem_mib"].clone();
             v["vmm_pid"] = json!(pid);
             v["uptime_secs"] = json!(pid.and_then(uptime_secs));
+            vm
         }
-        Err(e) => v["error"] = json!(format!("{e:#}")),
-    }
-    if let Ok((m, _)) = get_json(&sock, "/metrics").await {
-        // The agent's ready mark, in µs after hull-vmm's exec (vmm/API.md, Metrics).
-        let ready = m["boot"]["guest_boot_timer_us"]
-            .as_u64()
-            .filter(|&us| us > 0);
-        v["boot_ms"] = json!(ready.map(|us| us / 1000));
-    }
-    v
+        Err(e) => {
+            v["error"] = json!(format!("{e:#}"));
+            Value::Null
+        }
+    };
+    let metrics = get_json(&sock, "/metrics")
+        .await
+        .map_or(Value::Null, |(m, _)| m);
+    // The agent's ready mark, in µs after hull-vmm's exec (vmm/API.md, Metrics).
+    let ready = metrics["boot"]["guest_boot_timer_us"]
+        .as_u64()
+        .filter(|&us| us > 0);
+    v["boot_ms"] = json!(ready.map(|us| us / 1000));
+    (v, vm, metrics)
 }
 
 fn cell(v: &Value) -> String {
@@ -275,7 +291,7 @@ pub(crate) fn table(rows: &[Value]) -> String {
 pub(crate) async fn pods(json_out: bool) -> anyhow::Result<i32> {
     let mut rows = Vec::new();
     for p in list(Path::new(POD_STATE_ROOT))? {
-        rows.push(summary(&p).await);
+        rows.push(summary(&p).await.0);
     }
     if json_out {
         println!("{}", Value::Array(rows));
@@ -288,15 +304,11 @@ pub(crate) async fn pods(json_out: bool) -> anyhow::Result<i32> {
 /// `hullctl inspect POD`: the summary, the VM's configuration and its counters.
 pub(crate) async fn inspect(which: &str) -> anyhow::Result<i32> {
     let pod = find(Path::new(POD_STATE_ROOT), which)?;
-    let mut v = summary(&pod).await;
+    let (mut v, vm, metrics) = summary(&pod).await;
     v["dir"] = json!(pod.dir);
     v["api_socket"] = json!(pod.api_socket());
-    if let Ok((vm, _)) = get_json(&pod.api_socket(), "/vm").await {
-        v["vm"] = vm;
-    }
-    if let Ok((m, _)) = get_json(&pod.api_socket(), "/metrics").await {
-        v["metrics"] = m;
-    }
+    v["vm"] = vm;
+    v["metrics"] = metrics;
     println!("{v}");
     Ok(0)
 }
