@@ -10,11 +10,13 @@
 //! `hullctl task-stats --address ADDR ID` prints a shim's Task.Stats reply as JSON ([`task`]).
 //! `hullctl pods [-o json]`, `hullctl inspect POD`, `hullctl metrics POD`: the hull pods on
 //! this node and their VMs, for an operator ([`pods`]); `hullctl monitor --listen ADDR` serves
-//! them to Prometheus ([`monitor`]).
+//! them to Prometheus ([`monitor`]). `hullctl node check|containerd-add|containerd-remove`:
+//! the installer's steps on a node ([`node`]).
 
 mod agent;
 mod bench;
 mod monitor;
+mod node;
 mod pods;
 mod task;
 
@@ -80,6 +82,12 @@ enum Cmd {
     Monitor {
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: String,
+    },
+    /// What the installer does to a node: check it can run hull pods, add the runtime to
+    /// containerd's configuration and take it out again.
+    Node {
+        #[command(subcommand)]
+        cmd: node::NodeCmd,
     },
     /// CreateSandbox: prepare the guest for containers.
     SandboxCreate {
@@ -354,7 +362,8 @@ async fn container_cmd(cmd: &Cmd) -> anyhow::Result<i32> {
         | Cmd::Pods { .. }
         | Cmd::Inspect { .. }
         | Cmd::Metrics { .. }
-        | Cmd::Monitor { .. } => {
+        | Cmd::Monitor { .. }
+        | Cmd::Node { .. } => {
             unreachable!("handled in main")
         }
     }
@@ -410,6 +419,7 @@ fn main() {
             Cmd::Inspect { pod } => pods::inspect(pod).await,
             Cmd::Metrics { pod } => pods::metrics(pod).await,
             Cmd::Monitor { listen } => monitor::run(listen).await,
+            Cmd::Node { cmd } => node::run(cmd),
             other => container_cmd(other).await,
         }
     });

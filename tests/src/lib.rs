@@ -177,9 +177,21 @@ pub fn pod_stack() -> Result<PodStack, SuiteError> {
 /// the lab's defects, not the script's failure.
 pub const LAB_LOCKED_UP: i32 = 125;
 
+/// What a lab script run ended with: its exit status and its `FAIL:` lines (every try's).
+#[derive(Debug)]
+pub struct LabRun {
+    pub status: std::process::ExitStatus,
+    pub failures: Vec<String>,
+}
+
 /// Runs `bash SCRIPT ARGS...` inside the lab (`lab/run --timeout SECS`, DESIGN §5) from the
-/// repo root, its output going to ours; returns its exit status. The scripts source
-/// `lab/lib.sh`: one `PASS:`/`FAIL:` line per check, exit 1 on any FAIL.
+/// repo root; returns its exit status and `FAIL:` lines. The scripts source `lab/lib.sh`: one
+/// `PASS:`/`FAIL:` line per check, exit 1 on any FAIL.
+///
+/// The script's output goes to ours as it comes (written to the process's stdout, which the
+/// test harness does not capture, so a long suite shows its progress); the `FAIL:` lines are
+/// also kept, so that a failed test's message names what failed: CI shows the panic message,
+/// not always the whole log.
 ///
 /// The lab host's kernel can crash or lock up under QEMU's SVM emulation, and a guest can get
 /// stuck re-faulting in it (lab/README.md): then `lab/run` or the script exits
@@ -189,7 +201,7 @@ pub fn lab_script(
     timeout_secs: u32,
     script: &str,
     args: &[&std::ffi::OsStr],
-) -> Result<std::process::ExitStatus, SuiteError> {
+) -> Result<LabRun, SuiteError> {
     lab_script_with_reruns(timeout_secs, script, args, 1)
 }
 
@@ -202,9 +214,10 @@ pub fn lab_script_with_reruns(
     script: &str,
     args: &[&std::ffi::OsStr],
     reruns: u32,
-) -> Result<std::process::ExitStatus, SuiteError> {
+) -> Result<LabRun, SuiteError> {
     let root = repo_root();
-    let run = |rerun: u32| {
+    let mut failures = Vec::new();
+    let mut run = |rerun: u32| {
         let mut cmd = Command::new(root.join("lab/run"));
         cmd.arg("--timeout")
             .arg(timeout_secs.to_string())
@@ -212,16 +225,22 @@ pub fn lab_script_with_reruns(
             .arg("bash")
             .arg(root.join(script))
             .args(args)
-            .current_dir(&root);
+            .current_dir(&root)
+            .stdout(std::process::Stdio::piped());
         if rerun > 0 {
             cmd.env("HULL_LAB_RERUN", rerun.to_string());
         } else {
             cmd.env_remove("HULL_LAB_RERUN");
         }
-        cmd.status().map_err(|source| SuiteError::Spawn {
+        let spawn_error = |source| SuiteError::Spawn {
             cmd: format!("lab/run -- bash {script}"),
             source,
-        })
+        };
+        let mut child = cmd.spawn().map_err(spawn_error)?;
+        if let Some(out) = child.stdout.take() {
+            failures.extend(relay_lines(out, std::io::stdout()));
+        }
+        child.wait().map_err(spawn_error)
     };
     let mut status = run(0)?;
     for rerun in 1..=reruns {
@@ -235,7 +254,35 @@ pub fn lab_script_with_reruns(
         );
         status = run(rerun)?;
     }
-    Ok(status)
+    Ok(LabRun { status, failures })
+}
+
+/// Copies `out` line by line to `to` until it ends; returns its `FAIL:` lines. A write error
+/// (a closed stdout) stops the copy but not the reading, so the script never blocks on a full
+/// pipe.
+fn relay_lines(out: impl std::io::Read, to: impl std::io::Write) -> Vec<String> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(out);
+    let mut stdout = Some(to);
+    let mut failures = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if stdout
+            .as_mut()
+            .is_some_and(|o| o.write_all(&line).and_then(|()| o.flush()).is_err())
+        {
+            stdout = None;
+        }
+        if line.starts_with(b"FAIL:") {
+            failures.push(String::from_utf8_lossy(&line).trim_end().to_owned());
+        }
+    }
+    failures
 }
 
 /// `<repo>/target/lab-out/NAME`: a lab script's log directory (`target/lab-out` is the lab's
@@ -264,12 +311,15 @@ pub fn assert_lab_script_with_reruns(
     out_dir: &Path,
     reruns: u32,
 ) {
-    let status = lab_script_with_reruns(timeout_secs, script, args, reruns)
+    let run = lab_script_with_reruns(timeout_secs, script, args, reruns)
         .unwrap_or_else(|e| panic!("lab/run -- bash {script}: {e}"));
     assert!(
-        status.success(),
-        "lab checks of {script} failed ({status}); logs in {}",
-        out_dir.display()
+        run.status.success(),
+        "lab checks of {script} failed ({}); logs in {}; {} FAIL line(s):\n{}",
+        run.status,
+        out_dir.display(),
+        run.failures.len(),
+        run.failures.join("\n")
     );
 }
 
@@ -383,6 +433,17 @@ pub fn bzimage_version(image: &[u8]) -> Result<String, SuiteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lab_scripts_fail_lines_are_kept_for_the_test_message() {
+        let out: &[u8] = b"PASS: one\nFAIL: two: why\nINFO: x\nFAIL: three\xff\nFAIL: no newline";
+        let mut copy = Vec::new();
+        assert_eq!(
+            relay_lines(out, &mut copy),
+            ["FAIL: two: why", "FAIL: three\u{fffd}", "FAIL: no newline"]
+        );
+        assert_eq!(copy, out, "the output is not passed on as it was");
+    }
 
     #[test]
     fn reads_the_setup_header_version() {

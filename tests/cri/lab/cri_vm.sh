@@ -43,12 +43,6 @@ write_hull_toml "$r/hull.toml" "$BIN" "$VMLINUX" "$INITRD" "$VIRTIOFSD"
 printf '[annotations]\nallowed = ["io.hull.limits."]\n' >>"$r/hull.toml"
 # HULL_CRI_CONTAINERD: the bin directory of another containerd (scripts/ensure-containerd: Debian
 # trixie's 1.7 or sid's 2.x) to run instead of Debian 12's 1.6, with its own ctr and runc shim.
-# Its major version picks the config version and how the hull runtime gets in, as
-# deploy/containerd says an operator adds it, only with this run's hull.toml as ConfigPath:
-# 2.x: config version 3 (CRI's settings in the plugins io.containerd.cri.v1.images and
-# .runtime) importing deploy/containerd/hull-v3.toml; 1.6 and 1.7: config version 2 with
-# deploy/containerd/hull.toml's tables appended (their `imports` would replace the node's whole
-# CRI section with the drop-in's).
 ctrd_bin=${HULL_CRI_CONTAINERD:-}
 if [[ -n $ctrd_bin ]]; then
 	PATH=$ctrd_bin:$PATH
@@ -57,18 +51,21 @@ fi
 ctrd_version=$(containerd --version 2>&1 | awk '{print $3}')
 info "containerd $ctrd_version ($(command -v containerd))"
 [[ -z $ctrd_bin ]] || check "the containerd under test is $ctrd_bin's" "$ctrd_bin/containerd" "$(command -v containerd)"
+# The node's own configuration first, in the version its containerd reads natively: 2.x:
+# version 3 (CRI's settings in the plugins io.containerd.cri.v1.images and .runtime); 1.6 and
+# 1.7: version 2. Then the installer's step adds the hull runtime to it (hullctl node
+# containerd-add, as deploy/kubernetes's DaemonSet does): 2.x imports a drop-in, 1.6 and 1.7
+# get the runtime's tables appended (their `imports` would replace the node's whole CRI
+# section). At the end containerd-remove must give the node's file back byte for byte.
 if [[ $ctrd_version == v2.* || $ctrd_version == 2.* ]]; then
 	v3=1 cri_images="'io.containerd.cri.v1.images'" cri_runtime="'io.containerd.cri.v1.runtime'"
-	sed "s|/etc/hull/hull.toml|$r/hull.toml|" "$lab_repo/deploy/containerd/hull-v3.toml" >"$r/hull-dropin.toml"
-	config_version=3 containerd_config "$r/config.toml" "$r" "$A" "imports = [\"$r/hull-dropin.toml\"]"
+	config_version=3 containerd_config "$r/config.toml" "$r" "$A"
+	want_mode=import
 else
 	v3=0 cri_images='"io.containerd.grpc.v1.cri"' cri_runtime='"io.containerd.grpc.v1.cri"'
 	containerd_config "$r/config.toml" "$r" "$A"
-	sed -e "s|/etc/hull/hull.toml|$r/hull.toml|" -e '/^version = /d' \
-		"$lab_repo/deploy/containerd/hull.toml" >>"$r/config.toml"
+	want_mode=edit
 fi
-grep -q "ConfigPath = .$r/hull.toml" "$r/config.toml" "$r/hull-dropin.toml" 2>/dev/null ||
-	flunk "deploy/containerd's drop-in names no ConfigPath"
 {
 	echo '[debug]'
 	echo '  level = "debug"'
@@ -88,6 +85,18 @@ grep -q "ConfigPath = .$r/hull.toml" "$r/config.toml" "$r/hull-dropin.toml" 2>/d
 	echo "  [plugins.$cri_runtime.containerd.runtimes.runc]"
 	echo '    runtime_type = "io.containerd.runc.v2"'
 } >>"$r/config.toml"
+cp "$r/config.toml" "$r/config.node"
+node_config=(--config "$r/config.toml" --drop-in "$r/conf.d/hull.toml" --state "$r/installer")
+# containerd_add: the installer's step; its output lines joined.
+containerd_add() {
+	"$BIN/hullctl" node containerd-add "${node_config[@]}" --hull-config "$r/hull.toml" \
+		--containerd-version "$ctrd_version" 2>&1 | paste -sd ' '
+}
+check "installer: hullctl node containerd-add on containerd $ctrd_version's node config" \
+	"changed=true mode=$want_mode" "$(containerd_add)"
+grep -q "ConfigPath = .$r/hull.toml" "$r/config.toml" "$r/conf.d/hull.toml" 2>/dev/null ||
+	flunk "the hull runtime in containerd's configuration names no ConfigPath"
+check "installer: a second containerd-add changes nothing" "changed=false mode=$want_mode" "$(containerd_add)"
 # The pod network: a bridge with host-local addresses (Debian's containernetworking-plugins).
 # containerd's CRI adds the loopback network itself (go-cni WithLoNetwork, /usr/lib/cni/loopback).
 # Dual stack: IPv4 first (the pod's primary IP), then IPv6. The lab has no uplink: traffic stays
@@ -115,6 +124,12 @@ JSON
 # pinned, and the pods' cgroup parent a cpuset without CPU 0 (the shim's move of hull-vmm into
 # its pod cgroup resets a taskset).
 LAB_PODS_OFF_CPU0=1 start_containerd "$BIN" "$r/config.toml" "$OUT/containerd.log"
+# The installer's host checks (what it asks before labelling a node): the lab's node passes.
+if node_check=$("$BIN/hullctl" node check 2>&1); then
+	pass "installer: hullctl node check: $(paste -sd ';' <<<"$node_check")"
+else
+	flunk "installer: hullctl node check: $node_check"
+fi
 cgroup_off_cpu0 "$CG" || flunk "a cpuset for $CG: $(off_cpu0_cpus)"
 # shellcheck disable=SC2317 # called through the trap
 finish() {
@@ -864,6 +879,13 @@ if [[ $SUITE == full && " $rts " == *" hull "* ]]; then
 	leftovers cycle
 	check "hull: after the cycles, the pod network left nothing behind" "$base" "$(netstate)"
 fi
+# The installer's undo: the node's configuration back byte for byte, nothing of hull's left.
+check "installer: hullctl node containerd-remove" "changed=true mode=$want_mode" \
+	"$("$BIN/hullctl" node containerd-remove "${node_config[@]}" 2>&1 | paste -sd ' ')"
+cmp -s "$r/config.node" "$r/config.toml" &&
+	pass "installer: containerd's configuration is the node's again, byte for byte" ||
+	flunk "installer: containerd's configuration differs from the node's: $(diff "$r/config.node" "$r/config.toml" | head -6)"
+check "installer: no drop-in or undo state left" "" "$(find "$r/conf.d" "$r/installer" -mindepth 1 2>/dev/null)"
 if [[ -n ${timing[hull.runp]:-} && -n ${timing[runc.runp]:-} ]]; then
 	runc_ms=${timing[runc.runp]} hull_ms=${timing[hull.runp]}
 	info "RunPodSandbox: runc $runc_ms ms, hull $hull_ms ms (hull/runc x$((hull_ms / (runc_ms > 0 ? runc_ms : 1))))"
