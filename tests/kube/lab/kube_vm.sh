@@ -3,8 +3,10 @@
 # kubelet"), from scripts/ensure-kubernetes's cache: etcd and kube-apiserver (self-signed
 # serving certificate, static tokens, AlwaysAllow, no scheduler and no controller-manager, so
 # pods name their node), Debian 12's containerd 1.6 with its CRI plugin, a CNI bridge and the
-# runtime handlers runc and hull as tests/cri/lab/cri_vm.sh sets them up, kubelet 1.20 talking
-# CRI v1alpha2 to it, and a RuntimeClass hull. Then what a kubectl user does, for runc (no
+# runtime handler runc, hull installed on the node by the installer image's hull-node
+# (scripts/mk-installer-image, deploy/kubernetes; uninstalled at the end, containerd's config
+# compared byte for byte), kubelet 1.20 talking CRI v1alpha2 to it, and the RuntimeClass hull,
+# whose node selector the installer's label satisfies. Then what a kubectl user does, for runc (no
 # runtimeClassName), then hull (runtimeClassName: hull) in the same run, each check once per
 # runtime: pod Running; `kubectl exec` plain, `-i` with stdin (output and prompt EOF)
 # and `-t`; `logs`, `logs -f` ending with the container, `logs --previous`; `attach -i` to a
@@ -172,11 +174,6 @@ api_ready() { [[ $(kc get --raw /readyz 2>/dev/null) == ok ]]; }
 cd_dir=$r/containerd
 mkdir -p "$cd_dir"
 containerd_config "$r/config.toml" "$cd_dir" "$A"
-write_hull_toml "$r/hull.toml" "$BIN" "$VMLINUX" "$INITRD" "$VIRTIOFSD"
-# Each hull pod's console, VMM and virtiofsd logs in OUT too (removed with their pod).
-sed -i "/^\[log\]/a pod_dir = \"$OUT/hull-pods\"" "$r/hull.toml"
-sed -e "s|/etc/hull/hull.toml|$r/hull.toml|" -e '/^version = /d' \
-	"$lab_repo/deploy/containerd/hull.toml" >>"$r/config.toml"
 # The runc shim puts containers in kubelet's cgroup parents as plain paths (SystemdCgroup
 # false): kubelet's --cgroup-driver=cgroupfs.
 cat >>"$r/config.toml" <<EOF
@@ -192,6 +189,54 @@ cat >>"$r/config.toml" <<EOF
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
 EOF
+# hull goes in through its installer as the DaemonSet hull-installer runs it, only straight on
+# this node (HOST=/) rather than in a container: the installer image (scripts/mk-installer-image,
+# here from the pod stack's binaries, guest and virtiofsd) is built, later imported into
+# containerd, and its hull-node, hullctl, kubectl and payload are what runs: the payload lands
+# under $prefix, linked into /usr/local/bin, which is where containerd finds the shim; the
+# runtime goes into the node's containerd config (1.6: tables appended). The suite's hull.toml
+# (its log directory and a guest that fits the lab) names the installed files; the installer
+# keeps a node's hull.toml. Its restart hook notes the request: containerd starts after it.
+prefix=$r/opt/hull img=$r/installer
+mkdir -p "$img/root"
+if HULL_INSTALLER_BIN=$BIN HULL_GUEST_VMLINUX=$VMLINUX HULL_GUEST_INITRD=$INITRD HULL_VIRTIOFSD=$VIRTIOFSD \
+	HULL_KUBECTL=${kube[kubectl]} "$lab_repo/scripts/mk-installer-image" "$r/installer.tar" \
+	>"$img/build.out" 2>"$L/mk-installer-image.log"; then
+	# Its one layer, unpacked: the image's files as the DaemonSet's container sees them.
+	tar -xf "$r/installer.tar" -C "$img" index.json blobs &&
+		layer=$(python3 -c 'import json,sys
+d=sys.argv[1]; blob=lambda g: d+"/blobs/sha256/"+g["digest"].split(":")[1]
+m=json.load(open(blob(json.load(open(d+"/index.json"))["manifests"][0])))
+print(blob(m["layers"][0]))' "$img") && tar -xf "$layer" -C "$img/root" &&
+		pass "installer: scripts/mk-installer-image built the image (release $(<"$img/root/payload/release"))" ||
+		flunk "installer: the image's layer does not unpack"
+else
+	flunk "installer: scripts/mk-installer-image: $(tail -n 3 "$L/mk-installer-image.log")"
+fi
+payload=$img/root/payload
+cur=$prefix/current
+write_hull_toml "$r/hull.toml" "$cur/bin" "$cur/share/vmlinux" "$cur/share/initrd.cpio.gz" "$cur/libexec/virtiofsd"
+# Each hull pod's console, VMM and virtiofsd logs in OUT too (removed with their pod).
+sed -i "/^\[log\]/a pod_dir = \"$OUT/hull-pods\"" "$r/hull.toml"
+cp "$r/config.toml" "$r/config.node"
+# hull_node install|uninstall [NODE_NAME]: the installer with this node's settings; its output
+# in $L/hull-node.log.
+hull_node() {
+	echo "--- hull-node $1 ${2:-}" >>"$L/hull-node.log"
+	PATH=$img/root/bin:$PATH HOST=/ NODE_NAME=${2:-} HULL_PREFIX=$prefix HULL_PAYLOAD=$payload \
+		HULL_CONFIG=$r/hull.toml CONTAINERD_CONFIG=$r/config.toml \
+		KUBECONFIG=$r/admin.kubeconfig HULL_RESTART_CONTAINERD="echo restart >>$r/restarts" \
+		sh "$img/root/bin/hull-node" "$1" >>"$L/hull-node.log" 2>&1
+}
+if hull_node install; then
+	pass "installer: hull-node install (before the node registered: no label)"
+else
+	flunk "installer: hull-node install: $(tail -n 4 "$L/hull-node.log")"
+fi
+check "installer: containerd's restart requested once" 1 "$(wc -l <"$r/restarts" 2>/dev/null)"
+check "installer: the shim on containerd's PATH is the installed release's" \
+	"$prefix/releases/$(cat "$payload/release" 2>&1)/bin/containerd-shim-hull-v2" \
+	"$(readlink -f /usr/local/bin/containerd-shim-hull-v2)"
 cat >"$r/cni/10-hull-kube.conflist" <<'JSON'
 {
   "cniVersion": "1.0.0",
@@ -212,7 +257,8 @@ cat >"$r/cni/10-hull-kube.conflist" <<'JSON'
 }
 JSON
 t0=$(date +%s%N)
-LAB_PODS_OFF_CPU0=1 start_containerd "$BIN" "$r/config.toml" "$L/containerd.log"
+# containerd with the node's PATH (no BIN first): it runs /usr/local/bin's shim, the installer's.
+LAB_PODS_OFF_CPU0=1 start_containerd /usr/local/bin "$r/config.toml" "$L/containerd.log"
 # shellcheck disable=SC2317 # called through poll
 ctr_up() { ctr -a "$A" version; }
 if poll 600 ctr_up; then pass "containerd serves"; else
@@ -222,6 +268,10 @@ fi
 IMG=docker.io/library/hull-busybox:latest
 import_image "$A" k8s.io "$r/busybox.tar"
 import_image "$A" k8s.io "$r/pause.tar" docker.io/library/hull-pause:latest /bin/sleep infinity
+ctr -a "$A" -n k8s.io images import "$r/installer.tar" >"$r/err" 2>&1 &&
+	pass "installer: containerd imports the installer image" || flunk "installer: ctr images import: $(<"$r/err")"
+# The archive and its blobs take lab RAM (tmpfs) that the pods need.
+rm -rf "$r/installer.tar" "$img/blobs"
 step_ms "containerd up, images imported" "$t0"
 
 # kube-apiserver has been starting meanwhile.
@@ -263,9 +313,18 @@ pids+=($!)
 info "node: $(kc get node "$NODE" -o jsonpath='{.status.nodeInfo.containerRuntimeVersion} {.status.nodeInfo.kubeletVersion} {.status.addresses}' 2>&1)"
 # The RuntimeClass an operator installs, with its pod overhead (the kubelet sizes the pod
 # cgroup with it, and hull's VM must fit that cgroup: a 32Mi pod without it could not run).
+# Its node selector admits hull pods only to a node the installer labelled: the installer's
+# second run (a DaemonSet pod restarted on an installed node) changes nothing, restarts nothing
+# and labels the node, now registered.
 kc apply -f "$lab_repo/deploy/kubernetes/runtimeclass.yaml" >"$r/err" 2>&1 || flunk "kubectl apply runtimeclass.yaml: $(<"$r/err")"
-check "RuntimeClass hull exists (deploy/kubernetes/runtimeclass.yaml: handler, overhead)" "hull 80Mi" \
-	"$(kc get runtimeclass hull -o jsonpath='{.handler} {.overhead.podFixed.memory}' 2>&1)"
+check "RuntimeClass hull exists (deploy/kubernetes/runtimeclass.yaml: handler, overhead, node selector)" \
+	"hull 80Mi ready" \
+	"$(kc get runtimeclass hull -o jsonpath='{.handler} {.overhead.podFixed.memory} {.scheduling.nodeSelector.hull\.io/runtime}' 2>&1)"
+hull_node install "$NODE" || flunk "installer: hull-node install on the registered node: $(tail -n 4 "$L/hull-node.log")"
+grep -q "changed=false" "$L/hull-node.log" && check "installer: its second run requested no restart" 1 "$(wc -l <"$r/restarts")" ||
+	flunk "installer: the second run changed containerd's config: $(tail -n 4 "$L/hull-node.log")"
+check "installer: node labelled hull.io/runtime=ready" ready \
+	"$(kc get node "$NODE" -o jsonpath='{.metadata.labels.hull\.io/runtime}' 2>&1)"
 
 
 # --- the pods -------------------------------------------------------------------------------
@@ -560,6 +619,10 @@ create_pod() {
 	until [[ -n $(jp "$name" '{.status.podIP}') ]] || ((SECONDS > end)); do sleep 1; done
 	if [[ -n $(jp "$name" '{.status.podIP}') ]]; then
 		step_ms "$rt: $name created to pod IP" "$t"
+		if [[ $name == hull-main ]]; then
+			check "hull: the RuntimeClass's node selector is the pod's (the node carries its label)" \
+				ready "$(jp "$name" '{.spec.nodeSelector.hull\.io/runtime}')"
+		fi
 	else
 		flunk "$rt: $name has no pod IP after 240 s: $(kc get events --field-selector "involvedObject.name=$name" -o jsonpath='{.items[*].message}' 2>&1 | tail -c 600)"
 	fi
@@ -580,7 +643,7 @@ tiny_checks() {
 }
 
 # hull-vmm runs as /hull-vmm in its jail: found by its name.
-hull_re="^$BIN/containerd-shim-hull-v2 |^$VIRTIOFSD "
+hull_re="^[^ ]*/containerd-shim-hull-v2 |^[^ ]*/virtiofsd "
 # shellcheck disable=SC2317 # called through poll
 no_tasks() { [[ -z $(ctr -a "$A" -n k8s.io tasks ls -q 2>/dev/null) ]]; }
 # shellcheck disable=SC2317 # called through poll
@@ -695,6 +758,20 @@ for rt in runc hull; do
 	run_pod "$rt" "$rt-main" main_checks
 	step_ms "$rt: all its pod checks" "$t0"
 done
+# The installer's undo, once no hull pod is left: the label, containerd's config byte for byte
+# (a restart requested), the links, the installed files.
+if hull_node uninstall "$NODE"; then
+	pass "installer: hull-node uninstall"
+else
+	flunk "installer: hull-node uninstall: $(tail -n 4 "$L/hull-node.log")"
+fi
+check "installer: the node's label is gone" "" "$(kc get node "$NODE" -o jsonpath='{.metadata.labels.hull\.io/runtime}' 2>&1)"
+cmp -s "$r/config.node" "$r/config.toml" &&
+	pass "installer: containerd's configuration is the node's again, byte for byte" ||
+	flunk "installer: containerd's configuration differs: $(diff "$r/config.node" "$r/config.toml" | head -6)"
+check "installer: a restart requested for the removal" 2 "$(wc -l <"$r/restarts")"
+check "installer: no links, no installed release left" "" \
+	"$(find /usr/local/bin -lname "$prefix/*" 2>/dev/null; ls -A "$prefix" 2>/dev/null)"
 info "whole run took $(ms_since "$t_all") ms"
 if ((fail)); then
 	info "kubelet errors (last 15; full log in $OUT/logs):"
