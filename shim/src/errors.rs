@@ -93,6 +93,8 @@ fn backend_code(e: &BackendError) -> Code {
         // The node's hull.toml asks for what this build does not have.
         #[cfg(not(feature = "host-agent-backend"))]
         BackendError::HostAgentNotBuilt => Code::FAILED_PRECONDITION,
+        // The node's installation is broken: nothing starts until its operator fixes it.
+        BackendError::GuestImage { .. } => Code::FAILED_PRECONDITION,
         BackendError::AgentStart(_) => Code::UNAVAILABLE,
         BackendError::Jail(e) => jail_code(e),
         BackendError::Io { .. } | BackendError::Virtiofsd { .. } | BackendError::Blocking(_) => {

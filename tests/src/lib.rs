@@ -303,7 +303,7 @@ pub fn assert_lab_script(
     assert_lab_script_with_reruns(timeout_secs, script, args, out_dir, 1);
 }
 
-/// [`assert_lab_script`] through [`lab_script_with_reruns`].
+/// [`assert_lab_script`] through [`lab_script_with_reruns`], `out_dir` emptied first.
 pub fn assert_lab_script_with_reruns(
     timeout_secs: u32,
     script: &str,
@@ -311,6 +311,15 @@ pub fn assert_lab_script_with_reruns(
     out_dir: &Path,
     reruns: u32,
 ) {
+    // A fresh output directory: a rerun resumes from what the script recorded there
+    // (HULL_LAB_RERUN), and that must be this test's first try, not an earlier, interrupted
+    // test's (a first try whose lab crashed before the script began would otherwise resume
+    // a stale record).
+    match std::fs::remove_dir_all(out_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("clear {}: {e}", out_dir.display()),
+    }
     let run = lab_script_with_reruns(timeout_secs, script, args, reruns)
         .unwrap_or_else(|e| panic!("lab/run -- bash {script}: {e}"));
     assert!(

@@ -16,6 +16,7 @@ use crate::share::ShareError;
 use crate::sizing::SizingError;
 use crate::spec::SpecError;
 
+mod boot_failure;
 pub(crate) mod cgroup;
 pub(crate) mod cleanup;
 #[cfg(feature = "host-agent-backend")]
@@ -43,6 +44,13 @@ pub(crate) enum BackendError {
     },
     #[error("agent did not come up: {0}")]
     AgentStart(String),
+    /// hull-vmm, the guest kernel or the initrd named by hull.toml cannot be opened.
+    #[error("hull.toml [vm] {key} = {path}: {source}")]
+    GuestImage {
+        key: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("pod sizing: {0}")]
     Sizing(#[from] SizingError),
     #[error("pod share: {0}")]

@@ -10,10 +10,10 @@
 //! the agent through `<jail>/vsock.sock`, retried until `Health.Check` says SERVING or
 //! `boot_timeout_secs` passes → the guest's interfaces, routes and neighbours →
 //! `CreateSandbox`. Each resource is in `pod.json` before it exists, each child as soon as it
-//! does. Any failure tears down what was made, in reverse, and the error carries the tails
-//! of the VMM log, guest console and virtiofsd log.
+//! does. Any failure tears down what was made, in reverse, and the error says why in its
+//! first line (`boot_failure`), then carries the tails of the VMM log, guest console and
+//! virtiofsd log.
 
-use crate::annotations::HullAnnotations;
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
@@ -33,10 +33,12 @@ use hull_proto::sandbox::CreateSandboxRequest;
 use hull_proto::sandbox_ttrpc::SandboxClient;
 use serde_json::Value;
 
+use super::boot_failure::{self, NotReady};
 use super::cgroup::PodCgroup;
 use super::jail::{self, Jail};
 use super::record::{PodRecord, ProcId};
 use super::{io_err, pod_dir, BackendError, PodBackend, Prepared};
+use crate::annotations::HullAnnotations;
 use crate::child::Supervised;
 use crate::config::HullConfig;
 use crate::net::{self, NetError, PodNetwork};
@@ -354,6 +356,19 @@ impl VmPod {
             size,
             limits,
         } = wanted;
+        // A node whose hull.toml names a file that is not there fails every pod: say which,
+        // before anything is made (the jail's bind mounts would only say ENOENT).
+        for (key, path) in [
+            ("vmm", &cfg.vm.vmm),
+            ("kernel", &cfg.vm.kernel),
+            ("initrd", &cfg.vm.initrd),
+        ] {
+            std::fs::File::open(path).map_err(|source| BackendError::GuestImage {
+                key,
+                path: path.clone(),
+                source,
+            })?;
+        }
         // Read before the VM boots: a pod file that cannot be read fails the pod at once.
         let pod_file = |dest| crate::spec::pod_file(spec, dest);
         let sandbox = CreateSandboxRequest {
@@ -516,15 +531,17 @@ impl VmPod {
         let client = connect_when_ready(&vmm, &virtiofsd, &vsock, deadline)
             .await
             .map_err(|why| {
-                // Without a console, a guest kernel's panic is in hull-vmm's log (pstore).
+                // The reason first (what `kubectl describe` shows), then the logs. Without a
+                // console, a guest kernel's panic is in hull-vmm's log (pstore).
+                let vmm_tail = tail(&vmm_log);
                 let console = if cfg.vm.guest_console {
                     format!("\n--- guest console ---\n{}", tail(&console_path))
                 } else {
                     String::new()
                 };
                 BackendError::AgentStart(format!(
-                    "{why}\n--- hull-vmm log ---\n{}{console}\n--- virtiofsd log ---\n{}",
-                    tail(&vmm_log),
+                    "{}\n--- hull-vmm log ---\n{vmm_tail}{console}\n--- virtiofsd log ---\n{}",
+                    boot_failure::reason(&why, &vmm_tail),
                     tail(&logs.join("virtiofsd.log"))
                 ))
             })?;
@@ -577,26 +594,28 @@ async fn connect_when_ready(
     virtiofsd: &Supervised,
     vsock: &Path,
     deadline: Duration,
-) -> Result<ttrpc::asynchronous::Client, String> {
+) -> Result<ttrpc::asynchronous::Client, NotReady> {
     let start = Instant::now();
     let mut last = String::from("no attempt");
     loop {
         if let Some(s) = vmm.try_status() {
-            return Err(format!("hull-vmm exited ({s}) before the agent answered"));
+            return Err(NotReady::VmmExited(s.to_string()));
         }
         if let Some(s) = virtiofsd.try_status() {
-            // virtiofsd exits 0 when its frontend disconnects: say what happened to hull-vmm.
-            let vmm_status = tokio::time::timeout(Duration::from_secs(2), vmm.exited())
-                .await
-                .map_or_else(|_| "still running".to_owned(), |v| v.to_string());
-            return Err(format!(
-                "virtiofsd exited ({s}) before the agent answered; hull-vmm: {vmm_status}"
-            ));
+            // virtiofsd exits 0 when its frontend disconnects: hull-vmm's end, if it ended
+            // too, is the cause (a guest kernel panic ends both, virtiofsd first at times).
+            return Err(
+                match tokio::time::timeout(Duration::from_secs(2), vmm.exited()).await {
+                    Ok(vmm_status) => NotReady::VmmExited(vmm_status.to_string()),
+                    Err(_) => NotReady::VirtiofsdExited(s.to_string()),
+                },
+            );
         }
         if start.elapsed() > deadline {
-            return Err(format!(
-                "the agent did not answer within {deadline:?} (last: {last})"
-            ));
+            return Err(NotReady::Timeout {
+                after: deadline,
+                last,
+            });
         }
         match hull_proto::connect_agent(vsock, hull_contract::vsock::AGENT_PORT, ATTEMPT_TIMEOUT)
             .await

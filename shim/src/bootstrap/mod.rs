@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 mod delete;
+mod pod_log;
 mod serve;
 mod start;
 

@@ -32,10 +32,10 @@ pub(crate) async fn run(flags: Flags) -> Result<(), BootstrapError> {
     } else {
         cfg.log.level.as_str()
     };
-    init_logging(&bundle.join("log"), level);
+    let sandbox_id = std::env::var(SANDBOX_ID_ENV).unwrap_or_else(|_| flags.id.clone());
+    init_logging(&bundle.join("log"), level, &sandbox_id);
     tracing::info!(id = %flags.id, config = %config_path.display(), "shim serving");
 
-    let sandbox_id = std::env::var(SANDBOX_ID_ENV).unwrap_or_else(|_| flags.id.clone());
     let Some(listener) = listen(&flags.socket).await? else {
         // Another server of this pod won the race and is answering; `start` has the address.
         signal_started();
@@ -121,8 +121,9 @@ fn signal_started() {
 }
 
 /// tracing to containerd's `log` FIFO in the bundle, which containerd 1.6 copies into its own
-/// log. Without the FIFO (a test), logs go nowhere rather than to stdout, which is `start`'s.
-fn init_logging(fifo: &Path, level: &str) {
+/// log, every line prefixed with the pod's sandbox id (`pod_log`). Without the FIFO (a test),
+/// logs go nowhere rather than to stdout, which is `start`'s.
+fn init_logging(fifo: &Path, level: &str, sandbox_id: &str) {
     // One level for everything, as `log.level` says (validated by the config). Not an
     // `EnvFilter`: its directive parser brings a regex engine into every pod's shim.
     let filter = level
@@ -131,11 +132,10 @@ fn init_logging(fifo: &Path, level: &str) {
     // Opening a FIFO for writing blocks until containerd reads it; containerd opens it first.
     match std::fs::OpenOptions::new().write(true).open(fifo) {
         Ok(f) => {
-            let f = Arc::new(f);
             let _ = tracing_subscriber::fmt()
                 .with_max_level(filter)
                 .with_ansi(false)
-                .with_writer(f)
+                .with_writer(super::pod_log::Prefixed::new(sandbox_id, f))
                 .try_init();
         }
         Err(_) => {

@@ -41,6 +41,15 @@ CG=hull-cri-test # cgroup parent of the pods (kubelet's would be kubepods/...)
 write_hull_toml "$r/hull.toml" "$BIN" "$VMLINUX" "$INITRD" "$VIRTIOFSD"
 # Pods may set their own I/O limits (the second hull pod does: pod_limits).
 printf '[annotations]\nallowed = ["io.hull.limits."]\n' >>"$r/hull.toml"
+# Each way a pod start fails gets one readable reason, the first line of RunPodSandbox's error
+# (what `kubectl describe` shows): a runtime handler each, with a hull.toml broken that way.
+# hull-nokernel: its kernel is not there; hull-panic: its initrd is junk, so the guest kernel
+# finds no root and panics; hull-slow: its boot timeout is 1 s, less than a lab boot.
+broken_runtimes="hull-nokernel hull-panic hull-slow"
+head -c 65536 /dev/urandom >"$r/junk.initrd"
+sed "s|^kernel = .*|kernel = \"$r/no-such-vmlinux\"|" "$r/hull.toml" >"$r/hull-nokernel.toml"
+sed "s|^initrd = .*|initrd = \"$r/junk.initrd\"|" "$r/hull.toml" >"$r/hull-panic.toml"
+sed "s|^boot_timeout_secs = .*|boot_timeout_secs = 1|" "$r/hull.toml" >"$r/hull-slow.toml"
 # HULL_CRI_CONTAINERD: the bin directory of another containerd (scripts/ensure-containerd: Debian
 # trixie's 1.7 or sid's 2.x) to run instead of Debian 12's 1.6, with its own ctr and runc shim.
 ctrd_bin=${HULL_CRI_CONTAINERD:-}
@@ -84,6 +93,13 @@ fi
 	echo '  default_runtime_name = "runc"'
 	echo "  [plugins.$cri_runtime.containerd.runtimes.runc]"
 	echo '    runtime_type = "io.containerd.runc.v2"'
+	# Broken hull installations, one per way a pod start fails (failed_starts below).
+	for broken in $broken_runtimes; do
+		echo "  [plugins.$cri_runtime.containerd.runtimes.$broken]"
+		echo '    runtime_type = "io.containerd.hull.v2"'
+		echo "    [plugins.$cri_runtime.containerd.runtimes.$broken.options]"
+		echo "      ConfigPath = \"$r/$broken.toml\""
+	done
 } >>"$r/config.toml"
 cp "$r/config.toml" "$r/config.node"
 node_config=(--config "$r/config.toml" --drop-in "$r/conf.d/hull.toml" --state "$r/installer")
@@ -780,6 +796,30 @@ if [[ " $rts " == *" hull "* ]]; then
 		leftovers hull
 	done
 fi
+# failed_starts: each broken installation's pod is refused with its reason first, and leaves
+# nothing behind.
+if [[ $SUITE == full && " $rts " == *" hull "* ]]; then
+	declare -A reason=(
+		[hull-nokernel]="hull.toml \\[vm\\] kernel = $r/no-such-vmlinux: No such file or directory"
+		[hull-panic]="the guest kernel panicked: Kernel panic - not syncing: VFS: Unable to mount root fs"
+		[hull-slow]="the guest's agent did not answer within 1 s (hull.toml \\[vm\\] boot_timeout_secs)"
+	)
+	for broken in $broken_runtimes; do
+		printf '{"name": "cri-%s", "uid": "uid-cri-%s", "namespace": "default", "log_directory": "%s", "cgroup_parent": "/%s/pod-%s"}\n' \
+			"$broken" "$broken" "$r/logs" "$CG" "$broken" >"$r/pod-$broken.json"
+		if pod=$(cri runp --runtime "$broken" "$r/pod-$broken.json" 2>"$r/err"); then
+			flunk "$broken: its pod started (${pod:0:12})"
+			cri stopp "$pod" >/dev/null 2>&1
+			cri rmp "$pod" >/dev/null 2>&1
+		elif grep -q "${reason[$broken]}" "$r/err"; then
+			pass "$broken: RunPodSandbox fails with its reason: $(grep -o "${reason[$broken]}[^\\]*" "$r/err" | head -1 | cut -c1-200)"
+		else
+			flunk "$broken: RunPodSandbox's error does not say '${reason[$broken]}': $(head -c 600 "$r/err")"
+		fi
+		podrt[$broken]=hull
+		leftovers "$broken"
+	done
+fi
 # Pod sysctls (securityContext.sysctls): a safe one, an unsafe one, and the two net.* ones
 # containerd 2.x puts into every sandbox. Set in the sandbox, they are what a container of the
 # pod reads (hull: written in the guest before CRI's read-only /proc/sys; the net.* ones in the
@@ -879,6 +919,12 @@ if [[ $SUITE == full && " $rts " == *" hull "* ]]; then
 	leftovers cycle
 	check "hull: after the cycles, the pod network left nothing behind" "$base" "$(netstate)"
 fi
+# containerd copies each shim's log into its own as it comes: every line a hull shim wrote
+# there names its pod.
+shim_lines=$(grep -c 'hull_shim::' "$OUT/containerd.log")
+check "logs: each of the $shim_lines hull shim lines in containerd's log starts with its pod's sandbox=ID" "" \
+	"$(grep 'hull_shim::' "$OUT/containerd.log" | grep -v '^sandbox=[0-9a-f]\{64\} ' | head -n 3)"
+[[ $shim_lines -gt 0 ]] || flunk "logs: no hull shim line in containerd's log"
 # The installer's undo: the node's configuration back byte for byte, nothing of hull's left.
 check "installer: hullctl node containerd-remove" "changed=true mode=$want_mode" \
 	"$("$BIN/hullctl" node containerd-remove "${node_config[@]}" 2>&1 | paste -sd ' ')"
