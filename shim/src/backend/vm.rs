@@ -356,19 +356,6 @@ impl VmPod {
             size,
             limits,
         } = wanted;
-        // A node whose hull.toml names a file that is not there fails every pod: say which,
-        // before anything is made (the jail's bind mounts would only say ENOENT).
-        for (key, path) in [
-            ("vmm", &cfg.vm.vmm),
-            ("kernel", &cfg.vm.kernel),
-            ("initrd", &cfg.vm.initrd),
-        ] {
-            std::fs::File::open(path).map_err(|source| BackendError::GuestImage {
-                key,
-                path: path.clone(),
-                source,
-            })?;
-        }
         // Read before the VM boots: a pod file that cannot be read fails the pod at once.
         let pod_file = |dest| crate::spec::pod_file(spec, dest);
         let sandbox = CreateSandboxRequest {
@@ -382,6 +369,20 @@ impl VmPod {
             hosts: pod_file("/etc/hosts")?.unwrap_or_default(),
             ..Default::default()
         };
+        // A node whose hull.toml names a file that is not there fails every pod: say which,
+        // after the pod's own input is checked and before anything is made (the jail's bind
+        // mounts would only say ENOENT).
+        for (key, path) in [
+            ("vmm", &cfg.vm.vmm),
+            ("kernel", &cfg.vm.kernel),
+            ("initrd", &cfg.vm.initrd),
+        ] {
+            std::fs::File::open(path).map_err(|source| BackendError::GuestImage {
+                key,
+                path: path.clone(),
+                source,
+            })?;
+        }
         let dir = p.dir.clone();
 
         let logs = cfg.log.pod_dir.join(sid);
