@@ -1,4 +1,5 @@
-//! Guest facts for GuestDetails and per-interface counters for stats.
+//! Guest facts for GuestDetails, per-interface counters for stats, memory and pressure for
+//! GuestStats.
 
 use std::fs;
 
@@ -65,4 +66,73 @@ pub(crate) fn network_stats() -> Vec<NetworkInterfaceStats> {
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// MemTotal, MemFree and MemAvailable of a /proc/meminfo text, bytes (0 for one missing).
+pub(crate) fn meminfo(text: &str) -> (u64, u64, u64) {
+    let kib = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |k| k.saturating_mul(1024))
+    };
+    (kib("MemTotal"), kib("MemFree"), kib("MemAvailable"))
+}
+
+/// The `total=` of the `some` and `full` lines of a /proc/pressure file, microseconds.
+pub(crate) fn pressure_totals(text: &str) -> (u64, u64) {
+    let total = |kind: &str| {
+        text.lines()
+            .find(|l| l.starts_with(kind))
+            .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("total=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (total("some "), total("full "))
+}
+
+/// The guest's memory and pressure now.
+#[derive(Debug)]
+pub(crate) struct Load {
+    /// MemTotal, MemFree, MemAvailable, bytes.
+    pub(crate) mem: (u64, u64, u64),
+    /// `(resource, some_total_us, full_total_us)` for each of cpu, memory and io the kernel
+    /// reports.
+    pub(crate) pressure: Vec<(&'static str, u64, u64)>,
+}
+
+pub(crate) fn load() -> Load {
+    let mem = fs::read_to_string("/proc/meminfo").map_or((0, 0, 0), |t| meminfo(&t));
+    let pressure = ["cpu", "memory", "io"]
+        .into_iter()
+        .filter_map(|r| {
+            let t = fs::read_to_string(format!("/proc/pressure/{r}")).ok()?;
+            let (some, full) = pressure_totals(&t);
+            Some((r, some, full))
+        })
+        .collect();
+    Load { mem, pressure }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_and_pressure_read_as_the_kernel_writes_them() {
+        let mi = "MemTotal:         233588 kB\nMemFree:          180000 kB\n\
+                  MemAvailable:     200000 kB\nBuffers:               0 kB\n";
+        assert_eq!(
+            meminfo(mi),
+            (233_588 * 1024, 180_000 * 1024, 200_000 * 1024)
+        );
+        assert_eq!(meminfo("garbage"), (0, 0, 0));
+        let psi = "some avg10=0.00 avg60=0.00 avg300=0.00 total=1234\n\
+                   full avg10=0.00 avg60=0.00 avg300=0.00 total=56\n";
+        assert_eq!(pressure_totals(psi), (1234, 56));
+        assert_eq!(
+            pressure_totals("some avg10=0.00 avg60=0.00 avg300=0.00 total=9\n"),
+            (9, 0)
+        );
+    }
 }

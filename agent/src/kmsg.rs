@@ -60,47 +60,152 @@ pub fn wanted() -> bool {
     std::env::var_os(KMSG_TO_CONSOLE).is_some_and(|v| v == "1")
 }
 
-/// One /dev/kmsg record (`PRIO,SEQ,USEC,FLAGS[,…];text` then `\n`-led continuation lines),
-/// as dmesg prints it: `[    S.UUUUUU] text`. None for what is not a record.
-fn format_record(rec: &str) -> Option<String> {
+/// One record of the kernel's log, as /dev/kmsg gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub(crate) seq: u64,
+    /// Microseconds after boot.
+    pub(crate) usec: u64,
+    /// syslog level, 0..=7 (the facility is left out).
+    pub(crate) level: u32,
+    pub(crate) text: String,
+}
+
+/// Parses one /dev/kmsg record (`PRIO,SEQ,USEC,FLAGS[,…];text` then `\n`-led continuation
+/// lines); None for what is not a record.
+fn parse_record(rec: &str) -> Option<Record> {
     let (head, body) = rec.split_once(';')?;
-    let usec: u64 = head.split(',').nth(2)?.parse().ok()?;
+    let mut fields = head.split(',');
+    let prio: u32 = fields.next()?.parse().ok()?;
+    let seq: u64 = fields.next()?.parse().ok()?;
+    let usec: u64 = fields.next()?.parse().ok()?;
     // Continuation lines (dictionary KEY=value pairs) start with a space; dmesg leaves them out.
-    let text = body.lines().next().unwrap_or("");
+    let text = body.lines().next().unwrap_or("").to_owned();
+    Some(Record {
+        seq,
+        usec,
+        level: prio & 7,
+        text,
+    })
+}
+
+/// A record as dmesg prints it: `[    S.UUUUUU] text`. None for what is not a record.
+fn format_record(rec: &str) -> Option<String> {
+    let r = parse_record(rec)?;
     Some(format!(
-        "[{:5}.{:06}] {text}",
-        usec / 1_000_000,
-        usec % 1_000_000
+        "[{:5}.{:06}] {}",
+        r.usec / 1_000_000,
+        r.usec % 1_000_000,
+        r.text
     ))
 }
 
-/// Copies every record /dev/kmsg holds now to `out`, then [`KMSG_COPIED`]; returns how many.
-pub fn copy_to(out: &mut impl Write) -> io::Result<usize> {
+/// Calls `each` with every record /dev/kmsg holds now, oldest first, until it returns false.
+fn for_each_record(mut each: impl FnMut(&str) -> bool) -> io::Result<()> {
     let mut kmsg = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open("/dev/kmsg")?;
     // One read returns one record; the kernel caps a record well below this.
     let mut buf = vec![0u8; 8192];
-    let mut n = 0;
     loop {
         match kmsg.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return Ok(()),
             Ok(len) => {
-                if let Some(line) = format_record(&String::from_utf8_lossy(&buf[..len])) {
-                    writeln!(out, "{line}")?;
-                    n += 1;
+                if !each(&String::from_utf8_lossy(&buf[..len])) {
+                    return Ok(());
                 }
             }
             // Records overwritten before we read them: the next read goes on after the gap.
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Copies every record /dev/kmsg holds now to `out`, then [`KMSG_COPIED`]; returns how many.
+pub fn copy_to(out: &mut impl Write) -> io::Result<usize> {
+    let mut n = 0;
+    let mut result = Ok(());
+    for_each_record(|rec| {
+        if let Some(line) = format_record(rec) {
+            result = writeln!(out, "{line}");
+            n += 1;
+        }
+        result.is_ok()
+    })?;
+    result?;
     writeln!(out, "{KMSG_COPIED} ({n} records)")?;
     out.flush()?;
     Ok(n)
+}
+
+/// Most records one [`read_from`] returns when the caller names no limit.
+pub(crate) const DEFAULT_MAX_RECORDS: usize = 1000;
+/// Most text bytes one [`read_from`] returns, whatever the record limit: a reply stays far
+/// below ttrpc's message limit (4 MiB) even with the kernel's longest records.
+const MAX_READ_BYTES: usize = 1 << 20;
+
+/// What one [`read_from`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct KernelLogRead {
+    pub(crate) records: Vec<Record>,
+    pub(crate) next_cursor: u64,
+    /// Records at or after the cursor that the kernel's ring had overwritten.
+    pub(crate) dropped: u64,
+}
+
+/// Collects the records with `seq >= cursor` out of `records` (oldest first), at most `max`
+/// (0: [`DEFAULT_MAX_RECORDS`]) and [`MAX_READ_BYTES`] of text; false from the returned
+/// closure's caller means "stop reading".
+#[derive(Debug)]
+struct Collector {
+    read: KernelLogRead,
+    max: usize,
+    bytes: usize,
+    /// The seq the next record should have: a higher one means records were lost.
+    expected: u64,
+}
+
+impl Collector {
+    fn new(cursor: u64, max: usize) -> Self {
+        Collector {
+            read: KernelLogRead {
+                next_cursor: cursor,
+                ..Default::default()
+            },
+            max: if max == 0 { DEFAULT_MAX_RECORDS } else { max },
+            bytes: 0,
+            expected: cursor,
+        }
+    }
+
+    /// Takes one raw record; false once the reply is full.
+    fn push(&mut self, raw: &str) -> bool {
+        let Some(r) = parse_record(raw) else {
+            return true;
+        };
+        if r.seq < self.expected {
+            return true;
+        }
+        // Cursor 0 is "the oldest held": what came before it is not a loss.
+        if self.expected > 0 {
+            self.read.dropped += r.seq - self.expected;
+        }
+        self.expected = r.seq + 1;
+        self.read.next_cursor = self.expected;
+        self.bytes += r.text.len();
+        self.read.records.push(r);
+        self.read.records.len() < self.max && self.bytes < MAX_READ_BYTES
+    }
+}
+
+/// The kernel's log records from `cursor` on (`Guest.GetKernelLog`).
+pub(crate) fn read_from(cursor: u64, max: usize) -> io::Result<KernelLogRead> {
+    let mut c = Collector::new(cursor, max);
+    for_each_record(|raw| c.push(raw))?;
+    Ok(c.read)
 }
 
 #[cfg(test)]
@@ -136,5 +241,33 @@ mod tests {
         );
         assert_eq!(format_record("no record"), None);
         assert_eq!(format_record("6,1,x,-;bad time"), None);
+    }
+
+    #[test]
+    fn a_read_starts_at_the_cursor_and_counts_what_the_ring_lost() {
+        let raw = |seq: u64| format!("14,{seq},{},-;line {seq}\n", seq * 10);
+        // Records 5..=9 held, 7 lost while reading (EPIPE); the caller asks from 3.
+        let mut c = Collector::new(3, 0);
+        for seq in [5, 6, 8, 9] {
+            assert!(c.push(&raw(seq)));
+        }
+        assert!(c.push("not a record"));
+        let seqs: Vec<u64> = c.read.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [5, 6, 8, 9]);
+        assert_eq!((c.read.next_cursor, c.read.dropped), (10, 3));
+        assert_eq!(c.read.records[0].level, 6, "facility 1 (user) is left out");
+        assert_eq!(c.read.records[0].text, "line 5");
+
+        // From 0: everything held, nothing counted lost; a limit ends the read.
+        let mut c = Collector::new(0, 2);
+        assert!(c.push(&raw(5)));
+        assert!(!c.push(&raw(6)), "full after 2");
+        assert_eq!((c.read.next_cursor, c.read.dropped), (7, 0));
+
+        // Records before the cursor are skipped; nothing new leaves the cursor where it was.
+        let mut c = Collector::new(9, 0);
+        assert!(c.push(&raw(8)));
+        assert!(c.read.records.is_empty());
+        assert_eq!(c.read.next_cursor, 9);
     }
 }

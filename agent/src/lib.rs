@@ -17,6 +17,7 @@ pub mod kmsg;
 pub mod logbuf;
 pub mod portfwd;
 pub mod reaper;
+pub mod rpc_stats;
 pub mod sandbox;
 pub mod server;
 pub mod service;

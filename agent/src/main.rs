@@ -185,6 +185,7 @@ async fn run(args: Args, is_init: bool, logs: LogBuffer) -> anyhow::Result<()> {
         sandbox: Arc::new(Sandbox::new(etc_dir, storage, !is_init)),
         logs,
         copy_root: args.root.clone(),
+        rpc: hull_agent::rpc_stats::RpcStats::default(),
     };
     let portfwd = args.portfwd_listen.clone().or(match args.listen {
         ListenAddr::Vsock { .. } => Some(ListenAddr::Vsock {

@@ -12,6 +12,7 @@ use hull_proto::processes_ttrpc::create_processes;
 use hull_proto::sandbox_ttrpc::create_sandbox;
 
 use crate::config::ListenAddr;
+use crate::rpc_stats::instrument;
 use crate::service::containers::ContainersService;
 use crate::service::events::EventsService;
 use crate::service::files::FilesService;
@@ -94,17 +95,23 @@ pub async fn start(
                 })?
         }
     };
+    let rpc = state.rpc.clone();
+    let timed = |services| instrument(services, &rpc);
     let mut server = server
-        .register_service(health)
-        .register_service(create_sandbox(Arc::new(SandboxService(state.clone()))))
-        .register_service(create_containers(Arc::new(ContainersService(
+        .register_service(timed(health))
+        .register_service(timed(create_sandbox(Arc::new(SandboxService(
             state.clone(),
-        ))))
-        .register_service(create_processes(Arc::new(ProcessesService(state.clone()))))
-        .register_service(create_events(Arc::new(EventsService(state.clone()))))
-        .register_service(create_files(Arc::new(FilesService(state.clone()))))
-        .register_service(create_guest(Arc::new(GuestService(state))))
-        .register_service(create_network(Arc::new(NetworkService)));
+        )))))
+        .register_service(timed(create_containers(Arc::new(ContainersService(
+            state.clone(),
+        )))))
+        .register_service(timed(create_processes(Arc::new(ProcessesService(
+            state.clone(),
+        )))))
+        .register_service(timed(create_events(Arc::new(EventsService(state.clone())))))
+        .register_service(timed(create_files(Arc::new(FilesService(state.clone())))))
+        .register_service(timed(create_guest(Arc::new(GuestService(state)))))
+        .register_service(timed(create_network(Arc::new(NetworkService))));
     server.start().await.map_err(|source| ServerError::Start {
         addr: ttrpc_addr,
         source,

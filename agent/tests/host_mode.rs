@@ -104,6 +104,38 @@ async fn serves_health_and_version_then_stops_on_sigterm() {
         other => panic!("expected NOT_FOUND, got {other:?}"),
     }
 
+    // Every RPC so far is timed by method, the failed one counted as an error; the host's
+    // memory and pressure come back as the guest's would.
+    let client = ttrpc::r#async::Client::connect(&format!("unix://{}", sock.display()))
+        .await
+        .expect("connect");
+    let guest = hull_proto::guest_ttrpc::GuestClient::new(client);
+    let stats = guest
+        .guest_stats(ctx(), &hull_proto::guest::GuestStatsRequest::new())
+        .await
+        .expect("GuestStats");
+    assert!(stats.mem_total_bytes >= stats.mem_available_bytes && stats.mem_available_bytes > 0);
+    let bounds = &stats.rpc_bucket_bounds_seconds;
+    assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{bounds:?}");
+    let method = |m: &str| {
+        stats
+            .rpc
+            .iter()
+            .find(|r| r.method == m)
+            .unwrap_or_else(|| panic!("{m} not in {:?}", stats.rpc))
+    };
+    let check = method("Health/Check");
+    assert_eq!((check.count, check.errors), (1, 0));
+    assert_eq!(check.bucket_counts.len(), bounds.len());
+    assert_eq!(check.bucket_counts.last(), Some(&1), "a Check takes < 10 s");
+    let update = method("Network/UpdateInterfaces");
+    assert_eq!((update.count, update.errors), (1, 1));
+    assert_eq!(method("Network/ListInterfaces").count, 1);
+    assert!(
+        !stats.rpc.iter().any(|r| r.method == "Guest/GuestStats"),
+        "a call is counted once it completes"
+    );
+
     let agent = guard.0.take().expect("agent");
     let pid = nix::unistd::Pid::from_raw(i32::try_from(agent.id()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");

@@ -20,8 +20,16 @@ pub const POD_STATE_ROOT: &str = "/run/hull/pods";
 /// hull-vmm's API socket (vmm/API.md), relative to the pod's directory.
 pub const API_SOCKET: &str = "jail/api.sock";
 
+/// The hull-vmm's hybrid vsock socket (`hull_contract::vsock`), relative to the pod's
+/// directory: `hullctl` reaches the guest's agent through it (`console`, the metrics).
+pub const AGENT_SOCKET: &str = "jail/vsock.sock";
+
 /// The pod's identity file, relative to its directory ([`PodIdentity`]).
 pub const IDENTITY: &str = "identity";
+
+/// The pod's host processes besides hull-vmm, relative to its directory ([`PodProcesses`]).
+/// hull-vmm's own pid is its API socket's peer.
+pub const PROCESSES: &str = "processes";
 
 /// The directory of pod `sandbox_id`.
 pub fn pod_dir(sandbox_id: &str) -> PathBuf {
@@ -70,5 +78,78 @@ impl PodIdentity {
         } else {
             format!("{}/{}", self.namespace, self.name)
         }
+    }
+}
+
+/// One process of a pod: its pid and when it started (clock ticks after boot, field 22 of
+/// /proc/PID/stat), so that a reader can tell it from a later process given the same pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessId {
+    pub pid: u32,
+    pub start_time: u64,
+}
+
+/// The shim and the virtiofsd of a pod, written by the shim once virtiofsd runs. Written as
+/// `name=pid start_time` lines; unknown or malformed lines are skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodProcesses {
+    pub shim: Option<ProcessId>,
+    pub virtiofsd: Option<ProcessId>,
+}
+
+impl PodProcesses {
+    pub fn to_text(&self) -> String {
+        [("shim", self.shim), ("virtiofsd", self.virtiofsd)]
+            .iter()
+            .filter_map(|(k, p)| p.map(|p| format!("{k}={} {}\n", p.pid, p.start_time)))
+            .collect()
+    }
+
+    pub fn parse(text: &str) -> Self {
+        let mut out = PodProcesses::default();
+        for (k, v) in text.lines().filter_map(|l| l.split_once('=')) {
+            let id = v.split_once(' ').and_then(|(pid, start)| {
+                Some(ProcessId {
+                    pid: pid.parse().ok()?,
+                    start_time: start.trim().parse().ok()?,
+                })
+            });
+            match k {
+                "shim" => out.shim = id,
+                "virtiofsd" => out.virtiofsd = id,
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_round_trip_and_bad_lines_are_skipped() {
+        let p = PodProcesses {
+            shim: Some(ProcessId {
+                pid: 42,
+                start_time: 123_456,
+            }),
+            virtiofsd: Some(ProcessId {
+                pid: 43,
+                start_time: 123_460,
+            }),
+        };
+        assert_eq!(p.to_text(), "shim=42 123456\nvirtiofsd=43 123460\n");
+        assert_eq!(PodProcesses::parse(&p.to_text()), p);
+        let partial = PodProcesses::parse("shim=x 1\nvirtiofsd=7 9\nother=1 2\n");
+        assert_eq!(partial.shim, None);
+        assert_eq!(
+            partial.virtiofsd,
+            Some(ProcessId {
+                pid: 7,
+                start_time: 9
+            })
+        );
     }
 }

@@ -10,11 +10,13 @@
 //! `hullctl task-stats --address ADDR ID` prints a shim's Task.Stats reply as JSON ([`task`]).
 //! `hullctl pods [-o json]`, `hullctl inspect POD`, `hullctl metrics POD`: the hull pods on
 //! this node and their VMs, for an operator ([`pods`]); `hullctl monitor --listen ADDR` serves
-//! them to Prometheus ([`monitor`]). `hullctl node check|containerd-add|containerd-remove`:
+//! them to Prometheus ([`monitor`]); `hullctl console POD` prints its guest's kernel log (or,
+//! with `--agent`, hull-agent's), asked of the agent ([`guest`]). `hullctl node check|containerd-add|containerd-remove`:
 //! the installer's steps on a node ([`node`]).
 
 mod agent;
 mod bench;
+mod guest;
 mod monitor;
 mod node;
 mod pods;
@@ -77,6 +79,18 @@ enum Cmd {
     Inspect { pod: String },
     /// A pod's hull-vmm counters as JSON (vmm/API.md, Metrics).
     Metrics { pod: String },
+    /// The guest kernel's log of a pod, as a serial console would have shown it, from the
+    /// oldest record the guest still holds (its log buffer; asked of the guest's agent, so it
+    /// works on pods booted without a console). Control characters are escaped.
+    Console {
+        pod: String,
+        /// hull-agent's own bounded log instead of the kernel's.
+        #[arg(long)]
+        agent: bool,
+        /// Keep printing new lines until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// The node's Prometheus endpoint: GET /metrics on ADDR gives every pod's hull-vmm
     /// metrics, labelled with the pod (root: reads /run/hull/pods).
     Monitor {
@@ -362,6 +376,7 @@ async fn container_cmd(cmd: &Cmd) -> anyhow::Result<i32> {
         | Cmd::Pods { .. }
         | Cmd::Inspect { .. }
         | Cmd::Metrics { .. }
+        | Cmd::Console { .. }
         | Cmd::Monitor { .. }
         | Cmd::Node { .. } => {
             unreachable!("handled in main")
@@ -418,6 +433,15 @@ fn main() {
             Cmd::Pods { output } => pods::pods(*output == Output::Json).await,
             Cmd::Inspect { pod } => pods::inspect(pod).await,
             Cmd::Metrics { pod } => pods::metrics(pod).await,
+            Cmd::Console { pod, agent, follow } => {
+                let source = if *agent {
+                    guest::LogSource::Agent
+                } else {
+                    guest::LogSource::Kernel
+                };
+                let pod = pods::find(Path::new(hull_contract::pods::POD_STATE_ROOT), pod)?;
+                guest::console(&pod, source, *follow).await
+            }
             Cmd::Monitor { listen } => monitor::run(listen).await,
             Cmd::Node { cmd } => node::run(cmd),
             other => container_cmd(other).await,

@@ -181,6 +181,39 @@ pub(crate) fn process_stats(pid: i32) -> Option<(u64, f64, f64)> {
     Some((num(21)? * page, secs(num(11)? + num(12)?), secs(num(19)?)))
 }
 
+/// (resident bytes, CPU seconds) of process `id` if it still runs: the same pid with another
+/// start time is another process, and gets no numbers.
+pub(crate) fn stats_of(id: hull_contract::pods::ProcessId) -> Option<(u64, f64)> {
+    let pid = i32::try_from(id.pid).ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // starttime is the 20th field after ')' (see process_stats).
+    let start: u64 = stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    if start != id.start_time {
+        return None;
+    }
+    let (rss, cpu, _) = process_stats(pid)?;
+    Some((rss, cpu))
+}
+
+/// Resident shared memory of `pid` (`RssShmem` in /proc/PID/status), bytes: for hull-vmm,
+/// the pages of the guest RAM memfd the host backs now (its other shared mappings are a few
+/// pages).
+pub(crate) fn shmem_resident(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssShmem:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// What `hullctl pods` shows of one pod, and the `GET /vm` and `GET /metrics` replies it was
 /// read from (`inspect` prints them too; `null` for one that failed).
 pub(crate) async fn summary(pod: &Pod) -> (Value, Value, Value) {

@@ -543,6 +543,51 @@ fn guest(c: &mut Checker) {
         dropped: 3,
         ..Default::default()
     });
+    c.check(GetKernelLogRequest {
+        cursor: 7,
+        max_records: 200,
+        ..Default::default()
+    });
+    let record = KernelLogRecord {
+        seq: 7,
+        timestamp_us: 1_234_567,
+        level: 6,
+        message: "virtio_blk virtio2: [vda] 4096 512-byte logical blocks".into(),
+        ..Default::default()
+    };
+    c.check(record.clone());
+    c.check(GetKernelLogResponse {
+        records: vec![record],
+        next_cursor: 8,
+        dropped: 2,
+        ..Default::default()
+    });
+    c.check(GuestStatsRequest::default());
+    let pressure = Pressure {
+        resource: "memory".into(),
+        some_total_us: 1200,
+        full_total_us: 300,
+        ..Default::default()
+    };
+    c.check(pressure.clone());
+    let rpc = RpcLatency {
+        method: "Containers/CreateContainer".into(),
+        count: 3,
+        errors: 1,
+        sum_seconds: 0.25,
+        bucket_counts: vec![1, 3],
+        ..Default::default()
+    };
+    c.check(rpc.clone());
+    c.check(GuestStatsResponse {
+        mem_total_bytes: 256 << 20,
+        mem_free_bytes: 100 << 20,
+        mem_available_bytes: 200 << 20,
+        pressure: vec![pressure],
+        rpc_bucket_bounds_seconds: vec![0.01, 0.1],
+        rpc: vec![rpc],
+        ..Default::default()
+    });
 }
 
 #[test]

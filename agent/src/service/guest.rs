@@ -1,4 +1,4 @@
-//! Guest service: details and logs.
+//! Guest service: details, logs, the kernel's log and the guest's load.
 
 use async_trait::async_trait;
 use hull_proto::guest::log_line::Level as WireLevel;
@@ -65,6 +65,77 @@ impl Guest for GuestService {
                 .collect(),
             next_cursor: read.next_cursor,
             dropped: read.dropped,
+            ..Default::default()
+        })
+    }
+
+    async fn get_kernel_log(
+        &self,
+        _c: &TtrpcContext,
+        r: GetKernelLogRequest,
+    ) -> ttrpc::Result<GetKernelLogResponse> {
+        let max = usize::try_from(r.max_records).unwrap_or(0);
+        let read = crate::kmsg::read_from(r.cursor, max).map_err(|e| {
+            ttrpc::Error::RpcStatus(ttrpc::get_status(
+                ttrpc::Code::INTERNAL,
+                format!("read /dev/kmsg: {e}"),
+            ))
+        })?;
+        Ok(GetKernelLogResponse {
+            records: read
+                .records
+                .into_iter()
+                .map(|r| KernelLogRecord {
+                    seq: r.seq,
+                    timestamp_us: r.usec,
+                    level: r.level,
+                    message: r.text,
+                    ..Default::default()
+                })
+                .collect(),
+            next_cursor: read.next_cursor,
+            dropped: read.dropped,
+            ..Default::default()
+        })
+    }
+
+    async fn guest_stats(
+        &self,
+        _c: &TtrpcContext,
+        _r: GuestStatsRequest,
+    ) -> ttrpc::Result<GuestStatsResponse> {
+        let crate::guest::Load {
+            mem: (total, free, available),
+            pressure,
+        } = crate::guest::load();
+        Ok(GuestStatsResponse {
+            mem_total_bytes: total,
+            mem_free_bytes: free,
+            mem_available_bytes: available,
+            pressure: pressure
+                .into_iter()
+                .map(|(resource, some, full)| Pressure {
+                    resource: resource.to_owned(),
+                    some_total_us: some,
+                    full_total_us: full,
+                    ..Default::default()
+                })
+                .collect(),
+            rpc_bucket_bounds_seconds: crate::rpc_stats::BUCKET_BOUNDS_SECONDS.to_vec(),
+            rpc: self
+                .0
+                .rpc
+                .snapshot()
+                .into_iter()
+                .map(|(method, l)| RpcLatency {
+                    method,
+                    count: l.count,
+                    errors: l.errors,
+                    sum_seconds: l.sum_seconds,
+                    bucket_counts: l.buckets.to_vec(),
+                    ..Default::default()
+                })
+                .collect(),
             ..Default::default()
         })
     }

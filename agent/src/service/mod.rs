@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::engine::{error::chain, Engine, EngineError, ErrorCode};
 use crate::logbuf::LogBuffer;
+use crate::rpc_stats::RpcStats;
 use crate::sandbox::Sandbox;
 
 /// What every service handler reaches: the engine, the sandbox, the log, the copy root.
@@ -25,6 +26,8 @@ pub struct AgentState {
     pub logs: LogBuffer,
     /// CopyFile writes only below this directory.
     pub copy_root: PathBuf,
+    /// Every RPC's latency, by method (`Guest.GuestStats`).
+    pub rpc: RpcStats,
 }
 
 /// An engine error as a ttrpc status, code kept, cause chain in the message.

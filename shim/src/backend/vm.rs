@@ -423,8 +423,10 @@ impl VmPod {
             procs,
         )?;
         p.children.push(virtiofsd.clone());
-        p.record.children.extend(ProcId::of(virtiofsd.pid()));
+        let virtiofsd_id = ProcId::of(virtiofsd.pid());
+        p.record.children.extend(virtiofsd_id);
         p.save()?;
+        write_processes(&dir, p.record.shim, virtiofsd_id);
         jail.hand_over(jail::FS_SOCKET)?;
 
         let pod_net = match netns {
@@ -587,6 +589,24 @@ async fn configure_guest_network(
     c.update_routes(ctx(), &net::wire::routes(n)).await?;
     c.add_neighbors(ctx(), &net::wire::neighbors(n)).await?;
     Ok(())
+}
+
+/// For hullctl's metrics (`hull_contract::pods::PROCESSES`); a pod without it only lacks the
+/// shim's and virtiofsd's memory there.
+fn write_processes(dir: &Path, shim: Option<ProcId>, virtiofsd: Option<ProcId>) {
+    let id = |p: ProcId| hull_contract::pods::ProcessId {
+        pid: p.pid,
+        start_time: p.start_time,
+    };
+    let text = hull_contract::pods::PodProcesses {
+        shim: shim.map(id),
+        virtiofsd: virtiofsd.map(id),
+    }
+    .to_text();
+    let path = dir.join(hull_contract::pods::PROCESSES);
+    if let Err(e) = std::fs::write(&path, text) {
+        tracing::warn!("cannot write {}: {e}", path.display());
+    }
 }
 
 /// Retries the agent until it answers SERVING, hull-vmm or virtiofsd dies, or `deadline`.

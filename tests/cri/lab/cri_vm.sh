@@ -566,6 +566,14 @@ pod_limits() {
 	vm=$(timeout 20 "$BIN/hullctl" inspect "default/cri-$key" 2>&1)
 	check "$key: hullctl inspect names its hull-vmm's host pid" yes \
 		"$(pgrep -x hull-vmm | grep -qx "$(grep -o '"vmm_pid":[0-9]*' <<<"$vm" | grep -o '[0-9]*$')" && echo yes || echo "no: $vm")"
+	# The guest's logs, asked of its agent (the pod booted without a console).
+	local klog alog
+	klog=$(timeout 20 "$BIN/hullctl" console "default/cri-$key" 2>&1)
+	check "$key: hullctl console prints the guest kernel's log from its first record" 1 \
+		"$(head -n 1 <<<"$klog" | grep -cE '^\[ +0\.[0-9]{6}\] Linux version ')"
+	alog=$(timeout 20 "$BIN/hullctl" console --agent "default/cri-$key" 2>&1)
+	check "$key: hullctl console --agent prints hull-agent's log" 1 \
+		"$(grep -m1 -c ' INFO hull_agent.*: ready: serving ttrpc' <<<"$alog")"
 	# hullctl prints keys in name order: the tx bucket's fields are burst, one_time_burst, rate.
 	rate=$(grep -o '"tx":{"bytes":{[^}]*}' <<<"$vm" | grep -o '"rate":[0-9]*' | grep -o '[0-9]*$')
 	check "$key: its annotation's limit is on its NIC in hull-vmm (hullctl inspect)" 500000 "$rate"
@@ -611,6 +619,18 @@ node_metrics() {
 		"$(grep -c "^hull_pod_up{sandbox_id=\"${pods[$key]}\",namespace=\"default\",pod=\"cri-$key\",uid=\"uid-cri-$key\"} 1$" <<<"$scrape")"
 	check "node metrics: $key's NIC counters are there" 1 \
 		"$(grep -c "^hull_vmm_net_tx_bytes_total{sandbox_id=\"${pods[$key]}\",.*index=\"0\"} [1-9]" <<<"$scrape")"
+	local m sid="sandbox_id=\"${pods[$key]}\""
+	# The host's view of the pod's processes and the guest's own view of itself.
+	for m in hull_pod_agent_up hull_pod_shim_resident_memory_bytes hull_pod_virtiofsd_resident_memory_bytes \
+		hull_pod_guest_memory_resident_bytes hull_pod_shim_cpu_seconds_total hull_guest_memory_total_bytes \
+		hull_guest_memory_available_bytes; do
+		check "node metrics: $key has $m > 0" 1 "$(grep -c "^$m{$sid,[^}]*} [1-9]" <<<"$scrape")"
+	done
+	check "node metrics: $key's guest reports its memory pressure (PSI)" 1 \
+		"$(grep -c "^hull_guest_pressure_waiting_seconds_total{$sid,.*resource=\"memory\"} " <<<"$scrape")"
+	check "node metrics: $key's agent timed its CreateContainer calls (histogram count >= 1)" 1 \
+		"$(grep -c "^hull_agent_rpc_duration_seconds_count{$sid,.*method=\"Containers/CreateContainer\"} [1-9]" <<<"$scrape")"
+	info "node metrics: $key: $(grep -E "^hull_pod_(shim|vmm|virtiofsd|guest_memory)_resident[a-z_]*\{$sid" <<<"$scrape" | sed 's/{[^}]*}//' | tr '\n' ' ')"
 	mkdir -p "$r/prom"
 	printf 'global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: hull\n    static_configs:\n      - targets: ["127.0.0.1:9464"]\n' >"$r/prom/prometheus.yml"
 	"$prom/prometheus" --config.file="$r/prom/prometheus.yml" --storage.tsdb.path="$r/prom/data" \

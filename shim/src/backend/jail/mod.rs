@@ -33,6 +33,7 @@ pub(crate) const VMM: &str = "/hull-vmm";
 pub(crate) const KERNEL: &str = "/kernel";
 pub(crate) const INITRD: &str = "/initrd";
 pub(crate) const FS_SOCKET: &str = "/fs.sock";
+/// `hull_contract::pods::AGENT_SOCKET` on the host (a test holds the two together).
 pub(crate) const VSOCK_SOCKET: &str = "/vsock.sock";
 /// hull-vmm's API socket (vmm/API.md): the pod's VM metrics and rate limits at runtime;
 /// `hull_contract::pods::API_SOCKET` on the host (a test holds the two together).

@@ -149,6 +149,10 @@ fn jail_paths_and_limits() {
         host_path(&pod, API_SOCKET),
         pod.join(hull_contract::pods::API_SOCKET)
     );
+    assert_eq!(
+        host_path(&pod, VSOCK_SOCKET),
+        pod.join(hull_contract::pods::AGENT_SOCKET)
+    );
     assert_eq!(fsize_limit(320), 320 << 20);
 }
 

@@ -1,20 +1,23 @@
 //! `hullctl monitor --listen ADDR`: the node's Prometheus endpoint for hull pods (Kata's
 //! kata-monitor is the anchor). Each scrape of `GET /metrics` asks every pod's hull-vmm for
-//! its metrics (`GET /metrics/prometheus`, vmm/API.md), labels them with the pod
-//! (`sandbox_id`, `namespace`, `pod`, `uid`), adds what the host sees of the pod's hull-vmm
-//! process (resident memory, guest RAM included; CPU time, the vCPUs' included) and whether it
-//! answered, and the endpoint's own process metrics.
+//! its metrics (`GET /metrics/prometheus`, vmm/API.md) and its guest's agent for the guest's
+//! memory, pressure and RPC latencies (`Guest.GuestStats`), labels them with the pod
+//! (`sandbox_id`, `namespace`, `pod`, `uid`), adds what the host sees of the pod's processes
+//! (shim, hull-vmm, virtiofsd: resident memory and CPU time; the guest RAM the host backs) and
+//! whether each answered ([`pod`]), and the endpoint's own process metrics.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use hull_contract::pods::{API_SOCKET, POD_STATE_ROOT};
+use hull_contract::pods::POD_STATE_ROOT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::pods::{self, process_stats, Pod};
+
+mod pod;
 
 /// One metric family: its HELP and TYPE, then its samples in order.
 #[derive(Debug, Default)]
@@ -22,6 +25,15 @@ struct Family {
     help: String,
     kind: String,
     samples: Vec<String>,
+}
+
+/// A histogram's values: cumulative `buckets` for the upper `bounds`, the sum and count.
+#[derive(Debug)]
+pub(crate) struct Histogram<'a> {
+    pub(crate) bounds: &'a [f64],
+    pub(crate) buckets: &'a [u64],
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
 }
 
 /// Families by name, in name order (the text format wants each family's lines together).
@@ -62,6 +74,21 @@ impl Exposition {
             format!("{name}{{{labels}}} {v}")
         };
         self.family(name, kind, help).samples.push(line);
+    }
+
+    /// One histogram's samples: its buckets, then +Inf, `_sum` and `_count`; `labels` as in
+    /// [`Exposition::sample`], not empty.
+    pub(crate) fn histogram(&mut self, name: &str, help: &str, labels: &str, h: &Histogram<'_>) {
+        let f = self.family(name, "histogram", help);
+        for (bound, n) in h.bounds.iter().zip(h.buckets) {
+            f.samples
+                .push(format!("{name}_bucket{{{labels},le=\"{bound}\"}} {n}"));
+        }
+        let (sum, count) = (h.sum, h.count);
+        f.samples
+            .push(format!("{name}_bucket{{{labels},le=\"+Inf\"}} {count}"));
+        f.samples.push(format!("{name}_sum{{{labels}}} {sum}"));
+        f.samples.push(format!("{name}_count{{{labels}}} {count}"));
     }
 
     /// Adds a hull-vmm's exposition, each sample with `pod_labels` in front of its own.
@@ -105,45 +132,28 @@ impl Exposition {
     }
 }
 
-/// The exposition of every pod on the node, now.
+/// The exposition of every pod on the node, now. Pods are asked at once, each bounded in
+/// time, so one stuck VMM or guest delays a scrape by its timeout, not by that times N.
 pub(crate) async fn scrape(root: &Path) -> Exposition {
     let mut e = Exposition::default();
     let list = pods::list(root).unwrap_or_default();
-    for pod in &list {
-        let labels = labels_of(pod);
-        let sock = pod.dir.join(API_SOCKET);
-        let reply = pods::request(&sock, "GET", "/metrics/prometheus", "").await;
-        let up = match reply {
-            Ok(r) if r.status == 200 => {
-                e.add_vmm(&r.body, &labels);
-                if let Some((rss, cpu, _)) = r.peer_pid.and_then(process_stats) {
-                    #[allow(clippy::cast_precision_loss)]
-                    e.sample(
-                        "hull_pod_vmm_resident_memory_bytes",
-                        "gauge",
-                        "Resident memory of the pod's hull-vmm process, guest RAM included.",
-                        &labels,
-                        rss as f64,
-                    );
-                    e.sample(
-                        "hull_pod_vmm_cpu_seconds_total",
-                        "counter",
-                        "CPU time of the pod's hull-vmm process, its vCPU threads included.",
-                        &labels,
-                        cpu,
-                    );
-                }
-                1.0
-            }
-            _ => 0.0,
-        };
-        e.sample(
-            "hull_pod_up",
-            "gauge",
-            "Whether the pod's hull-vmm answered this scrape.",
-            &labels,
-            up,
-        );
+    let mut set = tokio::task::JoinSet::new();
+    for p in list.iter().cloned() {
+        set.spawn(async move {
+            let s = pod::PodScrape::take(&p).await;
+            (p, s)
+        });
+    }
+    let mut done = Vec::with_capacity(list.len());
+    while let Some(r) = set.join_next().await {
+        if let Ok(one) = r {
+            done.push(one);
+        }
+    }
+    // The text format wants no order, but a stable one makes scrapes comparable by eye.
+    done.sort_by(|a, b| a.0.sandbox_id.cmp(&b.0.sandbox_id));
+    for (p, s) in &done {
+        s.add_to(&mut e, &labels_of(p));
     }
     #[allow(clippy::cast_precision_loss)]
     e.sample(
