@@ -6,6 +6,7 @@
 //! tested without a VM. This crate is never linked into host binaries.
 
 pub mod config;
+pub mod debug_shell;
 pub mod engine;
 pub(crate) mod files;
 #[cfg(fuzzing)]

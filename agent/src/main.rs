@@ -29,6 +29,10 @@ struct Args {
     /// unix:PATH; default vsock:1025 when --listen is a vsock, none in host mode.
     #[arg(long)]
     portfwd_listen: Option<ListenAddr>,
+    /// Where `hullctl debug` is served (hull-contract `debug_shell`): vsock:PORT or unix:PATH;
+    /// default vsock:1026 when the kernel command line has HULL_DEBUG_SHELL=1, else none.
+    #[arg(long)]
+    debug_shell_listen: Option<ListenAddr>,
     /// State directory; CopyFile writes only below it.
     #[arg(long, default_value = "/run/hull")]
     root: PathBuf,
@@ -48,6 +52,7 @@ impl Default for Args {
         Args {
             listen: ListenAddr::default(),
             portfwd_listen: None,
+            debug_shell_listen: None,
             root: "/run/hull".into(),
             cgroup_parent: "/sys/fs/cgroup/hull".into(),
             share_dir: None,
@@ -180,6 +185,16 @@ async fn run(args: Args, is_init: bool, logs: LogBuffer) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| args.root.join("shared")),
     };
+    let debug_shell = args.debug_shell_listen.clone().or_else(|| {
+        hull_agent::debug_shell::enabled().then_some(ListenAddr::Vsock {
+            port: hull_contract::vsock::DEBUG_PORT,
+        })
+    });
+    if let Some(addr) = &debug_shell {
+        hull_agent::debug_shell::start(addr, engine.clone(), args.root.join("debug"))
+            .with_context(|| format!("debug shell listener {addr:?}"))?;
+        tracing::warn!("debug shell: serving on {addr:?} (the node's hull.toml turned it on)");
+    }
     let state = AgentState {
         engine,
         sandbox: Arc::new(Sandbox::new(etc_dir, storage, !is_init)),
@@ -232,7 +247,10 @@ async fn run(args: Args, is_init: bool, logs: LogBuffer) -> anyhow::Result<()> {
         Ok(r) => r.context("shut down ttrpc server")?,
         Err(_) => tracing::debug!("ttrpc handlers still running at exit"),
     }
-    for addr in [Some(&args.listen), portfwd.as_ref()].into_iter().flatten() {
+    for addr in [Some(&args.listen), portfwd.as_ref(), debug_shell.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         if let ListenAddr::Unix(path) = addr {
             let _ = std::fs::remove_file(path);
         }

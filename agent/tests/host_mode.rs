@@ -274,3 +274,144 @@ async fn reports_listeners_and_forwards_streams_to_them() {
     // The agent still serves.
     assert!(watch(0, 0).await.generation != 0);
 }
+
+/// One `hullctl debug` session against a host-mode agent, as frames over its socket: what
+/// comes back (stdout, stderr, in order each) and the exit status or error line.
+fn debug_session(
+    sock: &Path,
+    start: &hull_contract::debug_shell::Start,
+    tool: Option<&[u8]>,
+    stdin: &[u8],
+) -> (Vec<u8>, Vec<u8>, Result<u32, String>) {
+    use hull_contract::debug_shell::{frame, parse_exit, parse_header, Kind, HEADER_LEN};
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("connect debug socket");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&frame(Kind::Start, &start.encode())).unwrap();
+    if let Some(t) = tool {
+        for chunk in t.chunks(256 << 10) {
+            s.write_all(&frame(Kind::Tool, chunk)).unwrap();
+        }
+        s.write_all(&frame(Kind::ToolEnd, &[])).unwrap();
+    }
+    if !stdin.is_empty() {
+        s.write_all(&frame(Kind::Stdin, stdin)).unwrap();
+    }
+    s.write_all(&frame(Kind::StdinEof, &[])).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    loop {
+        let mut h = [0u8; HEADER_LEN];
+        s.read_exact(&mut h).expect("a frame before the end");
+        let (kind, len) = parse_header(h).expect("header");
+        let mut p = vec![0u8; len];
+        s.read_exact(&mut p).unwrap();
+        match kind {
+            Kind::Stdout => out.extend(p),
+            Kind::Stderr => err.extend(p),
+            Kind::Exit => return (out, err, Ok(parse_exit(&p).expect("status"))),
+            Kind::Error => return (out, err, Err(String::from_utf8_lossy(&p).into_owned())),
+            other => panic!("unexpected {other:?} from the agent"),
+        }
+    }
+}
+
+/// `hullctl debug`'s guest side: a process outside every container with stdin, stdout,
+/// stderr and its exit status; a terminal; a program the host sends; a program that cannot
+/// run gets one error line.
+#[test]
+fn debug_shell_runs_the_hosts_program_with_its_stdio_and_status() {
+    use hull_contract::debug_shell::Start;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sock, debug) = (dir.path().join("agent.sock"), dir.path().join("debug.sock"));
+    let mut guard = KillOnDrop(Some(
+        Command::new(env!("CARGO_BIN_EXE_hull-agent"))
+            .arg("--listen")
+            .arg(format!("unix:{}", sock.display()))
+            .arg("--debug-shell-listen")
+            .arg(format!("unix:{}", debug.display()))
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn agent"),
+    ));
+    wait_for_socket(&sock, guard.0.as_mut().expect("agent"));
+    let sh = |script: &str| Start {
+        args: vec!["sh".into(), "-c".into(), script.into()],
+        env: vec!["GREETING=hi".into()],
+        ..Default::default()
+    };
+
+    let (out, err, status) = debug_session(
+        &debug,
+        &sh("read x; echo \"$GREETING $x\"; echo oops >&2; cat /proc/self/cgroup >/dev/null; exit 7"),
+        None,
+        b"there\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&out), "hi there\n");
+    assert_eq!(String::from_utf8_lossy(&err), "oops\n");
+    assert_eq!(status, Ok(7));
+
+    let (out, _, status) = debug_session(
+        &debug,
+        &Start {
+            args: vec!["tty".into()],
+            tty: true,
+            rows: 40,
+            cols: 100,
+            ..Default::default()
+        },
+        None,
+        b"",
+    );
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("/dev/pts/"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(status, Ok(0));
+
+    // The host brings the program (the guest has no shell): written under the agent's root,
+    // found first on PATH, removed when the session ends.
+    let busybox = std::fs::read(
+        ["/usr/bin/busybox", "/bin/busybox"]
+            .iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox on the test host"),
+    )
+    .unwrap();
+    let (out, err, status) = debug_session(
+        &debug,
+        &Start {
+            args: vec![
+                "busybox".into(),
+                "sh".into(),
+                "-c".into(),
+                "echo \"${PATH%%:*}\"; ls \"${PATH%%:*}\"".into(),
+            ],
+            tool_name: Some("busybox".into()),
+            ..Default::default()
+        },
+        Some(&busybox),
+        b"",
+    );
+    let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+    assert_eq!(status, Ok(0), "{out} {err}");
+    let want = format!(
+        "{}\nbusybox\n",
+        dir.path().join("root/debug/debug-3").display()
+    );
+    assert_eq!(out, want);
+    assert!(
+        !dir.path().join("root/debug/debug-3").exists(),
+        "the program is removed after"
+    );
+
+    let missing = Start {
+        args: vec!["/no/such/program".into()],
+        ..Default::default()
+    };
+    let (_, _, status) = debug_session(&debug, &missing, None, b"");
+    let e = status.expect_err("no such program");
+    assert!(e.contains("/no/such/program"), "{e}");
+}

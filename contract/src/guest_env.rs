@@ -11,3 +11,8 @@ pub const KMSG_TO_CONSOLE: &str = "HULL_KMSG_TO_CONSOLE";
 /// The console line that ends the copy of [`KMSG_TO_CONSOLE`]; what follows it is not the
 /// kernel's log.
 pub const KMSG_COPIED: &str = "hull-agent: kernel log copied";
+
+/// `HULL_DEBUG_SHELL=1`: hull-agent serves `hullctl debug` (a root process in the guest,
+/// outside every container) on [`crate::vsock::DEBUG_PORT`]. The shim adds it only when the
+/// node's hull.toml sets `[vm] debug_shell = true`.
+pub const DEBUG_SHELL: &str = "HULL_DEBUG_SHELL";

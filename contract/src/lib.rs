@@ -8,13 +8,15 @@
 //! | [`boot_timer`] | agent → hull-vmm | the "/init started" and "agent ready" port writes |
 //! | [`guest_env`] | shim, bench → agent | kernel command-line words the agent reads |
 //! | [`vmm_args`] | shim, tests → hull-vmm | hull-vmm's command line, as a typed builder |
-//! | [`pods`] | shim → hullctl | a pod's directory on the node, its API socket, its identity |
+//! | [`pods`] | shim → hullctl | a pod's directory on the node, its sockets, identity, processes |
+//! | [`debug_shell`] | hullctl ↔ agent | the frames of `hullctl debug`'s stream |
 //! | this module | shim ↔ hull-vmm ↔ agent | VM limits and the virtio-fs tag |
 //!
 //! The crate has no dependencies (the static guest agent links it too) and no I/O: callers
 //! bring their own sockets and runtimes.
 
 pub mod boot_timer;
+pub mod debug_shell;
 pub mod guest_env;
 pub mod pods;
 pub mod vmm_args;

@@ -18,6 +18,10 @@ pub const AGENT_PORT: u32 = 1024;
 /// The guest port hull-agent serves port-forward streams on (`hull_proto::portfwd`).
 pub const PORTFWD_PORT: u32 = 1025;
 
+/// The guest port hull-agent serves `hullctl debug` on, only when the pod's kernel command
+/// line turns it on ([`crate::debug_shell`]).
+pub const DEBUG_PORT: u32 = 1026;
+
 /// Longest `CONNECT <port>\n` request the VMM reads (the longest valid one is 19 bytes).
 pub const MAX_REQUEST_LINE: usize = 32;
 

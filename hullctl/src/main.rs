@@ -11,11 +11,13 @@
 //! `hullctl pods [-o json]`, `hullctl inspect POD`, `hullctl metrics POD`: the hull pods on
 //! this node and their VMs, for an operator ([`pods`]); `hullctl monitor --listen ADDR` serves
 //! them to Prometheus ([`monitor`]); `hullctl console POD` prints its guest's kernel log (or,
-//! with `--agent`, hull-agent's), asked of the agent ([`guest`]). `hullctl node check|containerd-add|containerd-remove`:
+//! with `--agent`, hull-agent's), asked of the agent ([`guest`]); `hullctl debug POD` runs a
+//! shell in its guest, outside every container, when the node allows it ([`debug`]). `hullctl node check|containerd-add|containerd-remove`:
 //! the installer's steps on a node ([`node`]).
 
 mod agent;
 mod bench;
+mod debug;
 mod guest;
 mod monitor;
 mod node;
@@ -90,6 +92,25 @@ enum Cmd {
         /// Keep printing new lines until interrupted.
         #[arg(short, long)]
         follow: bool,
+    },
+    /// A shell (or any program) in the pod's guest itself, outside every container, as root:
+    /// for an operator. The guest serves it only if the node's hull.toml had `[vm]
+    /// debug_shell = true` when the pod started. The guest image has no shell: `--tool` is
+    /// sent along and run with ARGS (default `sh`). Exits with the program's status.
+    Debug {
+        pod: String,
+        /// A statically linked program to run in the guest, e.g. a busybox.
+        #[arg(long, default_value = "/bin/busybox")]
+        tool: PathBuf,
+        /// Give the program a terminal (default: when stdin and stdout are terminals).
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Pipes, not a terminal.
+        #[arg(short = 'T', long, conflicts_with = "tty")]
+        no_tty: bool,
+        /// Arguments of the tool (with busybox: an applet and its arguments).
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// The node's Prometheus endpoint: GET /metrics on ADDR gives every pod's hull-vmm
     /// metrics, labelled with the pod (root: reads /run/hull/pods).
@@ -377,6 +398,7 @@ async fn container_cmd(cmd: &Cmd) -> anyhow::Result<i32> {
         | Cmd::Inspect { .. }
         | Cmd::Metrics { .. }
         | Cmd::Console { .. }
+        | Cmd::Debug { .. }
         | Cmd::Monitor { .. }
         | Cmd::Node { .. } => {
             unreachable!("handled in main")
@@ -433,6 +455,22 @@ fn main() {
             Cmd::Pods { output } => pods::pods(*output == Output::Json).await,
             Cmd::Inspect { pod } => pods::inspect(pod).await,
             Cmd::Metrics { pod } => pods::metrics(pod).await,
+            Cmd::Debug {
+                pod,
+                tool,
+                tty,
+                no_tty,
+                args,
+            } => {
+                let pod = pods::find(Path::new(hull_contract::pods::POD_STATE_ROOT), pod)?;
+                let tty = match (tty, no_tty) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                };
+                let req = debug::Request { tool, args, tty };
+                debug::run(&pod, &req).await
+            }
             Cmd::Console { pod, agent, follow } => {
                 let source = if *agent {
                     guest::LogSource::Agent

@@ -116,6 +116,11 @@ pub(crate) struct VmSection {
     /// as a crash, with the end of the kernel's log in `vmm.log` (vmm/src/pstore.rs).
     #[serde(default)]
     pub(crate) guest_console: bool,
+    /// Pods serve `hullctl debug`: an operator's root shell in the guest, outside every
+    /// container (the agent listens only when the kernel command line says so). Off by
+    /// default: it opens the tenant's whole guest to the node's root.
+    #[serde(default)]
+    pub(crate) debug_shell: bool,
 }
 
 /// `[virtiofs]`: the per-pod virtiofsd that serves the pod's share (DESIGN §1).
@@ -422,6 +427,7 @@ initrd = "/usr/local/share/hull/initrd.cpio.gz"
         assert_eq!(c.vm.boot_timeout_secs, 30);
         assert!(c.vm.free_page_reporting);
         assert!(!c.vm.guest_console);
+        assert!(!c.vm.debug_shell);
         assert_eq!(c.log.level, "info");
         assert!(c.vm.kernel_params.is_empty());
     }

@@ -190,6 +190,7 @@ mod tests {
             boot_timeout_secs: 30,
             free_page_reporting: true,
             guest_console: false,
+            debug_shell: false,
         }
     }
 

@@ -44,39 +44,21 @@ impl Engine {
             .iter()
             .map(|n| (n.clone(), format!("/proc/{init_pid}/ns/{n}").into()))
             .collect();
-        let result = async {
-            let stdio = StdioSetup::new(req.terminal, req.stdin)?;
-            let plan = InitPlan {
-                kind: InitKind::Exec,
-                cgroup_procs: Some(c.cgroup.procs_file()),
-                join_ns,
-                new_ns_flags: 0,
-                rootfs: None,
-                hostname: None,
-                sysctls: Vec::new(),
-                process,
-                terminal: req.terminal,
-            };
-            let StdioSetup { child, io } = stdio;
-            let exe = self.config().init_exe.clone();
-            let reaper = self.reaper().clone();
-            let oom = OomBaseline::take(c.cgroup.memory_events());
-            let launched = tokio::task::spawn_blocking(move || launch(&exe, &plan, child, &reaper))
-                .await
-                .map_err(|e| EngineError::Internal(format!("exec task: {e}")))??;
-            let io = io.finish(launched.terminal).inspect_err(|_| {
-                let _ = nix::sys::signal::kill(launched.pid, nix::sys::signal::Signal::SIGKILL);
-            })?;
-            Ok::<_, EngineError>(Arc::new(Process::new(
-                &req.id,
-                &req.exec_id,
-                launched.pid,
-                launched.exit_rx,
-                oom,
-                io,
-            )))
-        }
-        .await;
+        let plan = InitPlan {
+            kind: InitKind::Exec,
+            cgroup_procs: Some(c.cgroup.procs_file()),
+            join_ns,
+            new_ns_flags: 0,
+            rootfs: None,
+            hostname: None,
+            sysctls: Vec::new(),
+            process,
+            terminal: req.terminal,
+        };
+        let oom = OomBaseline::take(c.cgroup.memory_events());
+        let result = self
+            .spawn_process(plan, req.stdin, (&req.id, &req.exec_id), oom)
+            .await;
         match result {
             Ok(p) => {
                 let pid = p.pid.as_raw();
@@ -88,5 +70,35 @@ impl Engine {
                 Err(e.context(format!("exec {:?} in container {:?}", req.exec_id, req.id)))
             }
         }
+    }
+}
+
+impl Engine {
+    /// Launches `plan` (an Exec) with pipes or a terminal as it says and a stdin stream if
+    /// `stdin`, and wraps it as process `ids` (container id, exec id).
+    pub(super) async fn spawn_process(
+        &self,
+        plan: InitPlan,
+        stdin: bool,
+        ids: (&str, &str),
+        oom: OomBaseline,
+    ) -> Result<Arc<Process>> {
+        let StdioSetup { child, io } = StdioSetup::new(plan.terminal, stdin)?;
+        let exe = self.config().init_exe.clone();
+        let reaper = self.reaper().clone();
+        let launched = tokio::task::spawn_blocking(move || launch(&exe, &plan, child, &reaper))
+            .await
+            .map_err(|e| EngineError::Internal(format!("exec task: {e}")))??;
+        let io = io.finish(launched.terminal).inspect_err(|_| {
+            let _ = nix::sys::signal::kill(launched.pid, nix::sys::signal::Signal::SIGKILL);
+        })?;
+        Ok(Arc::new(Process::new(
+            ids.0,
+            ids.1,
+            launched.pid,
+            launched.exit_rx,
+            oom,
+            io,
+        )))
     }
 }

@@ -14,6 +14,7 @@
 
 pub(crate) mod cgroup;
 pub(crate) mod create;
+pub(crate) mod debug;
 pub(crate) mod devices;
 pub mod error;
 pub(crate) mod exec;

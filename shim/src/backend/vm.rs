@@ -65,14 +65,17 @@ const POD_KERNEL_PARAMS: &str = "quiet";
 const NO_UART_KERNEL_PARAMS: &str = "8250.nr_uarts=0";
 
 /// What the shim appends to hull-vmm's command line: [`POD_KERNEL_PARAMS`] (and
-/// [`NO_UART_KERNEL_PARAMS`] without a console), then the operator's (the kernel takes the
-/// last of a repeated parameter).
-fn kernel_params(operator: &str, console: bool) -> String {
-    if console {
-        format!("{POD_KERNEL_PARAMS} {operator}")
-    } else {
-        format!("{POD_KERNEL_PARAMS} {NO_UART_KERNEL_PARAMS} {operator}")
+/// [`NO_UART_KERNEL_PARAMS`] without a console, `HULL_DEBUG_SHELL=1` with `vm.debug_shell`),
+/// then the operator's (the kernel takes the last of a repeated parameter).
+fn kernel_params(operator: &str, console: bool, debug_shell: bool) -> String {
+    let mut p = POD_KERNEL_PARAMS.to_owned();
+    if !console {
+        p = format!("{p} {NO_UART_KERNEL_PARAMS}");
     }
+    if debug_shell {
+        p = format!("{p} {}=1", hull_contract::guest_env::DEBUG_SHELL);
+    }
+    format!("{p} {operator}")
 }
 
 /// A running pod VM.
@@ -482,7 +485,11 @@ impl VmPod {
             tag: hull_contract::SHARE_FS_TAG.to_owned(),
         });
         // The operator's parameters come after hull's, so `loglevel=7` there undoes `quiet`.
-        args.cmdline_append = Some(kernel_params(&cfg.vm.kernel_params, console.is_some()));
+        args.cmdline_append = Some(kernel_params(
+            &cfg.vm.kernel_params,
+            console.is_some(),
+            cfg.vm.debug_shell,
+        ));
         args.no_free_page_reporting = !cfg.vm.free_page_reporting;
         let mut fds = vec![];
         if let Some(n) = &pod_net {
@@ -784,19 +791,24 @@ mod tests {
     #[test]
     fn pods_boot_quiet_without_a_uart_unless_the_operator_says_otherwise() {
         assert_eq!(
-            kernel_params("", false)
+            kernel_params("", false, false)
                 .split_whitespace()
                 .collect::<Vec<_>>(),
             ["quiet", "8250.nr_uarts=0"]
         );
         assert_eq!(
-            kernel_params("", true)
+            kernel_params("", true, false)
                 .split_whitespace()
                 .collect::<Vec<_>>(),
             ["quiet"]
         );
         // `loglevel=` after `quiet` wins: the kernel parses early parameters in order.
-        assert_eq!(kernel_params("loglevel=7", true), "quiet loglevel=7");
+        assert_eq!(kernel_params("loglevel=7", true, false), "quiet loglevel=7");
+        // The debug shell only when the node's hull.toml turns it on.
+        assert_eq!(
+            kernel_params("", true, true).trim_end(),
+            "quiet HULL_DEBUG_SHELL=1"
+        );
     }
 
     #[test]

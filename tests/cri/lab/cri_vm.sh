@@ -50,6 +50,9 @@ head -c 65536 /dev/urandom >"$r/junk.initrd"
 sed "s|^kernel = .*|kernel = \"$r/no-such-vmlinux\"|" "$r/hull.toml" >"$r/hull-nokernel.toml"
 sed "s|^initrd = .*|initrd = \"$r/junk.initrd\"|" "$r/hull.toml" >"$r/hull-panic.toml"
 sed "s|^boot_timeout_secs = .*|boot_timeout_secs = 1|" "$r/hull.toml" >"$r/hull-slow.toml"
+# hull-debug: a node that turned `hullctl debug` on (debug_shell below).
+sed "s|^boot_timeout_secs = .*|&\ndebug_shell = true|" "$r/hull.toml" >"$r/hull-debug.toml"
+grep -q '^debug_shell = true' "$r/hull-debug.toml" || flunk "hull-debug.toml: no debug_shell line"
 # HULL_CRI_CONTAINERD: the bin directory of another containerd (scripts/ensure-containerd: Debian
 # trixie's 1.7 or sid's 2.x) to run instead of Debian 12's 1.6, with its own ctr and runc shim.
 ctrd_bin=${HULL_CRI_CONTAINERD:-}
@@ -93,8 +96,9 @@ fi
 	echo '  default_runtime_name = "runc"'
 	echo "  [plugins.$cri_runtime.containerd.runtimes.runc]"
 	echo '    runtime_type = "io.containerd.runc.v2"'
-	# Broken hull installations, one per way a pod start fails (failed_starts below).
-	for broken in $broken_runtimes; do
+	# Broken hull installations, one per way a pod start fails (failed_starts below), and
+	# one with the debug shell on.
+	for broken in $broken_runtimes hull-debug; do
 		echo "  [plugins.$cri_runtime.containerd.runtimes.$broken]"
 		echo '    runtime_type = "io.containerd.hull.v2"'
 		echo "    [plugins.$cri_runtime.containerd.runtimes.$broken.options]"
@@ -624,7 +628,7 @@ node_metrics() {
 	for m in hull_pod_agent_up hull_pod_shim_resident_memory_bytes hull_pod_virtiofsd_resident_memory_bytes \
 		hull_pod_guest_memory_resident_bytes hull_pod_shim_cpu_seconds_total hull_guest_memory_total_bytes \
 		hull_guest_memory_available_bytes; do
-		check "node metrics: $key has $m > 0" 1 "$(grep -c "^$m{$sid,[^}]*} [1-9]" <<<"$scrape")"
+		check "node metrics: $key has $m > 0" 1 "$(grep -c "^$m{$sid,[^}]*} [0-9.e+-]*[1-9]" <<<"$scrape")"
 	done
 	check "node metrics: $key's guest reports its memory pressure (PSI)" 1 \
 		"$(grep -c "^hull_guest_pressure_waiting_seconds_total{$sid,.*resource=\"memory\"} " <<<"$scrape")"
@@ -646,6 +650,29 @@ node_metrics() {
 	kill "$srv" "$mon" 2>/dev/null
 	wait "$srv" "$mon" 2>/dev/null
 	[[ $up == '"1"' ]] || tail -n 5 "$r/prom/log" | sed 's/^/INFO: prometheus: /'
+}
+
+# debug_shell KEY OFF: `hullctl debug` on pod KEY (runtime hull-debug: [vm] debug_shell = true)
+# runs the lab's static busybox in the guest itself, outside every container (its PID 1 is
+# hull-agent's /init, and it sees the containers' cgroups), with stdin, stdout and the status,
+# or on a terminal; the session is in the guest's kernel log. Pod OFF (the default hull.toml)
+# refuses it with the reason.
+debug_shell() {
+	local key=$1 off=$2 bb out st
+	bb=$(command -v busybox)
+	dbg() { timeout 60 "$BIN/hullctl" debug --tool "$bb" "$@"; }
+	out=$(dbg "default/cri-$off" -- true 2>&1)
+	check "$off: hullctl debug is refused where hull.toml leaves the debug shell off" 1 \
+		"$(grep -c 'does not serve the debug shell' <<<"$out")"
+	out=$(echo guest-stdin | dbg -T "default/cri-$key" -- sh -c \
+		'cat; cat /proc/1/cmdline; echo; test -d /sys/fs/cgroup/hull && echo sees-pod-cgroups; exit 7' 2>&1)
+	st=$?
+	check "$key: hullctl debug runs a program in the guest, outside the containers, with stdin, stdout and its status" \
+		"guest-stdin|/init|sees-pod-cgroups|7" "$(paste -sd'|' <<<"$out")|$st"
+	out=$(dbg -t "default/cri-$key" -- tty </dev/null 2>&1)
+	check "$key: hullctl debug -t gives it a terminal" 1 "$(grep -c '^/dev/pts/[0-9]' <<<"$out")"
+	check "$key: the guest's kernel log records each debug session" yes \
+		"$(timeout 20 "$BIN/hullctl" console "default/cri-$key" 2>&1 | grep -c 'debug shell: the host starts a process' | awk '{print ($1 >= 2) ? "yes" : "no: " $1}')"
 }
 
 # reach FROM TO: c1 of pod FROM gets http://IP-of-TO:8080/f over the pod network, over IPv4
@@ -760,6 +787,11 @@ if [[ -n ${c1[hull]:-} ]]; then
 			pod_limits hull2
 			node_metrics hull2
 		fi
+		if mini_pod debug hull-debug; then
+			podrt[debug]=hull
+			debug_shell debug hull2
+		fi
+		teardown debug
 		teardown hull2
 	fi
 fi
@@ -770,6 +802,7 @@ for rt in $rts; do
 done
 # The second hull pod's network namespace and cgroup (its processes: `leftovers hull`).
 [[ -n ${pods[hull2]:-} ]] && leftovers hull2
+[[ -n ${pods[debug]:-} ]] && leftovers debug
 # hostNetwork with hull: refused with the documented reason, and nothing is left behind. On
 # every containerd line (smoke too): what the refusals read is how its CRI plugin writes a
 # host namespace into the sandbox spec.
