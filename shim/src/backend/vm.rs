@@ -281,7 +281,11 @@ impl VmPod {
             .map_err(io_err(format!("create {}", dir.display())))?;
         // For hullctl; a pod without it is only shown without its Kubernetes name.
         let identity = dir.join(hull_contract::pods::IDENTITY);
-        if let Err(e) = std::fs::write(&identity, crate::spec::pod_identity(&spec).to_text()) {
+        let who = crate::spec::pod_identity(&spec);
+        if !who.name.is_empty() {
+            crate::bootstrap::name_pod(&who.display_name());
+        }
+        if let Err(e) = std::fs::write(&identity, who.to_text()) {
             tracing::warn!("cannot write {}: {e}", identity.display());
         }
         let mut partial = Partial {

@@ -11,6 +11,8 @@ mod pod_log;
 mod serve;
 mod start;
 
+pub(crate) use pod_log::name_pod;
+
 /// Env var carrying the runtime options' `ConfigPath` from `start` to the server it forks,
 /// because containerd hands the options to `start` only.
 pub(crate) const CONFIG_OPTION_ENV: &str = "HULL_SHIM_CONFIG_OPTION";

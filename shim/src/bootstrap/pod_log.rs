@@ -1,23 +1,51 @@
 //! The shim's log lines carry their pod: containerd copies every shim's `log` FIFO into its
 //! own log as it comes, with nothing saying which shim wrote a line, and a node runs one shim
-//! per pod. Each line starts with `sandbox=<id> `.
+//! per pod. Each line starts with `sandbox=<id> `, and, once the shim has read the sandbox's
+//! CRI annotations, `pod=<namespace>/<name> ` after it ([`name_pod`]).
 
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// The pod's Kubernetes name, once known; set once (a shim serves one pod).
+static POD_NAME: OnceLock<Box<str>> = OnceLock::new();
+
+/// Puts `namespace/name` on every log line from now on. Only the first call counts.
+pub(crate) fn name_pod(display_name: &str) {
+    let _ = POD_NAME.set(display_name.into());
+}
 
 /// A `MakeWriter` for tracing-subscriber's fmt layer: each event's writer starts its output
 /// with the prefix, and repeats it after every newline it writes (an event with a multi-line
 /// field, such as a boot failure's quoted logs).
 pub(super) struct Prefixed<W> {
     prefix: Arc<str>,
+    /// Where the pod's name appears ([`POD_NAME`]; a test's own cell in tests).
+    name: &'static OnceLock<Box<str>>,
+    /// `prefix` with the pod's name, made at the first line after it appeared.
+    named: OnceLock<Box<str>>,
     out: Arc<W>,
 }
 
 impl<W> Prefixed<W> {
     pub(super) fn new(sandbox_id: &str, out: W) -> Self {
+        Self::named_by(sandbox_id, out, &POD_NAME)
+    }
+
+    fn named_by(sandbox_id: &str, out: W, name: &'static OnceLock<Box<str>>) -> Self {
         Prefixed {
             prefix: format!("sandbox={sandbox_id} ").into(),
+            name,
+            named: OnceLock::new(),
             out: Arc::new(out),
+        }
+    }
+
+    fn prefix(&self) -> &str {
+        match self.name.get() {
+            Some(n) => self
+                .named
+                .get_or_init(|| format!("{}pod={n} ", self.prefix).into()),
+            None => &self.prefix,
         }
     }
 }
@@ -67,7 +95,7 @@ where
 
     fn make_writer(&'a self) -> Self::Writer {
         LineWriter {
-            prefix: &self.prefix,
+            prefix: self.prefix(),
             out: &self.out,
             at_line_start: true,
         }
@@ -115,6 +143,20 @@ mod tests {
              sandbox=abc123 --- hull-vmm log ---\n\
              sandbox=abc123 last\n\
              sandbox=abc123 WARN split in two\n"
+        );
+    }
+
+    #[test]
+    fn the_pods_name_follows_once_known() {
+        static NAME: OnceLock<Box<str>> = OnceLock::new();
+        let p = Prefixed::named_by("abc123", Sink::default(), &NAME);
+        p.make_writer().write_all(b"INFO before\n").expect("write");
+        NAME.set("default/web-0".into()).expect("set once");
+        p.make_writer().write_all(b"INFO after\n").expect("write");
+        let got = String::from_utf8(p.out.0.lock().expect("lock").clone()).expect("utf8");
+        assert_eq!(
+            got,
+            "sandbox=abc123 INFO before\nsandbox=abc123 pod=default/web-0 INFO after\n"
         );
     }
 }

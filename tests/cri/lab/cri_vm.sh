@@ -872,6 +872,24 @@ if [[ $SUITE == full && " $rts " == *" hull "* ]]; then
 		podrt[$broken]=hull
 		leftovers "$broken"
 	done
+	# KVM unusable: /dev/kvm usable by root only (a node without udev's kvm rule); hull-vmm
+	# runs unprivileged.
+	kvm_mode=$(stat -c %a /dev/kvm)
+	chmod 0600 /dev/kvm
+	printf '{"name": "cri-nokvm", "uid": "uid-cri-nokvm", "namespace": "default", "log_directory": "%s", "cgroup_parent": "/%s/pod-nokvm"}\n' \
+		"$r/logs" "$CG" >"$r/pod-nokvm.json"
+	if pod=$(cri runp --runtime hull "$r/pod-nokvm.json" 2>"$r/err"); then
+		flunk "hull: a pod started with /dev/kvm root-only (${pod:0:12})"
+		cri stopp "$pod" >/dev/null 2>&1
+		cri rmp "$pod" >/dev/null 2>&1
+	elif grep -q '/dev/kvm (mode 0600, gid [0-9]*) is usable only by root' "$r/err"; then
+		pass "hull: with KVM unusable RunPodSandbox fails with the reason: $(grep -o '/dev/kvm (mode 0600[^;]*usable only by root' "$r/err" | head -1)"
+	else
+		flunk "hull: RunPodSandbox with /dev/kvm root-only does not say why: $(head -c 600 "$r/err")"
+	fi
+	chmod "$kvm_mode" /dev/kvm
+	podrt[nokvm]=hull
+	leftovers nokvm
 fi
 # Pod sysctls (securityContext.sysctls): a safe one, an unsafe one, and the two net.* ones
 # containerd 2.x puts into every sandbox. Set in the sandbox, they are what a container of the
@@ -977,6 +995,10 @@ fi
 shim_lines=$(grep -c 'hull_shim::' "$OUT/containerd.log")
 check "logs: each of the $shim_lines hull shim lines in containerd's log starts with its pod's sandbox=ID" "" \
 	"$(grep 'hull_shim::' "$OUT/containerd.log" | grep -v '^sandbox=[0-9a-f]\{64\} ' | head -n 3)"
+if [[ -n ${pods[hull2]:-} ]]; then
+	check "logs: once the shim read the sandbox, its lines name the pod too (sandbox=ID pod=default/cri-hull2)" yes \
+		"$(grep -c "^sandbox=${pods[hull2]} pod=default/cri-hull2 .*hull_shim::" "$OUT/containerd.log" | awk '{print ($1 > 0) ? "yes" : "no"}')"
+fi
 [[ $shim_lines -gt 0 ]] || flunk "logs: no hull shim line in containerd's log"
 # The installer's undo: the node's configuration back byte for byte, nothing of hull's left.
 check "installer: hullctl node containerd-remove" "changed=true mode=$want_mode" \

@@ -219,11 +219,13 @@ write_hull_toml "$r/hull.toml" "$cur/bin" "$cur/share/vmlinux" "$cur/share/initr
 # Each hull pod's console, VMM and virtiofsd logs in OUT too (removed with their pod).
 sed -i "/^\[log\]/a pod_dir = \"$OUT/hull-pods\"" "$r/hull.toml"
 cp "$r/config.toml" "$r/config.node"
-# hull_node install|uninstall [NODE_NAME]: the installer with this node's settings; its output
-# in $L/hull-node.log.
+# hull_node install|uninstall [NODE_NAME]: the installer with this node's settings and the
+# payload $node_payload (the image's; upgrade_checks gives it another); its output in
+# $L/hull-node.log.
+node_payload=$payload
 hull_node() {
 	echo "--- hull-node $1 ${2:-}" >>"$L/hull-node.log"
-	PATH=$img/root/bin:$PATH HOST=/ NODE_NAME=${2:-} HULL_PREFIX=$prefix HULL_PAYLOAD=$payload \
+	PATH=$img/root/bin:$PATH HOST=/ NODE_NAME=${2:-} HULL_PREFIX=$prefix HULL_PAYLOAD=$node_payload \
 		HULL_CONFIG=$r/hull.toml CONTAINERD_CONFIG=$r/config.toml \
 		KUBECONFIG=$r/admin.kubeconfig HULL_RESTART_CONTAINERD="echo restart >>$r/restarts" \
 		sh "$img/root/bin/hull-node" "$1" >>"$L/hull-node.log" 2>&1
@@ -414,6 +416,7 @@ EOF
 	# A pod whose cgroup (32Mi + the 80Mi overhead) has no room for the smallest VM that
 	# boots: refused at RunPodSandbox, with what to change (shim/src/sizing.rs).
 	hull-tiny) one_container "$1" '["true"]' 32Mi ;;
+	hull-up) one_container "$1" "[sleep, '100000']" ;;
 	*) return 1 ;;
 	esac
 }
@@ -622,10 +625,45 @@ create_pod() {
 		if [[ $name == hull-main ]]; then
 			check "hull: the RuntimeClass's node selector is the pod's (the node carries its label)" \
 				ready "$(jp "$name" '{.spec.nodeSelector.hull\.io/runtime}')"
+			# After upgrade_checks: a new pod gets the new release.
+			[[ -n ${release_b:-} ]] && check "installer: a pod started after the upgrade runs the new release's shim" \
+				"$prefix/releases/$release_b/bin/containerd-shim-hull-v2" "$(shim_exe)"
 		fi
 	else
 		flunk "$rt: $name has no pod IP after 240 s: $(kc get events --field-selector "involvedObject.name=$name" -o jsonpath='{.items[*].message}' 2>&1 | tail -c 600)"
 	fi
+}
+
+# shim_exe: the executable of the one hull shim running.
+shim_exe() { readlink -f "/proc/$(pgrep -f '^[^ ]*/containerd-shim-hull-v2 ' | head -n 1)/exe" 2>&1; }
+
+# upgrade_checks: hull-up runs on the installed release A; the installer puts release B in
+# place (a copy of the payload under another name: what a new image brings): B becomes
+# current without a containerd restart (the config names current, not a release), while the
+# running pod keeps A's shim and still answers; A stays while a pod runs (hull-main, created
+# next, runs B's shim: create_pod).
+release_b=
+upgrade_checks() {
+	local release_a out
+	release_a=$(<"$payload/release")
+	check "installer: the running pod's shim is release A's" \
+		"$prefix/releases/$release_a/bin/containerd-shim-hull-v2" "$(shim_exe)"
+	rm -rf "$r/payload-b"
+	cp -a "$payload" "$r/payload-b" && echo "$release_a-b" >"$r/payload-b/release"
+	node_payload=$r/payload-b
+	if hull_node install "$NODE"; then
+		release_b=$release_a-b
+		pass "installer: hull-node install of release B while a hull pod runs"
+	else
+		flunk "installer: hull-node install of release B: $(tail -n 4 "$L/hull-node.log")"
+	fi
+	check "installer: release B is current" "releases/$release_b" "$(readlink "$prefix/current")"
+	check "installer: the upgrade requested no containerd restart" 1 "$(wc -l <"$r/restarts")"
+	check "installer: release A stays while a pod runs from it" yes "$([[ -x $prefix/releases/$release_a/bin/containerd-shim-hull-v2 ]] && echo yes || echo no)"
+	check "installer: the running pod keeps release A's shim" \
+		"$prefix/releases/$release_a/bin/containerd-shim-hull-v2" "$(shim_exe)"
+	out=$(kc exec hull-up -- echo still-up 2>&1)
+	check "installer: the running pod still answers kubectl exec after the upgrade" still-up "$out"
 }
 
 # tiny_checks: a pod whose cgroup (32Mi + the 80Mi overhead) has no room for the smallest VM
@@ -755,9 +793,15 @@ for rt in runc hull; do
 	run_pod "$rt" "$rt-exit" exit_checks
 	run_pod "$rt" "$rt-oom" oom_checks
 	[[ $rt == hull ]] && run_pod hull hull-tiny tiny_checks
+	[[ $rt == hull ]] && run_pod hull hull-up upgrade_checks
 	run_pod "$rt" "$rt-main" main_checks
 	step_ms "$rt: all its pod checks" "$t0"
 done
+# Once no hull pod runs, the installer's next run prunes the releases no pod uses.
+if [[ -n $release_b ]]; then
+	hull_node install "$NODE" || flunk "installer: hull-node install after the upgrade: $(tail -n 4 "$L/hull-node.log")"
+	check "installer: with no hull pod left, only the current release is kept" "$release_b" "$(ls "$prefix/releases" 2>&1)"
+fi
 # The installer's undo, once no hull pod is left: the label, containerd's config byte for byte
 # (a restart requested), the links, the installed files.
 if hull_node uninstall "$NODE"; then
