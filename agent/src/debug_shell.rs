@@ -23,7 +23,6 @@ use hull_contract::guest_env::DEBUG_SHELL;
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
-use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
 
 use crate::config::ListenAddr;
 use crate::engine::error::chain;
@@ -210,7 +209,15 @@ where
     let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
     let writing = tokio::spawn(writer(w, rx));
     let dir = root.join(&session);
-    match run(&mut r, &engine, &dir, &session).await {
+    // The program goes before the last frame: a host that saw the end finds nothing left.
+    let remove_program = || {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(session, "debug shell: remove {}: {e}", dir.display());
+            }
+        }
+    };
+    let last = match run(&mut r, &engine, &dir, &session).await {
         Ok(p) => {
             let out = tokio::spawn(pump(p.clone(), false, tx.clone()));
             let err = tokio::spawn(pump(p.clone(), true, tx.clone()));
@@ -221,24 +228,20 @@ where
             };
             let _ = out.await;
             let _ = err.await;
-            tracing::warn!(session, status, "debug shell: the process ended");
-            let _ = tx.send(frame(Kind::Exit, &status.to_le_bytes())).await;
             feeding.abort();
+            tracing::warn!(session, status, "debug shell: the process ended");
+            frame(Kind::Exit, &status.to_le_bytes())
         }
         Err(e) => {
             tracing::warn!(session, "debug shell: {e}");
             let msg = e.to_string();
-            let msg = &msg.as_bytes()[..msg.len().min(MAX_PAYLOAD)];
-            let _ = tx.send(frame(Kind::Error, msg)).await;
+            frame(Kind::Error, &msg.as_bytes()[..msg.len().min(MAX_PAYLOAD)])
         }
-    }
+    };
+    remove_program();
+    let _ = tx.send(last).await;
     drop(tx);
     let _ = writing.await;
-    if let Err(e) = std::fs::remove_dir_all(&dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(session, "debug shell: remove {}: {e}", dir.display());
-        }
-    }
 }
 
 /// Reads the start frame (and the program), then starts the process.
@@ -289,61 +292,22 @@ async fn run<R: AsyncRead + Unpin>(
 /// Numbers the sessions of this agent.
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
-/// Serves one accepted stream if the limit allows; closes it otherwise.
-fn admit<S>(s: S, limit: &Arc<Semaphore>, engine: &Engine, root: &Path)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let Ok(permit) = limit.clone().try_acquire_owned() else {
-        tracing::warn!("debug shell: {MAX_SESSIONS} sessions open; closing a new one");
-        return;
-    };
-    let session = format!("debug-{}", SESSIONS.fetch_add(1, Ordering::Relaxed));
-    let (engine, root) = (engine.clone(), root.to_owned());
-    drop(tokio::spawn(async move {
-        serve(s, engine, root, session).await;
-        drop(permit);
-    }));
-}
-
-/// Listens on `addr` and serves each connection in a task of its own; programs sent by the
-/// host go under `root`. The listener's task runs until the runtime ends.
+/// Listens on `addr` and serves each connection in a task of its own, at most
+/// [`MAX_SESSIONS`] at once; programs sent by the host go under `root`.
 pub fn start(addr: &ListenAddr, engine: Engine, root: PathBuf) -> std::io::Result<()> {
     let limit = Arc::new(Semaphore::new(MAX_SESSIONS));
-    match addr {
-        ListenAddr::Vsock { port } => {
-            let l = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, *port))?;
-            tokio::spawn(async move {
-                loop {
-                    match l.accept().await {
-                        Ok((s, _)) => admit(s, &limit, &engine, &root),
-                        Err(e) => accept_failed(e).await,
-                    }
-                }
-            });
-        }
-        ListenAddr::Unix(path) => {
-            match std::fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            let l = tokio::net::UnixListener::bind(path)?;
-            tokio::spawn(async move {
-                loop {
-                    match l.accept().await {
-                        Ok((s, _)) => admit(s, &limit, &engine, &root),
-                        Err(e) => accept_failed(e).await,
-                    }
-                }
-            });
-        }
-    }
-    Ok(())
-}
-
-async fn accept_failed(e: std::io::Error) {
-    tracing::warn!("debug shell accept: {e}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    crate::listener::spawn(addr, "debug shell", move |s| {
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!("debug shell: {MAX_SESSIONS} sessions open; closing a new one");
+            return;
+        };
+        let session = format!("debug-{}", SESSIONS.fetch_add(1, Ordering::Relaxed));
+        let (engine, root) = (engine.clone(), root.clone());
+        drop(tokio::spawn(async move {
+            serve(s, engine, root, session).await;
+            drop(permit);
+        }));
+    })
 }
 
 #[cfg(test)]

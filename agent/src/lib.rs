@@ -15,6 +15,7 @@ pub mod fuzzing;
 pub(crate) mod guest;
 pub mod init;
 pub mod kmsg;
+pub(crate) mod listener;
 pub mod logbuf;
 pub mod portfwd;
 pub mod reaper;

@@ -24,7 +24,6 @@ use hull_proto::portfwd;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
 
 use crate::config::ListenAddr;
 
@@ -178,57 +177,18 @@ where
 }
 
 /// Binds the port-forward listener and serves each stream in a task of its own, at most
-/// [`MAX_STREAMS`] at once. The listener's task runs until the runtime ends; an accept error
-/// is logged and retried after a pause rather than ending port-forward for the pod.
+/// [`MAX_STREAMS`] at once (more are closed at once).
 pub fn start(addr: &ListenAddr) -> std::io::Result<()> {
     let limit = Arc::new(Semaphore::new(MAX_STREAMS));
-    match addr {
-        ListenAddr::Vsock { port } => {
-            let l = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, *port))?;
-            tokio::spawn(async move {
-                loop {
-                    admit(l.accept().await.map(|(s, _)| s), &limit).await;
-                }
-            });
-        }
-        ListenAddr::Unix(path) => {
-            // Host mode: a socket file left by a killed agent would fail the bind.
-            match std::fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-            let l = tokio::net::UnixListener::bind(path)?;
-            tokio::spawn(async move {
-                loop {
-                    admit(l.accept().await.map(|(s, _)| s), &limit).await;
-                }
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Serves one accepted stream if the limit allows; closes it otherwise.
-async fn admit<S>(accepted: std::io::Result<S>, limit: &Arc<Semaphore>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    match accepted {
-        Ok(s) => match limit.clone().try_acquire_owned() {
+    crate::listener::spawn(addr, "port-forward", move |s| {
+        match limit.clone().try_acquire_owned() {
             Ok(permit) => drop(tokio::spawn(async move {
                 serve(s).await;
                 drop(permit);
             })),
             Err(_) => tracing::warn!("port-forward: {MAX_STREAMS} streams open; closing a new one"),
-        },
-        Err(e) => accept_failed(e).await,
-    }
-}
-
-async fn accept_failed(e: std::io::Error) {
-    tracing::warn!("port-forward accept: {e}");
-    // EMFILE and friends: give the streams that hold fds time to end.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
 }
 
 /// Dials localhost:`port` in the guest, IPv4 first and then IPv6, the order containerd uses

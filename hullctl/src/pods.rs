@@ -199,6 +199,35 @@ pub(crate) fn stats_of(id: hull_contract::pods::ProcessId) -> Option<(u64, f64)>
     Some((rss, cpu))
 }
 
+/// CPU seconds of each of hull-vmm `pid`'s vCPU threads (named `hull_vcpu<N>` by hull-vmm),
+/// by vCPU index.
+pub(crate) fn vcpu_seconds(pid: i32) -> Vec<(u32, f64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|h| u64::try_from(h).ok())
+        .filter(|&h| h > 0)
+        .unwrap_or(100);
+    let mut out: Vec<(u32, f64)> = tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let comm = &stat[stat.find('(')? + 1..stat.rfind(')')?];
+            let index: u32 = comm.strip_prefix("hull_vcpu")?.parse().ok()?;
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+            let ticks =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            #[allow(clippy::cast_precision_loss)] // tick counts fit f64's 53 bits
+            Some((index, ticks as f64 / hz as f64))
+        })
+        .collect();
+    out.sort_by_key(|(i, _)| *i);
+    out
+}
+
 /// Resident shared memory of `pid` (`RssShmem` in /proc/PID/status), bytes: for hull-vmm,
 /// the pages of the guest RAM memfd the host backs now (its other shared mappings are a few
 /// pages).
@@ -398,6 +427,27 @@ mod tests {
         let e = find(root.path(), "nope").unwrap_err().to_string();
         assert!(e.contains("no hull pod"), "{e}");
         assert!(list(&root.path().join("missing")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn vcpu_threads_are_found_by_hull_vmms_thread_names() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::Builder::new()
+            .name("hull_vcpu7".into())
+            .spawn(move || {
+                // The thread names itself before this runs.
+                started_tx.send(()).unwrap();
+                let _ = rx.recv();
+            })
+            .unwrap();
+        started.recv().unwrap();
+        let me = i32::try_from(std::process::id()).unwrap();
+        let found = vcpu_seconds(me);
+        tx.send(()).unwrap();
+        t.join().unwrap();
+        assert_eq!(found.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [7]);
+        assert!(found[0].1 >= 0.0);
     }
 
     #[test]

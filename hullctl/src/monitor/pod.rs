@@ -7,7 +7,7 @@ use hull_contract::pods::{PodProcesses, API_SOCKET, PROCESSES};
 use hull_proto::guest::GuestStatsResponse;
 
 use super::{escape, Exposition, Histogram};
-use crate::pods::{self, process_stats, shmem_resident, stats_of, Pod};
+use crate::pods::{self, process_stats, shmem_resident, stats_of, vcpu_seconds, Pod};
 
 /// What one pod answered.
 #[derive(Debug, Default)]
@@ -95,6 +95,15 @@ impl PodScrape {
                 "CPU time of the pod's hull-vmm process, its vCPU threads included.",
                 labels,
                 cpu,
+            );
+        }
+        for (index, secs) in vcpu_seconds(pid) {
+            e.sample(
+                "hull_pod_vcpu_seconds_total",
+                "counter",
+                "CPU time of each of the pod's vCPU threads in hull-vmm.",
+                &format!("{labels},vcpu=\"{index}\""),
+                secs,
             );
         }
         if let Some(shmem) = shmem_resident(pid) {

@@ -22,6 +22,7 @@ pub(crate) mod cleanup;
 #[cfg(feature = "host-agent-backend")]
 mod host_agent;
 mod jail;
+mod log_relay;
 mod record;
 mod virtiofsd;
 mod vm;

@@ -30,20 +30,19 @@ use crate::config::VirtiofsSection;
 /// The capabilities dropped from virtiofsd's defaults (see the module comment).
 pub(crate) const MODCAPS: &str = "--modcaps=-mknod:-setfcap";
 
-/// Starts virtiofsd serving `shared_dir` on a socket bound at `socket`; logs go to `log`.
+/// Starts virtiofsd serving `shared_dir` on a socket bound at `socket`; its log goes to
+/// `stderr` (a relay's pipe, `log_relay`).
 pub(crate) fn start(
     cfg: &VirtiofsSection,
     shared_dir: &Path,
     socket: &Path,
-    log: &Path,
+    stderr: std::os::fd::OwnedFd,
     cgroup_procs: Option<std::os::fd::RawFd>,
 ) -> Result<Supervised, BackendError> {
     let err = |what: String, source| BackendError::Virtiofsd { what, source };
     let _ = std::fs::remove_file(socket);
     let listener = std::os::unix::net::UnixListener::bind(socket)
         .map_err(|e| err(format!("bind {}", socket.display()), e))?;
-    let log_file =
-        std::fs::File::create(log).map_err(|e| err(format!("create {}", log.display()), e))?;
     let mut cmd = Command::new(&cfg.virtiofsd);
     cmd.arg("--fd=3")
         .arg(format!("--shared-dir={}", shared_dir.display()))
@@ -63,7 +62,7 @@ pub(crate) fn start(
         .arg("--log-level=warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(log_file)
+        .stderr(stderr)
         .kill_on_drop(true);
     let child = spawn(
         &mut cmd,

@@ -36,6 +36,7 @@ use serde_json::Value;
 use super::boot_failure::{self, NotReady};
 use super::cgroup::PodCgroup;
 use super::jail::{self, Jail};
+use super::log_relay;
 use super::record::{PodRecord, ProcId};
 use super::{io_err, pod_dir, BackendError, PodBackend, Prepared};
 use crate::annotations::HullAnnotations;
@@ -422,11 +423,12 @@ impl VmPod {
         let procs = p.cgroup.as_ref().map(PodCgroup::procs_fd);
 
         let jail = Jail::prepare(&dir, id)?;
+        let (virtiofsd_err, virtiofsd_relay) = relay_log("virtiofsd", &logs.join("virtiofsd.log"))?;
         let virtiofsd = super::virtiofsd::start(
             &cfg.virtiofs,
             share.served_dir(),
             &jail::host_path(&dir, jail::FS_SOCKET),
-            &logs.join("virtiofsd.log"),
+            virtiofsd_err,
             procs,
         )?;
         p.children.push(virtiofsd.clone());
@@ -475,8 +477,7 @@ impl VmPod {
             None
         };
         let vmm_log = logs.join("vmm.log");
-        let log = std::fs::File::create(&vmm_log)
-            .map_err(io_err(format!("create {}", vmm_log.display())))?;
+        let (log, vmm_relay) = relay_log("hull-vmm", &vmm_log)?;
         // Paths as hull-vmm sees them, inside its jail.
         let mut args = VmmArgs::new(jail::KERNEL, size.vcpus, size.memory_mib);
         args.initrd = Some(jail::INITRD.into());
@@ -542,9 +543,16 @@ impl VmPod {
         );
 
         let deadline = Duration::from_secs(u64::from(cfg.vm.boot_timeout_secs));
-        let client = connect_when_ready(&vmm, &virtiofsd, &vsock, deadline)
-            .await
-            .map_err(|why| {
+        let client = match connect_when_ready(&vmm, &virtiofsd, &vsock, deadline).await {
+            Ok(c) => c,
+            Err(why) => {
+                // An ended process's last lines may still be in its relay's pipe.
+                if !matches!(why, NotReady::Timeout { .. }) {
+                    tokio::join!(
+                        vmm_relay.settle(RELAY_SETTLE),
+                        virtiofsd_relay.settle(RELAY_SETTLE)
+                    );
+                }
                 // The reason first (what `kubectl describe` shows), then the logs. Without a
                 // console, a guest kernel's panic is in hull-vmm's log (pstore).
                 let vmm_tail = tail(&vmm_log);
@@ -553,12 +561,13 @@ impl VmPod {
                 } else {
                     String::new()
                 };
-                BackendError::AgentStart(format!(
+                return Err(BackendError::AgentStart(format!(
                     "{}\n--- hull-vmm log ---\n{vmm_tail}{console}\n--- virtiofsd log ---\n{}",
                     boot_failure::reason(&why, &vmm_tail),
                     tail(&logs.join("virtiofsd.log"))
-                ))
-            })?;
+                )));
+            }
+        };
         if let Some(n) = &pod_net {
             configure_guest_network(&client, n)
                 .await
@@ -600,6 +609,19 @@ async fn configure_guest_network(
     c.update_routes(ctx(), &net::wire::routes(n)).await?;
     c.add_neighbors(ctx(), &net::wire::neighbors(n)).await?;
     Ok(())
+}
+
+/// How long a failed start waits for an ended process's last log lines.
+const RELAY_SETTLE: Duration = Duration::from_secs(2);
+
+/// `path` (created) and a relay into it and the shim's log (`log_relay`): the descriptor to
+/// give the process as its stderr.
+fn relay_log(
+    source: &'static str,
+    path: &Path,
+) -> Result<(std::os::fd::OwnedFd, log_relay::Relay), BackendError> {
+    let file = std::fs::File::create(path).map_err(io_err(format!("create {}", path.display())))?;
+    log_relay::start(source, file).map_err(io_err(format!("relay {source}'s log")))
 }
 
 /// For hullctl's metrics (`hull_contract::pods::PROCESSES`); a pod without it only lacks the

@@ -65,10 +65,11 @@ info "containerd $ctrd_version ($(command -v containerd))"
 [[ -z $ctrd_bin ]] || check "the containerd under test is $ctrd_bin's" "$ctrd_bin/containerd" "$(command -v containerd)"
 # The node's own configuration first, in the version its containerd reads natively: 2.x:
 # version 3 (CRI's settings in the plugins io.containerd.cri.v1.images and .runtime); 1.6 and
-# 1.7: version 2. Then the installer's step adds the hull runtime to it (hullctl node
-# containerd-add, as deploy/kubernetes's DaemonSet does): 2.x imports a drop-in, 1.6 and 1.7
-# get the runtime's tables appended (their `imports` would replace the node's whole CRI
-# section). At the end containerd-remove must give the node's file back byte for byte.
+# 1.7: version 2. Then the installer's node-side script adds the hull runtime to it
+# (deploy/kubernetes/installer/hull-node, which the DaemonSet runs; its config step is hullctl
+# node containerd-add): 2.x imports a drop-in, 1.6 and 1.7 get the runtime's tables appended
+# (their `imports` would replace the node's whole CRI section). At the end its uninstall must
+# give the node's file back byte for byte.
 if [[ $ctrd_version == v2.* || $ctrd_version == 2.* ]]; then
 	v3=1 cri_images="'io.containerd.cri.v1.images'" cri_runtime="'io.containerd.cri.v1.runtime'"
 	config_version=3 containerd_config "$r/config.toml" "$r" "$A"
@@ -106,17 +107,37 @@ fi
 	done
 } >>"$r/config.toml"
 cp "$r/config.toml" "$r/config.node"
-node_config=(--config "$r/config.toml" --drop-in "$r/conf.d/hull.toml" --state "$r/installer")
-# containerd_add: the installer's step; its output lines joined.
-containerd_add() {
-	"$BIN/hullctl" node containerd-add "${node_config[@]}" --hull-config "$r/hull.toml" \
-		--containerd-version "$ctrd_version" 2>&1 | paste -sd ' '
+# hull_node install|uninstall: the script straight on this node (HOST=/), with a payload of
+# this run's files (links, not copies; containerd still runs BIN's shim, first on its PATH),
+# no node to label (NODE_NAME unset), and a restart hook that notes the request (containerd
+# starts later). Prints the script's containerd line ("changed=… mode=…").
+payload=$r/payload
+mkdir -p "$payload/bin" "$payload/share" "$payload/libexec"
+ln -s "$BIN/containerd-shim-hull-v2" "$BIN/hull-vmm" "$BIN/hullctl" "$payload/bin/"
+ln -s "$VMLINUX" "$payload/share/vmlinux"
+ln -s "$INITRD" "$payload/share/initrd.cpio.gz"
+ln -s "$VIRTIOFSD" "$payload/libexec/virtiofsd"
+cp "$r/hull.toml" "$payload/hull.toml"
+echo cri-lab >"$payload/release"
+: >"$r/restarts"
+hull_node() {
+	echo "--- hull-node $1" >>"$r/hull-node.log"
+	PATH=$BIN:$PATH HOST=/ HULL_PREFIX=$r/opt/hull HULL_PAYLOAD=$payload HULL_CONFIG=$r/hull.toml \
+		CONTAINERD_CONFIG=$r/config.toml HULL_RESTART_CONTAINERD="echo restart >>$r/restarts" \
+		sh "$lab_repo/deploy/kubernetes/installer/hull-node" "$1" >>"$r/hull-node.log" 2>&1 ||
+		echo "hull-node $1 failed: $(tail -n 3 "$r/hull-node.log" | paste -sd ' ')"
+	tail -n 4 "$r/hull-node.log" | grep -o 'changed=[a-z]* mode=[a-z]*' | tail -n 1
 }
-check "installer: hullctl node containerd-add on containerd $ctrd_version's node config" \
-	"changed=true mode=$want_mode" "$(containerd_add)"
-grep -q "ConfigPath = .$r/hull.toml" "$r/config.toml" "$r/conf.d/hull.toml" 2>/dev/null ||
+check "installer: hull-node install on containerd $ctrd_version's node config (other runtimes in it)" \
+	"changed=true mode=$want_mode" "$(hull_node install)"
+check "installer: it requested one containerd restart" 1 "$(wc -l <"$r/restarts")"
+grep -q "ConfigPath = .$r/hull.toml" "$r/config.toml" /etc/containerd/conf.d/hull.toml 2>/dev/null ||
 	flunk "the hull runtime in containerd's configuration names no ConfigPath"
-check "installer: a second containerd-add changes nothing" "changed=false mode=$want_mode" "$(containerd_add)"
+check "installer: hull-node install again (already installed) changes nothing" \
+	"changed=false mode=$want_mode" "$(hull_node install)"
+check "installer: and restarts nothing" 1 "$(wc -l <"$r/restarts")"
+check "installer: the release is in place, the shim linked on the node's PATH" \
+	"$r/opt/hull/current/bin/containerd-shim-hull-v2" "$(readlink /usr/local/bin/containerd-shim-hull-v2)"
 # The pod network: a bridge with host-local addresses (Debian's containernetworking-plugins).
 # containerd's CRI adds the loopback network itself (go-cni WithLoNetwork, /usr/lib/cni/loopback).
 # Dual stack: IPv4 first (the pod's primary IP), then IPv6. The lab has no uplink: traffic stays
@@ -627,7 +648,7 @@ node_metrics() {
 	# The host's view of the pod's processes and the guest's own view of itself.
 	for m in hull_pod_agent_up hull_pod_shim_resident_memory_bytes hull_pod_virtiofsd_resident_memory_bytes \
 		hull_pod_guest_memory_resident_bytes hull_pod_shim_cpu_seconds_total hull_guest_memory_total_bytes \
-		hull_guest_memory_available_bytes; do
+		hull_guest_memory_available_bytes hull_pod_vcpu_seconds_total; do
 		check "node metrics: $key has $m > 0" 1 "$(grep -c "^$m{$sid,[^}]*} [0-9.e+-]*[1-9]" <<<"$scrape")"
 	done
 	check "node metrics: $key's guest reports its memory pressure (PSI)" 1 \
@@ -890,6 +911,10 @@ if [[ $SUITE == full && " $rts " == *" hull "* ]]; then
 	chmod "$kvm_mode" /dev/kvm
 	podrt[nokvm]=hull
 	leftovers nokvm
+	# hull-vmm's own lines reach containerd's log through the shim, under the pod's sandbox id
+	# (every hull shim line does: checked below): hull-panic's crash record.
+	check "logs: hull-vmm's own lines are in containerd's log (hull-panic's guest kernel panic)" yes \
+		"$(grep -c '^sandbox=[0-9a-f]\{64\} .*hull_shim::backend::log_relay: hull-vmm: end of the guest kernel.s log: Kernel panic' "$OUT/containerd.log" | awk '{print ($1 > 0) ? "yes" : "no"}')"
 fi
 # Pod sysctls (securityContext.sysctls): a safe one, an unsafe one, and the two net.* ones
 # containerd 2.x puts into every sandbox. Set in the sandbox, they are what a container of the
@@ -1001,12 +1026,13 @@ if [[ -n ${pods[hull2]:-} ]]; then
 fi
 [[ $shim_lines -gt 0 ]] || flunk "logs: no hull shim line in containerd's log"
 # The installer's undo: the node's configuration back byte for byte, nothing of hull's left.
-check "installer: hullctl node containerd-remove" "changed=true mode=$want_mode" \
-	"$("$BIN/hullctl" node containerd-remove "${node_config[@]}" 2>&1 | paste -sd ' ')"
+check "installer: hull-node uninstall" "changed=true mode=$want_mode" "$(hull_node uninstall)"
+check "installer: it requested a containerd restart" 2 "$(wc -l <"$r/restarts")"
 cmp -s "$r/config.node" "$r/config.toml" &&
 	pass "installer: containerd's configuration is the node's again, byte for byte" ||
 	flunk "installer: containerd's configuration differs from the node's: $(diff "$r/config.node" "$r/config.toml" | head -6)"
-check "installer: no drop-in or undo state left" "" "$(find "$r/conf.d" "$r/installer" -mindepth 1 2>/dev/null)"
+check "installer: no drop-in, undo state, release or link left" "" \
+	"$(ls -d /etc/containerd/conf.d/hull.toml /var/lib/hull/installer "$r/opt/hull" 2>/dev/null; find /usr/local/bin -lname "$r/opt/hull/*" 2>/dev/null)"
 if [[ -n ${timing[hull.runp]:-} && -n ${timing[runc.runp]:-} ]]; then
 	runc_ms=${timing[runc.runp]} hull_ms=${timing[hull.runp]}
 	info "RunPodSandbox: runc $runc_ms ms, hull $hull_ms ms (hull/runc x$((hull_ms / (runc_ms > 0 ? runc_ms : 1))))"
