@@ -109,11 +109,12 @@ pub(crate) enum Mode {
     Import,
 }
 
-/// What the state directory records of an installation.
+/// What the state directory records of an installation. The config file's path is not in
+/// it: every command is given it (a record written with one still reads: serde skips the
+/// field).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Record {
     mode: Mode,
-    config: PathBuf,
     drop_in: PathBuf,
     /// The file did not exist before hull wrote it.
     created: bool,
@@ -433,7 +434,6 @@ pub(crate) fn add(
     write_atomic(&paths.state_file(INSTALLED), &text)?;
     let record = Record {
         mode,
-        config: paths.config.clone(),
         drop_in: paths.drop_in.clone(),
         created: base.is_none(),
     };
@@ -486,4 +486,19 @@ pub(crate) fn remove(paths: &Paths) -> Result<Outcome, ConfigError> {
         changed,
         notes,
     })
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn a_record_written_with_the_config_path_still_reads() {
+        let old = r#"{"mode": "import", "config": "/etc/containerd/config.toml",
+                      "drop_in": "/etc/containerd/conf.d/hull.toml", "created": false}"#;
+        let r: Record = serde_json::from_str(old).expect("old record");
+        assert_eq!(r.mode, Mode::Import);
+        assert_eq!(r.drop_in, PathBuf::from("/etc/containerd/conf.d/hull.toml"));
+        assert!(!r.created);
+    }
 }

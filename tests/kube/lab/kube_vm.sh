@@ -416,7 +416,8 @@ EOF
 	# A pod whose cgroup (32Mi + the 80Mi overhead) has no room for the smallest VM that
 	# boots: refused at RunPodSandbox, with what to change (shim/src/sizing.rs).
 	hull-tiny) one_container "$1" '["true"]' 32Mi ;;
-	hull-up) one_container "$1" "[sleep, '100000']" ;;
+	# PID 1 ignores a SIGTERM it has no handler for: the trap ends it within the grace period.
+	hull-up) one_container "$1" "[sh, -c, 'trap \"exit 0\" TERM; while :; do sleep 1; done']" ;;
 	*) return 1 ;;
 	esac
 }
