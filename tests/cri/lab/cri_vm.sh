@@ -802,17 +802,16 @@ if [[ -n ${c1[hull]:-} ]]; then
 		reach runc hull
 	fi
 	if [[ $SUITE == full ]]; then
-		if mini_pod hull2 hull '{"io.hull.limits.net_tx_bytes": "500000:50000"}'; then
+		# The second hull pod runs on a node that turned the debug shell on (runtime
+		# hull-debug: the same hull.toml with [vm] debug_shell = true).
+		if mini_pod hull2 hull-debug '{"io.hull.limits.net_tx_bytes": "500000:50000"}'; then
+			podrt[hull2]=hull
 			reach hull hull2
 			reach hull2 hull
 			pod_limits hull2
 			node_metrics hull2
+			debug_shell hull2 hull
 		fi
-		if mini_pod debug hull-debug; then
-			podrt[debug]=hull
-			debug_shell debug hull2
-		fi
-		teardown debug
 		teardown hull2
 	fi
 fi
@@ -823,7 +822,6 @@ for rt in $rts; do
 done
 # The second hull pod's network namespace and cgroup (its processes: `leftovers hull`).
 [[ -n ${pods[hull2]:-} ]] && leftovers hull2
-[[ -n ${pods[debug]:-} ]] && leftovers debug
 # hostNetwork with hull: refused with the documented reason, and nothing is left behind. On
 # every containerd line (smoke too): what the refusals read is how its CRI plugin writes a
 # host namespace into the sandbox spec.

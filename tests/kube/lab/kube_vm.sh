@@ -322,7 +322,33 @@ kc apply -f "$lab_repo/deploy/kubernetes/runtimeclass.yaml" >"$r/err" 2>&1 || fl
 check "RuntimeClass hull exists (deploy/kubernetes/runtimeclass.yaml: handler, overhead, node selector)" \
 	"hull 80Mi ready" \
 	"$(kc get runtimeclass hull -o jsonpath='{.handler} {.overhead.podFixed.memory} {.scheduling.nodeSelector.hull\.io/runtime}' 2>&1)"
-hull_node install "$NODE" || flunk "installer: hull-node install on the registered node: $(tail -n 4 "$L/hull-node.log")"
+# The DaemonSets' manifests as this apiserver reads them (a server-side dry run: there is no
+# controller-manager here to make their pods, nor a scheduler to place them).
+for m in hull-installer hull-uninstall; do
+	if kc apply --dry-run=server -f "$lab_repo/deploy/kubernetes/$m.yaml" >"$r/err" 2>&1 &&
+		! grep -qv '(server dry run)$' "$r/err"; then
+		pass "installer: kube-apiserver accepts deploy/kubernetes/$m.yaml ($(wc -l <"$r/err") objects, server-side dry run)"
+	else
+		flunk "installer: kube-apiserver refuses deploy/kubernetes/$m.yaml: $(head -c 600 "$r/err")"
+	fi
+done
+# installer_ctr install|uninstall: the DaemonSet's container as its pod would run it: the
+# installer image and its hull-node, privileged, in the node's PID namespace (hostPID: its
+# node steps go through nsenter into PID 1) with the node's / at /host, NODE_NAME set; started
+# by containerd (ctr) rather than by the kubelet for a DaemonSet pod, and with the admin
+# kubeconfig over the host's network instead of its service account (no kube-proxy here for
+# the API's service address). Node paths are this suite's.
+installer_ctr() {
+	echo "--- installer container: hull-node $1" >>"$L/hull-node.log"
+	ctr -a "$A" -n k8s.io run --rm --privileged --net-host --with-ns "pid:/proc/1/ns/pid" \
+		--mount "type=bind,src=/,dst=/host,options=rbind:rw" \
+		--env "NODE_NAME=$NODE" --env "HULL_PREFIX=$prefix" --env "CONTAINERD_CONFIG=$r/config.toml" \
+		--env "HULL_CONFIG=$r/hull.toml" --env "KUBECONFIG=/host$r/admin.kubeconfig" \
+		--env "HULL_RESTART_CONTAINERD=echo restart >>$r/restarts" \
+		docker.io/library/hull-installer:latest "hull-installer-$1" sh -c "hull-node $1" \
+		>>"$L/hull-node.log" 2>&1
+}
+installer_ctr install || flunk "installer: the installer container's hull-node install: $(tail -n 4 "$L/hull-node.log")"
 grep -q "changed=false" "$L/hull-node.log" && check "installer: its second run requested no restart" 1 "$(wc -l <"$r/restarts")" ||
 	flunk "installer: the second run changed containerd's config: $(tail -n 4 "$L/hull-node.log")"
 check "installer: node labelled hull.io/runtime=ready" ready \
@@ -416,8 +442,6 @@ EOF
 	# A pod whose cgroup (32Mi + the 80Mi overhead) has no room for the smallest VM that
 	# boots: refused at RunPodSandbox, with what to change (shim/src/sizing.rs).
 	hull-tiny) one_container "$1" '["true"]' 32Mi ;;
-	# PID 1 ignores a SIGTERM it has no handler for: the trap ends it within the grace period.
-	hull-up) one_container "$1" "[sh, -c, 'trap \"exit 0\" TERM; while :; do sleep 1; done']" ;;
 	*) return 1 ;;
 	esac
 }
@@ -463,6 +487,7 @@ exit_checks() {
 		return 1
 	fi
 	step_ms "$rt: exit pod created to running" "$t"
+	[[ $rt == hull && -z $release_b ]] && upgrade_checks "$p"
 	timeout 60 "${kube[kubectl]}" --kubeconfig "$r/admin.kubeconfig" logs -f "$p" >"$r/logsf-$rt" 2>&1 &
 	local lf=$!
 	# logs -f must be following before the container goes on.
@@ -638,14 +663,14 @@ create_pod() {
 # shim_exe: the executable of the one hull shim running.
 shim_exe() { readlink -f "/proc/$(pgrep -f '^[^ ]*/containerd-shim-hull-v2 ' | head -n 1)/exe" 2>&1; }
 
-# upgrade_checks: hull-up runs on the installed release A; the installer puts release B in
-# place (a copy of the payload under another name: what a new image brings): B becomes
+# upgrade_checks POD: hull pod POD runs on the installed release A; the installer puts release
+# B in place (a copy of the payload under another name: what a new image brings): B becomes
 # current without a containerd restart (the config names current, not a release), while the
-# running pod keeps A's shim and still answers; A stays while a pod runs (hull-main, created
-# next, runs B's shim: create_pod).
+# running pod keeps A's shim and still answers; A stays while a pod runs (the later pods run
+# B's shim: create_pod checks hull-main's). Once per run (a repeated round skips it).
 release_b=
 upgrade_checks() {
-	local release_a out
+	local pod=$1 release_a out
 	release_a=$(<"$payload/release")
 	check "installer: the running pod's shim is release A's" \
 		"$prefix/releases/$release_a/bin/containerd-shim-hull-v2" "$(shim_exe)"
@@ -663,7 +688,7 @@ upgrade_checks() {
 	check "installer: release A stays while a pod runs from it" yes "$([[ -x $prefix/releases/$release_a/bin/containerd-shim-hull-v2 ]] && echo yes || echo no)"
 	check "installer: the running pod keeps release A's shim" \
 		"$prefix/releases/$release_a/bin/containerd-shim-hull-v2" "$(shim_exe)"
-	out=$(kc exec hull-up -- echo still-up 2>&1)
+	out=$(kc exec "$pod" -- echo still-up 2>&1)
 	check "installer: the running pod still answers kubectl exec after the upgrade" still-up "$out"
 }
 
@@ -794,7 +819,6 @@ for rt in runc hull; do
 	run_pod "$rt" "$rt-exit" exit_checks
 	run_pod "$rt" "$rt-oom" oom_checks
 	[[ $rt == hull ]] && run_pod hull hull-tiny tiny_checks
-	[[ $rt == hull ]] && run_pod hull hull-up upgrade_checks
 	run_pod "$rt" "$rt-main" main_checks
 	step_ms "$rt: all its pod checks" "$t0"
 done
@@ -803,12 +827,13 @@ if [[ -n $release_b ]]; then
 	hull_node install "$NODE" || flunk "installer: hull-node install after the upgrade: $(tail -n 4 "$L/hull-node.log")"
 	check "installer: with no hull pod left, only the current release is kept" "$release_b" "$(ls "$prefix/releases" 2>&1)"
 fi
-# The installer's undo, once no hull pod is left: the label, containerd's config byte for byte
-# (a restart requested), the links, the installed files.
-if hull_node uninstall "$NODE"; then
-	pass "installer: hull-node uninstall"
+# The installer's undo, once no hull pod is left (hull-uninstall's container, as above): the
+# label, containerd's config byte for byte (a restart requested), the links, the installed
+# files.
+if installer_ctr uninstall; then
+	pass "installer: the uninstall container's hull-node uninstall"
 else
-	flunk "installer: hull-node uninstall: $(tail -n 4 "$L/hull-node.log")"
+	flunk "installer: the uninstall container's hull-node uninstall: $(tail -n 4 "$L/hull-node.log")"
 fi
 check "installer: the node's label is gone" "" "$(kc get node "$NODE" -o jsonpath='{.metadata.labels.hull\.io/runtime}' 2>&1)"
 cmp -s "$r/config.node" "$r/config.toml" &&
