@@ -337,14 +337,16 @@ done
 # node steps go through nsenter into PID 1) with the node's / at /host, NODE_NAME set; started
 # by containerd (ctr) rather than by the kubelet for a DaemonSet pod, and with the admin
 # kubeconfig over the host's network instead of its service account (no kube-proxy here for
-# the API's service address). Node paths are this suite's.
+# the API's service address). Node paths are this suite's; the node's userland is this shell's
+# root (the lab runs it chrooted under its own init, lab/init), so that is where its node steps
+# go (HULL_NODE_PID).
 installer_ctr() {
 	echo "--- installer container: hull-node $1" >>"$L/hull-node.log"
 	ctr -a "$A" -n k8s.io run --rm --privileged --net-host --with-ns "pid:/proc/1/ns/pid" \
 		--mount "type=bind,src=/,dst=/host,options=rbind:rw" \
 		--env "NODE_NAME=$NODE" --env "HULL_PREFIX=$prefix" --env "CONTAINERD_CONFIG=$r/config.toml" \
 		--env "HULL_CONFIG=$r/hull.toml" --env "KUBECONFIG=/host$r/admin.kubeconfig" \
-		--env "HULL_RESTART_CONTAINERD=echo restart >>$r/restarts" \
+		--env "HULL_RESTART_CONTAINERD=echo restart >>$r/restarts" --env "HULL_NODE_PID=$$" \
 		docker.io/library/hull-installer:latest "hull-installer-$1" sh -c "hull-node $1" \
 		>>"$L/hull-node.log" 2>&1
 }
