@@ -101,9 +101,13 @@ pub struct PodStack {
 /// but not build scripts and proc macros, as `guest/build` does for the agent.
 pub const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// Builds hull-vmm statically linked (debug profile) and returns its path.
-pub fn build_static_vmm() -> Result<PathBuf, SuiteError> {
-    let cmd = format!("cargo build --locked -p hull-vmm --target {STATIC_TARGET} (+crt-static)");
+/// Builds hull-vmm and hullctl statically linked (one cargo run): hull-vmm runs in its jail,
+/// which holds no shared libraries, and hullctl also in the installer image, which has none
+/// either (the kubelet suite runs that image's container). Returns their paths.
+pub fn build_static() -> Result<(PathBuf, PathBuf), SuiteError> {
+    let cmd = format!(
+        "cargo build --locked -p hull-vmm -p hullctl --target {STATIC_TARGET} (+crt-static)"
+    );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     output(
         &cmd,
@@ -113,6 +117,8 @@ pub fn build_static_vmm() -> Result<PathBuf, SuiteError> {
                 "--locked",
                 "-p",
                 "hull-vmm",
+                "-p",
+                "hullctl",
                 "--target",
                 STATIC_TARGET,
             ])
@@ -122,8 +128,8 @@ pub fn build_static_vmm() -> Result<PathBuf, SuiteError> {
             )
             .current_dir(repo_root()),
     )?;
-    let target_dir = target_dir(&cmd)?;
-    Ok(target_dir.join(STATIC_TARGET).join("debug/hull-vmm"))
+    let dir = target_dir(&cmd)?.join(STATIC_TARGET).join("debug");
+    Ok((dir.join("hull-vmm"), dir.join("hullctl")))
 }
 
 /// `<target>` of the running test binary (`<target>/debug/deps/<test>`).
@@ -142,13 +148,12 @@ fn target_dir(cmd: &str) -> Result<PathBuf, SuiteError> {
 }
 
 /// Builds (or finds) everything a lab test of pods in VMs passes to its script. The binaries
-/// are hard-linked (or copied) into `<target>/lab-bin`, because the static hull-vmm lives in
-/// another directory than the shim and hullctl, and lab scripts take one.
+/// are hard-linked (or copied) into `<target>/lab-bin`, because the static hull-vmm and hullctl
+/// live in another directory than the shim, and lab scripts take one.
 pub fn pod_stack() -> Result<PodStack, SuiteError> {
     let shim = build_bin("containerd-shim-hull-v2")?;
-    // Lab scripts ask the shim and the agent directly with it (e.g. Task.Stats).
-    let hullctl = build_bin("hullctl")?;
-    let vmm = build_static_vmm()?;
+    // Lab scripts ask the shim and the agent directly with hullctl (e.g. Task.Stats).
+    let (vmm, hullctl) = build_static()?;
     let cmd = "assemble <target>/lab-bin";
     let bin_dir = target_dir(cmd)?.join("lab-bin");
     std::fs::create_dir_all(&bin_dir).map_err(|source| SuiteError::Spawn {
