@@ -102,6 +102,9 @@ fi
 	for broken in $broken_runtimes hull-debug; do
 		echo "  [plugins.$cri_runtime.containerd.runtimes.$broken]"
 		echo '    runtime_type = "io.containerd.hull.v2"'
+		# As deploy/containerd/hull.toml has it: hull-debug's pod sets io.hull.limits.*.
+		echo '    pod_annotations = ["io.hull.*"]'
+		echo '    privileged_without_host_devices = true'
 		echo "    [plugins.$cri_runtime.containerd.runtimes.$broken.options]"
 		echo "      ConfigPath = \"$r/$broken.toml\""
 	done
