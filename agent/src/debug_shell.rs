@@ -16,12 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hull_contract::debug_shell::{
-    frame, parse_header, parse_resize, Kind, Start, HEADER_LEN, MAX_PAYLOAD, MAX_TOOL_BYTES,
-};
+use hull_contract::debug_shell::{frame, parse_resize, Kind, Start, MAX_PAYLOAD, MAX_TOOL_BYTES};
 use hull_contract::guest_env::DEBUG_SHELL;
+use hull_proto::debug_shell::{read_frame, FrameError};
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::config::ListenAddr;
@@ -49,29 +48,19 @@ enum SessionError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
-    Frame(#[from] hull_contract::debug_shell::DecodeError),
+    Frame(#[from] FrameError),
     #[error("{0}")]
     Protocol(String),
     #[error("no frame within {0:?}")]
     Timeout(Duration),
 }
 
-/// Reads one frame: its kind and payload.
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Kind, Vec<u8>), SessionError> {
-    let mut h = [0u8; HEADER_LEN];
-    r.read_exact(&mut h).await?;
-    let (kind, len) = parse_header(h)?;
-    let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload).await?;
-    Ok((kind, payload))
-}
-
 async fn read_frame_within<R: AsyncRead + Unpin>(
     r: &mut R,
 ) -> Result<(Kind, Vec<u8>), SessionError> {
-    tokio::time::timeout(SETUP_TIMEOUT, read_frame(r))
+    Ok(tokio::time::timeout(SETUP_TIMEOUT, read_frame(r))
         .await
-        .map_err(|_| SessionError::Timeout(SETUP_TIMEOUT))?
+        .map_err(|_| SessionError::Timeout(SETUP_TIMEOUT))??)
 }
 
 /// Receives the program into `dir/name` (made here, root-only), up to [`MAX_TOOL_BYTES`].
@@ -252,7 +241,7 @@ async fn run<R: AsyncRead + Unpin>(
     session: &str,
 ) -> Result<Arc<Process>, SessionError> {
     let start = match read_frame_within(r).await? {
-        (Kind::Start, b) => Start::decode(&b)?,
+        (Kind::Start, b) => Start::decode(&b).map_err(FrameError::from)?,
         (other, _) => {
             return Err(SessionError::Protocol(format!(
                 "the first frame is {other:?}, not Start"

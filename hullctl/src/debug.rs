@@ -17,10 +17,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use hull_contract::debug_shell::{
-    frame, parse_exit, parse_header, resize, Kind, Start, HEADER_LEN, MAX_PAYLOAD, MAX_TOOL_BYTES,
+    frame, parse_exit, resize, Kind, Start, MAX_PAYLOAD, MAX_TOOL_BYTES,
 };
 use hull_contract::pods::AGENT_SOCKET;
 use hull_contract::vsock::DEBUG_PORT;
+use hull_proto::debug_shell::FrameError;
 use hull_proto::ConnectError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
@@ -78,16 +79,12 @@ impl Drop for RawMode {
 }
 
 async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> anyhow::Result<(Kind, Vec<u8>)> {
-    let mut h = [0u8; HEADER_LEN];
-    r.read_exact(&mut h)
+    hull_proto::debug_shell::read_frame(r)
         .await
-        .context("the guest closed the session")?;
-    let (kind, len) = parse_header(h).context("the guest sent a bad frame")?;
-    let mut p = vec![0u8; len];
-    r.read_exact(&mut p)
-        .await
-        .context("the guest closed the session")?;
-    Ok((kind, p))
+        .map_err(|e| match e {
+            FrameError::Io(e) => anyhow::Error::new(e).context("the guest closed the session"),
+            FrameError::Decode(e) => anyhow::Error::new(e).context("the guest sent a bad frame"),
+        })
 }
 
 /// `hullctl debug`: runs the session; returns the process's shell status.

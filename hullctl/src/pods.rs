@@ -161,12 +161,21 @@ fn uptime_secs(pid: i32) -> Option<u64> {
     Some((up - started).max(0.0) as u64)
 }
 
-/// (resident bytes, CPU seconds, start in seconds after boot) of `pid`, from /proc/PID/stat.
-pub(crate) fn process_stats(pid: i32) -> Option<(u64, f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    // After ')': utime and stime are the 12th and 13th, starttime the 20th, rss (pages) the 22nd.
-    let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+/// What hullctl reads of a `/proc/PID/stat` (or `/proc/PID/task/TID/stat`) text.
+#[derive(Debug, Clone, PartialEq)]
+struct Stat {
+    /// The process's (or thread's) name.
+    comm: String,
+    rss_bytes: u64,
+    /// User and system time.
+    cpu_secs: f64,
+    /// Clock ticks after boot at which it started (`hull_contract::pods::ProcessId`).
+    start_ticks: u64,
+    start_secs: f64,
+}
+
+/// Parses a stat text with the system's clock tick and page size.
+fn parse_stat(stat: &str) -> Option<Stat> {
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
@@ -176,27 +185,44 @@ pub(crate) fn process_stats(pid: i32) -> Option<(u64, f64, f64)> {
         .ok()
         .flatten()
         .and_then(|p| u64::try_from(p).ok())?;
+    parse_stat_with(stat, hz, page)
+}
+
+fn parse_stat_with(stat: &str, hz: u64, page: u64) -> Option<Stat> {
+    // `pid (comm) state ...`: comm may hold spaces and parentheses, so fields are counted
+    // from the last ')'. After it: utime and stime are the 12th and 13th, starttime the
+    // 20th, rss (pages) the 22nd.
+    let close = stat.rfind(')')?;
+    let comm = stat.get(stat.find('(')? + 1..close)?.to_owned();
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
     #[allow(clippy::cast_precision_loss)] // tick counts fit f64's 53 bits for ages
     let secs = |ticks: u64| ticks as f64 / hz as f64;
-    Some((num(21)? * page, secs(num(11)? + num(12)?), secs(num(19)?)))
+    let start_ticks = num(19)?;
+    Some(Stat {
+        comm,
+        rss_bytes: num(21)? * page,
+        cpu_secs: secs(num(11)? + num(12)?),
+        start_ticks,
+        start_secs: secs(start_ticks),
+    })
+}
+
+fn read_stat(path: &str) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(path).ok()?)
+}
+
+/// (resident bytes, CPU seconds, start in seconds after boot) of `pid`, from /proc/PID/stat.
+pub(crate) fn process_stats(pid: i32) -> Option<(u64, f64, f64)> {
+    let s = read_stat(&format!("/proc/{pid}/stat"))?;
+    Some((s.rss_bytes, s.cpu_secs, s.start_secs))
 }
 
 /// (resident bytes, CPU seconds) of process `id` if it still runs: the same pid with another
 /// start time is another process, and gets no numbers.
 pub(crate) fn stats_of(id: hull_contract::pods::ProcessId) -> Option<(u64, f64)> {
-    let pid = i32::try_from(id.pid).ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // starttime is the 20th field after ')' (see process_stats).
-    let start: u64 = stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()?;
-    if start != id.start_time {
-        return None;
-    }
-    let (rss, cpu, _) = process_stats(pid)?;
-    Some((rss, cpu))
+    let s = read_stat(&format!("/proc/{}/stat", id.pid))?;
+    (s.start_ticks == id.start_time).then_some((s.rss_bytes, s.cpu_secs))
 }
 
 /// CPU seconds of each of hull-vmm `pid`'s vCPU threads (named `hull_vcpu<N>` by hull-vmm),
@@ -205,23 +231,12 @@ pub(crate) fn vcpu_seconds(pid: i32) -> Vec<(u32, f64)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .and_then(|h| u64::try_from(h).ok())
-        .filter(|&h| h > 0)
-        .unwrap_or(100);
     let mut out: Vec<(u32, f64)> = tasks
         .filter_map(Result::ok)
         .filter_map(|t| {
-            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
-            let comm = &stat[stat.find('(')? + 1..stat.rfind(')')?];
-            let index: u32 = comm.strip_prefix("hull_vcpu")?.parse().ok()?;
-            let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-            let ticks =
-                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-            #[allow(clippy::cast_precision_loss)] // tick counts fit f64's 53 bits
-            Some((index, ticks as f64 / hz as f64))
+            let s = read_stat(t.path().join("stat").to_str()?)?;
+            let index: u32 = s.comm.strip_prefix("hull_vcpu")?.parse().ok()?;
+            Some((index, s.cpu_secs))
         })
         .collect();
     out.sort_by_key(|(i, _)| *i);
@@ -427,6 +442,25 @@ mod tests {
         let e = find(root.path(), "nope").unwrap_err().to_string();
         assert!(e.contains("no hull pod"), "{e}");
         assert!(list(&root.path().join("missing")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        // A comm with a space and a ')' of its own; utime 300, stime 100, start 5000, rss 25.
+        let stat = "42 (hull_vcpu1 (x)) S 1 42 42 0 -1 4194560 0 0 0 0 300 100 0 0 20 0 3 0 \
+                    5000 1000000 25 18446744073709551615";
+        let s = parse_stat_with(stat, 100, 4096).expect("parses");
+        assert_eq!(
+            s,
+            Stat {
+                comm: "hull_vcpu1 (x)".into(),
+                rss_bytes: 25 * 4096,
+                cpu_secs: 4.0,
+                start_ticks: 5000,
+                start_secs: 50.0,
+            }
+        );
+        assert_eq!(parse_stat_with("no parens", 100, 4096), None);
     }
 
     #[test]

@@ -22,7 +22,8 @@
 //! [`connect_agent`] is the one implementation of the host side of the hybrid vsock
 //! handshake (`CONNECT <port>\n` → `OK <n>\n`), shared by the shim and hullctl;
 //! [`portfwd`] is the header of the port-forward streams on vsock port 1025 (`PORT <n>\n` →
-//! `OK\n`), shared by the agent and the shim.
+//! `OK\n`), shared by the agent and the shim; [`debug_shell`] reads `hullctl debug`'s frames
+//! (vsock port 1026; their format is `hull_contract::debug_shell`) for the agent and hullctl.
 //!
 //! OCI structures (runtime spec, process, resources) travel as JSON bytes and are parsed with
 //! `oci-spec` by the agent; they are deliberately not re-modelled in protobuf.
@@ -39,6 +40,7 @@ pub use protobuf;
 pub use ttrpc;
 
 mod connect;
+pub mod debug_shell;
 mod line;
 pub mod portfwd;
 pub use connect::{connect_agent, connect_stream, ConnectError};

@@ -770,16 +770,18 @@ impl PodBackend for VmPod {
         self.vmm.try_status().is_none() && self.virtiofsd.try_status().is_none()
     }
 
+    /// Says which process ended. Its own last lines are already in the shim's log, relayed
+    /// as they came (`log_relay`), so they are not quoted again here.
     async fn died(&self) {
         tokio::select! {
             s = self.vmm.exited() => {
                 if !self.stopping.load(Ordering::Acquire) {
-                    tracing::error!(status = %s, log = %tail(&self.logs.join("vmm.log")), "hull-vmm ended unexpectedly");
+                    tracing::error!(status = %s, log = %self.logs.join("vmm.log").display(), "hull-vmm ended unexpectedly (its lines are above)");
                 }
             }
             s = self.virtiofsd.exited() => {
                 if !self.stopping.load(Ordering::Acquire) {
-                    tracing::error!(status = %s, log = %tail(&self.logs.join("virtiofsd.log")), "virtiofsd ended unexpectedly");
+                    tracing::error!(status = %s, log = %self.logs.join("virtiofsd.log").display(), "virtiofsd ended unexpectedly (its lines are above)");
                 }
             }
         }

@@ -137,7 +137,8 @@ pub(crate) struct VmmLaunch<'a> {
 }
 
 /// RLIMIT_FSIZE for a VM of `memory_mib`. It bounds what hull-vmm can write to its files
-/// (the console, capped at 1 MiB by hull-vmm itself, and vmm.log on stderr), but Linux
+/// (the console, capped at 1 MiB by hull-vmm itself; its stderr is a pipe to the shim's log
+/// relay, which bounds vmm.log, `log_relay`), but Linux
 /// applies it to every file the process grows, and hull-vmm sizes its guest-RAM memfd with
 /// ftruncate: the limit must be at least the guest's RAM, so that is the limit (a log cannot
 /// outgrow the VM's memory; a tighter bound needs hull-vmm to lower the limit itself once
