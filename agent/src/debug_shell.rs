@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::config::ListenAddr;
 use crate::engine::error::chain;
 use crate::engine::process::Process;
+use crate::engine::spec::{check_env, DEFAULT_PATH};
 use crate::engine::Engine;
 
 /// Sessions served at once; more are closed at once.
@@ -107,18 +108,10 @@ async fn receive_tool<R: AsyncRead + Unpin>(
 /// The process's environment: `PATH` with the program's directory first, `HOME`, then the
 /// host's entries (each `NAME=value`).
 fn environment(tool_dir: Option<&Path>, extra: &[String]) -> Result<Vec<String>, SessionError> {
-    if let Some(bad) = extra
-        .iter()
-        .find(|e| !e.contains('=') || e.starts_with('='))
-    {
-        return Err(SessionError::Protocol(format!(
-            "environment entry {bad:?} is not NAME=value"
-        )));
-    }
-    let base = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    check_env(extra).map_err(|e| SessionError::Protocol(chain(&e)))?;
     let path = match tool_dir {
-        Some(d) => format!("PATH={}:{base}", d.display()),
-        None => format!("PATH={base}"),
+        Some(d) => DEFAULT_PATH.replacen("PATH=", &format!("PATH={}:", d.display()), 1),
+        None => DEFAULT_PATH.to_owned(),
     };
     let mut env = vec![path, "HOME=/".to_owned()];
     env.extend(extra.iter().cloned());

@@ -12,7 +12,9 @@ use super::paths::clean_absolute;
 use super::plan::{CapsPlan, DevicePlan, InitKind, InitPlan, MountPlan, ProcessPlan, RootfsPlan};
 use super::{mountopt, seccomp};
 
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// A process's PATH when its spec gives none (also the debug shell's, after its program).
+pub(crate) const DEFAULT_PATH: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn invalid(msg: impl Into<String>) -> EngineError {
     EngineError::InvalidArgument(msg.into())
@@ -138,6 +140,16 @@ fn cap_names(set: &Option<oci_spec::runtime::Capabilities>) -> Result<Vec<String
     Ok(out)
 }
 
+/// Every entry of `env` is `NAME=VALUE`.
+pub(crate) fn check_env(env: &[String]) -> Result<()> {
+    match env.iter().find(|e| !e.contains('=') || e.starts_with('=')) {
+        Some(bad) => Err(invalid(format!(
+            "process.env entry {bad:?} is not NAME=VALUE"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The process part of a plan, shared by Create and Exec.
 pub(crate) fn process_plan(p: &Process, seccomp: Vec<seccomp::Program>) -> Result<ProcessPlan> {
     let args = p.args().clone().unwrap_or_default();
@@ -152,11 +164,7 @@ pub(crate) fn process_plan(p: &Process, seccomp: Vec<seccomp::Program>) -> Resul
         return Err(invalid("process args and env must not contain NUL bytes"));
     }
     let mut env = p.env().clone().unwrap_or_default();
-    if let Some(bad) = env.iter().find(|e| !e.contains('=') || e.starts_with('=')) {
-        return Err(invalid(format!(
-            "process.env entry {bad:?} is not NAME=VALUE"
-        )));
-    }
+    check_env(&env)?;
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(DEFAULT_PATH.to_owned());
     }
