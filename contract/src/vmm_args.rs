@@ -25,6 +25,8 @@ pub mod flag {
     pub const CMDLINE_APPEND: &str = "cmdline-append";
     pub const VCPUS: &str = "vcpus";
     pub const MEM_MIB: &str = "mem-mib";
+    pub const MAX_VCPUS: &str = "max-vcpus";
+    pub const HOTPLUG_MIB: &str = "hotplug-mib";
     pub const VSOCK_UDS: &str = "vsock-uds";
     pub const CID: &str = "cid";
     pub const DISK: &str = "disk";
@@ -267,6 +269,11 @@ pub struct VmmArgs {
     pub cmdline_append: Option<String>,
     pub vcpus: Option<u8>,
     pub mem_mib: Option<u32>,
+    /// vCPUs the VM may grow to while it runs (hull-vmm's `PUT /hotplug/vcpus`).
+    pub max_vcpus: Option<u8>,
+    /// MiB of memory the VM may grow by while it runs, a multiple of 128 (a virtio-mem
+    /// region; `PUT /hotplug/memory`).
+    pub hotplug_mib: Option<u32>,
     /// The hybrid-vsock host socket; the guest gets [`crate::vsock::GUEST_CID`] unless `cid`
     /// says otherwise.
     pub vsock_uds: Option<PathBuf>,
@@ -319,6 +326,14 @@ impl VmmArgs {
         );
         opt(flag::VCPUS, self.vcpus.map(|n| n.to_string().into()));
         opt(flag::MEM_MIB, self.mem_mib.map(|n| n.to_string().into()));
+        opt(
+            flag::MAX_VCPUS,
+            self.max_vcpus.map(|n| n.to_string().into()),
+        );
+        opt(
+            flag::HOTPLUG_MIB,
+            self.hotplug_mib.map(|n| n.to_string().into()),
+        );
         opt(flag::VSOCK_UDS, path(&self.vsock_uds));
         opt(flag::CID, self.cid.map(|n| n.to_string().into()));
         for d in &self.disks {

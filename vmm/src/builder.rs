@@ -20,6 +20,7 @@ use crate::devices::balloon::Balloon;
 use crate::devices::blk::Block;
 use crate::devices::legacy::serial::{CappedSink, CONSOLE_FILE_MAX_BYTES};
 use crate::devices::legacy::{self, BootTimer, SerialConsole, I8042};
+use crate::devices::mem::VirtioMem;
 use crate::devices::net::Net;
 use crate::devices::rng::Rng;
 use crate::devices::vhost_user_fs::VhostUserFs;
@@ -133,8 +134,9 @@ struct Parts {
 }
 
 impl Parts {
-    /// Puts a virtio device on the MMIO bus with its irqfd and ioeventfds and the event loop.
-    fn attach<D>(&mut self, dev: D) -> Result<(), BuildError>
+    /// Puts a virtio device on the MMIO bus with its irqfd and ioeventfds and the event loop;
+    /// returns it for a caller that keeps a typed handle (the API resizes virtio-mem).
+    fn attach<D>(&mut self, dev: D) -> Result<Arc<Mutex<D>>, BuildError>
     where
         D: VirtioDevice + MutEventSubscriber + Send + 'static,
     {
@@ -157,8 +159,8 @@ impl Parts {
             .add_virtio_mmio_device(slot.len, GuestAddress(slot.addr), slot.irq, None)
             .map_err(BuildError::Cmdline)?;
         self.devices.push(dev.clone());
-        self.events.add_subscriber(dev);
-        Ok(())
+        self.events.add_subscriber(dev.clone());
+        Ok(dev)
     }
 }
 
@@ -230,7 +232,9 @@ pub fn build_and_boot(config: &VmConfig, host: HostKvm) -> Result<Vmm, BuildErro
     if config.raw_payload.is_none() && !config.allow_software_kvm {
         host.check_linux_guest()?;
     }
-    let mem = memory::create(u64::from(config.mem_mib) << 20)?;
+    let hotplug_bytes = u64::from(config.hotplug.memory_mib) << 20;
+    let mem = memory::create_with_hotplug(u64::from(config.mem_mib) << 20, hotplug_bytes)?;
+    let max_vcpus = config.hotplug.max_vcpus_for(config.vcpus);
     let vm = Vm::new()?;
     vm.register_memory(&mem)?;
     vm.setup_irqchip()?;
@@ -254,6 +258,13 @@ pub fn build_and_boot(config: &VmConfig, host: HostKvm) -> Result<Vmm, BuildErro
             cmdline.insert(key, &value).map_err(BuildError::Cmdline)?;
         }
         exit.read_crash_record_from(mem.clone());
+    }
+    if max_vcpus > config.vcpus {
+        // The MP table declares `max_vcpus`; the guest brings up only the granted ones at
+        // boot and onlines the others when the host has started their threads (`Vmm::set_vcpus`).
+        cmdline
+            .insert("maxcpus", config.vcpus.to_string().as_str())
+            .map_err(BuildError::Cmdline)?;
     }
     cmdline
         .insert_str(&config.cmdline)
@@ -288,20 +299,25 @@ pub fn build_and_boot(config: &VmConfig, host: HostKvm) -> Result<Vmm, BuildErro
     if config.free_page_reporting {
         parts.attach(Balloon::new()?)?;
     }
+    let hotplug_mem = if hotplug_bytes > 0 {
+        Some(parts.attach(VirtioMem::new(arch::HOTPLUG_START, hotplug_bytes)?)?)
+    } else {
+        None
+    };
     // NICs come last so the devices before them keep their MMIO slots with or without one.
     for n in &config.net {
         parts.attach(Net::from_config(n)?)?;
     }
     let entry = load(&parts, config)?;
     if config.raw_payload.is_none() {
-        mptable::setup(&parts.mem, config.vcpus)?;
+        mptable::setup(&parts.mem, max_vcpus)?;
     }
 
     let io_bus = Arc::new(io_bus);
     let mmio_bus = Arc::new(std::mem::take(&mut parts.mmio_bus));
     let supported = parts.vm.supported_cpuid()?;
-    let mut handles = Vec::with_capacity(usize::from(config.vcpus));
-    for id in 0..config.vcpus {
+    let mut handles = Vec::with_capacity(usize::from(max_vcpus));
+    for id in 0..max_vcpus {
         let mut vcpu = Vcpu::new(
             &parts.vm,
             id,
@@ -311,21 +327,24 @@ pub fn build_and_boot(config: &VmConfig, host: HostKvm) -> Result<Vmm, BuildErro
         )?;
         vcpu.configure(
             &supported,
-            config.vcpus,
+            max_vcpus,
             &parts.mem,
             (id == 0).then_some(entry),
         )?;
         handles.push(vcpu.start()?);
     }
-    for h in &mut handles {
+    // Only the granted vCPUs run; the others' threads wait in `Created` for `set_vcpus`.
+    for h in handles.iter_mut().take(usize::from(config.vcpus)) {
         h.send(VcpuEvent::Resume)?;
     }
-    Ok(Vmm::new(
+    let mut vmm = Vmm::new(
         parts.vm,
         parts.mem,
         handles,
         exit,
         parts.events,
         parts.devices,
-    ))
+    );
+    vmm.set_hotplug(usize::from(config.vcpus), hotplug_mem);
+    Ok(vmm)
 }

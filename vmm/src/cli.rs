@@ -8,8 +8,8 @@ use hull_contract::vmm_args::flag;
 use hull_contract::vsock::GUEST_CID;
 
 use crate::config::{
-    ConsoleConfig, DiskConfig, FsConfig, NetConfig, VmConfig, VsockConfig, DEFAULT_CMDLINE,
-    DEFAULT_MEM_MIB, DEFAULT_VCPUS,
+    ConsoleConfig, DiskConfig, FsConfig, HotplugConfig, NetConfig, VmConfig, VsockConfig,
+    DEFAULT_CMDLINE, DEFAULT_MEM_MIB, DEFAULT_VCPUS,
 };
 
 #[derive(Debug, Parser)]
@@ -29,6 +29,12 @@ pub struct Args {
     vcpus: u8,
     #[arg(long = flag::MEM_MIB, default_value_t = DEFAULT_MEM_MIB)]
     mem_mib: u32,
+    /// vCPUs the VM may grow to while it runs (default: --vcpus).
+    #[arg(long = flag::MAX_VCPUS, default_value_t = 0)]
+    max_vcpus: u8,
+    /// MiB the VM's memory may grow by while it runs, a multiple of 128 (virtio-mem).
+    #[arg(long = flag::HOTPLUG_MIB, default_value_t = 0)]
+    hotplug_mib: u32,
     /// Hybrid vsock host socket.
     #[arg(long = flag::VSOCK_UDS)]
     vsock_uds: Option<PathBuf>,
@@ -101,6 +107,10 @@ impl Args {
             },
             vcpus: self.vcpus,
             mem_mib: self.mem_mib,
+            hotplug: HotplugConfig {
+                max_vcpus: self.max_vcpus,
+                memory_mib: self.hotplug_mib,
+            },
             vsock: self
                 .vsock_uds
                 .clone()
@@ -157,6 +167,8 @@ mod tests {
             cmdline_append: Some(" foo=1 ".into()),
             vcpus: Some(4),
             mem_mib: Some(768),
+            max_vcpus: Some(8),
+            hotplug_mib: Some(1024),
             vsock_uds: Some("/run/pod/vsock.sock".into()),
             cid: Some(7),
             disks: vec![
@@ -213,6 +225,10 @@ mod tests {
                 cmdline: "console=ttyS0 quiet foo=1".into(),
                 vcpus: 4,
                 mem_mib: 768,
+                hotplug: HotplugConfig {
+                    max_vcpus: 8,
+                    memory_mib: 1024,
+                },
                 vsock: Some(VsockConfig {
                     uds: "/run/pod/vsock.sock".into(),
                     cid: 7,

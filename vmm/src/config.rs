@@ -256,6 +256,52 @@ impl std::str::FromStr for NetConfig {
     }
 }
 
+/// How far a running VM may grow (DESIGN §2 vmm/: hot-plug). Reserved at boot, granted later
+/// through the API (`PUT /hotplug/vcpus`, `PUT /hotplug/memory`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotplugConfig {
+    /// vCPUs the VM may reach: the MP table declares this many, the guest boots `vcpus` of
+    /// them and hull-vmm runs the others' threads only once granted. 0: `vcpus`.
+    #[serde(default)]
+    pub max_vcpus: u8,
+    /// Size of the virtio-mem region (MiB, a multiple of 128, the guest's memory block):
+    /// how much memory can be added to the boot RAM. 0: no virtio-mem device.
+    #[serde(default)]
+    pub memory_mib: u32,
+}
+
+/// Granularity of `HotplugConfig::memory_mib`: Linux adds memory in 128 MiB blocks on x86_64.
+pub const HOTPLUG_MEMORY_ALIGN_MIB: u32 = 128;
+
+impl HotplugConfig {
+    /// The vCPU count the MP table declares for a VM booting `vcpus`.
+    pub fn max_vcpus_for(&self, vcpus: u8) -> u8 {
+        if self.max_vcpus == 0 {
+            vcpus
+        } else {
+            self.max_vcpus
+        }
+    }
+
+    fn validate(&self, vcpus: u8) -> Result<(), String> {
+        if self.max_vcpus != 0 && (self.max_vcpus < vcpus || self.max_vcpus > MAX_VCPUS) {
+            return Err(format!(
+                "hotplug max_vcpus must be 0 or vcpus..={MAX_VCPUS}, not {}",
+                self.max_vcpus
+            ));
+        }
+        if !self.memory_mib.is_multiple_of(HOTPLUG_MEMORY_ALIGN_MIB) || self.memory_mib > 64 * 1024
+        {
+            return Err(format!(
+                "hotplug memory_mib must be a multiple of {HOTPLUG_MEMORY_ALIGN_MIB} up to 65536, not {}",
+                self.memory_mib
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Hybrid vsock: guest CID and host Unix socket path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VsockConfig {
@@ -276,6 +322,9 @@ pub struct VmConfig {
     pub vcpus: u8,
     #[serde(default = "default_mem")]
     pub mem_mib: u32,
+    /// What the VM may grow to while it runs.
+    #[serde(default)]
+    pub hotplug: HotplugConfig,
     #[serde(default)]
     pub vsock: Option<VsockConfig>,
     #[serde(default)]
@@ -335,6 +384,7 @@ impl Default for VmConfig {
             cmdline: default_cmdline(),
             vcpus: DEFAULT_VCPUS,
             mem_mib: DEFAULT_MEM_MIB,
+            hotplug: HotplugConfig::default(),
             vsock: None,
             disks: vec![],
             fs: vec![],
@@ -366,6 +416,9 @@ impl VmConfig {
         if self.mem_mib < 16 || self.mem_mib > 64 * 1024 {
             return bad("mem_mib must be 16..=65536");
         }
+        self.hotplug
+            .validate(self.vcpus)
+            .map_err(ConfigError::Invalid)?;
         match (&self.kernel, &self.raw_payload) {
             (None, None) => return bad("a kernel is required"),
             (Some(_), Some(_)) => return bad("kernel and raw_payload are exclusive"),
@@ -629,6 +682,22 @@ mod tests {
         c.vcpus = 0;
         assert!(c.validate().is_err());
         c.vcpus = 2;
+        for (max_vcpus, memory_mib, ok) in [
+            (0, 0, true),
+            (2, 128, true),
+            (32, 64 * 1024, true),
+            (1, 0, false),  // below vcpus
+            (33, 0, false), // above MAX_VCPUS
+            (4, 100, false),
+            (4, 64 * 1024 + 128, false),
+        ] {
+            c.hotplug = HotplugConfig {
+                max_vcpus,
+                memory_mib,
+            };
+            assert_eq!(c.validate().is_ok(), ok, "{:?}", c.hotplug);
+        }
+        c.hotplug = HotplugConfig::default();
         c.vsock = Some(VsockConfig {
             uds: "/tmp/v".into(),
             cid: 2,

@@ -13,7 +13,7 @@ use crate::devices::virtio::{RateLimits, TYPE_BLOCK, TYPE_NET};
 use crate::exit::ExitReason;
 use crate::hostcheck::HostKvm;
 use crate::metrics::MetricsReport;
-use crate::vmm::Vmm;
+use crate::vmm::{HotplugError, HotplugStatus, Vmm};
 use crate::vstate::vcpu::VcpuState;
 
 /// Everything the API can ask.
@@ -36,6 +36,12 @@ pub enum VmmAction {
         index: usize,
         limits: RateLimits,
     },
+    /// Run this many vCPUs (up to the boot's `hotplug.max_vcpus`).
+    SetVcpus(usize),
+    /// Ask the guest to hold this many MiB of the virtio-mem region plugged.
+    SetHotplugMemory(u64),
+    /// What the running VM has and may grow to.
+    GetHotplug,
 }
 
 /// Where the VM is in its life.
@@ -66,6 +72,8 @@ pub struct VmInfo {
     pub config: Option<VmConfig>,
     /// Each vCPU's state, once booted.
     pub vcpus: Option<Vec<VcpuState>>,
+    /// Granted vCPUs and hot-plug memory, once booted.
+    pub hotplug: Option<HotplugStatus>,
 }
 
 /// What an action answers: nothing (204), or a JSON body (200).
@@ -76,6 +84,7 @@ pub enum Reply {
     Metrics(MetricsReport),
     /// `text/plain` Prometheus exposition.
     Prometheus(String),
+    Hotplug(HotplugStatus),
 }
 
 impl Reply {
@@ -86,6 +95,7 @@ impl Reply {
             Reply::Vm(v) => serde_json::to_string(v).ok(),
             Reply::Metrics(m) => Some(m.to_string()),
             Reply::Prometheus(t) => Some(t.clone()),
+            Reply::Hotplug(h) => serde_json::to_string(h).ok(),
         }
     }
 
@@ -109,6 +119,15 @@ pub enum ApiError {
     Boot(#[from] BuildError),
     #[error("vCPU control failed: {0}")]
     Vcpu(#[from] crate::vstate::vcpu::VcpuError),
+}
+
+impl From<HotplugError> for ApiError {
+    fn from(e: HotplugError) -> Self {
+        match e {
+            HotplugError::Vcpu(v) => ApiError::Vcpu(v),
+            other => ApiError::BadRequest(other.to_string()),
+        }
+    }
 }
 
 impl ApiError {
@@ -136,6 +155,20 @@ struct NetLimitsBody {
     rx: LimitConfig,
     #[serde(default)]
     tx: LimitConfig,
+}
+
+/// `PUT /hotplug/vcpus`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VcpusBody {
+    count: usize,
+}
+
+/// `PUT /hotplug/memory`: MiB of the region to hold plugged.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemoryBody {
+    size_mib: u64,
 }
 
 /// `/net/N/rate_limits` or `/disks/N/rate_limits` with `body`.
@@ -167,6 +200,17 @@ pub(crate) fn parse_action(method: &str, path: &str, body: &[u8]) -> Result<VmmA
         ("GET", "/vm") => Ok(VmmAction::GetState),
         ("GET", "/metrics") => Ok(VmmAction::GetMetrics),
         ("GET", "/metrics/prometheus") => Ok(VmmAction::GetMetricsPrometheus),
+        ("GET", "/hotplug") => Ok(VmmAction::GetHotplug),
+        ("PUT", "/hotplug/vcpus") => Ok(VmmAction::SetVcpus(
+            serde_json::from_slice::<VcpusBody>(body)
+                .map_err(bad)?
+                .count,
+        )),
+        ("PUT", "/hotplug/memory") => Ok(VmmAction::SetHotplugMemory(
+            serde_json::from_slice::<MemoryBody>(body)
+                .map_err(bad)?
+                .size_mib,
+        )),
         ("PUT", "/actions") => {
             let a: ActionBody = serde_json::from_slice(body).map_err(bad)?;
             match a.action.as_str() {
@@ -287,7 +331,29 @@ impl Controller {
                 state: self.state,
                 config: self.config.clone(),
                 vcpus: self.vmm.as_ref().map(Vmm::vcpu_states),
+                hotplug: self.vmm.as_ref().map(Vmm::hotplug_status),
             }))),
+            VmmAction::GetHotplug => match &self.vmm {
+                Some(v) => Ok(Reply::Hotplug(v.hotplug_status())),
+                None => Err(self.wrong("hotplug")),
+            },
+            VmmAction::SetVcpus(n) => {
+                let Some(vmm) = self.vmm.as_mut() else {
+                    return Err(self.wrong("hotplug vcpus"));
+                };
+                vmm.set_vcpus(n)?;
+                Ok(Reply::Empty)
+            }
+            VmmAction::SetHotplugMemory(mib) => {
+                let Some(vmm) = self.vmm.as_ref() else {
+                    return Err(self.wrong("hotplug memory"));
+                };
+                let bytes = mib
+                    .checked_mul(1 << 20)
+                    .ok_or_else(|| ApiError::BadRequest(format!("size_mib {mib} is too large")))?;
+                vmm.set_hotplug_memory(bytes)?;
+                Ok(Reply::Empty)
+            }
         }
     }
 
@@ -364,6 +430,40 @@ mod tests {
             parse_action("DELETE", "/vm", b""),
             Err(ApiError::NotFound(_))
         ));
+        assert_eq!(
+            parse_action("PUT", "/hotplug/vcpus", br#"{"count":3}"#).unwrap(),
+            VmmAction::SetVcpus(3)
+        );
+        assert_eq!(
+            parse_action("PUT", "/hotplug/memory", br#"{"size_mib":512}"#).unwrap(),
+            VmmAction::SetHotplugMemory(512)
+        );
+        assert_eq!(
+            parse_action("GET", "/hotplug", b"").unwrap(),
+            VmmAction::GetHotplug
+        );
+        for (path, body) in [
+            ("/hotplug/vcpus", r#"{"count":-1}"#),
+            ("/hotplug/vcpus", r#"{"n":1}"#),
+            ("/hotplug/memory", r#"{"size_mib":1,"x":2}"#),
+        ] {
+            assert!(
+                matches!(
+                    parse_action("PUT", path, body.as_bytes()),
+                    Err(ApiError::BadRequest(_))
+                ),
+                "{path} {body}"
+            );
+        }
+        // Before boot there is nothing to grow.
+        let mut c = Controller::new(Some(HostKvm::Hardware), None);
+        for a in [
+            VmmAction::SetVcpus(2),
+            VmmAction::SetHotplugMemory(128),
+            VmmAction::GetHotplug,
+        ] {
+            assert_eq!(c.handle(a).unwrap_err().http_status(), 409);
+        }
     }
 
     #[test]

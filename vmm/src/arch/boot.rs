@@ -17,8 +17,8 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::regs::EntryMode;
 use super::{
-    CMDLINE_START, EBDA_START, HIMEM_START, MEMMAP_START, MMIO_GAP_END, MMIO_GAP_START,
-    MODLIST_START, PVH_INFO_START, ZERO_PAGE_START,
+    CMDLINE_START, EBDA_START, HIMEM_START, HOTPLUG_START, MEMMAP_START, MMIO_GAP_END,
+    MMIO_GAP_START, MODLIST_START, PVH_INFO_START, ZERO_PAGE_START,
 };
 use crate::vstate::memory::GuestMemoryMmap;
 
@@ -102,10 +102,20 @@ pub fn load_kernel(mem: &GuestMemoryMmap, kernel: &mut File) -> Result<LoadedKer
     }
 }
 
+/// End of the guest's RAM: the last region below the hot-plug region (which is not RAM
+/// until the guest plugs it, and never in the e820 map).
+fn ram_end(mem: &GuestMemoryMmap) -> u64 {
+    use vm_memory::GuestMemoryRegion;
+    mem.iter()
+        .map(|r| r.start_addr().raw_value() + r.len())
+        .filter(|end| *end <= HOTPLUG_START)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Highest guest address of RAM below the MMIO hole.
 fn low_ram_end(mem: &GuestMemoryMmap) -> u64 {
-    let last = mem.last_addr().raw_value() + 1;
-    last.min(MMIO_GAP_START)
+    ram_end(mem).min(MMIO_GAP_START)
 }
 
 /// Places the initrd at the top of low RAM, page aligned, above the kernel.
@@ -143,7 +153,7 @@ pub fn e820_ranges(mem: &GuestMemoryMmap) -> Vec<(u64, u64)> {
     if low_end > HIMEM_START {
         out.push((HIMEM_START, low_end - HIMEM_START));
     }
-    let end = mem.last_addr().raw_value() + 1;
+    let end = ram_end(mem);
     if end > MMIO_GAP_END {
         out.push((MMIO_GAP_END, end - MMIO_GAP_END));
     }
@@ -248,6 +258,15 @@ mod tests {
         let r = e820_ranges(&mem);
         assert_eq!(
             r,
+            vec![(0, EBDA_START), (HIMEM_START, (256 << 20) - HIMEM_START)]
+        );
+    }
+
+    #[test]
+    fn e820_leaves_the_hotplug_region_out() {
+        let mem = memory::create_with_hotplug(256 << 20, 1 << 30).unwrap();
+        assert_eq!(
+            e820_ranges(&mem),
             vec![(0, EBDA_START), (HIMEM_START, (256 << 20) - HIMEM_START)]
         );
     }

@@ -55,6 +55,12 @@ pub const KBD_IRQ: u32 = 1;
 /// COM1's IRQ.
 pub const SERIAL_IRQ: u32 = 4;
 
+/// Where the virtio-mem device's hot-plug region starts (`devices/mem`): above any RAM hull
+/// creates (64 GiB at most, which ends below 65 GiB with the MMIO hole), aligned to every
+/// memory block size Linux picks on x86_64 (128 MiB to 2 GiB), and within the 39 physical
+/// address bits every x86_64 host offers. The e820 map never lists it.
+pub const HOTPLUG_START: u64 = 128 << 30;
+
 /// The guest RAM ranges for `size` bytes of memory: below the MMIO hole, then above 4 GiB.
 pub fn ram_regions(size: u64) -> Vec<(GuestAddress, u64)> {
     if size <= MMIO_GAP_START {

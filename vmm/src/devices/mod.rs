@@ -3,6 +3,7 @@
 pub(crate) mod balloon;
 pub(crate) mod blk;
 pub(crate) mod legacy;
+pub(crate) mod mem;
 pub(crate) mod net;
 pub(crate) mod rate_limiter;
 pub(crate) mod rng;

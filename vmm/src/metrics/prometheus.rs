@@ -62,8 +62,8 @@ impl ser::Error for WalkError {
 }
 
 fn device_name(virtio_type: u64) -> &'static str {
-    use crate::devices::virtio::TYPE_VSOCK;
     use crate::devices::virtio::{TYPE_BALLOON, TYPE_BLOCK, TYPE_FS, TYPE_NET, TYPE_RNG};
+    use crate::devices::virtio::{TYPE_MEM, TYPE_VSOCK};
     match u32::try_from(virtio_type).unwrap_or(0) {
         TYPE_NET => "net",
         TYPE_BLOCK => "blk",
@@ -71,6 +71,7 @@ fn device_name(virtio_type: u64) -> &'static str {
         TYPE_BALLOON => "balloon",
         TYPE_VSOCK => "vsock",
         TYPE_FS => "fs",
+        TYPE_MEM => "mem",
         _ => "device",
     }
 }

@@ -13,12 +13,9 @@
 //! touch a block, report it, touch it again. Each round costs the host a hole punch here and
 //! a zeroed page at the next fault, paid by that VM's own threads; nothing bounds the rate yet.
 
-use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
-use nix::fcntl::FallocateFlags;
 use virtio_queue::QueueT;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::metrics::BalloonMetrics;
 use crate::devices::virtio::chain::ChainLimits;
@@ -27,7 +24,7 @@ use crate::devices::virtio::{
     TYPE_BALLOON, VIRTIO_F_VERSION_1,
 };
 use crate::guest_log;
-use crate::vstate::memory::GuestMemoryMmap;
+use crate::vstate::memory::{self, GuestMemoryMmap};
 
 /// VIRTIO_BALLOON_F_PAGE_POISON: the driver tells which value its free pages hold. Linux
 /// turns reporting off without it when the guest zeroes or poisons freed pages
@@ -51,24 +48,11 @@ const LIMITS: ChainLimits = ChainLimits {
     // 32 ranges of MAX_RANGE.
     max_bytes: 128 << 20,
 };
-/// The guest's page: reported ranges are released in whole pages only.
-const PAGE: u64 = 4096;
 /// Config space: `num_pages`, `actual`, `free_page_hint_cmd_id`, `poison_val` (le32 each).
 const CONFIG_LEN: usize = 16;
 /// Bytes of the config space the driver writes: `actual` and `poison_val`.
 const DRIVER_WRITES: [std::ops::Range<usize>; 2] = [4..8, 12..16];
 const POISON_VAL: std::ops::Range<usize> = 12..16;
-
-/// Why a reported range kept its host memory.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum BalloonError {
-    #[error("range {addr:#x}+{len:#x} is outside guest memory")]
-    OutsideMemory { addr: u64, len: u64 },
-    #[error("guest memory has no backing file")]
-    NoBackingFile,
-    #[error("cannot punch a hole in guest memory: {0}")]
-    Punch(nix::errno::Errno),
-}
 
 /// The virtio-balloon device.
 #[derive(Debug)]
@@ -143,7 +127,7 @@ impl Balloon {
         self.metrics.reports.inc();
         // Linux posts the ranges device-writable; the direction carries no meaning here.
         for (addr, len) in c.readable.iter().chain(&c.writable) {
-            match release(mem, *addr, u64::from(*len)) {
+            match memory::discard(mem, *addr, u64::from(*len)) {
                 Ok(r) => {
                     self.metrics.reported_bytes.add(r.punched);
                     self.metrics.released_bytes.add(r.freed);
@@ -158,49 +142,6 @@ impl Balloon {
             }
         }
     }
-}
-
-/// What one release did.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Released {
-    /// Bytes of whole pages punched out.
-    punched: u64,
-    /// Bytes of host memory that held guest data and were freed (the backing file's
-    /// allocated size before minus after; much of what a guest reports was never touched).
-    freed: u64,
-}
-
-/// Frees the host backing of the whole pages in `[addr, addr + len)`.
-fn release(mem: &GuestMemoryMmap, addr: GuestAddress, len: u64) -> Result<Released, BalloonError> {
-    let outside = || BalloonError::OutsideMemory { addr: addr.0, len };
-    let end = addr.0.checked_add(len).ok_or_else(outside)? / PAGE * PAGE;
-    let mut cur = addr.0.div_ceil(PAGE) * PAGE;
-    let mut done = Released::default();
-    while cur < end {
-        let region = mem.find_region(GuestAddress(cur)).ok_or_else(outside)?;
-        let in_region = cur - region.start_addr().0;
-        let n = (end - cur).min(region.len() - in_region);
-        let file = region.file_offset().ok_or(BalloonError::NoBackingFile)?;
-        let offset = file.start().checked_add(in_region).ok_or_else(outside)?;
-        let off = |v: u64| libc::off_t::try_from(v).map_err(|_| outside());
-        // st_blocks of a memfd counts the pages it holds (512-byte units); a failed stat
-        // only leaves `freed` uncounted.
-        let held = || file.file().metadata().map_or(0, |m| m.blocks() * 512);
-        let before = held();
-        // Punching the hole (not MADV_DONTNEED, which would only drop hull-vmm's own page
-        // table entries of a shared mapping) frees the pages for every mapper of the memfd.
-        nix::fcntl::fallocate(
-            file.file(),
-            FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
-            off(offset)?,
-            off(n)?,
-        )
-        .map_err(BalloonError::Punch)?;
-        done.punched += n;
-        done.freed += before.saturating_sub(held());
-        cur += n;
-    }
-    Ok(done)
 }
 
 impl VirtioDevice for Balloon {
@@ -235,10 +176,11 @@ impl VirtioDevice for Balloon {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
     use std::sync::Arc;
 
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::{Bytes, GuestAddress};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
     use super::*;

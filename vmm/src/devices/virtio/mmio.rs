@@ -116,9 +116,7 @@ impl MmioTransport {
             0x060 if dev.interrupt_status_always_vring() => self.irq.status() | INT_VRING,
             0x060 => self.irq.status(),
             0x070 => self.status,
-            // No device changes its config space while the driver runs, so the generation
-            // the driver checks around a config read never moves.
-            0x0fc => 0,
+            0x0fc => dev.config_generation(),
             _ => 0,
         }
     }

@@ -14,6 +14,7 @@ pub use self::chain::{ChainError, DescChain};
 pub(crate) use self::mmio::MmioTransport;
 use crate::devices::balloon::BalloonMetrics;
 use crate::devices::blk::BlockMetrics;
+use crate::devices::mem::MemMetrics;
 use crate::devices::net::NetMetrics;
 use crate::devices::rng::RngMetrics;
 use crate::devices::vhost_user_fs::FsMetrics;
@@ -29,6 +30,7 @@ pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
 pub const TYPE_BALLOON: u32 = 5;
 pub const TYPE_VSOCK: u32 = 19;
+pub const TYPE_MEM: u32 = 24;
 pub const TYPE_FS: u32 = 26;
 
 /// Interrupt status bits.
@@ -201,6 +203,11 @@ pub trait VirtioDevice: Send {
     fn state_mut(&mut self) -> &mut DeviceState;
     fn read_config(&self, offset: u64, data: &mut [u8]);
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// Moves whenever the device changes its config space on its own (virtio-mem's sizes),
+    /// so the driver can tell a torn read of a multi-word field.
+    fn config_generation(&self) -> u32 {
+        0
+    }
     /// The device's counters; they keep counting after the call, a report reads them later.
     fn metrics(&self) -> DeviceMetrics;
 
@@ -268,6 +275,7 @@ pub enum DeviceMetrics {
     Balloon(Arc<BalloonMetrics>),
     Vsock(Arc<VsockMetrics>),
     Fs(Arc<FsMetrics>),
+    Mem(Arc<MemMetrics>),
 }
 
 impl serde::Serialize for DeviceMetrics {
@@ -279,6 +287,7 @@ impl serde::Serialize for DeviceMetrics {
             DeviceMetrics::Balloon(m) => m.serialize(s),
             DeviceMetrics::Vsock(m) => m.serialize(s),
             DeviceMetrics::Fs(m) => m.serialize(s),
+            DeviceMetrics::Mem(m) => m.serialize(s),
         }
     }
 }
