@@ -15,6 +15,8 @@ pub(crate) const FEATURES: &[&str] = &[
     "seccomp",
     "tty",
     "oom-events",
+    "cpu-hotplug",
+    "disk-hotplug",
 ];
 
 /// Memory hotplug block size, kernel release, agent version, features.

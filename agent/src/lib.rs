@@ -13,10 +13,12 @@ pub(crate) mod files;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod guest;
+pub(crate) mod hotplug;
 pub mod init;
 pub mod kmsg;
 pub(crate) mod listener;
 pub mod logbuf;
+pub(crate) mod mountinfo;
 pub mod portfwd;
 pub mod reaper;
 pub mod rpc_stats;

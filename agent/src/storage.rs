@@ -11,6 +11,7 @@ use nix::mount::{MntFlags, MsFlags};
 
 use crate::engine::paths::{clean_absolute, secure_join};
 use crate::engine::{mountopt, EngineError, Result};
+use crate::mountinfo::parse_line;
 
 /// virtio-fs tag of the pod share the VMM exposes.
 pub(crate) use hull_contract::SHARE_FS_TAG as SHARE_TAG;
@@ -65,17 +66,10 @@ fn ensure_share(cfg: &StorageConfig) -> Result<()> {
 
 /// Whether `mountinfo` has virtio-fs tag `hull` mounted at `dir`.
 fn share_mounted(mountinfo: &str, dir: &Path) -> bool {
-    mountinfo.lines().any(|l| {
-        // `id parent dev root mountpoint opts [optional...] - fstype source superopts`
-        let Some((left, right)) = l.split_once(" - ") else {
-            return false;
-        };
-        let mut r = right.split_whitespace();
-        let (fstype, source) = (r.next(), r.next());
-        left.split_whitespace().nth(4).map(Path::new) == Some(dir)
-            && fstype == Some("virtiofs")
-            && source == Some(SHARE_TAG)
-    })
+    mountinfo
+        .lines()
+        .filter_map(parse_line)
+        .any(|m| Path::new(m.mount_point) == dir && m.fstype == "virtiofs" && m.source == SHARE_TAG)
 }
 
 fn block_device_by_serial(serial: &str) -> Result<PathBuf> {

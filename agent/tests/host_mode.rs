@@ -153,6 +153,92 @@ async fn serves_health_and_version_then_stops_on_sigterm() {
     assert!(!sock.exists(), "socket file removed at shutdown");
 }
 
+/// Hot-plug drives the kernel the agent runs on: in host mode SetCpus, AttachDisk and
+/// DetachDisk are refused before anything is read or written, so this host's CPUs and
+/// devices stay as they are, whatever the request.
+#[tokio::test]
+async fn refuses_hot_plug_in_host_mode() {
+    use hull_proto::guest::{AttachDiskRequest, DetachDiskRequest, SetCpusRequest};
+    use hull_proto::guest_ttrpc::GuestClient;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("agent.sock");
+    let mut guard = KillOnDrop(Some(
+        Command::new(env!("CARGO_BIN_EXE_hull-agent"))
+            .arg("--listen")
+            .arg(format!("unix:{}", sock.display()))
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn agent"),
+    ));
+    wait_for_socket(&sock, guard.0.as_mut().expect("agent"));
+    let cpus_online = || std::fs::read_to_string("/sys/devices/system/cpu/online").ok();
+    let before = cpus_online();
+
+    let client = ttrpc::r#async::Client::connect(&format!("unix://{}", sock.display()))
+        .await
+        .expect("connect");
+    let guest = GuestClient::new(client);
+    let ctx = || ttrpc::context::with_timeout(5_000_000_000);
+    let refused = |what: &str, r: ttrpc::Result<()>| match r {
+        Err(ttrpc::Error::RpcStatus(s)) => {
+            assert_eq!(
+                s.code(),
+                ttrpc::Code::FAILED_PRECONDITION,
+                "{what}: {}",
+                s.message
+            );
+            assert!(
+                s.message.contains("not in a guest"),
+                "{what}: {}",
+                s.message
+            );
+        }
+        other => panic!("{what}: expected FAILED_PRECONDITION, got {other:?}"),
+    };
+    for online in [1, 0, u32::MAX] {
+        let r = guest
+            .set_cpus(
+                ctx(),
+                &SetCpusRequest {
+                    online,
+                    ..Default::default()
+                },
+            )
+            .await;
+        refused(&format!("SetCpus {online}"), r.map(drop));
+    }
+    for mmio_base in [0xd000_0000, 0, u64::MAX] {
+        let r = guest
+            .attach_disk(
+                ctx(),
+                &AttachDiskRequest {
+                    mmio_base,
+                    ..Default::default()
+                },
+            )
+            .await;
+        refused(&format!("AttachDisk {mmio_base:#x}"), r.map(drop));
+        let r = guest
+            .detach_disk(
+                ctx(),
+                &DetachDiskRequest {
+                    mmio_base,
+                    ..Default::default()
+                },
+            )
+            .await;
+        refused(&format!("DetachDisk {mmio_base:#x}"), r.map(drop));
+    }
+    assert_eq!(
+        cpus_online(),
+        before,
+        "the host's online CPUs are untouched"
+    );
+}
+
 #[test]
 fn refuses_a_bad_listen_address() {
     let out = Command::new(env!("CARGO_BIN_EXE_hull-agent"))

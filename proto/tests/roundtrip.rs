@@ -588,6 +588,30 @@ fn guest(c: &mut Checker) {
         rpc: vec![rpc],
         ..Default::default()
     });
+    c.check(SetCpusRequest {
+        online: 3,
+        ..Default::default()
+    });
+    c.check(SetCpusResponse {
+        online: 3,
+        present: 8,
+        ..Default::default()
+    });
+    c.check(AttachDiskRequest {
+        mmio_base: 0xd000_3000,
+        ..Default::default()
+    });
+    c.check(AttachDiskResponse {
+        device: "/dev/vdb".into(),
+        major: 254,
+        minor: 16,
+        ..Default::default()
+    });
+    c.check(DetachDiskRequest {
+        mmio_base: 0xd000_3000,
+        ..Default::default()
+    });
+    c.check(DetachDiskResponse::default());
 }
 
 #[test]

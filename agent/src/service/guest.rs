@@ -1,4 +1,5 @@
-//! Guest service: details, logs, the kernel's log and the guest's load.
+//! Guest service: details, logs, the kernel's log, the guest's load, and hot-plug (CPUs and
+//! disks, `crate::hotplug`), which host mode refuses: there it would change the host.
 
 use async_trait::async_trait;
 use hull_proto::guest::log_line::Level as WireLevel;
@@ -7,11 +8,75 @@ use hull_proto::guest_ttrpc::Guest;
 use tracing::Level;
 use ttrpc::r#async::TtrpcContext;
 
-use super::AgentState;
+use super::{handle, AgentState};
+use crate::engine::error::chain;
+use crate::engine::EngineError;
+use crate::hotplug::cpus::{set_cpus, CpuError};
+use crate::hotplug::disks::{attach_disk, detach_disk, Detached, DiskError, ATTACH_WAIT};
+use crate::hotplug::{Roots, Sysfs};
 
 /// Serves the Guest service.
 #[derive(Debug, Clone)]
 pub(crate) struct GuestService(pub(crate) AgentState);
+
+impl From<CpuError> for EngineError {
+    fn from(e: CpuError) -> EngineError {
+        let msg = chain(&e);
+        match e {
+            CpuError::NoneOnline | CpuError::NotPresent { .. } => EngineError::InvalidArgument(msg),
+            CpuError::NoSwitch { .. } | CpuError::Write { .. } => {
+                EngineError::FailedPrecondition(msg)
+            }
+            CpuError::Read { .. } | CpuError::Malformed { .. } => EngineError::Internal(msg),
+        }
+    }
+}
+
+impl From<DiskError> for EngineError {
+    fn from(e: DiskError) -> EngineError {
+        let msg = chain(&e);
+        match e {
+            DiskError::NoDevice { .. } | DiskError::NotInSysfs { .. } => EngineError::NotFound(msg),
+            DiskError::NotVirtioMmio { .. } | DiskError::NotABlockDevice { .. } => {
+                EngineError::InvalidArgument(msg)
+            }
+            DiskError::OtherDriver { .. }
+            | DiskError::Bind { .. }
+            | DiskError::NoDisk { .. }
+            | DiskError::Mounted { .. }
+            | DiskError::Unbind { .. } => EngineError::FailedPrecondition(msg),
+            DiskError::Read { .. } | DiskError::Malformed { .. } | DiskError::Node { .. } => {
+                EngineError::Internal(msg)
+            }
+        }
+    }
+}
+
+impl GuestService {
+    /// Hot-plug drives the kernel the agent runs on: in host mode, the host's.
+    fn guest_only(&self) -> crate::engine::Result<()> {
+        if self.0.engine.config().host_mode {
+            return Err(EngineError::FailedPrecondition(
+                "not in a guest: host mode never changes this host's CPUs or devices".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs hot-plug work on the blocking pool: it waits on the kernel (a CPU coming up, a probe).
+async fn blocking<T, E>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> crate::engine::Result<T>
+where
+    T: Send + 'static,
+    E: Into<EngineError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| EngineError::Internal(format!("hot-plug task: {e}")))?
+        .map_err(Into::into)
+}
 
 fn level(l: Level) -> WireLevel {
     match l {
@@ -138,5 +203,77 @@ impl Guest for GuestService {
                 .collect(),
             ..Default::default()
         })
+    }
+
+    async fn set_cpus(
+        &self,
+        _c: &TtrpcContext,
+        r: SetCpusRequest,
+    ) -> ttrpc::Result<SetCpusResponse> {
+        handle("SetCpus", async {
+            self.guest_only()?;
+            let wanted = r.online;
+            tracing::info!(online = wanted, "hot-plug: setting the online CPUs");
+            let now = blocking(move || set_cpus(&Roots::guest(), &Sysfs, wanted)).await?;
+            tracing::info!(
+                online = now.online,
+                present = now.present,
+                "hot-plug: CPUs set"
+            );
+            Ok(SetCpusResponse {
+                online: now.online,
+                present: now.present,
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    async fn attach_disk(
+        &self,
+        _c: &TtrpcContext,
+        r: AttachDiskRequest,
+    ) -> ttrpc::Result<AttachDiskResponse> {
+        handle("AttachDisk", async {
+            self.guest_only()?;
+            let base = r.mmio_base;
+            tracing::info!("hot-plug: attaching the disk at MMIO base {base:#x}");
+            let disk =
+                blocking(move || attach_disk(&Roots::guest(), &Sysfs, base, ATTACH_WAIT)).await?;
+            tracing::info!(
+                "hot-plug: disk {} ({}:{}) attached at MMIO base {base:#x}",
+                disk.node.display(),
+                disk.major,
+                disk.minor
+            );
+            Ok(AttachDiskResponse {
+                device: disk.node.to_string_lossy().into_owned(),
+                major: disk.major,
+                minor: disk.minor,
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    async fn detach_disk(
+        &self,
+        _c: &TtrpcContext,
+        r: DetachDiskRequest,
+    ) -> ttrpc::Result<DetachDiskResponse> {
+        handle("DetachDisk", async {
+            self.guest_only()?;
+            let base = r.mmio_base;
+            match blocking(move || detach_disk(&Roots::guest(), &Sysfs, base)).await? {
+                Detached::Unbound(slot) => {
+                    tracing::info!("hot-plug: {slot} at MMIO base {base:#x} unbound");
+                }
+                Detached::NotBound(slot) => {
+                    tracing::info!("hot-plug: {slot} at MMIO base {base:#x} was not bound");
+                }
+            }
+            Ok(DetachDiskResponse::default())
+        })
+        .await
     }
 }
