@@ -27,6 +27,7 @@ pub mod flag {
     pub const MEM_MIB: &str = "mem-mib";
     pub const MAX_VCPUS: &str = "max-vcpus";
     pub const HOTPLUG_MIB: &str = "hotplug-mib";
+    pub const DISK_SLOTS: &str = "disk-slots";
     pub const VSOCK_UDS: &str = "vsock-uds";
     pub const CID: &str = "cid";
     pub const DISK: &str = "disk";
@@ -274,6 +275,8 @@ pub struct VmmArgs {
     /// MiB of memory the VM may grow by while it runs, a multiple of 128 (a virtio-mem
     /// region; `PUT /hotplug/memory`).
     pub hotplug_mib: Option<u32>,
+    /// Empty slots for disks attached while the VM runs (`PUT /hotplug/disks/N`).
+    pub disk_slots: Option<u8>,
     /// The hybrid-vsock host socket; the guest gets [`crate::vsock::GUEST_CID`] unless `cid`
     /// says otherwise.
     pub vsock_uds: Option<PathBuf>,
@@ -333,6 +336,10 @@ impl VmmArgs {
         opt(
             flag::HOTPLUG_MIB,
             self.hotplug_mib.map(|n| n.to_string().into()),
+        );
+        opt(
+            flag::DISK_SLOTS,
+            self.disk_slots.map(|n| n.to_string().into()),
         );
         opt(flag::VSOCK_UDS, path(&self.vsock_uds));
         opt(flag::CID, self.cid.map(|n| n.to_string().into()));

@@ -18,6 +18,7 @@
 mod agent;
 mod bench;
 mod debug;
+mod disk;
 mod guest;
 mod monitor;
 mod node;
@@ -111,6 +112,13 @@ enum Cmd {
         /// Arguments of the tool (with busybox: an applet and its arguments).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// A disk image attached to a running pod's VM (`attach` prints the slot and the guest's
+    /// device, e.g. `0 /dev/vdb`), or taken away (`detach`, refused while it is mounted in the
+    /// guest). The pod needs free slots: `[vm] disk_slots` in hull.toml when it started.
+    Disk {
+        #[command(subcommand)]
+        cmd: DiskCmd,
     },
     /// The node's Prometheus endpoint: GET /metrics on ADDR gives every pod's hull-vmm
     /// metrics, labelled with the pod (root: reads /run/hull/pods).
@@ -208,6 +216,20 @@ enum Cmd {
         timeout: u64,
         /// The task (container) id.
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DiskCmd {
+    Attach {
+        pod: String,
+        image: PathBuf,
+        #[arg(long)]
+        read_only: bool,
+    },
+    Detach {
+        pod: String,
+        slot: usize,
     },
 }
 
@@ -399,6 +421,7 @@ async fn container_cmd(cmd: &Cmd) -> anyhow::Result<i32> {
         | Cmd::Metrics { .. }
         | Cmd::Console { .. }
         | Cmd::Debug { .. }
+        | Cmd::Disk { .. }
         | Cmd::Monitor { .. }
         | Cmd::Node { .. } => {
             unreachable!("handled in main")
@@ -479,6 +502,19 @@ fn main() {
                 };
                 let pod = pods::find(Path::new(hull_contract::pods::POD_STATE_ROOT), pod)?;
                 guest::console(&pod, source, *follow).await
+            }
+            Cmd::Disk { cmd } => {
+                let root = Path::new(hull_contract::pods::POD_STATE_ROOT);
+                match cmd {
+                    DiskCmd::Attach {
+                        pod,
+                        image,
+                        read_only,
+                    } => disk::attach(&pods::find(root, pod)?, image, *read_only).await,
+                    DiskCmd::Detach { pod, slot } => {
+                        disk::detach(&pods::find(root, pod)?, *slot).await
+                    }
+                }
             }
             Cmd::Monitor { listen } => monitor::run(listen).await,
             Cmd::Node { cmd } => node::run(cmd),

@@ -9,17 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use hull_contract::pods::{PodIdentity, API_SOCKET, IDENTITY, POD_STATE_ROOT};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 
-/// One reply of the VMM API.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub(crate) status: u16,
-    pub(crate) body: String,
-    /// The VMM's pid on the host.
-    pub(crate) peer_pid: Option<i32>,
-}
+pub(crate) use hull_proto::vmm_api::Reply;
 
 /// How long one API request may take: hull-vmm answers on its event loop at once, so more
 /// means a stuck VMM, which must not hang `hullctl pods` or a scrape of every pod.
@@ -32,40 +23,7 @@ pub(crate) async fn request(
     path: &str,
     body: &str,
 ) -> anyhow::Result<Reply> {
-    tokio::time::timeout(API_TIMEOUT, request_unbounded(sock, method, path, body))
-        .await
-        .with_context(|| format!("{method} {path} on {}: no answer", sock.display()))?
-}
-
-async fn request_unbounded(
-    sock: &Path,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> anyhow::Result<Reply> {
-    let mut s = UnixStream::connect(sock)
-        .await
-        .with_context(|| format!("connect {}", sock.display()))?;
-    let peer_pid = s.peer_cred().ok().and_then(|c| c.pid());
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).await?;
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok(Reply {
-        status,
-        body: body.to_owned(),
-        peer_pid,
-    })
+    Ok(hull_proto::vmm_api::request(sock, method, path, body, API_TIMEOUT).await?)
 }
 
 /// A GET that must answer 200 with JSON.
@@ -87,7 +45,7 @@ pub(crate) struct Pod {
 }
 
 impl Pod {
-    fn api_socket(&self) -> PathBuf {
+    pub(crate) fn api_socket(&self) -> PathBuf {
         self.dir.join(API_SOCKET)
     }
 }

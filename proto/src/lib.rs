@@ -17,13 +17,15 @@
 //! | [`network_ttrpc::Network`] | interfaces, routes, neighbours |
 //! | [`events_ttrpc::Events`] | OOM events (long poll) |
 //! | [`files_ttrpc::Files`] | chunked file copy into the guest |
-//! | [`guest_ttrpc::Guest`] | guest facts and the agent's log |
+//! | [`guest_ttrpc::Guest`] | guest facts, the agent's log, CPU and disk hot-plug |
 //!
 //! [`connect_agent`] is the one implementation of the host side of the hybrid vsock
 //! handshake (`CONNECT <port>\n` → `OK <n>\n`), shared by the shim and hullctl;
 //! [`portfwd`] is the header of the port-forward streams on vsock port 1025 (`PORT <n>\n` →
 //! `OK\n`), shared by the agent and the shim; [`debug_shell`] reads `hullctl debug`'s frames
-//! (vsock port 1026; their format is `hull_contract::debug_shell`) for the agent and hullctl.
+//! (vsock port 1026; their format is `hull_contract::debug_shell`) for the agent and hullctl;
+//! [`vmm_api`] is the one client of hull-vmm's API socket (HTTP/1.1 over a Unix socket,
+//! vmm/API.md), for the shim (growing a pod's VM) and hullctl.
 //!
 //! OCI structures (runtime spec, process, resources) travel as JSON bytes and are parsed with
 //! `oci-spec` by the agent; they are deliberately not re-modelled in protobuf.
@@ -43,6 +45,7 @@ mod connect;
 pub mod debug_shell;
 mod line;
 pub mod portfwd;
+pub mod vmm_api;
 pub use connect::{connect_agent, connect_stream, ConnectError};
 
 /// Version of the wire protocol defined here; see the crate docs for when it changes.

@@ -104,6 +104,21 @@ pub(crate) struct VmSection {
     /// Added to the pod's memory limit: the guest kernel, the agent and page cache headroom.
     #[serde(default = "default_overhead_memory_mib")]
     pub(crate) overhead_memory_mib: u32,
+    /// vCPUs a pod's VM may grow to while it runs (containers added with CPU limits, in-place
+    /// resize). 0: the node's CPUs, at most hull's maximum.
+    #[serde(default)]
+    pub(crate) max_vcpus: u8,
+    /// Guest memory (MiB) a pod's VM may grow to while it runs; the VM reserves the difference
+    /// to its boot size as address space (a virtio-mem region) and the host backs only what
+    /// the guest is given and touches. Never more than the pod's host cgroup allows.
+    /// 0: no growth.
+    #[serde(default = "default_max_memory_mib")]
+    pub(crate) max_memory_mib: u32,
+    /// Empty slots in each pod's VM for disks attached while it runs (`hullctl disk
+    /// attach`); each takes one of the VM's virtio IRQs. Nothing in a pod's spec attaches
+    /// disks yet (block volumes will).
+    #[serde(default)]
+    pub(crate) disk_slots: u8,
     /// Seconds from exec of hull-vmm until the agent must answer its health check.
     #[serde(default = "default_boot_timeout_secs")]
     pub(crate) boot_timeout_secs: u32,
@@ -228,6 +243,9 @@ fn default_memory_mib() -> u32 {
 }
 fn default_overhead_memory_mib() -> u32 {
     64
+}
+fn default_max_memory_mib() -> u32 {
+    16 * 1024
 }
 fn default_true() -> bool {
     true
@@ -355,6 +373,24 @@ impl HullConfig {
                 ),
             ));
         }
+        if vm.max_vcpus > MAX_VCPUS {
+            return Err(invalid(
+                "vm.max_vcpus",
+                format!("{} is above {MAX_VCPUS}", vm.max_vcpus),
+            ));
+        }
+        if vm.disk_slots > 8 {
+            return Err(invalid(
+                "vm.disk_slots",
+                format!("{} is above 8", vm.disk_slots),
+            ));
+        }
+        if vm.max_memory_mib > 64 * 1024 {
+            return Err(invalid(
+                "vm.max_memory_mib",
+                format!("{} MiB is above 65536 MiB", vm.max_memory_mib),
+            ));
+        }
         if vm.boot_timeout_secs == 0 {
             return Err(invalid("vm.boot_timeout_secs", "must be > 0".to_owned()));
         }
@@ -362,7 +398,10 @@ impl HullConfig {
         // operator's parameters may add to it but not inject another init or a second console.
         for word in vm.kernel_params.split_whitespace() {
             let key = word.split('=').next().unwrap_or(word);
-            if matches!(key, "init" | "rdinit" | "console" | "virtio_mmio.device") {
+            if matches!(
+                key,
+                "init" | "rdinit" | "console" | "virtio_mmio.device" | "maxcpus"
+            ) {
                 return Err(invalid(
                     "vm.kernel_params",
                     format!("{key}= is set by hull and cannot be overridden"),

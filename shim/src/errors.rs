@@ -12,7 +12,7 @@
 
 use ttrpc::Code;
 
-use crate::backend::{BackendError, CgroupError, JailError};
+use crate::backend::{BackendError, CgroupError, GrowError, JailError};
 use crate::net::NetError;
 use crate::share::ShareError;
 use crate::spec::SpecError;
@@ -97,9 +97,24 @@ fn backend_code(e: &BackendError) -> Code {
         BackendError::GuestImage { .. } => Code::FAILED_PRECONDITION,
         BackendError::AgentStart(_) => Code::UNAVAILABLE,
         BackendError::Jail(e) => jail_code(e),
+        BackendError::Grow(e) => grow_code(e),
         BackendError::Io { .. } | BackendError::Virtiofsd { .. } | BackendError::Blocking(_) => {
             Code::INTERNAL
         }
+    }
+}
+
+fn grow_code(e: &GrowError) -> Code {
+    match e {
+        // The pod asks for more than its VM may grow to on this node.
+        GrowError::BeyondReserve { .. } | GrowError::BeyondCgroup { .. } => {
+            Code::RESOURCE_EXHAUSTED
+        }
+        GrowError::Api(_)
+        | GrowError::Agent(_)
+        | GrowError::CpusOffline { .. }
+        | GrowError::MemoryTimeout { .. }
+        | GrowError::Status(_) => Code::INTERNAL,
     }
 }
 

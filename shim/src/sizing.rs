@@ -173,6 +173,91 @@ pub(crate) fn vm_size(
     })
 }
 
+/// What one container asks of the VM: its memory limit and CPU limit (`linux.resources` of
+/// its spec, or of an update). `None`: no limit, which asks for nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Demand {
+    pub(crate) memory_bytes: Option<u64>,
+    /// CPU limit in millicores (quota / period).
+    pub(crate) cpu_millis: Option<u64>,
+}
+
+impl Demand {
+    /// From an OCI `LinuxResources` object (JSON). Values that are absent, zero or negative
+    /// (runc's "no limit") ask for nothing.
+    pub(crate) fn of_resources(r: &serde_json::Value) -> Demand {
+        let positive = |p: &str| {
+            r.pointer(p)
+                .and_then(serde_json::Value::as_u64)
+                .filter(|v| *v > 0)
+        };
+        let cpu_millis = match (positive("/cpu/quota"), positive("/cpu/period")) {
+            (Some(q), Some(p)) => Some(q.saturating_mul(1000).div_ceil(p)),
+            _ => None,
+        };
+        Demand {
+            memory_bytes: positive("/memory/limit"),
+            cpu_millis,
+        }
+    }
+
+    /// From a container's OCI spec (JSON).
+    pub(crate) fn of_spec(spec: &serde_json::Value) -> Demand {
+        spec.pointer("/linux/resources")
+            .map(Demand::of_resources)
+            .unwrap_or_default()
+    }
+}
+
+/// The VM the containers' limits need: the sum of their CPU limits in whole vCPUs, the sum of
+/// their memory limits plus `overhead_memory_mib`; what has no limit adds nothing. The VM
+/// only grows to this (`backend::grow`), never below its boot size.
+pub(crate) fn demanded_size(demands: &[Demand], vm: &VmSection) -> VmSize {
+    let sum = |f: fn(&Demand) -> Option<u64>| {
+        demands.iter().filter_map(f).fold(0u64, u64::saturating_add)
+    };
+    let millis = sum(|d| d.cpu_millis);
+    let want = millis.div_ceil(1000);
+    let max = u64::from(MAX_VCPUS);
+    let bytes = sum(|d| d.memory_bytes);
+    let mib = bytes
+        .div_ceil(MIB)
+        .saturating_add(u64::from(vm.overhead_memory_mib))
+        .min(MAX_MEMORY_MIB);
+    VmSize {
+        vcpus: u8::try_from(want.clamp(1, max)).unwrap_or(MAX_VCPUS),
+        memory_mib: u32::try_from(mib).unwrap_or(u32::MAX),
+        vcpus_clamped: want > max,
+    }
+}
+
+/// How far a pod's VM booted at `size` may grow: the vCPUs its MP table declares and the
+/// MiB of its virtio-mem region (a multiple of 128, the guest's memory block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reserve {
+    pub(crate) max_vcpus: u8,
+    pub(crate) hotplug_mib: u32,
+}
+
+/// Granularity of the virtio-mem region and of each growth: Linux adds memory to a guest in
+/// 128 MiB blocks on x86_64.
+pub(crate) const HOTPLUG_BLOCK_MIB: u32 = 128;
+
+/// The reserve of a VM booted at `size` on a node with `node_cpus`: `[vm] max_vcpus` (0: the
+/// node's CPUs) and `max_memory_mib` above the boot size, both bounded by hull's maxima.
+pub(crate) fn reserve(size: VmSize, vm: &VmSection, node_cpus: usize) -> Reserve {
+    let cpus = if vm.max_vcpus == 0 {
+        u8::try_from(node_cpus).unwrap_or(MAX_VCPUS)
+    } else {
+        vm.max_vcpus
+    };
+    let room = vm.max_memory_mib.saturating_sub(size.memory_mib);
+    Reserve {
+        max_vcpus: cpus.clamp(size.vcpus, MAX_VCPUS.max(size.vcpus)),
+        hotplug_mib: room.div_ceil(HOTPLUG_BLOCK_MIB) * HOTPLUG_BLOCK_MIB,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,11 +272,77 @@ mod tests {
             default_vcpus: 1,
             default_memory_mib: 256,
             overhead_memory_mib: 64,
+            max_vcpus: 8,
+            max_memory_mib: 4096,
+            disk_slots: 0,
             boot_timeout_secs: 30,
             free_page_reporting: true,
             guest_console: false,
             debug_shell: false,
         }
+    }
+
+    #[test]
+    fn container_limits_add_up_to_the_vm_they_need() {
+        let spec = serde_json::json!({"linux": {"resources": {
+            "memory": {"limit": 512 * MIB},
+            "cpu": {"quota": 200_000, "period": 100_000}
+        }}});
+        let d = Demand::of_spec(&spec);
+        assert_eq!(d.memory_bytes, Some(512 * MIB));
+        assert_eq!(d.cpu_millis, Some(2000));
+        let none = Demand::of_spec(&serde_json::json!({"linux": {"resources": {
+            "memory": {"limit": -1}, "cpu": {"quota": -1, "period": 100_000}
+        }}}));
+        assert_eq!(none, Demand::default());
+        let half =
+            Demand::of_resources(&serde_json::json!({"cpu": {"quota": 50_000, "period": 100_000}}));
+        let s = demanded_size(&[d, none, half], &vm());
+        assert_eq!(
+            (s.vcpus, s.memory_mib),
+            (3, 512 + 64),
+            "2.5 CPUs need 3 vCPUs"
+        );
+        assert_eq!(demanded_size(&[], &vm()).vcpus, 1);
+        let huge = Demand {
+            cpu_millis: Some(1_000_000),
+            memory_bytes: Some(u64::MAX),
+        };
+        let s = demanded_size(&[huge, huge], &vm());
+        assert!(s.vcpus_clamped && s.vcpus == MAX_VCPUS);
+        assert_eq!(u64::from(s.memory_mib), MAX_MEMORY_MIB);
+    }
+
+    #[test]
+    fn the_reserve_is_what_the_node_allows_above_the_boot_size() {
+        let boot = VmSize {
+            vcpus: 1,
+            memory_mib: 320,
+            vcpus_clamped: false,
+        };
+        let r = reserve(boot, &vm(), 2);
+        assert_eq!(r.max_vcpus, 8, "[vm] max_vcpus");
+        assert_eq!(
+            r.hotplug_mib, 3840,
+            "4096 - 320 = 3776, in whole 128 MiB blocks"
+        );
+        let mut v = vm();
+        v.max_vcpus = 0;
+        v.max_memory_mib = 0;
+        assert_eq!(
+            reserve(boot, &v, 2),
+            Reserve {
+                max_vcpus: 2,
+                hotplug_mib: 0
+            }
+        );
+        assert_eq!(reserve(boot, &v, 500).max_vcpus, MAX_VCPUS);
+        let big = VmSize { vcpus: 4, ..boot };
+        assert_eq!(
+            reserve(big, &v, 2).max_vcpus,
+            4,
+            "never below the boot size"
+        );
     }
 
     fn ann(pairs: &[(&str, &str)]) -> HashMap<String, String> {

@@ -17,17 +17,19 @@ use crate::config::{ConsoleConfig, VmConfig, PAGE_REPORTING_ORDER};
 use crate::device_manager::bus::{Bus, BusDevice};
 use crate::device_manager::MmioAllocator;
 use crate::devices::balloon::Balloon;
-use crate::devices::blk::Block;
+use crate::devices::blk::{Block, BlockKit};
 use crate::devices::legacy::serial::{CappedSink, CONSOLE_FILE_MAX_BYTES};
 use crate::devices::legacy::{self, BootTimer, SerialConsole, I8042};
 use crate::devices::mem::VirtioMem;
 use crate::devices::net::Net;
 use crate::devices::rng::Rng;
 use crate::devices::vhost_user_fs::VhostUserFs;
+use crate::devices::virtio::slot::HotSlot;
 use crate::devices::virtio::{IrqTrigger, MmioTransport, VirtioDevice};
 use crate::devices::vsock::{Muxer, Vsock};
 use crate::exit::VmExit;
 use crate::hostcheck::HostKvm;
+use crate::hotplug::DiskSlot;
 use crate::metrics::METRICS;
 use crate::vmm::{Subscriber, Vmm};
 use crate::vstate::memory::{self, GuestMemoryMmap};
@@ -161,6 +163,31 @@ impl Parts {
         self.devices.push(dev.clone());
         self.events.add_subscriber(dev.clone());
         Ok(dev)
+    }
+}
+
+impl Parts {
+    /// An empty window for a disk attached while the VM runs (`hotplug.rs`): its IRQ, its
+    /// queue's notify eventfd and its command-line entry are made now, as nothing may be
+    /// created once the VM runs.
+    fn disk_slot(&mut self) -> Result<DiskSlot, BuildError> {
+        let slot = self.alloc.allocate()?;
+        let irq_evt = EventFd::new(EFD_NONBLOCK)?;
+        self.vm.register_irqfd(&irq_evt, slot.irq)?;
+        let kit = BlockKit::new()?;
+        self.vm
+            .register_mmio_ioevent(kit.queue_event(), slot.addr + 0x50, 0)?;
+        let window = Arc::new(Mutex::new(HotSlot::default()));
+        self.mmio_bus.insert(slot.addr, slot.len, window.clone())?;
+        self.cmdline
+            .add_virtio_mmio_device(slot.len, GuestAddress(slot.addr), slot.irq, None)
+            .map_err(BuildError::Cmdline)?;
+        Ok(DiskSlot::new(
+            slot.addr,
+            Arc::new(IrqTrigger::new(irq_evt)),
+            window,
+            kit,
+        ))
     }
 }
 
@@ -308,6 +335,11 @@ pub fn build_and_boot(config: &VmConfig, host: HostKvm) -> Result<Vmm, BuildErro
     for n in &config.net {
         parts.attach(Net::from_config(n)?)?;
     }
+    // Disk slots come after everything, so the devices before them keep their MMIO slots
+    // with or without them.
+    let disk_slots = (0..config.hotplug.disk_slots)
+        .map(|_| parts.disk_slot())
+        .collect::<Result<Vec<_>, _>>()?;
     let entry = load(&parts, config)?;
     if config.raw_payload.is_none() {
         mptable::setup(&parts.mem, max_vcpus)?;
@@ -345,6 +377,6 @@ pub fn build_and_boot(config: &VmConfig, host: HostKvm) -> Result<Vmm, BuildErro
         parts.events,
         parts.devices,
     );
-    vmm.set_hotplug(usize::from(config.vcpus), hotplug_mem);
+    vmm.set_hotplug(usize::from(config.vcpus), hotplug_mem, disk_slots);
     Ok(vmm)
 }

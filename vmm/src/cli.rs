@@ -35,6 +35,9 @@ pub struct Args {
     /// MiB the VM's memory may grow by while it runs, a multiple of 128 (virtio-mem).
     #[arg(long = flag::HOTPLUG_MIB, default_value_t = 0)]
     hotplug_mib: u32,
+    /// Empty slots for disks attached while the VM runs (PUT /hotplug/disks/N).
+    #[arg(long = flag::DISK_SLOTS, default_value_t = 0)]
+    disk_slots: u8,
     /// Hybrid vsock host socket.
     #[arg(long = flag::VSOCK_UDS)]
     vsock_uds: Option<PathBuf>,
@@ -110,6 +113,7 @@ impl Args {
             hotplug: HotplugConfig {
                 max_vcpus: self.max_vcpus,
                 memory_mib: self.hotplug_mib,
+                disk_slots: self.disk_slots,
             },
             vsock: self
                 .vsock_uds
@@ -169,6 +173,7 @@ mod tests {
             mem_mib: Some(768),
             max_vcpus: Some(8),
             hotplug_mib: Some(1024),
+            disk_slots: Some(2),
             vsock_uds: Some("/run/pod/vsock.sock".into()),
             cid: Some(7),
             disks: vec![
@@ -228,6 +233,7 @@ mod tests {
                 hotplug: HotplugConfig {
                     max_vcpus: 8,
                     memory_mib: 1024,
+                    disk_slots: 2,
                 },
                 vsock: Some(VsockConfig {
                     uds: "/run/pod/vsock.sock".into(),

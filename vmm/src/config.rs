@@ -269,7 +269,14 @@ pub struct HotplugConfig {
     /// how much memory can be added to the boot RAM. 0: no virtio-mem device.
     #[serde(default)]
     pub memory_mib: u32,
+    /// Empty virtio-mmio windows for disks attached while the VM runs (`PUT
+    /// /hotplug/disks/N`); each takes one of the guest's virtio IRQs.
+    #[serde(default)]
+    pub disk_slots: u8,
 }
+
+/// At most this many disk slots (the VM has 19 virtio IRQs in all).
+pub const MAX_DISK_SLOTS: u8 = 8;
 
 /// Granularity of `HotplugConfig::memory_mib`: Linux adds memory in 128 MiB blocks on x86_64.
 pub const HOTPLUG_MEMORY_ALIGN_MIB: u32 = 128;
@@ -296,6 +303,12 @@ impl HotplugConfig {
             return Err(format!(
                 "hotplug memory_mib must be a multiple of {HOTPLUG_MEMORY_ALIGN_MIB} up to 65536, not {}",
                 self.memory_mib
+            ));
+        }
+        if self.disk_slots > MAX_DISK_SLOTS {
+            return Err(format!(
+                "hotplug disk_slots must be 0..={MAX_DISK_SLOTS}, not {}",
+                self.disk_slots
             ));
         }
         Ok(())
@@ -694,9 +707,15 @@ mod tests {
             c.hotplug = HotplugConfig {
                 max_vcpus,
                 memory_mib,
+                disk_slots: 0,
             };
             assert_eq!(c.validate().is_ok(), ok, "{:?}", c.hotplug);
         }
+        c.hotplug = HotplugConfig {
+            disk_slots: MAX_DISK_SLOTS + 1,
+            ..HotplugConfig::default()
+        };
+        assert!(c.validate().is_err());
         c.hotplug = HotplugConfig::default();
         c.vsock = Some(VsockConfig {
             uds: "/tmp/v".into(),

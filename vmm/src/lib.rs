@@ -14,6 +14,7 @@ pub mod exit;
 pub mod fuzzing;
 pub(crate) mod guest_log;
 pub mod hostcheck;
+pub mod hotplug;
 pub mod metrics;
 pub(crate) mod pstore;
 pub mod seccomp;

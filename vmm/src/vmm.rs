@@ -10,9 +10,9 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::device_manager::bus::lock;
-use crate::devices::mem::{MemStatus, VirtioMem};
 use crate::devices::virtio::VirtioDevice;
 use crate::exit::{ExitReason, VmExit};
+use crate::hotplug::Growth;
 use crate::metrics::{DeviceReport, MetricsReport};
 use crate::vstate::halt::{HaltStep, HaltWatch, TICK_MS};
 use crate::vstate::memory::GuestMemoryMmap;
@@ -106,48 +106,17 @@ pub fn install_crash_handlers() -> Result<(), vmm_sys_util::errno::Error> {
     Ok(())
 }
 
-/// What a running VM may grow into (DESIGN §2 vmm/: hot-plug): how many of its vCPUs are
-/// granted (their threads run; the rest wait in `Created` or `Paused`), and its virtio-mem
-/// device.
-#[derive(Debug, Default)]
-struct Growth {
-    granted: usize,
-    mem: Option<Arc<Mutex<VirtioMem>>>,
-    /// The whole VM is paused (`pause`): a grant then waits for `resume`.
-    paused: bool,
-}
-
-/// `GET /vm`'s `hotplug`: what the VM has and may reach.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct HotplugStatus {
-    pub vcpus: usize,
-    pub max_vcpus: usize,
-    pub memory: Option<MemStatus>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum HotplugError {
-    #[error("vCPU count {want} is not in 1..={max}")]
-    VcpuCount { want: usize, max: usize },
-    #[error("this VM has no hot-plug memory region (boot it with one)")]
-    NoMemoryRegion,
-    #[error("{0}")]
-    MemorySize(String),
-    #[error(transparent)]
-    Vcpu(#[from] VcpuError),
-}
-
 /// One running VM.
 pub struct Vmm {
     _vm: Vm,
-    _mem: GuestMemoryMmap,
-    vcpus: Vec<VcpuHandle>,
+    pub(crate) mem: GuestMemoryMmap,
+    pub(crate) vcpus: Vec<VcpuHandle>,
     exit: Arc<VmExit>,
-    events: EventManager<Subscriber>,
-    devices: Vec<Arc<Mutex<dyn VirtioDevice>>>,
+    pub(crate) events: EventManager<Subscriber>,
+    pub(crate) devices: Vec<Arc<Mutex<dyn VirtioDevice>>>,
     halt: HaltWatch,
     halt_tick: Arc<AtomicBool>,
-    growth: Growth,
+    pub(crate) growth: Growth,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -181,7 +150,7 @@ impl Vmm {
         }
         Vmm {
             _vm: vm,
-            _mem: mem,
+            mem,
             vcpus,
             exit,
             events,
@@ -192,62 +161,6 @@ impl Vmm {
         }
     }
 
-    /// The boot's grant: the first `vcpus` vCPUs run; `mem` is the virtio-mem device, if any.
-    pub(crate) fn set_hotplug(&mut self, vcpus: usize, mem: Option<Arc<Mutex<VirtioMem>>>) {
-        self.growth.granted = vcpus.min(self.vcpus.len());
-        self.growth.mem = mem;
-    }
-
-    /// The granted vCPUs.
-    fn granted(&self) -> &[VcpuHandle] {
-        &self.vcpus[..self.growth.granted.min(self.vcpus.len())]
-    }
-
-    /// Grants the first `count` vCPUs and takes the others away: a newly granted vCPU's
-    /// thread runs (the guest may then online it: its INIT/SIPI is served only by a running
-    /// thread), a vCPU taken away is paused wherever it is. The guest should have offlined
-    /// it first (the shim asks the agent); if not, that CPU just stops, which only the guest
-    /// suffers.
-    pub fn set_vcpus(&mut self, count: usize) -> Result<(), HotplugError> {
-        let max = self.vcpus.len();
-        if count == 0 || count > max {
-            return Err(HotplugError::VcpuCount { want: count, max });
-        }
-        let paused = self.growth.paused;
-        for (i, v) in self.vcpus.iter_mut().enumerate() {
-            let ev = match (i < count, v.state()) {
-                (true, VcpuState::Created | VcpuState::Paused) if !paused => VcpuEvent::Resume,
-                (false, VcpuState::Running) => VcpuEvent::Pause,
-                _ => continue,
-            };
-            v.send(ev)?;
-        }
-        self.growth.granted = count;
-        Ok(())
-    }
-
-    /// Asks the guest to hold `bytes` of the virtio-mem region plugged (a multiple of its
-    /// block). The guest's driver gets there at its own pace; `hotplug_status` tells.
-    pub fn set_hotplug_memory(&self, bytes: u64) -> Result<(), HotplugError> {
-        let mem = self
-            .growth
-            .mem
-            .as_ref()
-            .ok_or(HotplugError::NoMemoryRegion)?;
-        lock(mem)
-            .set_requested(bytes)
-            .map_err(HotplugError::MemorySize)
-    }
-
-    pub fn hotplug_status(&self) -> HotplugStatus {
-        HotplugStatus {
-            vcpus: self.growth.granted,
-            max_vcpus: self.vcpus.len(),
-            memory: self.growth.mem.as_ref().map(|m| lock(m).status()),
-        }
-    }
-
-    /// One tick of the halt watch: sample the vCPU threads' CPU time, probe or end the VM.
     /// Only granted vCPUs count: the others never run.
     fn check_halted(&mut self) {
         let granted = self.granted();

@@ -19,6 +19,8 @@ use crate::spec::SpecError;
 mod boot_failure;
 pub(crate) mod cgroup;
 pub(crate) mod cleanup;
+mod grow;
+pub(crate) use grow::GrowError;
 #[cfg(feature = "host-agent-backend")]
 mod host_agent;
 mod jail;
@@ -71,6 +73,8 @@ pub(crate) enum BackendError {
     Jail(#[from] JailError),
     #[error("pod I/O limits: {0}")]
     Limits(#[from] crate::limits::LimitError),
+    #[error("growing the pod's VM: {0}")]
+    Grow(#[from] grow::GrowError),
     /// Work moved off the runtime thread ended without an answer (it panicked).
     #[error("{0}: the blocking task failed")]
     Blocking(&'static str),
@@ -107,6 +111,11 @@ pub(crate) trait PodBackend: Send + Sync + Debug {
     ) -> Result<Prepared, BackendError>;
     /// Undoes [`PodBackend::prepare_container`]; idempotent.
     async fn release_container(&self, cid: &str);
+    /// Grows the pod's VM to at least `want` before a container that needs it is created or
+    /// updated (`grow`). The host agent has no VM: nothing to do.
+    async fn grow(&self, _want: crate::sizing::VmSize) -> Result<(), BackendError> {
+        Ok(())
+    }
     /// Whether the VM (or host agent) still runs.
     fn alive(&self) -> bool;
     /// Resolves when the pod's VM (or host agent) has ended, asked to or not.

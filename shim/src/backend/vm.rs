@@ -96,6 +96,7 @@ pub(super) struct VmPod {
     wired: Option<Wired>,
     /// Loopback listeners in the netns for CRI PortForward; pods with a netns only.
     portfwd: Option<net::PortForwarder>,
+    growth: super::grow::Growth,
     stopping: AtomicBool,
 }
 
@@ -218,12 +219,24 @@ async fn release_id(sid: &str) {
     let _ = tokio::task::spawn_blocking(move || jail::Ids::node().release(&sid)).await;
 }
 
+/// The node's online CPUs (not the shim's own cgroup quota, which `available_parallelism`
+/// would give): how many vCPUs a pod may grow to by default.
+fn node_cpus() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)
+        .ok()
+        .flatten()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(1)
+}
+
 /// What the pod asked for and the node allows, decided before anything is made for it.
 #[derive(Debug)]
 struct Wanted {
     netns: Option<PathBuf>,
     pod_cgroup: Option<PathBuf>,
     size: sizing::VmSize,
+    /// How far the VM may grow while it runs.
+    reserve: sizing::Reserve,
     /// Every NIC's limits ([`crate::limits`]).
     limits: crate::limits::NetLimits,
 }
@@ -259,6 +272,7 @@ impl VmPod {
             })
             .unwrap_or_default();
         let size = sizing::vm_size_within(&sizing_inputs(&spec), &cfg.vm, pod_memory)?;
+        let reserve = sizing::reserve(size, &cfg.vm, node_cpus());
         let dir = pod_dir(sid);
         if dir.exists() {
             // A previous shim of this pod died without cleaning up (DESIGN §2 shim/: nothing
@@ -305,14 +319,16 @@ impl VmPod {
             Ok(()) => {
                 let wanted = Wanted {
                     netns,
-                    pod_cgroup,
+                    pod_cgroup: pod_cgroup.clone(),
                     size,
+                    reserve,
                     limits,
                 };
                 Self::start(cfg, sid, &spec, wanted, &mut partial).await
             }
             Err(e) => Err(e),
         };
+        let api_socket = dir.join(hull_contract::pods::API_SOCKET);
         match started {
             Ok(Started {
                 vmm,
@@ -340,6 +356,7 @@ impl VmPod {
                 virtiofsd,
                 client,
                 wired: partial.wired.take(),
+                growth: super::grow::Growth::new(api_socket, size, reserve, pod_cgroup),
                 stopping: AtomicBool::new(false),
             }),
             Err(e) => {
@@ -362,6 +379,7 @@ impl VmPod {
             netns,
             pod_cgroup,
             size,
+            reserve,
             limits,
         } = wanted;
         // Read before the VM boots: a pod file that cannot be read fails the pod at once.
@@ -480,6 +498,9 @@ impl VmPod {
         let (log, vmm_relay) = relay_log("hull-vmm", &vmm_log)?;
         // Paths as hull-vmm sees them, inside its jail.
         let mut args = VmmArgs::new(jail::KERNEL, size.vcpus, size.memory_mib);
+        args.max_vcpus = Some(reserve.max_vcpus);
+        args.hotplug_mib = (reserve.hotplug_mib > 0).then_some(reserve.hotplug_mib);
+        args.disk_slots = (cfg.vm.disk_slots > 0).then_some(cfg.vm.disk_slots);
         args.initrd = Some(jail::INITRD.into());
         args.vsock_uds = Some(jail::VSOCK_SOCKET.into());
         args.api_sock = Some(jail::API_SOCKET.into());
@@ -524,7 +545,7 @@ impl VmPod {
             fds,
             stderr: log.as_raw_fd(),
             cgroup_procs: procs,
-            fsize: jail::fsize_limit(size.memory_mib),
+            fsize: jail::fsize_limit(size.memory_mib.saturating_add(reserve.hotplug_mib)),
         })?;
         // hull-vmm holds the taps and its logs now; the shim's copies would keep the taps
         // alive after it.
@@ -764,6 +785,10 @@ impl PodBackend for VmPod {
             uid: Some(self.id),
             log_dir: Some(self.logs.clone()),
         }
+    }
+
+    async fn grow(&self, want: sizing::VmSize) -> Result<(), BackendError> {
+        Ok(self.growth.grow(&self.client, want).await?)
     }
 
     fn alive(&self) -> bool {

@@ -11,6 +11,7 @@ use hull_proto::stats::ContainerStats;
 use super::{ctx, not_found, Pod, ProcStatus};
 use crate::bounds::MAX_PIDS;
 use crate::errors::ShimError;
+use crate::sizing::Demand;
 
 impl Pod {
     /// The container must exist and its init process run (paused or not).
@@ -69,13 +70,18 @@ impl Pod {
     }
 
     /// Applies new `linux.resources` (OCI LinuxResources as JSON) to the container's cgroup
-    /// in the guest. The VM itself keeps its size: vCPU and memory hotplug are not there yet.
+    /// in the guest, after growing the VM if the new limits need more than it has (an
+    /// in-place resize: the kubelet raised the pod's host cgroup first).
     pub(crate) async fn do_update(
         &self,
         id: &str,
         resources_json: Vec<u8>,
     ) -> Result<(), ShimError> {
         self.running(id)?;
+        if let Ok(r) = serde_json::from_slice::<serde_json::Value>(&resources_json) {
+            let b = self.backend()?;
+            self.grow_for(b, id, Some(Demand::of_resources(&r))).await?;
+        }
         let (containers, _) = self.clients()?;
         let req = UpdateContainerRequest {
             container_id: id.to_owned(),

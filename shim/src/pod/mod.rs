@@ -30,6 +30,7 @@ use crate::config::HullConfig;
 use crate::errors::ShimError;
 use crate::events::Events;
 use crate::shim_cgroup::Placement;
+use crate::sizing::{self, Demand};
 use crate::stdio::{ProcRef, Stdio, StdioPaths};
 use crate::{mount, timestamp};
 
@@ -90,6 +91,9 @@ pub(crate) struct Pod {
     // Short critical sections only (no await while held); the agent owns process state.
     // Shared with the OOM poller, which forwards events for these containers only.
     containers: Arc<Mutex<HashMap<String, Container>>>,
+    /// What each container's limits ask of the VM (`sizing::Demand`), recorded before the
+    /// VM grows for it, so containers created at once each count the others.
+    demands: Mutex<HashMap<String, Demand>>,
 }
 
 impl std::fmt::Debug for Pod {
@@ -132,12 +136,40 @@ impl Pod {
             annotations: std::sync::OnceLock::new(),
             placement: Mutex::new(None),
             tearing_down: std::sync::atomic::AtomicBool::new(false),
+            demands: Mutex::new(HashMap::new()),
             containers: Arc::default(),
         }
     }
 
     pub(crate) fn events(&self) -> &Events {
         &self.events
+    }
+
+    /// Records what container `id` asks of the VM (`None`: keep what it asked before) and
+    /// grows the VM to what all containers ask. Growth is one way: a smaller demand only
+    /// lowers what later growths count.
+    pub(super) async fn grow_for(
+        &self,
+        b: &dyn PodBackend,
+        id: &str,
+        demand: Option<Demand>,
+    ) -> Result<(), ShimError> {
+        let want = {
+            let mut m = self.demands.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(d) = demand {
+                m.insert(id.to_owned(), d);
+            }
+            let all: Vec<Demand> = m.values().copied().collect();
+            sizing::demanded_size(&all, &self.cfg.vm)
+        };
+        Ok(b.grow(want).await?)
+    }
+
+    fn forget_demand(&self, id: &str) {
+        self.demands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Container>> {
@@ -281,6 +313,15 @@ impl Pod {
             .prepare_container(&spec.id, &spec.bundle, root, sandbox_pid)
             .await?;
         tracing::debug!(id = %spec.id, elapsed = ?t.elapsed(), "container prepared");
+        // The VM first grows to what the containers' limits need (DESIGN §2 shim/: sizing).
+        let demand = serde_json::from_slice::<serde_json::Value>(&prepared.spec_json)
+            .map(|v| Demand::of_spec(&v))
+            .unwrap_or_default();
+        if let Err(e) = self.grow_for(b, &spec.id, Some(demand)).await {
+            self.forget_demand(&spec.id);
+            b.release_container(&spec.id).await;
+            return Err(e);
+        }
         let t = std::time::Instant::now();
         let (containers, processes) = self.clients()?;
         let req = CreateContainerRequest {
@@ -301,6 +342,7 @@ impl Pod {
                 b.task_pid(r.pid)
             }
             Err(e) => {
+                self.forget_demand(&spec.id);
                 b.release_container(&spec.id).await;
                 return Err(ShimError::agent(format!("create container {}", spec.id))(e));
             }
@@ -317,6 +359,7 @@ impl Pod {
             }
             Err(e) => {
                 let _ = remove_in_agent(&containers, &spec.id).await;
+                self.forget_demand(&spec.id);
                 b.release_container(&spec.id).await;
                 Err(e)
             }
@@ -559,6 +602,7 @@ impl Pod {
             remove_in_agent(&containers, id).await?;
         }
         let c = self.lock().remove(id);
+        self.forget_demand(id);
         if let Some(c) = c {
             let ios = std::iter::once(&c.init)
                 .chain(c.execs.values())

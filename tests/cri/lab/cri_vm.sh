@@ -51,7 +51,8 @@ sed "s|^kernel = .*|kernel = \"$r/no-such-vmlinux\"|" "$r/hull.toml" >"$r/hull-n
 sed "s|^initrd = .*|initrd = \"$r/junk.initrd\"|" "$r/hull.toml" >"$r/hull-panic.toml"
 sed "s|^boot_timeout_secs = .*|boot_timeout_secs = 1|" "$r/hull.toml" >"$r/hull-slow.toml"
 # hull-debug: a node that turned `hullctl debug` on (debug_shell below).
-sed "s|^boot_timeout_secs = .*|&\ndebug_shell = true|" "$r/hull.toml" >"$r/hull-debug.toml"
+# It also has slots for disks attached at run time (grow_pod's `hullctl disk attach`).
+sed "s|^boot_timeout_secs = .*|&\ndebug_shell = true\ndisk_slots = 2|" "$r/hull.toml" >"$r/hull-debug.toml"
 grep -q '^debug_shell = true' "$r/hull-debug.toml" || flunk "hull-debug.toml: no debug_shell line"
 # HULL_CRI_CONTAINERD: the bin directory of another containerd (scripts/ensure-containerd: Debian
 # trixie's 1.7 or sid's 2.x) to run instead of Debian 12's 1.6, with its own ctr and runc shim.
@@ -623,6 +624,77 @@ pod_limits() {
 	done
 }
 
+# grow_pod KEY: the hull pod KEY, booted at the default size (1 vCPU, 128 + 64 MiB here), gets
+# a container with 512 MiB and 2 CPUs. Its VM grows first (hull-vmm's GET /hotplug: one more
+# vCPU, 384 MiB plugged) and the container really uses it: 400 MiB allocated and touched, two
+# busy loops on ~2 CPUs. UpdateContainerResources to 768 MiB (the runtime's step of an
+# in-place resize) grows it again. The times are INFO (emulated lab).
+grow_pod() {
+	local key=$1 pod=${pods[$1]} sock=/run/hull/pods/${pods[$1]}/jail/api.sock id out t0 permille
+	hotplug() { timeout 10 "$BIN/hullctl" api --sock "$sock" GET /hotplug 2>&1; }
+	ctrjson grow "{\"memory_limit_bytes\": $((512 << 20)), \"cpu_period\": 100000, \"cpu_quota\": 200000}" sleep 1000
+	info "$key: before: $(hotplug)"
+	t0=$(date +%s%N)
+	if ! id=$(cri create "$pod" "$r/grow.json" "$r/pod-$key.json" 2>"$r/err") || ! cri start "$id" 2>>"$r/err"; then
+		flunk "$key: a container of 512 MiB and 2 CPUs: $(<"$r/err")"
+		return 1
+	fi
+	ctrs[$key]+=" $id"
+	info "$key: the 512 MiB / 2 CPU container created and started in $(ms_since "$t0") ms (the VM grew first)"
+	out=$(hotplug)
+	check "$key: its VM grew to 2 vCPUs and 384 MiB (GET /hotplug: vcpus, plugged_bytes)" "2 $((384 << 20))" \
+		"$(jnum "$out" vcpus) $(jnum "$out" plugged_bytes)"
+	check "$key: the guest has both CPUs online" 0-1 "$(in_ctr hull "$id" cat /sys/devices/system/cpu/online 2>&1)"
+	out=$(in_ctr hull "$id" sh -c 'dd if=/dev/zero of=/dev/null bs=400M count=1 2>&1 && echo allocated' 2>&1)
+	check "$key: the container allocates and touches 400 MiB" 1 "$(grep -c '^allocated$' <<<"$out")"
+	# CPU time of the container's cgroup over 3 s of two busy loops, in thousandths of a CPU.
+	permille=$(in_ctr hull "$id" sh -c '
+		use() { sed -n "s/^usage_usec //p" /sys/fs/cgroup/cpu.stat; }
+		up() { cut -d" " -f1 /proc/uptime | tr -d .; }
+		u0=$(use) t0=$(up)
+		for i in 1 2; do timeout 3 sh -c "while :; do :; done" & done
+		wait
+		u1=$(use) t1=$(up)
+		echo $(((u1 - u0) / ((t1 - t0) * 10)))' 2>&1)
+	info "$key: two busy loops used $permille/1000 CPUs"
+	check "$key: two busy loops use more than one CPU (> 1.2)" yes \
+		"$( ((${permille:-0} > 1200)) 2>/dev/null && echo yes || echo "no: $permille")"
+	echo "{\"memory_limit_bytes\": $((768 << 20)), \"cpu_period\": 100000, \"cpu_quota\": 200000}" >"$r/grow-update.json"
+	t0=$(date +%s%N)
+	if cri update "$id" "$r/grow-update.json" 2>"$r/err"; then
+		info "$key: UpdateContainerResources to 768 MiB took $(ms_since "$t0") ms"
+		check "$key: after UpdateContainerResources to 768 MiB the VM holds 640 MiB more" "$((640 << 20))" \
+			"$(jnum "$(hotplug)" plugged_bytes)"
+		check "$key: and the container's memory.max is 768 MiB" "$((768 << 20))" \
+			"$(in_ctr hull "$id" cat /sys/fs/cgroup/memory.max 2>&1)"
+	else
+		flunk "$key: UpdateContainerResources to 768 MiB: $(<"$r/err")"
+	fi
+	# A disk attached to the running pod (`hullctl disk attach`: the image's descriptor goes
+	# to hull-vmm, the guest's agent binds the slot) is mountable in the guest (through the
+	# debug shell this pod's node allows), refuses to detach while mounted, then detaches.
+	local img=$r/grow-disk.img att dev slot
+	mkdir -p "$r/grow-disk"
+	echo "hello-from-a-hot-disk" >"$r/grow-disk/hello"
+	truncate -s 32M "$img"
+	mkfs.ext4 -q -F -d "$r/grow-disk" "$img" 2>"$r/err" || flunk "$key: mkfs.ext4: $(<"$r/err")"
+	t0=$(date +%s%N)
+	att=$(timeout 30 "$BIN/hullctl" disk attach "default/cri-$key" "$img" 2>&1)
+	info "$key: hullctl disk attach: '$att' in $(ms_since "$t0") ms"
+	read -r slot dev <<<"$att"
+	check "$key: hullctl disk attach puts the disk in slot 0 as /dev/vdX" yes \
+		"$([[ $slot == 0 && $dev == /dev/vd[a-z] ]] && echo yes || echo "no: $att")"
+	out=$(timeout 60 "$BIN/hullctl" debug -T --tool /bin/busybox "default/cri-$key" -- \
+		sh -c "mkdir -p /mnt/hot && mount -t ext4 $dev /mnt/hot && cat /mnt/hot/hello" 2>&1)
+	check "$key: the attached disk mounts in the guest and holds its file" hello-from-a-hot-disk "$out"
+	check "$key: hullctl disk detach is refused while the disk is mounted" 1 \
+		"$(timeout 30 "$BIN/hullctl" disk detach "default/cri-$key" 0 2>&1 | grep -c 'mounted')"
+	timeout 60 "$BIN/hullctl" debug -T --tool /bin/busybox "default/cri-$key" -- umount /mnt/hot >/dev/null 2>&1
+	check "$key: hullctl disk detach after the unmount" "" \
+		"$(timeout 30 "$BIN/hullctl" disk detach "default/cri-$key" 0 2>&1)"
+	check "$key: the slot is free again (GET /hotplug)" 0 "$(hotplug | grep -c '"attached":true')"
+}
+
 # node_metrics KEY: the node's Prometheus endpoint (`hullctl monitor`) while the hull pods run:
 # Debian's promtool accepts a scrape, which holds pod KEY's VMM counters under its Kubernetes
 # name, and a real Prometheus scraping the endpoint finds the pod up.
@@ -814,6 +886,7 @@ if [[ -n ${c1[hull]:-} ]]; then
 			pod_limits hull2
 			node_metrics hull2
 			debug_shell hull2 hull
+			grow_pod hull2
 		fi
 		teardown hull2
 	fi

@@ -12,8 +12,9 @@ use crate::config::{LimitConfig, VmConfig};
 use crate::devices::virtio::{RateLimits, TYPE_BLOCK, TYPE_NET};
 use crate::exit::ExitReason;
 use crate::hostcheck::HostKvm;
+use crate::hotplug::{HotplugError, HotplugStatus};
 use crate::metrics::MetricsReport;
-use crate::vmm::{HotplugError, HotplugStatus, Vmm};
+use crate::vmm::Vmm;
 use crate::vstate::vcpu::VcpuState;
 
 /// Everything the API can ask.
@@ -42,7 +43,27 @@ pub enum VmmAction {
     SetHotplugMemory(u64),
     /// What the running VM has and may grow to.
     GetHotplug,
+    /// Put the disk image passed with the request in disk slot `index`.
+    AttachDisk {
+        index: usize,
+        read_only: bool,
+        file: Option<PassedFile>,
+    },
+    /// Empty disk slot `index`.
+    DetachDisk(usize),
 }
+
+/// A file whose descriptor came with a request (`SCM_RIGHTS`): a disk image the caller
+/// opened, since hull-vmm opens no path once the VM runs. Equal only to itself.
+#[derive(Debug, Clone)]
+pub struct PassedFile(pub std::sync::Arc<std::fs::File>);
+
+impl PartialEq for PassedFile {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for PassedFile {}
 
 /// Where the VM is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -85,6 +106,10 @@ pub enum Reply {
     /// `text/plain` Prometheus exposition.
     Prometheus(String),
     Hotplug(HotplugStatus),
+    /// A disk went into a slot whose MMIO window starts here.
+    DiskAttached {
+        mmio_base: u64,
+    },
 }
 
 impl Reply {
@@ -96,6 +121,7 @@ impl Reply {
             Reply::Metrics(m) => Some(m.to_string()),
             Reply::Prometheus(t) => Some(t.clone()),
             Reply::Hotplug(h) => serde_json::to_string(h).ok(),
+            Reply::DiskAttached { mmio_base } => Some(format!(r#"{{"mmio_base":{mmio_base}}}"#)),
         }
     }
 
@@ -125,6 +151,11 @@ impl From<HotplugError> for ApiError {
     fn from(e: HotplugError) -> Self {
         match e {
             HotplugError::Vcpu(v) => ApiError::Vcpu(v),
+            HotplugError::NoSlot { .. } => ApiError::NotFound(e.to_string()),
+            HotplugError::SlotFull(_) | HotplugError::SlotEmpty(_) => ApiError::WrongState {
+                state: VmState::Running,
+                what: e.to_string(),
+            },
             other => ApiError::BadRequest(other.to_string()),
         }
     }
@@ -169,6 +200,34 @@ struct VcpusBody {
 #[serde(deny_unknown_fields)]
 struct MemoryBody {
     size_mib: u64,
+}
+
+/// `PUT /hotplug/disks/N`: how the disk is attached (its image's descriptor comes with the
+/// request).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiskBody {
+    #[serde(default)]
+    read_only: bool,
+}
+
+/// `PUT` or `DELETE /hotplug/disks/N`.
+fn disk_slot(method: &str, path: &str, body: &[u8]) -> Option<Result<VmmAction, ApiError>> {
+    let index = path
+        .strip_prefix("/hotplug/disks/")?
+        .parse::<usize>()
+        .ok()?;
+    Some(match method {
+        "PUT" => serde_json::from_slice::<DiskBody>(body)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))
+            .map(|b| VmmAction::AttachDisk {
+                index,
+                read_only: b.read_only,
+                file: None,
+            }),
+        "DELETE" => Ok(VmmAction::DetachDisk(index)),
+        _ => return None,
+    })
 }
 
 /// `/net/N/rate_limits` or `/disks/N/rate_limits` with `body`.
@@ -220,6 +279,9 @@ pub(crate) fn parse_action(method: &str, path: &str, body: &[u8]) -> Result<VmmA
                 "shutdown" => Ok(VmmAction::Shutdown),
                 other => Err(ApiError::BadRequest(format!("unknown action {other:?}"))),
             }
+        }
+        (m, p) if p.starts_with("/hotplug/disks/") => {
+            disk_slot(m, p, body).unwrap_or_else(|| Err(ApiError::NotFound(format!("{m} {p}"))))
         }
         ("PUT", p) => {
             rate_limits(p, body).unwrap_or_else(|| Err(ApiError::NotFound(format!("PUT {p}"))))
@@ -344,6 +406,32 @@ impl Controller {
                 vmm.set_vcpus(n)?;
                 Ok(Reply::Empty)
             }
+            VmmAction::AttachDisk {
+                index,
+                read_only,
+                file,
+            } => {
+                let Some(vmm) = self.vmm.as_mut() else {
+                    return Err(self.wrong("attach a disk"));
+                };
+                let file = file
+                    .and_then(|f| std::sync::Arc::try_unwrap(f.0).ok())
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(
+                            "the disk image's descriptor must come with the request (SCM_RIGHTS)"
+                                .into(),
+                        )
+                    })?;
+                let mmio_base = vmm.attach_disk(index, file, read_only)?;
+                Ok(Reply::DiskAttached { mmio_base })
+            }
+            VmmAction::DetachDisk(index) => {
+                let Some(vmm) = self.vmm.as_mut() else {
+                    return Err(self.wrong("detach a disk"));
+                };
+                vmm.detach_disk(index)?;
+                Ok(Reply::Empty)
+            }
             VmmAction::SetHotplugMemory(mib) => {
                 let Some(vmm) = self.vmm.as_ref() else {
                     return Err(self.wrong("hotplug memory"));
@@ -455,12 +543,32 @@ mod tests {
                 "{path} {body}"
             );
         }
+        assert_eq!(
+            parse_action("PUT", "/hotplug/disks/1", br#"{"read_only":true}"#).unwrap(),
+            VmmAction::AttachDisk {
+                index: 1,
+                read_only: true,
+                file: None
+            }
+        );
+        assert_eq!(
+            parse_action("DELETE", "/hotplug/disks/0", b"").unwrap(),
+            VmmAction::DetachDisk(0)
+        );
+        for (m, p) in [("GET", "/hotplug/disks/0"), ("PUT", "/hotplug/disks/x")] {
+            assert_eq!(
+                parse_action(m, p, b"{}").unwrap_err().http_status(),
+                404,
+                "{m} {p}"
+            );
+        }
         // Before boot there is nothing to grow.
         let mut c = Controller::new(Some(HostKvm::Hardware), None);
         for a in [
             VmmAction::SetVcpus(2),
             VmmAction::SetHotplugMemory(128),
             VmmAction::GetHotplug,
+            VmmAction::DetachDisk(0),
         ] {
             assert_eq!(c.handle(a).unwrap_err().http_status(), 409);
         }

@@ -4,6 +4,7 @@
 //! replies (the loop owns the VM, so handlers never share it).
 
 use std::collections::VecDeque;
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -56,14 +57,68 @@ impl ApiServer {
                 stream
                     .set_read_timeout(Some(Duration::from_secs(2)))
                     .map_err(|e| e.to_string())?;
-                http::read_request(&stream)
+                let (first, file) = recv_with_file(&stream)?;
+                let req = http::read_request(std::io::Cursor::new(first).chain(&stream))?;
+                Ok::<_, String>((req, file))
             })();
-            let action = parsed
-                .map_err(ApiError::BadRequest)
-                .and_then(|r| parse_action(&r.method, &r.path, &r.body));
+            let action = parsed.map_err(ApiError::BadRequest).and_then(|(r, file)| {
+                let a = parse_action(&r.method, &r.path, &r.body)?;
+                Ok(with_file(a, file))
+            });
             lock(&self.pending).push_back((stream, action));
         }
     }
+}
+
+/// A disk attach carries the image's descriptor (`SCM_RIGHTS`, with the request's first
+/// bytes); any other request's descriptor is closed unused.
+fn with_file(a: VmmAction, file: Option<std::fs::File>) -> VmmAction {
+    match (a, file) {
+        (
+            VmmAction::AttachDisk {
+                index, read_only, ..
+            },
+            Some(f),
+        ) => VmmAction::AttachDisk {
+            index,
+            read_only,
+            file: Some(super::PassedFile(Arc::new(f))),
+        },
+        (a, _) => a,
+    }
+}
+
+/// The request's first bytes and the first descriptor sent with them (others are closed).
+fn recv_with_file(stream: &UnixStream) -> Result<(Vec<u8>, Option<std::fs::File>), String> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+
+    let mut buf = vec![0u8; 4096];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| e.to_string())?;
+    let n = msg.bytes;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(|e| e.to_string())? {
+        if let ControlMessageOwned::ScmRights(v) = c {
+            fds.extend(v);
+        }
+    }
+    let mut files = fds.into_iter().map(|fd| {
+        // SAFETY: the kernel just installed `fd` in this process for this message
+        // (SCM_RIGHTS); nothing else owns it, and it is wrapped exactly once.
+        unsafe { std::fs::File::from_raw_fd(fd) }
+    });
+    let first = files.next();
+    drop(files.collect::<Vec<_>>());
+    buf.truncate(n);
+    Ok((buf, first))
 }
 
 /// Runs every queued request against `ctl`; returns true when the process should end.

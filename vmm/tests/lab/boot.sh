@@ -274,6 +274,41 @@ INIT
 	else
 		flunk "init dies without a UART: exit $rc: $(tail -4 "$e")"
 	fi
+	# Growing a running VM (DESIGN §2 vmm/: hot-plug): booted with 1 of 3 vCPUs and 256 MiB
+	# plus a 1 GiB virtio-mem region. The host grants a second vCPU and 512 MiB through the API;
+	# the guest sees the memory, onlines cpu1, cannot online cpu2 (not granted: its thread
+	# never runs) and offlines cpu1 again (hotplug-init.sh).
+	busybox_initrd "$r/hp" "$r/hp.cpio.gz" proc sys <"$(dirname -- "${BASH_SOURCE[0]}")/hotplug-init.sh"
+	"$VMM" --kernel "$VMLINUX" --initrd "$r/hp.cpio.gz" --vcpus 1 --max-vcpus 3 --mem-mib 256 \
+		--hotplug-mib 1024 --cmdline "$guest_cmdline" --console "$OUT/console-hotplug.log" \
+		--api-sock "$r/hp-api.sock" --boot 2>"$OUT/vmm-hotplug.err" &
+	pid=$!
+	hp_api() { timeout 10 "$CTL" api --sock "$r/hp-api.sock" "$@" 2>&1; }
+	poll 300 test -S "$r/hp-api.sock"
+	hp=$(hp_api GET /hotplug)
+	check "hotplug: GET /hotplug before: 1 of 3 vCPUs, 1 GiB region, nothing plugged" \
+		'{"vcpus":1,"max_vcpus":3,"memory":{"region_bytes":1073741824,"block_bytes":2097152,"requested_bytes":0,"plugged_bytes":0,' \
+		"${hp%\"driver_ready\"*}"
+	check "hotplug: a vCPU count beyond the maximum is refused (400)" 1 \
+		"$(hp_api PUT /hotplug/vcpus '{"count":4}' | grep -c 'not in 1..=3')"
+	check "hotplug: PUT /hotplug/vcpus 2" "" "$(hp_api PUT /hotplug/vcpus '{"count":2}')"
+	# Once the guest's init has taken its baseline (the guest is still booting now).
+	poll 1200 grep -q "hp: boot" "$OUT/console-hotplug.log"
+	t0=$(date +%s%N)
+	check "hotplug: PUT /hotplug/memory 512 MiB" "" "$(hp_api PUT /hotplug/memory '{"size_mib":512}')"
+	poll 600 sh -c "'$CTL' api --sock '$r/hp-api.sock' GET /hotplug | grep -q '\"plugged_bytes\":536870912'"
+	info "hotplug: 512 MiB plugged by the guest $(ms_since "$t0") ms after the request"
+	timeout -k 10 300 tail --pid="$pid" -f /dev/null
+	wait "$pid"
+	rc=$?
+	c="$OUT/console-hotplug.log"
+	check "hotplug: the guest powered off (exit 0)" 0 "$rc"
+	check "hotplug: the guest booted with CPUs 0-2 present, 0 online" 1 "$(grep -c 'hp: boot present=0-2 online=0 ' "$c")"
+	check "hotplug: the guest's MemTotal grew by 512 MiB" "grew_kb=524288" "$(grep -o 'grew_kb=[0-9]*' "$c")"
+	check "hotplug: the guest onlined the granted cpu1" 1 "$(grep -c 'hp: cpu1 online in .* online=0-1' "$c")"
+	check "hotplug: the guest could not online cpu2, never granted" 1 "$(grep -c 'hp: cpu2 refused, online=0-1' "$c")"
+	check "hotplug: the guest offlined cpu1" 1 "$(grep -c 'hp: cpu1 offline, online=0$' "$c")"
+	info "hotplug: $(grep -o 'cpu1 online in [0-9]* ms' "$c")"
 	rm -rf "$r"
 fi
 

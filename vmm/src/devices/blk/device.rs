@@ -59,25 +59,75 @@ pub struct Block {
     pub(super) metrics: Arc<BlockMetrics>,
 }
 
+/// What a disk attached at run time needs that only the build may create (seccomp: no new
+/// eventfd or timerfd once the VM runs): its queue's eventfd, registered with KVM for its slot
+/// at boot, and its rate limiter's timer. A detached disk gives it back for the next one.
+#[derive(Debug)]
+pub(crate) struct BlockKit {
+    state: DeviceState,
+    limit: RateLimiter,
+}
+
+impl BlockKit {
+    pub(crate) fn new() -> std::io::Result<Self> {
+        Ok(BlockKit {
+            state: DeviceState::new(1, QUEUE_SIZE, 0)?,
+            limit: RateLimiter::new(LimitConfig::default())?,
+        })
+    }
+
+    /// The queue's eventfd, to register with KVM at the slot's notify address.
+    pub(crate) fn queue_event(&self) -> &vmm_sys_util::eventfd::EventFd {
+        &self.state.queue_evts[0]
+    }
+}
+
 impl Block {
     pub fn new(path: &Path, read_only: bool) -> std::io::Result<Self> {
         let file = OpenOptions::new().read(true).write(!read_only).open(path)?;
+        Self::from_file(file, read_only, BlockKit::new()?)
+    }
+
+    /// A disk over an open image file (a regular file: its size is the disk's), using `kit`.
+    pub(crate) fn from_file(file: File, read_only: bool, kit: BlockKit) -> std::io::Result<Self> {
         let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(std::io::Error::other("a disk image must be a regular file"));
+        }
         let mut id = [0u8; ID_LEN];
         let s = format!("{:x}{:x}", meta.dev(), meta.ino());
         for (d, b) in id.iter_mut().zip(s.bytes()) {
             *d = b;
         }
         let ro = if read_only { F_RO } else { 0 };
+        let BlockKit { mut state, limit } = kit;
+        state.avail_features = F_FLUSH | F_SIZE_MAX | F_SEG_MAX | ro;
         Ok(Block {
-            state: DeviceState::new(1, QUEUE_SIZE, F_FLUSH | F_SIZE_MAX | F_SEG_MAX | ro)?,
+            state,
             file,
             read_only,
             sectors: meta.len() / SECTOR_SIZE,
             id,
-            limit: RateLimiter::new(LimitConfig::default())?,
+            limit,
             metrics: Arc::default(),
         })
+    }
+
+    /// Ends the disk (its file closes) and gives back its kit, reset: fresh queues, nothing
+    /// negotiated, no limits.
+    pub(crate) fn into_kit(self) -> std::io::Result<BlockKit> {
+        let Block {
+            mut state,
+            mut limit,
+            ..
+        } = self;
+        state.acked_features = 0;
+        state.active = None;
+        for q in &mut state.queues {
+            *q = virtio_queue::Queue::new(QUEUE_SIZE).map_err(std::io::Error::other)?;
+        }
+        limit.set(LimitConfig::default(), rate_limiter::now());
+        Ok(BlockKit { state, limit })
     }
 
     /// Replaces the disk's limits (build time, or the API at runtime).

@@ -5,4 +5,5 @@ mod event_handler;
 mod metrics;
 
 pub use device::Block;
+pub(crate) use device::BlockKit;
 pub use metrics::BlockMetrics;

@@ -10,9 +10,9 @@ use crate::device_manager::bus::{lock, BusDevice};
 use crate::metrics::METRICS;
 use crate::vstate::memory::GuestMemoryMmap;
 
-const MAGIC: u32 = 0x7472_6976; // "virt"
-const VERSION: u32 = 2;
-const VENDOR_ID: u32 = 0x4c4c_5548; // "HULL"
+pub(crate) const MAGIC: u32 = 0x7472_6976; // "virt"
+pub(crate) const VERSION: u32 = 2;
+pub(crate) const VENDOR_ID: u32 = 0x4c4c_5548; // "HULL"
 const CONFIG_SPACE: u64 = 0x100;
 
 /// Device status bits. The device never looks at ACKNOWLEDGE; only a test driver sets it.

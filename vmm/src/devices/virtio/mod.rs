@@ -3,6 +3,7 @@
 
 pub mod chain;
 pub(crate) mod mmio;
+pub(crate) mod slot;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

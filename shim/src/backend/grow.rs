@@ -1,0 +1,246 @@
+//! Growing a running pod's VM (issue 20; DESIGN §2 shim/: sizing). A pod boots with the
+//! sandbox's size and a reserve ([`sizing::reserve`]): vCPUs its MP table declares but
+//! hull-vmm does not run, and a virtio-mem region. When a container is added with limits, or
+//! an update raises them, beyond what the VM has, the VM grows first:
+//!
+//! - vCPUs: hull-vmm starts the next vCPUs' threads (`PUT /hotplug/vcpus`), then the agent
+//!   brings them online in the guest (`Guest.SetCpus`);
+//! - memory: hull-vmm asks the guest's virtio-mem driver for more (`PUT /hotplug/memory`, in
+//!   128 MiB blocks); the shim waits until the guest holds it and its kernel counts it
+//!   (`Guest.GuestStats` MemTotal), so the container's limit is backed when it starts.
+//!
+//! The VM never outgrows the pod's host cgroup (its memory plus [`sizing::HOST_RESERVE_MIB`]),
+//! which the kubelet raises before an in-place resize reaches the runtime. Growth is one way:
+//! a VM keeps what it was given until the pod ends.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hull_proto::guest::{GuestStatsRequest, SetCpusRequest};
+use hull_proto::guest_ttrpc::GuestClient;
+use hull_proto::vmm_api;
+use tokio::sync::Mutex;
+
+use crate::sizing::{self, Reserve, VmSize, HOTPLUG_BLOCK_MIB};
+
+const MIB: u64 = 1 << 20;
+/// One API request; hull-vmm answers at once (the guest's part is waited for separately).
+const API_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the guest may take to plug and online memory: a fixed part and one per GiB
+/// (the lab's emulated guest plugs 512 MiB in about 1 s).
+const MEMORY_WAIT_BASE: Duration = Duration::from_secs(10);
+const MEMORY_WAIT_PER_GIB: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_millis(20);
+/// Onlining a vCPU makes the guest wait up to 10 s for it (a vCPU the host does not run).
+const SET_CPUS_TIMEOUT_NS: i64 = 30_000_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GrowError {
+    #[error(transparent)]
+    Api(#[from] vmm_api::VmmApiError),
+    #[error("the guest agent: {0}")]
+    Agent(#[from] ttrpc::Error),
+    #[error(
+        "the pod needs {want_mib} MiB of guest memory; its VM can reach {max_mib} MiB \
+         ([vm] max_memory_mib, booted at {boot_mib} MiB)"
+    )]
+    BeyondReserve {
+        want_mib: u64,
+        max_mib: u64,
+        boot_mib: u32,
+    },
+    #[error(
+        "the pod needs {want_mib} MiB of guest memory, but its host cgroup allows {limit_mib} \
+         MiB, of which {reserve} MiB are for hull-vmm, virtiofsd and the shim"
+    , reserve = sizing::HOST_RESERVE_MIB)]
+    BeyondCgroup { want_mib: u64, limit_mib: u64 },
+    #[error("the guest brought {online} CPUs online, not {want}")]
+    CpusOffline { online: u32, want: u8 },
+    #[error("the guest did not take {want_mib} MiB more memory within {secs} s (plugged {plugged_mib} MiB)")]
+    MemoryTimeout {
+        want_mib: u64,
+        plugged_mib: u64,
+        secs: u64,
+    },
+    #[error("hull-vmm's answer to GET /hotplug: {0}")]
+    Status(String),
+}
+
+/// What the VM has now.
+#[derive(Debug, Clone, Copy)]
+struct Now {
+    vcpus: u8,
+    /// MiB of the virtio-mem region requested so far.
+    plugged_mib: u64,
+}
+
+/// A running VM's growth: its boot size, its reserve and what it has been given.
+#[derive(Debug)]
+pub(crate) struct Growth {
+    api: PathBuf,
+    boot: VmSize,
+    reserve: Reserve,
+    /// The pod's host cgroup, whose limit the VM must fit.
+    cgroup: Option<PathBuf>,
+    /// Held for a whole growth: two containers created at once grow one after the other.
+    now: Mutex<Now>,
+}
+
+impl Growth {
+    pub(crate) fn new(
+        api: PathBuf,
+        boot: VmSize,
+        reserve: Reserve,
+        cgroup: Option<PathBuf>,
+    ) -> Self {
+        Growth {
+            api,
+            boot,
+            reserve,
+            cgroup,
+            now: Mutex::new(Now {
+                vcpus: boot.vcpus,
+                plugged_mib: 0,
+            }),
+        }
+    }
+
+    /// Grows the VM to at least `want` (never shrinks it): vCPUs up to the reserve (a pod
+    /// asking for more gets the reserve, as a pod asking for more than hull's maximum at boot
+    /// does), memory within the reserve and the pod's host cgroup or an error.
+    pub(crate) async fn grow(
+        &self,
+        agent: &ttrpc::asynchronous::Client,
+        want: VmSize,
+    ) -> Result<(), GrowError> {
+        let mut now = self.now.lock().await;
+        let guest = GuestClient::new(agent.clone());
+        let vcpus = want.vcpus.min(self.reserve.max_vcpus);
+        if vcpus > now.vcpus {
+            let t = Instant::now();
+            self.put("/hotplug/vcpus", &format!(r#"{{"count":{vcpus}}}"#))
+                .await?;
+            let r = guest
+                .set_cpus(
+                    ttrpc::context::with_timeout(SET_CPUS_TIMEOUT_NS),
+                    &SetCpusRequest {
+                        online: u32::from(vcpus),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            if r.online != u32::from(vcpus) {
+                return Err(GrowError::CpusOffline {
+                    online: r.online,
+                    want: vcpus,
+                });
+            }
+            tracing::info!(from = now.vcpus, to = vcpus, elapsed = ?t.elapsed(), "vCPUs added");
+            now.vcpus = vcpus;
+        }
+        if want.vcpus > vcpus {
+            tracing::warn!(
+                want = want.vcpus,
+                max = self.reserve.max_vcpus,
+                "the containers' CPU limits need more vCPUs than the VM may have"
+            );
+        }
+        let have = u64::from(self.boot.memory_mib) + now.plugged_mib;
+        let want_mib = u64::from(want.memory_mib);
+        if want_mib > have {
+            let plugged = self.memory_for(want_mib)?;
+            let t = Instant::now();
+            self.plug(&guest, now.plugged_mib, plugged).await?;
+            tracing::info!(
+                from_mib = have,
+                to_mib = u64::from(self.boot.memory_mib) + plugged,
+                elapsed = ?t.elapsed(),
+                "guest memory added"
+            );
+            now.plugged_mib = plugged;
+        }
+        Ok(())
+    }
+
+    /// The MiB of the region to plug for `want_mib` of guest memory, whole blocks, checked
+    /// against the reserve and the pod's host cgroup.
+    fn memory_for(&self, want_mib: u64) -> Result<u64, GrowError> {
+        let boot = u64::from(self.boot.memory_mib);
+        let block = u64::from(HOTPLUG_BLOCK_MIB);
+        let plugged = (want_mib - boot).div_ceil(block) * block;
+        let region = u64::from(self.reserve.hotplug_mib);
+        if plugged > region {
+            return Err(GrowError::BeyondReserve {
+                want_mib,
+                max_mib: boot + region,
+                boot_mib: self.boot.memory_mib,
+            });
+        }
+        let limits = self.cgroup.as_deref().and_then(|dir| {
+            let root = super::cgroup::cgroup2_root()?;
+            Some(sizing::pod_memory_limits(dir, &root))
+        });
+        if let Some(limit) = limits.and_then(|l| l.in_force) {
+            let limit_mib = limit / MIB;
+            if boot + plugged + sizing::HOST_RESERVE_MIB > limit_mib {
+                return Err(GrowError::BeyondCgroup {
+                    want_mib: boot + plugged,
+                    limit_mib,
+                });
+            }
+        }
+        Ok(plugged)
+    }
+
+    /// Raises the plugged part of the region from `from` to `to` MiB and waits until the
+    /// guest's kernel counts it.
+    async fn plug(&self, guest: &GuestClient, from: u64, to: u64) -> Result<(), GrowError> {
+        let total = || async {
+            guest
+                .guest_stats(
+                    ttrpc::context::with_timeout(5_000_000_000),
+                    &GuestStatsRequest::default(),
+                )
+                .await
+                .map(|s| s.mem_total_bytes)
+        };
+        let before = total().await?;
+        self.put("/hotplug/memory", &format!(r#"{{"size_mib":{to}}}"#))
+            .await?;
+        let added = (to - from) * MIB;
+        let wait = MEMORY_WAIT_BASE
+            + MEMORY_WAIT_PER_GIB * u32::try_from(to.div_ceil(1024)).unwrap_or(u32::MAX);
+        let deadline = Instant::now() + wait;
+        loop {
+            if total().await? >= before + added {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(GrowError::MemoryTimeout {
+                    want_mib: to - from,
+                    plugged_mib: self.plugged_bytes().await? / MIB,
+                    secs: wait.as_secs(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn plugged_bytes(&self) -> Result<u64, GrowError> {
+        let r = vmm_api::request(&self.api, "GET", "/hotplug", "", API_TIMEOUT)
+            .await?
+            .ok("GET /hotplug")?;
+        let v: serde_json::Value =
+            serde_json::from_str(&r.body).map_err(|e| GrowError::Status(e.to_string()))?;
+        v.pointer("/memory/plugged_bytes")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| GrowError::Status(r.body.clone()))
+    }
+
+    async fn put(&self, path: &str, body: &str) -> Result<(), GrowError> {
+        vmm_api::request(&self.api, "PUT", path, body, API_TIMEOUT)
+            .await?
+            .ok(&format!("PUT {path}"))?;
+        Ok(())
+    }
+}
