@@ -106,10 +106,6 @@ fn backend_code(e: &BackendError) -> Code {
 
 fn grow_code(e: &GrowError) -> Code {
     match e {
-        // The pod asks for more than its VM may grow to on this node.
-        GrowError::BeyondReserve { .. } | GrowError::BeyondCgroup { .. } => {
-            Code::RESOURCE_EXHAUSTED
-        }
         GrowError::Api(_)
         | GrowError::Agent(_)
         | GrowError::CpusOffline { .. }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 pub use crate::device_manager::bus::BusDevice;
 pub use crate::devices::blk::Block;
+pub use crate::devices::mem::VirtioMem;
 pub use crate::devices::net::{Net, NetError, NetMetrics, ETH_HLEN, MAX_FRAME, VNET_HDR_LEN};
 pub use crate::devices::rng::Rng;
 pub use crate::devices::virtio::mmio::{
@@ -19,6 +20,19 @@ pub use crate::devices::vsock::packet;
 pub use crate::devices::vsock::{Muxer, Vsock, VsockMetrics};
 
 use crate::devices::net::Tap;
+
+/// virtio-mem's block size.
+pub const MEM_BLOCK: u64 = crate::devices::mem::BLOCK_SIZE;
+
+/// The host asks `dev`'s guest for `bytes` plugged (`PUT /hotplug/memory`).
+pub fn mem_request(dev: &mut VirtioMem, bytes: u64) -> Result<(), String> {
+    dev.set_requested(bytes)
+}
+
+/// Bytes `dev` has plugged.
+pub fn mem_plugged(dev: &VirtioMem) -> u64 {
+    dev.status().plugged_bytes
+}
 use crate::devices::vsock::muxer::Limits;
 
 /// The muxer's open connections (host- and guest-initiated), as `GET /metrics` shows them:

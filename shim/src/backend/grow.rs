@@ -9,9 +9,11 @@
 //!   128 MiB blocks); the shim waits until the guest holds it and its kernel counts it
 //!   (`Guest.GuestStats` MemTotal), so the container's limit is backed when it starts.
 //!
-//! The VM never outgrows the pod's host cgroup (its memory plus [`sizing::HOST_RESERVE_MIB`]),
-//! which the kubelet raises before an in-place resize reaches the runtime. Growth is one way:
-//! a VM keeps what it was given until the pod ends.
+//! The VM never outgrows its reserve or the pod's host cgroup (its memory plus
+//! [`sizing::HOST_RESERVE_MIB`]), which the kubelet raises before an in-place resize reaches
+//! the runtime: limits beyond them get what fits, with a warning, as a runc container's limit
+//! above its pod's is bounded by the pod's. Growth is one way: a VM keeps what it was given
+//! until the pod ends.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -40,20 +42,6 @@ pub(crate) enum GrowError {
     Api(#[from] vmm_api::VmmApiError),
     #[error("the guest agent: {0}")]
     Agent(#[from] ttrpc::Error),
-    #[error(
-        "the pod needs {want_mib} MiB of guest memory; its VM can reach {max_mib} MiB \
-         ([vm] max_memory_mib, booted at {boot_mib} MiB)"
-    )]
-    BeyondReserve {
-        want_mib: u64,
-        max_mib: u64,
-        boot_mib: u32,
-    },
-    #[error(
-        "the pod needs {want_mib} MiB of guest memory, but its host cgroup allows {limit_mib} \
-         MiB, of which {reserve} MiB are for hull-vmm, virtiofsd and the shim"
-    , reserve = sizing::HOST_RESERVE_MIB)]
-    BeyondCgroup { want_mib: u64, limit_mib: u64 },
     #[error("the guest brought {online} CPUs online, not {want}")]
     CpusOffline { online: u32, want: u8 },
     #[error("the guest did not take {want_mib} MiB more memory within {secs} s (plugged {plugged_mib} MiB)")]
@@ -147,8 +135,12 @@ impl Growth {
         }
         let have = u64::from(self.boot.memory_mib) + now.plugged_mib;
         let want_mib = u64::from(want.memory_mib);
-        if want_mib > have {
-            let plugged = self.memory_for(want_mib)?;
+        let plugged = if want_mib > have {
+            self.memory_for(want_mib)
+        } else {
+            now.plugged_mib
+        };
+        if plugged > now.plugged_mib {
             let t = Instant::now();
             self.plug(&guest, now.plugged_mib, plugged).await?;
             tracing::info!(
@@ -162,34 +154,33 @@ impl Growth {
         Ok(())
     }
 
-    /// The MiB of the region to plug for `want_mib` of guest memory, whole blocks, checked
-    /// against the reserve and the pod's host cgroup.
-    fn memory_for(&self, want_mib: u64) -> Result<u64, GrowError> {
-        let boot = u64::from(self.boot.memory_mib);
-        let block = u64::from(HOTPLUG_BLOCK_MIB);
-        let plugged = (want_mib - boot).div_ceil(block) * block;
-        let region = u64::from(self.reserve.hotplug_mib);
-        if plugged > region {
-            return Err(GrowError::BeyondReserve {
+    /// The MiB of the region to plug for `want_mib` of guest memory: whole blocks, within
+    /// the reserve and the pod's host cgroup (read now: the kubelet raises it before an
+    /// in-place resize reaches the runtime).
+    fn memory_for(&self, want_mib: u64) -> u64 {
+        let limit_mib = self
+            .cgroup
+            .as_deref()
+            .and_then(|dir| {
+                let root = super::cgroup::cgroup2_root()?;
+                sizing::pod_memory_limits(dir, &root).in_force
+            })
+            .map(|b| b / MIB);
+        let (plugged, bound) = plug_within(
+            want_mib,
+            u64::from(self.boot.memory_mib),
+            u64::from(self.reserve.hotplug_mib),
+            limit_mib,
+        );
+        if let Some(bound) = bound {
+            // As a runc container's limit above its pod's: the pod's own bound wins.
+            tracing::warn!(
                 want_mib,
-                max_mib: boot + region,
-                boot_mib: self.boot.memory_mib,
-            });
+                has_mib = u64::from(self.boot.memory_mib) + plugged,
+                "the containers' memory limits need more guest memory than {bound} allows"
+            );
         }
-        let limits = self.cgroup.as_deref().and_then(|dir| {
-            let root = super::cgroup::cgroup2_root()?;
-            Some(sizing::pod_memory_limits(dir, &root))
-        });
-        if let Some(limit) = limits.and_then(|l| l.in_force) {
-            let limit_mib = limit / MIB;
-            if boot + plugged + sizing::HOST_RESERVE_MIB > limit_mib {
-                return Err(GrowError::BeyondCgroup {
-                    want_mib: boot + plugged,
-                    limit_mib,
-                });
-            }
-        }
-        Ok(plugged)
+        plugged
     }
 
     /// Raises the plugged part of the region from `from` to `to` MiB and waits until the
@@ -242,5 +233,78 @@ impl Growth {
             .await?
             .ok(&format!("PUT {path}"))?;
         Ok(())
+    }
+}
+
+/// What bounded a growth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// `[vm] max_memory_mib`: the virtio-mem region.
+    Reserve,
+    /// The pod's host cgroup.
+    Cgroup,
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Bound::Reserve => "the VM's reserve ([vm] max_memory_mib)",
+            Bound::Cgroup => "the pod's host cgroup",
+        })
+    }
+}
+
+/// MiB of the region to plug for `want_mib` of guest memory in a VM booted with `boot_mib`:
+/// whole blocks, at most the `region_mib` and what a host cgroup limit of `limit_mib` leaves
+/// beside [`sizing::HOST_RESERVE_MIB`]; and what bounded it, if anything did.
+fn plug_within(
+    want_mib: u64,
+    boot_mib: u64,
+    region_mib: u64,
+    limit_mib: Option<u64>,
+) -> (u64, Option<Bound>) {
+    let block = u64::from(HOTPLUG_BLOCK_MIB);
+    let need = want_mib.saturating_sub(boot_mib).div_ceil(block) * block;
+    let room =
+        limit_mib.map(|l| l.saturating_sub(boot_mib + sizing::HOST_RESERVE_MIB) / block * block);
+    let mut out = (need, None);
+    if out.0 > region_mib {
+        out = (region_mib, Some(Bound::Reserve));
+    }
+    if let Some(room) = room.filter(|r| out.0 > *r) {
+        out = (room, Some(Bound::Cgroup));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_is_whole_blocks_within_the_reserve_and_the_pod_cgroup() {
+        // 512 MiB + 64 overhead in a VM booted at 192: 384 MiB, three blocks.
+        assert_eq!(plug_within(576, 192, 4096, None), (384, None));
+        assert_eq!(plug_within(577, 192, 4096, None), (512, None), "rounded up");
+        assert_eq!(
+            plug_within(100, 192, 4096, None),
+            (0, None),
+            "nothing to add"
+        );
+        assert_eq!(
+            plug_within(8192, 192, 1024, None),
+            (1024, Some(Bound::Reserve))
+        );
+        // A pod cgroup of 600 MiB leaves 600 - 192 - 16 = 392: three blocks.
+        assert_eq!(
+            plug_within(1024, 192, 4096, Some(600)),
+            (384, Some(Bound::Cgroup))
+        );
+        assert_eq!(plug_within(576, 192, 4096, Some(1024)), (384, None));
+        // A cgroup smaller than the VM already is: nothing more.
+        assert_eq!(
+            plug_within(576, 192, 4096, Some(100)),
+            (0, Some(Bound::Cgroup))
+        );
     }
 }

@@ -307,7 +307,7 @@ INIT
 	check "hotplug: the guest's MemTotal grew by 512 MiB" "grew_kb=524288" "$(grep -o 'grew_kb=[0-9]*' "$c")"
 	check "hotplug: the guest onlined the granted cpu1" 1 "$(grep -c 'hp: cpu1 online in .* online=0-1' "$c")"
 	check "hotplug: the guest could not online cpu2, never granted" 1 "$(grep -c 'hp: cpu2 refused, online=0-1' "$c")"
-	check "hotplug: the guest offlined cpu1" 1 "$(grep -c 'hp: cpu1 offline, online=0$' "$c")"
+	check "hotplug: the guest offlined cpu1" 1 "$(tr -d '\r' <"$c" | grep -c 'hp: cpu1 offline, online=0$')"
 	info "hotplug: $(grep -o 'cpu1 online in [0-9]* ms' "$c")"
 	rm -rf "$r"
 fi

@@ -6,6 +6,7 @@ mod device;
 mod event_handler;
 mod metrics;
 
-pub use device::MemStatus;
-pub(crate) use device::VirtioMem;
+#[cfg(fuzzing)]
+pub(crate) use device::BLOCK_SIZE;
+pub use device::{MemStatus, VirtioMem};
 pub use metrics::MemMetrics;
