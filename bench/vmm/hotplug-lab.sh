@@ -29,20 +29,25 @@ boot() {
 	wait "$pid" 2>/dev/null
 	rm -rf "$d"
 }
-rm -f "$OUT"/plain "$OUT"/reserve "$OUT"/baseline
+rm -f "$OUT"/plain "$OUT"/vcpus4 "$OUT"/vcpus32 "$OUT"/mem16g "$OUT"/baseline
 for ((i = 0; i < BOOTS; i++)); do
 	boot plain "$VMLINUX"
-	boot reserve "$VMLINUX" --max-vcpus 32 --hotplug-mib 16384
+	boot vcpus4 "$VMLINUX" --max-vcpus 4
+	boot vcpus32 "$VMLINUX" --max-vcpus 32
+	boot mem16g "$VMLINUX" --hotplug-mib 16384
 	[[ -n $BASE ]] && boot baseline "$BASE"
 done
 col() { cut -d' ' -f"$2" "$OUT/$1" 2>/dev/null | p50; }
-echo "### Cost of the reserve and the kernel ($BOOTS boots each, alternating; p50)"
+row() { echo "| $2 | $(col "$1" 1) ms | $(col "$1" 2) KiB | $(col "$1" 3) KiB |"; }
+echo "### Cost of the reserve and the kernel (1 vCPU, 256 MiB guest; $BOOTS boots each, alternating; p50)"
 echo
 echo "| guest | exec → agent ready | hull-vmm non-guest RSS | guest RAM backed |"
 echo "|---|---|---|---|"
-echo "| this kernel, no reserve | $(col plain 1) ms | $(col plain 2) KiB | $(col plain 3) KiB |"
-echo "| this kernel, 32 vCPUs + 16 GiB reserved | $(col reserve 1) ms | $(col reserve 2) KiB | $(col reserve 3) KiB |"
-[[ -n $BASE ]] && echo "| baseline kernel ($(basename "$(dirname "$BASE")")), no reserve | $(col baseline 1) ms | $(col baseline 2) KiB | $(col baseline 3) KiB |"
+row plain "this kernel, no reserve"
+row vcpus4 "this kernel, 4 vCPUs declared (--max-vcpus 4)"
+row vcpus32 "this kernel, 32 vCPUs declared (--max-vcpus 32)"
+row mem16g "this kernel, a 16 GiB virtio-mem region (--hotplug-mib 16384)"
+[[ -n $BASE ]] && row baseline "baseline kernel ($(basename "$(dirname "$BASE")")), no reserve"
 echo
 
 # Growth: a busybox guest with 1 of 2 vCPUs and a 1 GiB region (never tries an ungranted CPU).
@@ -64,7 +69,7 @@ for ((i = 0; i < ROUNDS; i++)); do
 	mem_ms=$(ms_since "$t0")
 	timeout 300 tail --pid="$pid" -f /dev/null
 	wait "$pid" 2>/dev/null
-	cpu_ms=$(grep -o 'cpu1 online in [0-9]* ms' "$OUT/console-grow.log" | grep -o '[0-9]*' | head -1)
+	cpu_ms=$(sed -n 's/.*cpu1 online in \([0-9]*\) ms.*/\1/p' "$OUT/console-grow.log" | head -1)
 	grew=$(grep -o 'grew_kb=[0-9]*' "$OUT/console-grow.log" | cut -d= -f2)
 	echo "${mem_ms:-?} ${cpu_ms:-?} ${grew:-?}" >>"$OUT/grow"
 	rm -f "$r/api.sock"

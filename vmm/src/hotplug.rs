@@ -100,6 +100,14 @@ pub enum HotplugError {
     Vcpu(#[from] VcpuError),
 }
 
+/// Disk slot `index` of `disks`.
+fn slot_of(disks: &mut [DiskSlot], index: usize) -> Result<&mut DiskSlot, HotplugError> {
+    let slots = disks.len();
+    disks
+        .get_mut(index)
+        .ok_or(HotplugError::NoSlot { index, slots })
+}
+
 impl Vmm {
     /// The boot's grant: the first `vcpus` vCPUs run; `mem` is the virtio-mem device, if any;
     /// `disks` the empty disk slots.
@@ -165,12 +173,7 @@ impl Vmm {
         file: File,
         read_only: bool,
     ) -> Result<u64, HotplugError> {
-        let slots = self.growth.disks.len();
-        let slot = self
-            .growth
-            .disks
-            .get_mut(index)
-            .ok_or(HotplugError::NoSlot { index, slots })?;
+        let slot = slot_of(&mut self.growth.disks, index)?;
         let kit = slot.kit.take().ok_or(HotplugError::SlotFull(index))?;
         // Checked before the kit goes into the disk, which keeps it either way.
         let regular = file.metadata().map(|m| m.is_file());
@@ -205,12 +208,7 @@ impl Vmm {
     /// Empties slot `index`: the guest reads a placeholder there again (its agent should have
     /// unbound the disk first), the image file is closed and the slot's kit kept for the next.
     pub fn detach_disk(&mut self, index: usize) -> Result<(), HotplugError> {
-        let slots = self.growth.disks.len();
-        let slot = self
-            .growth
-            .disks
-            .get_mut(index)
-            .ok_or(HotplugError::NoSlot { index, slots })?;
+        let slot = slot_of(&mut self.growth.disks, index)?;
         let Attached {
             dev, subscriber, ..
         } = slot.disk.take().ok_or(HotplugError::SlotEmpty(index))?;

@@ -37,6 +37,11 @@ fn request(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
         body.len()
     )
     .unwrap();
+    reply(s)
+}
+
+/// The status and body of the reply on `s`.
+fn reply(mut s: UnixStream) -> (u16, String) {
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let code = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -153,7 +158,7 @@ fn shutdown_before_boot_and_sigterm_before_boot() {
 fn request_with_file(sock: &Path, path: &str, body: &str, file: &std::fs::File) -> (u16, String) {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     use std::os::fd::AsRawFd;
-    let mut s = UnixStream::connect(sock).unwrap();
+    let s = UnixStream::connect(sock).unwrap();
     let req = format!(
         "PUT {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -168,14 +173,7 @@ fn request_with_file(sock: &Path, path: &str, body: &str, file: &std::fs::File) 
     )
     .unwrap();
     assert_eq!(n, req.len());
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
+    reply(s)
 }
 
 /// Growing a running VM through the API, under the VMM's run-time seccomp filter: vCPUs

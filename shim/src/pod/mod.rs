@@ -314,13 +314,17 @@ impl Pod {
             .await?;
         tracing::debug!(id = %spec.id, elapsed = ?t.elapsed(), "container prepared");
         // The VM first grows to what the containers' limits need (DESIGN §2 shim/: sizing).
-        let demand = serde_json::from_slice::<serde_json::Value>(&prepared.spec_json)
-            .map(|v| Demand::of_spec(&v))
-            .unwrap_or_default();
-        if let Err(e) = self.grow_for(b, &spec.id, Some(demand)).await {
-            self.forget_demand(&spec.id);
-            b.release_container(&spec.id).await;
-            return Err(e);
+        // The sandbox's own limits sized the VM at boot (a CRI sandbox's are the pod's, a
+        // lone `ctr run` container's its own): counting them again would count them twice.
+        if spec.id != self.sandbox_id {
+            let demand = serde_json::from_slice::<serde_json::Value>(&prepared.spec_json)
+                .map(|v| Demand::of_spec(&v))
+                .unwrap_or_default();
+            if let Err(e) = self.grow_for(b, &spec.id, Some(demand)).await {
+                self.forget_demand(&spec.id);
+                b.release_container(&spec.id).await;
+                return Err(e);
+            }
         }
         let t = std::time::Instant::now();
         let (containers, processes) = self.clients()?;

@@ -298,6 +298,15 @@ INIT
 	check "hotplug: PUT /hotplug/memory 512 MiB" "" "$(hp_api PUT /hotplug/memory '{"size_mib":512}')"
 	poll 600 sh -c "'$CTL' api --sock '$r/hp-api.sock' GET /hotplug | grep -q '\"plugged_bytes\":536870912'"
 	info "hotplug: 512 MiB plugged by the guest $(ms_since "$t0") ms after the request"
+	# Shrinking: once the guest measured its growth, the host asks for 256 MiB; the idle
+	# guest's driver empties and unplugs two blocks (while the guest waits for cpu2).
+	poll 1200 grep -q "hp: memtotal_kb=" "$OUT/console-hotplug.log"
+	t0=$(date +%s%N)
+	check "hotplug: PUT /hotplug/memory 256 MiB (shrink)" "" "$(hp_api PUT /hotplug/memory '{"size_mib":256}')"
+	poll 600 sh -c "'$CTL' api --sock '$r/hp-api.sock' GET /hotplug | grep -q '\"plugged_bytes\":268435456'"
+	hp=$(hp_api GET /hotplug)
+	check "hotplug: the guest gave 256 MiB back (plugged_bytes)" 268435456 "$(grep -o '"plugged_bytes":[0-9]*' <<<"$hp" | cut -d: -f2)"
+	info "hotplug: 256 MiB unplugged $(ms_since "$t0") ms after the request"
 	timeout -k 10 300 tail --pid="$pid" -f /dev/null
 	wait "$pid"
 	rc=$?
