@@ -58,8 +58,12 @@ pub(crate) enum GrowError {
 #[derive(Debug, Clone, Copy)]
 struct Now {
     vcpus: u8,
-    /// MiB of the virtio-mem region requested so far.
+    /// MiB of the virtio-mem region the guest holds (its last growth completed).
     plugged_mib: u64,
+    /// The guest's MemTotal with nothing plugged, taken before the first growth: what a
+    /// growth waits for is this plus the plugged size, so a retry after a timed-out one
+    /// (whose memory may have arrived since) waits for the right total.
+    base_total: Option<u64>,
 }
 
 /// A running VM's growth: its boot size, its reserve and what it has been given.
@@ -89,13 +93,14 @@ impl Growth {
             now: Mutex::new(Now {
                 vcpus: boot.vcpus,
                 plugged_mib: 0,
+                base_total: None,
             }),
         }
     }
 
-    /// Grows the VM to at least `want` (never shrinks it): vCPUs up to the reserve (a pod
-    /// asking for more gets the reserve, as a pod asking for more than hull's maximum at boot
-    /// does), memory within the reserve and the pod's host cgroup or an error.
+    /// Grows the VM to at least `want` (never shrinks it), as far as the reserve and the
+    /// pod's host cgroup allow (what bounds it is logged as a warning): a pod asking for more
+    /// gets what fits, as a pod asking for more than hull's maximum at boot does.
     pub(crate) async fn grow(
         &self,
         agent: &ttrpc::asynchronous::Client,
@@ -142,7 +147,7 @@ impl Growth {
         };
         if plugged > now.plugged_mib {
             let t = Instant::now();
-            self.plug(&guest, now.plugged_mib, plugged).await?;
+            self.plug(&guest, &mut now, plugged).await?;
             tracing::info!(
                 from_mib = have,
                 to_mib = u64::from(self.boot.memory_mib) + plugged,
@@ -185,7 +190,7 @@ impl Growth {
 
     /// Raises the plugged part of the region from `from` to `to` MiB and waits until the
     /// guest's kernel counts it.
-    async fn plug(&self, guest: &GuestClient, from: u64, to: u64) -> Result<(), GrowError> {
+    async fn plug(&self, guest: &GuestClient, now: &mut Now, to: u64) -> Result<(), GrowError> {
         let total = || async {
             guest
                 .guest_stats(
@@ -195,20 +200,25 @@ impl Growth {
                 .await
                 .map(|s| s.mem_total_bytes)
         };
-        let before = total().await?;
+        let base = match now.base_total {
+            Some(b) => b,
+            None => {
+                let b = total().await?.saturating_sub(now.plugged_mib * MIB);
+                *now.base_total.insert(b)
+            }
+        };
         self.put("/hotplug/memory", &format!(r#"{{"size_mib":{to}}}"#))
             .await?;
-        let added = (to - from) * MIB;
         let wait = MEMORY_WAIT_BASE
             + MEMORY_WAIT_PER_GIB * u32::try_from(to.div_ceil(1024)).unwrap_or(u32::MAX);
         let deadline = Instant::now() + wait;
         loop {
-            if total().await? >= before + added {
+            if total().await? >= base + to * MIB {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(GrowError::MemoryTimeout {
-                    want_mib: to - from,
+                    want_mib: to - now.plugged_mib,
                     plugged_mib: self.plugged_bytes().await? / MIB,
                     secs: wait.as_secs(),
                 });

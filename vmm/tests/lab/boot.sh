@@ -324,8 +324,8 @@ fi
 # Repeated boots leave no process or file behind. Every boot above asserts its health; here
 # the point is the leftovers, so one boot of the series may miss its health deadline without
 # failing the run: about one nested guest boot in a hundred stalls in this lab (QEMU's TCG
-# emulation of nested paging, lab/README.md), and 20 boots would otherwise turn that into
-# a CI failure one run in five. Such a boot is reported with its console and the VMM's
+# emulation of nested paging, lab/README.md), and 10 boots would otherwise turn that into
+# a CI failure one run in ten. Such a boot is reported with its console and the VMM's
 # threads, still stopped and checked for leftovers; a second one fails the check.
 before=$(ls /tmp | wc -l)
 stalled=0
