@@ -45,6 +45,14 @@ fn guest(devtmpfs: bool) -> FakeTree {
 /// A disk's name, its `MAJ:MIN` and its partitions' (name, `MAJ:MIN`).
 type DiskSpec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
 
+/// Writes `path` whole at once, as sysfs shows an attribute: a reader polling from another
+/// thread never sees it empty or half written (a plain write raced the agent's wait).
+fn put(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp-put");
+    fs::write(&tmp, content).expect("write");
+    fs::rename(&tmp, path).expect("rename");
+}
+
 /// What the driver core and virtio-blk do on a bind: the `driver` link, the virtio device
 /// with its ID, the disk with `dev` and its partitions.
 fn plug(sys: &Path, slot: &str, index: u32, id: u32, disk: Option<DiskSpec<'_>>) {
@@ -57,15 +65,15 @@ fn plug(sys: &Path, slot: &str, index: u32, id: u32, disk: Option<DiskSpec<'_>>)
     .expect("link");
     let virtio = dir.join(format!("virtio{index}"));
     fs::create_dir_all(&virtio).expect("mkdir");
-    fs::write(virtio.join("device"), format!("0x{id:04x}\n")).expect("write");
+    put(&virtio.join("device"), &format!("0x{id:04x}\n"));
     if let Some((name, dev, parts)) = disk {
         let d = virtio.join("block").join(name);
         fs::create_dir_all(&d).expect("mkdir");
-        fs::write(d.join("dev"), format!("{dev}\n")).expect("write");
-        fs::write(d.join("size"), "2048\n").expect("write");
+        put(&d.join("dev"), &format!("{dev}\n"));
+        put(&d.join("size"), "2048\n");
         for (p, pdev) in parts {
             fs::create_dir_all(d.join(p)).expect("mkdir");
-            fs::write(d.join(p).join("dev"), format!("{pdev}\n")).expect("write");
+            put(&d.join(p).join("dev"), &format!("{pdev}\n"));
         }
     }
 }
