@@ -26,6 +26,14 @@ pub mod vsock;
 /// (the MP table and the in-kernel irqchip are sized for it).
 pub const MAX_VCPUS: u8 = 32;
 
+/// Granularity of a VM's hot-plug memory (MiB): hull-vmm takes `--hotplug-mib` only in these
+/// units and the shim grows a guest by them, as Linux adds memory in 128 MiB blocks on x86_64.
+pub const HOTPLUG_BLOCK_MIB: u32 = 128;
+
+/// Most disk slots a VM has (`--disk-slots`): hull-vmm refuses more, the shim's hull.toml
+/// too; each takes one of the VM's 19 virtio IRQs.
+pub const MAX_DISK_SLOTS: u8 = 8;
+
 /// The virtio-fs tag of the pod share: the shim's hull-vmm serves virtiofsd under it and the
 /// agent mounts it.
 pub const SHARE_FS_TAG: &str = "hull";

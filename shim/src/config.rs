@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hull_contract::MAX_VCPUS;
+use hull_contract::{MAX_DISK_SLOTS, MAX_VCPUS};
 use serde::Deserialize;
 /// Below this the guest kernel and agent do not fit with room for a container.
 pub(crate) const MIN_MEMORY_MIB: u32 = 64;
@@ -384,10 +384,10 @@ impl HullConfig {
                 format!("{} is above {MAX_VCPUS}", vm.max_vcpus),
             ));
         }
-        if vm.disk_slots > 8 {
+        if vm.disk_slots > MAX_DISK_SLOTS {
             return Err(invalid(
                 "vm.disk_slots",
-                format!("{} is above 8", vm.disk_slots),
+                format!("{} is above {MAX_DISK_SLOTS}", vm.disk_slots),
             ));
         }
         if vm.max_memory_mib > 64 * 1024 {

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use std::collections::HashMap;
 
-use hull_contract::MAX_VCPUS;
+use hull_contract::{HOTPLUG_BLOCK_MIB, MAX_VCPUS};
 
 use crate::config::VmSection;
 
@@ -238,10 +238,6 @@ pub(crate) struct Reserve {
     pub(crate) max_vcpus: u8,
     pub(crate) hotplug_mib: u32,
 }
-
-/// Granularity of the virtio-mem region and of each growth: Linux adds memory to a guest in
-/// 128 MiB blocks on x86_64.
-pub(crate) const HOTPLUG_BLOCK_MIB: u32 = 128;
 
 /// The reserve of a VM booted at `size` on a node with `node_cpus`: `[vm] max_vcpus` (0: the
 /// node's CPUs) and `max_memory_mib` above the boot size, both bounded by hull's maxima.

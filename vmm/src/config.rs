@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use hull_contract::vmm_args::IoLimit;
-use hull_contract::{MAX_VCPUS, SHARE_FS_TAG};
+use hull_contract::{HOTPLUG_BLOCK_MIB, MAX_DISK_SLOTS, MAX_VCPUS, SHARE_FS_TAG};
 use serde::{Deserialize, Serialize};
 
 pub use crate::devices::rate_limiter::{BucketConfig, LimitConfig};
@@ -275,12 +275,6 @@ pub struct HotplugConfig {
     pub disk_slots: u8,
 }
 
-/// At most this many disk slots (the VM has 19 virtio IRQs in all).
-pub const MAX_DISK_SLOTS: u8 = 8;
-
-/// Granularity of `HotplugConfig::memory_mib`: Linux adds memory in 128 MiB blocks on x86_64.
-pub const HOTPLUG_MEMORY_ALIGN_MIB: u32 = 128;
-
 impl HotplugConfig {
     /// The vCPU count the MP table declares for a VM booting `vcpus`.
     pub fn max_vcpus_for(&self, vcpus: u8) -> u8 {
@@ -298,10 +292,9 @@ impl HotplugConfig {
                 self.max_vcpus
             ));
         }
-        if !self.memory_mib.is_multiple_of(HOTPLUG_MEMORY_ALIGN_MIB) || self.memory_mib > 64 * 1024
-        {
+        if !self.memory_mib.is_multiple_of(HOTPLUG_BLOCK_MIB) || self.memory_mib > 64 * 1024 {
             return Err(format!(
-                "hotplug memory_mib must be a multiple of {HOTPLUG_MEMORY_ALIGN_MIB} up to 65536, not {}",
+                "hotplug memory_mib must be a multiple of {HOTPLUG_BLOCK_MIB} up to 65536, not {}",
                 self.memory_mib
             ));
         }

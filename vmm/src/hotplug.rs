@@ -175,7 +175,8 @@ impl Vmm {
     ) -> Result<u64, HotplugError> {
         let slot = slot_of(&mut self.growth.disks, index)?;
         let kit = slot.kit.take().ok_or(HotplugError::SlotFull(index))?;
-        // Checked before the kit goes into the disk, which keeps it either way.
+        // A regular file, as its size is the disk's; checked before the kit goes into the
+        // disk, so a refused image leaves the slot usable.
         let regular = file.metadata().map(|m| m.is_file());
         if !matches!(regular, Ok(true)) {
             slot.kit = Some(kit);

@@ -120,16 +120,7 @@ fn configure_boot_pause_resume_metrics_shutdown() {
     ] {
         assert!(text.contains(want), "{want:?} missing in:\n{text}");
     }
-    assert_eq!(
-        request(&sock, "PUT", "/actions", r#"{"action":"shutdown"}"#).0,
-        204
-    );
-    let status = wait_until("exit after shutdown", Duration::from_secs(10), || {
-        child.try_wait().unwrap()
-    });
-    let mut err = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    shutdown_and_wait(&sock, &mut child);
     // Left for the directory's owner: once the VM runs hull-vmm unlinks nothing (seccomp).
     assert!(sock.exists(), "API socket left in place");
 }
@@ -152,6 +143,20 @@ fn shutdown_before_boot_and_sigterm_before_boot() {
         // The second round binds over the socket file the first one left.
         assert_eq!(child.wait().unwrap().code(), Some(0));
     }
+}
+
+/// `shutdown` through the API; hull-vmm must then exit 0 within 10 s.
+fn shutdown_and_wait(sock: &Path, child: &mut Child) {
+    assert_eq!(
+        request(sock, "PUT", "/actions", r#"{"action":"shutdown"}"#).0,
+        204
+    );
+    let status = wait_until("exit after shutdown", Duration::from_secs(10), || {
+        child.try_wait().unwrap()
+    });
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
 }
 
 /// `request` with `file`'s descriptor passed along (SCM_RIGHTS), as a disk attach needs.
@@ -288,14 +293,5 @@ fn a_running_vm_grows_through_the_api() {
     );
     assert_eq!(hotplug()["disks"][0]["attached"], true);
 
-    assert_eq!(
-        request(&sock, "PUT", "/actions", r#"{"action":"shutdown"}"#).0,
-        204
-    );
-    let status = wait_until("exit after shutdown", Duration::from_secs(10), || {
-        child.try_wait().unwrap()
-    });
-    let mut err = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    assert_eq!(status.code(), Some(0), "stderr: {err}");
+    shutdown_and_wait(&sock, &mut child);
 }

@@ -36,6 +36,14 @@ pub(crate) fn cgroup2_root() -> Option<PathBuf> {
         .find(|p| p.join("cgroup.subtree_control").exists())
 }
 
+/// The memory limits of the pod whose sandbox cgroup is `leaf` (`sizing::pod_memory_limits`);
+/// none without a sandbox cgroup or a cgroup v2 hierarchy. Read at boot to size the VM and
+/// at each growth to bound it (the kubelet may have raised them since).
+pub(crate) fn pod_memory(leaf: Option<&Path>) -> crate::sizing::PodMemory {
+    leaf.and_then(|leaf| Some(crate::sizing::pod_memory_limits(leaf, &cgroup2_root()?)))
+        .unwrap_or_default()
+}
+
 /// `cgroupsPath` → path relative to the cgroup v2 root.
 fn relative_path(cgroups_path: &str) -> Result<PathBuf, CgroupError> {
     let bad = |why: &'static str| CgroupError::BadPath {

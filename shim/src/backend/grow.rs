@@ -23,7 +23,9 @@ use hull_proto::guest_ttrpc::GuestClient;
 use hull_proto::vmm_api;
 use tokio::sync::Mutex;
 
-use crate::sizing::{self, Reserve, VmSize, HOTPLUG_BLOCK_MIB};
+use hull_contract::HOTPLUG_BLOCK_MIB;
+
+use crate::sizing::{self, Reserve, VmSize};
 
 const MIB: u64 = 1 << 20;
 /// One API request; hull-vmm answers at once (the guest's part is waited for separately).
@@ -163,13 +165,8 @@ impl Growth {
     /// the reserve and the pod's host cgroup (read now: the kubelet raises it before an
     /// in-place resize reaches the runtime).
     fn memory_for(&self, want_mib: u64) -> u64 {
-        let limit_mib = self
-            .cgroup
-            .as_deref()
-            .and_then(|dir| {
-                let root = super::cgroup::cgroup2_root()?;
-                sizing::pod_memory_limits(dir, &root).in_force
-            })
+        let limit_mib = super::cgroup::pod_memory(self.cgroup.as_deref())
+            .in_force
             .map(|b| b / MIB);
         let (plugged, bound) = plug_within(
             want_mib,
@@ -188,8 +185,8 @@ impl Growth {
         plugged
     }
 
-    /// Raises the plugged part of the region from `from` to `to` MiB and waits until the
-    /// guest's kernel counts it.
+    /// Raises the plugged part of the region to `to` MiB and waits until the guest's kernel
+    /// counts it.
     async fn plug(&self, guest: &GuestClient, now: &mut Now, to: u64) -> Result<(), GrowError> {
         let total = || async {
             guest

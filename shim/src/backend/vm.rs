@@ -264,13 +264,7 @@ impl VmPod {
                 .and_then(Value::as_str)
                 .unwrap_or_default(),
         )?;
-        let pod_memory = pod_cgroup
-            .as_deref()
-            .and_then(|leaf| {
-                let root = super::cgroup::cgroup2_root()?;
-                Some(sizing::pod_memory_limits(leaf, &root))
-            })
-            .unwrap_or_default();
+        let pod_memory = super::cgroup::pod_memory(pod_cgroup.as_deref());
         let size = sizing::vm_size_within(&sizing_inputs(&spec), &cfg.vm, pod_memory)?;
         let reserve = sizing::reserve(size, &cfg.vm, node_cpus());
         let dir = pod_dir(sid);

@@ -80,7 +80,7 @@ impl Pod {
         self.running(id)?;
         if let Ok(r) = serde_json::from_slice::<serde_json::Value>(&resources_json) {
             let b = self.backend()?;
-            self.grow_for(b, id, Some(Demand::of_resources(&r))).await?;
+            self.grow_for(b, id, Demand::of_resources(&r)).await?;
         }
         let (containers, _) = self.clients()?;
         let req = UpdateContainerRequest {

@@ -145,20 +145,18 @@ impl Pod {
         &self.events
     }
 
-    /// Records what container `id` asks of the VM (`None`: keep what it asked before) and
-    /// grows the VM to what all containers ask. Growth is one way: a smaller demand only
+    /// Records what container `id` asks of the VM and grows the VM to what all containers
+    /// ask. Growth is one way: a smaller demand only
     /// lowers what later growths count.
     pub(super) async fn grow_for(
         &self,
         b: &dyn PodBackend,
         id: &str,
-        demand: Option<Demand>,
+        demand: Demand,
     ) -> Result<(), ShimError> {
         let want = {
             let mut m = self.demands.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(d) = demand {
-                m.insert(id.to_owned(), d);
-            }
+            m.insert(id.to_owned(), demand);
             let all: Vec<Demand> = m.values().copied().collect();
             sizing::demanded_size(&all, &self.cfg.vm)
         };
@@ -320,7 +318,7 @@ impl Pod {
             let demand = serde_json::from_slice::<serde_json::Value>(&prepared.spec_json)
                 .map(|v| Demand::of_spec(&v))
                 .unwrap_or_default();
-            if let Err(e) = self.grow_for(b, &spec.id, Some(demand)).await {
+            if let Err(e) = self.grow_for(b, &spec.id, demand).await {
                 self.forget_demand(&spec.id);
                 b.release_container(&spec.id).await;
                 return Err(e);

@@ -88,12 +88,9 @@ impl Block {
         Self::from_file(file, read_only, BlockKit::new()?)
     }
 
-    /// A disk over an open image file (a regular file: its size is the disk's), using `kit`.
+    /// A disk over an open image file, whose size is the disk's, using `kit`.
     pub(crate) fn from_file(file: File, read_only: bool, kit: BlockKit) -> std::io::Result<Self> {
         let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(std::io::Error::other("a disk image must be a regular file"));
-        }
         let mut id = [0u8; ID_LEN];
         let s = format!("{:x}{:x}", meta.dev(), meta.ino());
         for (d, b) in id.iter_mut().zip(s.bytes()) {

@@ -145,11 +145,19 @@ impl VirtioMem {
         Ok(())
     }
 
+    /// The host changed the config space: a new generation, and the driver is told.
     fn config_changed(&mut self) {
-        self.generation = self.generation.wrapping_add(1);
+        self.bump_generation();
         if let Some(a) = &self.state.active {
             a.irq.trigger(INT_CONFIG);
         }
+    }
+
+    /// `plugged_size` or `requested_size` moved: a driver reading the config space across
+    /// the change sees another generation and reads again. A change the driver caused
+    /// (a plug or unplug it asked for) needs no interrupt.
+    fn bump_generation(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
     }
 
     fn config(&self) -> [u8; 56] {
@@ -235,7 +243,7 @@ impl VirtioMem {
             self.plugged.fill(0);
             self.plugged_blocks = 0;
             self.metrics.unplugs.inc();
-            self.generation = self.generation.wrapping_add(1);
+            self.bump_generation();
             return (RESP_ACK, 0);
         }
         let Some((first, count)) = self.range(req.addr, req.blocks) else {
@@ -251,7 +259,7 @@ impl VirtioMem {
             REQ_PLUG => {
                 (first..first + count).for_each(|b| self.set_plugged(b, true));
                 self.metrics.plugs.inc();
-                self.generation = self.generation.wrapping_add(1);
+                self.bump_generation();
                 (RESP_ACK, 0)
             }
             REQ_UNPLUG if plugged != count => error(&self.metrics),
@@ -259,7 +267,7 @@ impl VirtioMem {
                 (first..first + count).for_each(|b| self.set_plugged(b, false));
                 self.release(mem, first, count);
                 self.metrics.unplugs.inc();
-                self.generation = self.generation.wrapping_add(1);
+                self.bump_generation();
                 (RESP_ACK, 0)
             }
             REQ_STATE => {
