@@ -270,8 +270,6 @@ impl Vmm {
 
     /// Stops and joins every vCPU thread; devices (and their sockets) go with `self`.
     pub fn shutdown(mut self) {
-        for v in &mut self.vcpus {
-            v.finish();
-        }
+        crate::vstate::vcpu::finish_all(&mut self.vcpus);
     }
 }

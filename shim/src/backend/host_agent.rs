@@ -154,8 +154,8 @@ impl PodBackend for HostAgent {
         self.child.exited().await;
     }
 
-    async fn shutdown(&self) -> Result<(), BackendError> {
-        let status = self.child.stop(STOP_TIMEOUT).await;
+    async fn shutdown(&self, shim_left: super::ShimLeft) -> Result<(), BackendError> {
+        let (status, ()) = tokio::join!(self.child.stop(STOP_TIMEOUT), shim_left);
         tracing::debug!(%status, "host agent stopped");
         // Container cgroups left by a failed removal too.
         super::cleanup::remove_cgroup(&self.cgroup_parent).await;

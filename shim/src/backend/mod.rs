@@ -92,6 +92,10 @@ pub(crate) struct Prepared {
 }
 
 /// A running pod: the agent's ttrpc client and how to stop everything the pod owns.
+/// The shim's move out of the pod's cgroups (`Pod::leave_pod_cgroup`), which a backend's
+/// shutdown awaits before it kills and removes them.
+pub(crate) type ShimLeft = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 #[async_trait]
 pub(crate) trait PodBackend: Send + Sync + Debug {
     /// The connection to the pod's agent; clones share it.
@@ -120,8 +124,10 @@ pub(crate) trait PodBackend: Send + Sync + Debug {
     fn alive(&self) -> bool;
     /// Resolves when the pod's VM (or host agent) has ended, asked to or not.
     async fn died(&self);
-    /// Stops the agent (and VM) and removes every host resource the pod created.
-    async fn shutdown(&self) -> Result<(), BackendError>;
+    /// Stops the agent (and VM) and removes every host resource the pod created. The pod's
+    /// cgroups are killed and removed only once `shim_left` resolved (the shim out of them),
+    /// which runs beside the stop.
+    async fn shutdown(&self, shim_left: ShimLeft) -> Result<(), BackendError>;
     /// The processes and cgroups the pod owns, for `pod.json` (crash cleanup).
     fn record(&self) -> record::PodRecord;
 }
@@ -149,7 +155,7 @@ pub(crate) async fn launch(
     };
     // Without the record a shim crash would leak the VM: a pod that cannot write it stops.
     if let Err(e) = record::write(&pod_dir(sid), &b.record()) {
-        if let Err(e2) = b.shutdown().await {
+        if let Err(e2) = b.shutdown(Box::pin(async {})).await {
             tracing::error!("stop the pod after failing to record it: {e2}");
         }
         return Err(e);

@@ -806,13 +806,13 @@ impl PodBackend for VmPod {
         }
     }
 
-    async fn shutdown(&self) -> Result<(), BackendError> {
+    async fn shutdown(&self, shim_left: super::ShimLeft) -> Result<(), BackendError> {
         self.stopping.store(true, Ordering::Release);
         // First: its listeners hold the netns, and its streams run through the VM.
         if let Some(f) = &self.portfwd {
             f.stop();
         }
-        let s = self.vmm.stop(VMM_STOP_GRACE).await;
+        let (s, ()) = tokio::join!(self.vmm.stop(VMM_STOP_GRACE), shim_left);
         tracing::info!(status = %s, "hull-vmm stopped");
         self.virtiofsd.stop(VIRTIOFSD_STOP_GRACE).await;
         if let Some(w) = self.wired.clone() {

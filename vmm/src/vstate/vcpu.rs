@@ -390,15 +390,28 @@ impl VcpuHandle {
     /// Sends `ev` and waits until the thread reports a new state, kicking it out of `KVM_RUN`
     /// every few milliseconds (a kick that lands just before `KVM_RUN` would be lost).
     pub fn send(&mut self, ev: VcpuEvent) -> Result<VcpuState, VcpuError> {
-        if self.events.send(ev).is_err() {
-            self.state = VcpuState::Exited;
+        if !self.post(ev) {
             return Ok(self.state);
         }
+        self.await_state(ev)
+    }
+
+    /// Sends `ev` and kicks the thread (unless `ev` is Resume); false if the thread is gone.
+    fn post(&mut self, ev: VcpuEvent) -> bool {
+        if self.events.send(ev).is_err() {
+            self.state = VcpuState::Exited;
+            return false;
+        }
+        if ev != VcpuEvent::Resume {
+            self.kick();
+        }
+        true
+    }
+
+    /// Waits for the thread's answer to a posted `ev`, kicking again every few milliseconds.
+    fn await_state(&mut self, ev: VcpuEvent) -> Result<VcpuState, VcpuError> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if ev != VcpuEvent::Resume {
-                self.kick();
-            }
             match self.states.recv_timeout(Duration::from_millis(5)) {
                 Ok(s) => {
                     self.state = s;
@@ -408,7 +421,11 @@ impl VcpuHandle {
                     self.state = VcpuState::Exited;
                     return Ok(self.state);
                 }
-                Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                    if ev != VcpuEvent::Resume {
+                        self.kick();
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => return Err(VcpuError::NoResponse(self.id)),
             }
         }
@@ -417,7 +434,12 @@ impl VcpuHandle {
     /// Stops the thread and joins it. A thread that does not answer within `send`'s deadline
     /// is left unjoined rather than hanging the VMM's exit; the process exit then ends it.
     pub fn finish(&mut self) {
-        let answered = self.send(VcpuEvent::Finish).is_ok();
+        finish_all(std::slice::from_mut(self));
+    }
+
+    /// Joins the thread once it answered Finish (`answered`); otherwise leaves it to the
+    /// process exit.
+    fn join(&mut self, answered: bool) {
         if let Some(t) = self.thread.take() {
             if answered {
                 let _ = t.join();
@@ -429,6 +451,21 @@ impl VcpuHandle {
             }
         }
         self.state = VcpuState::Exited;
+    }
+}
+
+/// Stops every vCPU thread and joins them. All are told and kicked before any answer is
+/// awaited, so their exits overlap instead of adding up (a pod has four vCPU threads by
+/// default, most of them never granted; one after another, hull-vmm took 78 ms to stop in
+/// the lab).
+pub(crate) fn finish_all(handles: &mut [VcpuHandle]) {
+    let posted: Vec<bool> = handles
+        .iter_mut()
+        .map(|h| h.thread.is_some() && h.post(VcpuEvent::Finish))
+        .collect();
+    for (h, posted) in handles.iter_mut().zip(posted) {
+        let answered = !posted || h.await_state(VcpuEvent::Finish).is_ok();
+        h.join(answered);
     }
 }
 
