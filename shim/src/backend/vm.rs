@@ -376,6 +376,9 @@ impl VmPod {
             reserve,
             limits,
         } = wanted;
+        // Each step's end in the debug log: what a pod start spends on the host before the boot.
+        let t = Instant::now();
+        let mut steps: Vec<(&'static str, Duration)> = Vec::new();
         // Read before the VM boots: a pod file that cannot be read fails the pod at once.
         let pod_file = |dest| crate::spec::pod_file(spec, dest);
         let sandbox = CreateSandboxRequest {
@@ -422,6 +425,7 @@ impl VmPod {
             .map_err(|_| BackendError::Blocking("allocate a jail uid"))??;
         p.record.uid = Some(id);
         p.save()?;
+        steps.push(("logs and uid", t.elapsed()));
 
         let share = Share::at(&dir);
         share.create()?;
@@ -433,6 +437,7 @@ impl VmPod {
             p.cgroup = Some(PodCgroup::create(cg)?);
         }
         let procs = p.cgroup.as_ref().map(PodCgroup::procs_fd);
+        steps.push(("share and cgroup", t.elapsed()));
 
         let jail = Jail::prepare(&dir, id)?;
         let (virtiofsd_err, virtiofsd_relay) = relay_log("virtiofsd", &logs.join("virtiofsd.log"))?;
@@ -449,6 +454,7 @@ impl VmPod {
         p.save()?;
         write_processes(&dir, p.record.shim, virtiofsd_id);
         jail.hand_over(jail::FS_SOCKET)?;
+        steps.push(("jail and virtiofsd", t.elapsed()));
 
         let pod_net = match netns {
             Some(ns) => {
@@ -478,6 +484,7 @@ impl VmPod {
             None => None,
         };
 
+        steps.push(("network", t.elapsed()));
         let vsock = jail::host_path(&dir, jail::VSOCK_SOCKET);
         let console_path = logs.join("console.log");
         let console = if cfg.vm.guest_console {
@@ -548,6 +555,8 @@ impl VmPod {
         p.children.push(vmm.clone());
         p.record.children.extend(ProcId::of(vmm.pid()));
         p.save()?;
+        steps.push(("hull-vmm", t.elapsed()));
+        tracing::debug!(?steps, "pod VM prepared (each step's end)");
         tracing::info!(
             vmm = vmm.pid(),
             virtiofsd = virtiofsd.pid(),
