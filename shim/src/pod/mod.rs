@@ -86,7 +86,7 @@ pub(crate) struct Pod {
     annotations: std::sync::OnceLock<HullAnnotations>,
     /// The shim's move into the pod's cgroup, then out of it (`join_pod_cgroup`,
     /// `leave_pod_cgroup`). Both run beside the pod's work, not before it: each cgroup
-    /// migration waits for an RCU grace period (21–53 ms of a `ctr run` in the lab).
+    /// migration waits for an RCU grace period (17–53 ms of a `ctr run` in the lab).
     placement: Mutex<CgroupMove>,
     /// Set by the first Shutdown of an empty pod.
     tearing_down: std::sync::atomic::AtomicBool,
