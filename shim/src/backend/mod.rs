@@ -91,11 +91,11 @@ pub(crate) struct Prepared {
     pub(crate) storages: Vec<Storage>,
 }
 
-/// A running pod: the agent's ttrpc client and how to stop everything the pod owns.
 /// The shim's move out of the pod's cgroups (`Pod::leave_pod_cgroup`), which a backend's
 /// shutdown awaits before it kills and removes them.
 pub(crate) type ShimLeft = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// A running pod: the agent's ttrpc client and how to stop everything the pod owns.
 #[async_trait]
 pub(crate) trait PodBackend: Send + Sync + Debug {
     /// The connection to the pod's agent; clones share it.

@@ -148,8 +148,7 @@ impl Pod {
     }
 
     /// Records what container `id` asks of the VM and grows the VM to what all containers
-    /// ask. Growth is one way: a smaller demand only
-    /// lowers what later growths count.
+    /// ask. Growth is one way: a smaller demand only lowers what later growths count.
     pub(super) async fn grow_for(
         &self,
         b: &dyn PodBackend,
@@ -230,22 +229,10 @@ impl Pod {
     /// the shim outside its pod's cgroup: only its accounting changes.
     fn leave_pod_cgroup(&self) {
         let mut m = self.placement.lock().unwrap_or_else(|p| p.into_inner());
-        if !matches!(*m, CgroupMove::Joining(_)) {
-            return;
-        }
-        let CgroupMove::Joining(join) = std::mem::replace(&mut *m, CgroupMove::Outside) else {
-            return;
+        *m = match std::mem::replace(&mut *m, CgroupMove::Outside) {
+            CgroupMove::Joining(join) => CgroupMove::Leaving(tokio::spawn(leave_after(join))),
+            other => other,
         };
-        *m = CgroupMove::Leaving(tokio::spawn(async move {
-            let Ok(Some(p)) = join.await else {
-                return;
-            };
-            match tokio::task::spawn_blocking(move || p.leave()).await {
-                Ok(Ok(to)) => tracing::debug!(cgroup = %to.display(), "shim left the pod cgroup"),
-                Ok(Err(e)) => tracing::error!("the shim could not leave the pod cgroup: {e}"),
-                Err(e) => tracing::error!("the shim could not leave the pod cgroup: {e}"),
-            }
-        }));
     }
 
     /// Refuses a spec whose `io.hull.*` annotations hull.toml does not allow; the sandbox's
@@ -741,15 +728,23 @@ impl CgroupMove {
             CgroupMove::Outside => {}
             // Teardown starts the leave first, so this is not reached through it; still,
             // never stay inside a cgroup that is about to be killed.
-            CgroupMove::Joining(j) => {
-                if let Ok(Some(p)) = j.await {
-                    let _ = tokio::task::spawn_blocking(move || p.leave()).await;
-                }
-            }
+            CgroupMove::Joining(j) => leave_after(j).await,
             CgroupMove::Leaving(l) => {
                 let _ = l.await;
             }
         }
+    }
+}
+
+/// Moves the shim back out of the pod's cgroup once `join` has finished, if it joined.
+async fn leave_after(join: tokio::task::JoinHandle<Option<Placement>>) {
+    let Ok(Some(p)) = join.await else {
+        return;
+    };
+    match tokio::task::spawn_blocking(move || p.leave()).await {
+        Ok(Ok(to)) => tracing::debug!(cgroup = %to.display(), "shim left the pod cgroup"),
+        Ok(Err(e)) => tracing::error!("the shim could not leave the pod cgroup: {e}"),
+        Err(e) => tracing::error!("the shim could not leave the pod cgroup: {e}"),
     }
 }
 
